@@ -1,0 +1,59 @@
+"""Attributes: Mixer's value types, manifests, the global dictionary and bags."""
+
+from mixerd.attribute.bag import (
+    MISSING,
+    Bag,
+    Condition,
+    DictBag,
+    OverlayBag,
+    Reference,
+    ReferenceTracker,
+    TrackedStringMap,
+    TrackingBag,
+)
+from mixerd.attribute.dictionary import GLOBAL_DICTIONARY, GLOBAL_INDEX
+from mixerd.attribute.manifest import (
+    Manifest,
+    ManifestError,
+    load_manifests,
+    manifest_from_resources,
+    stock_manifest,
+)
+from mixerd.attribute.types import (
+    URI,
+    DNSName,
+    EmailAddress,
+    IPAddress,
+    ValueType,
+    format_duration,
+    parse_duration,
+    parse_timestamp,
+    type_of,
+)
+
+__all__ = [
+    "GLOBAL_DICTIONARY",
+    "GLOBAL_INDEX",
+    "MISSING",
+    "URI",
+    "Bag",
+    "Condition",
+    "DNSName",
+    "DictBag",
+    "EmailAddress",
+    "IPAddress",
+    "Manifest",
+    "ManifestError",
+    "OverlayBag",
+    "Reference",
+    "ReferenceTracker",
+    "TrackedStringMap",
+    "TrackingBag",
+    "ValueType",
+    "format_duration",
+    "load_manifests",
+    "manifest_from_resources",
+    "parse_duration",
+    "parse_timestamp",
+    "stock_manifest",
+]

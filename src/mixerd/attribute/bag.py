@@ -1,0 +1,268 @@
+"""Attribute bags: read-only name -> value mappings, with reference tracking.
+
+A :class:`Bag` is a ``Mapping[str, Any]`` whose ``get(name, default)`` is the hot path: compiled
+expressions call it for every attribute they read. "Absent" is distinct from every value: a
+missing attribute is simply not in the mapping (``get`` returns the default).
+
+Reference tracking answers "which attributes did this decision depend on?", the recipe a proxy
+uses to cache a Check result (Mixer's ``ReferencedAttributes``). A :class:`ReferenceTracker`
+records each lookup as ABSENCE or EXACT; string-map lookups made through a tracked map are
+recorded per key as ``name[key]``. Wire front-ends wrap their messages in lazy bags of their own
+(any ``Mapping`` works); :class:`TrackingBag` adds tracking to any of them.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+__all__ = [
+    "MISSING",
+    "Bag",
+    "Condition",
+    "DictBag",
+    "OverlayBag",
+    "Reference",
+    "ReferenceTracker",
+    "TrackedStringMap",
+    "TrackingBag",
+]
+
+
+class _Missing:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+MISSING: Final[Any] = _Missing()
+"""Sentinel returned by ``bag.get(name, MISSING)`` for an absent attribute."""
+
+
+class Condition(enum.IntEnum):
+    """How a result depended on an attribute (Mixer's ``ReferencedAttributes.Condition``)."""
+
+    CONDITION_UNSPECIFIED = 0
+    ABSENCE = 1
+    EXACT = 2
+    REGEX = 3
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Reference:
+    """One referenced attribute: ``name`` (and ``map_key`` for a string-map entry) with its condition."""
+
+    name: str
+    map_key: str | None
+    condition: Condition
+
+    def __str__(self) -> str:
+        text = self.name if self.map_key is None else f"{self.name}[{self.map_key}]"
+        return ("-" if self.condition is Condition.ABSENCE else "") + text
+
+
+class ReferenceTracker:
+    """Collects the attributes one evaluation looked at.
+
+    ``whole_maps`` lists string-map attributes that were fetched as a whole. Mixer's proxy-facing
+    bag does not report those (only their keys), so wire encoders skip them; the expression test
+    suite does list them.
+    """
+
+    __slots__ = ("_refs", "whole_maps")
+
+    def __init__(self) -> None:
+        self._refs: dict[tuple[str, str | None], Condition] = {}
+        self.whole_maps: set[str] = set()
+
+    def record(self, name: str, present: bool) -> None:
+        self._refs[(name, None)] = Condition.EXACT if present else Condition.ABSENCE
+
+    def record_key(self, name: str, key: str, present: bool) -> None:
+        self._refs[(name, key)] = Condition.EXACT if present else Condition.ABSENCE
+
+    def snapshot(self) -> dict[tuple[str, str | None], Condition]:
+        """A copy of the state, to :meth:`restore` later (Mixer restores the post-preprocessing state per quota)."""
+        return dict(self._refs)
+
+    def restore(self, state: dict[tuple[str, str | None], Condition]) -> None:
+        self._refs = dict(state)
+
+    def clear(self) -> None:
+        self._refs.clear()
+        self.whole_maps.clear()
+
+    def references(self) -> list[Reference]:
+        """All references, sorted by name and key."""
+        return sorted(Reference(n, k, c) for (n, k), c in self._refs.items())
+
+    def log(self) -> list[str]:
+        """Mixer's test-suite form: sorted ``name`` / ``-name`` / ``map[key]`` / ``-map[key]`` strings."""
+        return sorted(str(r) for r in self.references())
+
+    def __len__(self) -> int:
+        return len(self._refs)
+
+
+class Bag(Mapping[str, Any]):
+    """Base class of bags: a read-only mapping with a fast ``get``."""
+
+    __slots__ = ()
+
+    def names(self) -> list[str]:
+        return list(self)
+
+
+class DictBag(Bag):
+    """A bag over a plain dict (which it does not copy)."""
+
+    __slots__ = ("_values", "get")
+
+    def __init__(self, values: Mapping[str, Any] | None = None) -> None:
+        self._values: Mapping[str, Any] = {} if values is None else values
+        self.get = self._values.get  # type: ignore[method-assign]
+
+    def __getitem__(self, name: str) -> Any:
+        return self._values[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._values
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"DictBag({dict(self._values)!r})"
+
+
+class OverlayBag(Bag):
+    """A writable layer over a parent bag, for attributes that mixerd derives itself.
+
+    :meth:`merge` never replaces a name the parent already has: attributes sent by the proxy win
+    over generated ones (Mixer's ``MutableBag.Merge``).
+    """
+
+    __slots__ = ("_local", "_parent")
+
+    def __init__(self, parent: Mapping[str, Any]) -> None:
+        self._parent = parent
+        self._local: dict[str, Any] = {}
+
+    def get(self, name: str, default: Any = None) -> Any:
+        value = self._parent.get(name, MISSING)
+        if value is MISSING:
+            return self._local.get(name, default)
+        return value
+
+    def __getitem__(self, name: str) -> Any:
+        value = self.get(name, MISSING)
+        if value is MISSING:
+            raise KeyError(name)
+        return value
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._parent or name in self._local
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._parent
+        for name in self._local:
+            if name not in self._parent:
+                yield name
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def set(self, name: str, value: Any) -> None:
+        self._local[name] = value
+
+    def merge(self, values: Mapping[str, Any]) -> None:
+        """Add every name of ``values`` that is not visible yet."""
+        for name, value in values.items():
+            if name not in self:
+                self._local[name] = value
+
+
+class TrackedStringMap(Mapping[str, str]):
+    """A read-only view of a string map that records each key lookup as ``name[key]``."""
+
+    __slots__ = ("_map", "_name", "_tracker")
+
+    def __init__(self, name: str, values: Mapping[str, str], tracker: ReferenceTracker) -> None:
+        self._name = name
+        self._map = values
+        self._tracker = tracker
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = self._map.get(key, MISSING)
+        self._tracker.record_key(self._name, key, value is not MISSING)
+        return default if value is MISSING else value
+
+    def __getitem__(self, key: str) -> str:
+        value = self.get(key, MISSING)
+        if value is MISSING:
+            raise KeyError(key)
+        return value  # type: ignore[no-any-return]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._map
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._map)
+
+    def __len__(self) -> int:
+        return len(self._map)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Mapping):
+            return dict(self._map) == dict(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"TrackedStringMap({self._name!r}, {dict(self._map)!r})"
+
+
+class TrackingBag(Bag):
+    """Wraps any attribute mapping and records every ``get`` in a :class:`ReferenceTracker`."""
+
+    __slots__ = ("_inner", "tracker")
+
+    def __init__(self, inner: Mapping[str, Any], tracker: ReferenceTracker | None = None) -> None:
+        self._inner = inner
+        self.tracker = ReferenceTracker() if tracker is None else tracker
+
+    def get(self, name: str, default: Any = None) -> Any:
+        value = self._inner.get(name, MISSING)
+        if value is MISSING:
+            self.tracker.record(name, False)
+            return default
+        self.tracker.record(name, True)
+        if isinstance(value, Mapping):
+            self.tracker.whole_maps.add(name)
+            return TrackedStringMap(name, value, self.tracker)
+        return value
+
+    def __getitem__(self, name: str) -> Any:
+        value = self.get(name, MISSING)
+        if value is MISSING:
+            raise KeyError(name)
+        return value
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._inner
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._inner)
+
+    def __len__(self) -> int:
+        return len(self._inner)
