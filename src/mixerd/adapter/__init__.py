@@ -1,1 +1,35 @@
-"""adapter layer."""
+"""The adapter SDK: how adapters describe themselves, validate config, build handlers and answer.
+
+See :mod:`mixerd.adapter.sdk` for the contract and :mod:`mixerd.adapter.testing` for the harness.
+"""
+
+from mixerd.adapter.env import Clock, Env, ManualClock, SystemClock
+from mixerd.adapter.params import Params, camel_case
+from mixerd.adapter.registry import ENTRY_POINT_GROUP, AdapterNotFound, get_adapter, load_adapters
+from mixerd.adapter.results import OK, CheckResult, Code, QuotaArgs, QuotaResult, Status
+from mixerd.adapter.sdk import Builder, ConfigError, Handler, Info, InstanceInfo, handler_method
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "OK",
+    "AdapterNotFound",
+    "Builder",
+    "CheckResult",
+    "Clock",
+    "Code",
+    "ConfigError",
+    "Env",
+    "Handler",
+    "Info",
+    "InstanceInfo",
+    "ManualClock",
+    "Params",
+    "QuotaArgs",
+    "QuotaResult",
+    "Status",
+    "SystemClock",
+    "camel_case",
+    "get_adapter",
+    "handler_method",
+    "load_adapters",
+]

@@ -1,0 +1,1 @@
+"""Generated modules of Mixer's API (package istio.mixer)."""

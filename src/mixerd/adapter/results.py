@@ -1,0 +1,98 @@
+"""What handlers return: statuses (gRPC codes), check results, quota arguments and results."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import enum
+from dataclasses import dataclass
+from typing import Final
+
+__all__ = [
+    "OK",
+    "CheckResult",
+    "Code",
+    "QuotaArgs",
+    "QuotaResult",
+    "Status",
+]
+
+
+class Code(enum.IntEnum):
+    """gRPC status codes (google.rpc.Code)."""
+
+    OK = 0
+    CANCELLED = 1
+    UNKNOWN = 2
+    INVALID_ARGUMENT = 3
+    DEADLINE_EXCEEDED = 4
+    NOT_FOUND = 5
+    ALREADY_EXISTS = 6
+    PERMISSION_DENIED = 7
+    RESOURCE_EXHAUSTED = 8
+    FAILED_PRECONDITION = 9
+    ABORTED = 10
+    OUT_OF_RANGE = 11
+    UNIMPLEMENTED = 12
+    INTERNAL = 13
+    UNAVAILABLE = 14
+    DATA_LOSS = 15
+    UNAUTHENTICATED = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """A status: a gRPC code and a message for people."""
+
+    code: int = Code.OK
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.code == Code.OK
+
+    def __str__(self) -> str:
+        try:
+            name = Code(self.code).name
+        except ValueError:
+            name = str(self.code)
+        return name if not self.message else f"{name}: {self.message}"
+
+
+OK: Final = Status()
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """A precondition answer and how long / how often the caller may reuse it."""
+
+    status: Status = OK
+    valid_duration: _dt.timedelta = _dt.timedelta(minutes=1)
+    valid_use_count: int = 10000
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaArgs:
+    """A quota allocation request: the amount wanted, best effort or all-or-nothing, and a
+    deduplication id (a retried request carries the same id and must not be charged twice)."""
+
+    amount: int = 1
+    best_effort: bool = False
+    dedup_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaResult:
+    """What a quota handler granted.
+
+    ``amount`` is the granted amount (0 means nothing was granted); ``valid_duration`` how long the
+    grant lives. ``limit``, ``remaining`` and ``reset_after`` are optional hints (the configured
+    maximum, what is left in the window, when the window resets) that front-ends such as Envoy's
+    rate-limit service turn into response headers.
+    """
+
+    status: Status = OK
+    valid_duration: _dt.timedelta = _dt.timedelta(0)
+    amount: int = 0
+    limit: int | None = None
+    remaining: int | None = None
+    reset_after: _dt.timedelta | None = None

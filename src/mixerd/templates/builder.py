@@ -1,0 +1,299 @@
+"""One generic instance builder for every template.
+
+:func:`compile_instance` turns an instance's ``params`` (a tree whose leaves are expression
+strings) into an :class:`InstanceBuilder`: every expression is compiled once and type-checked
+against its field's type; all problems are reported together, each with its field path. At
+request time :meth:`InstanceBuilder.build` evaluates the compiled expressions against a bag and
+returns the template's frozen instance dataclass.
+
+:func:`compile_output_mapper` does the same for an attribute generator's ``attributeBindings``
+(attribute name <- expression over ``$out.<field>``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from mixerd.attribute import MISSING, ValueType
+from mixerd.lang import CompileError, EvaluationError, Expression, compile
+from mixerd.templates.catalogue import ANY, TEMPLATES, FieldType, MapOf, Message, Template
+
+__all__ = [
+    "FieldError",
+    "InstanceBuildError",
+    "InstanceBuilder",
+    "OutputMapper",
+    "TemplateError",
+    "compile_instance",
+    "compile_output_mapper",
+    "snake_case",
+]
+
+OUT_PREFIX: Final = "$out."
+_OUT_NAME: Final = "__out__."  # what ``$out.`` becomes before compiling (a valid attribute prefix)
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    """A problem with one field: ``path`` is relative to the resource's ``spec`` (``params.value``)."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+class TemplateError(ValueError):
+    """An instance's params do not fit its template; ``errors`` lists every problem."""
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        super().__init__("; ".join(str(e) for e in errors))
+        self.errors = errors
+
+
+class InstanceBuildError(Exception):
+    """An instance could not be built from a request's attributes (e.g. a missing attribute)."""
+
+
+_CAMEL_RE: Final = re.compile(r"(?<=[a-z0-9])([A-Z])")
+
+
+def snake_case(name: str) -> str:
+    """``monitoredResourceType`` -> ``monitored_resource_type`` (configs may use either)."""
+    return _CAMEL_RE.sub(r"_\1", name).lower()
+
+
+# A compiled field: a function of the bag giving the field's value, or MISSING to leave it unset.
+_Getter = Callable[[Mapping[str, Any]], Any]
+
+
+class InstanceBuilder:
+    """Builds one instance (of one template) from a bag. Immutable and re-entrant."""
+
+    __slots__ = ("_fields", "attributes", "name", "template", "types")
+
+    def __init__(
+        self,
+        name: str,
+        template: Template,
+        fields: tuple[tuple[str, _Getter], ...],
+        types: Mapping[str, ValueType],
+        attributes: frozenset[str],
+    ) -> None:
+        self.name = name
+        self.template = template
+        self._fields = fields
+        self.types = types
+        """Inferred type of every expression, by field path (``value``, ``dimensions.source``)."""
+        self.attributes = attributes
+        """Every attribute name the instance's expressions may read."""
+
+    def build(self, attributes: Mapping[str, Any]) -> Any:
+        kwargs: dict[str, Any] = {"name": self.name}
+        try:
+            for key, getter in self._fields:
+                value = getter(attributes)
+                if value is not MISSING:
+                    kwargs[key] = value
+        except EvaluationError as exc:
+            raise InstanceBuildError(f"instance {self.name}: {key}: {exc}") from None
+        return self.template.instance_class(**kwargs)
+
+
+def compile_instance(
+    name: str,
+    template_name: str,
+    params: Mapping[str, Any] | None,
+    manifest: Mapping[str, ValueType],
+) -> InstanceBuilder:
+    """Compile ``params`` for ``template_name``; raise :class:`TemplateError` listing every problem."""
+    template = TEMPLATES.get(template_name)
+    if template is None:
+        known = ", ".join(sorted(TEMPLATES))
+        raise TemplateError([FieldError("template", f"unknown template '{template_name}' (known: {known})")])
+    errors: list[FieldError] = []
+    types: dict[str, ValueType] = {}
+    attributes: set[str] = set()
+    fields = _compile_fields(template.fields, params, "params", manifest, errors, types, attributes)
+    if errors:
+        raise TemplateError(errors)
+    return InstanceBuilder(name, template, fields, types, frozenset(attributes))
+
+
+def _compile_fields(
+    spec: Mapping[str, FieldType],
+    params: Any,
+    path: str,
+    manifest: Mapping[str, ValueType],
+    errors: list[FieldError],
+    types: dict[str, ValueType],
+    attributes: set[str],
+) -> tuple[tuple[str, _Getter], ...]:
+    if params is None:
+        return ()
+    if not isinstance(params, Mapping):
+        errors.append(FieldError(path, f"expected a map of fields, got {type(params).__name__}"))
+        return ()
+    out: list[tuple[str, _Getter]] = []
+    for raw_key, raw in params.items():
+        key = snake_case(str(raw_key))
+        fpath = f"{path}.{raw_key}"
+        ftype = spec.get(key)
+        if ftype is None:
+            valid = ", ".join(spec) or "none"
+            errors.append(FieldError(fpath, f"unknown field (this template has: {valid})"))
+            continue
+        getter = _compile_field(ftype, raw, fpath, manifest, errors, types, attributes)
+        if getter is not None:
+            out.append((key, getter))
+    return tuple(out)
+
+
+def _compile_field(
+    ftype: FieldType,
+    raw: Any,
+    path: str,
+    manifest: Mapping[str, ValueType],
+    errors: list[FieldError],
+    types: dict[str, ValueType],
+    attributes: set[str],
+) -> _Getter | None:
+    short = path.removeprefix("params.")
+    if isinstance(ftype, Message):
+        sub = _compile_fields(ftype.fields, raw, path, manifest, errors, types, attributes)
+        cls = ftype.cls
+
+        def build_message(bag: Mapping[str, Any], _sub: tuple[tuple[str, _Getter], ...] = sub) -> Any:
+            kwargs = {}
+            for k, g in _sub:
+                v = g(bag)
+                if v is not MISSING:
+                    kwargs[k] = v
+            return cls(**kwargs)
+
+        return build_message
+    if isinstance(ftype, MapOf):
+        if raw is None:
+            return None
+        if not isinstance(raw, Mapping):
+            errors.append(FieldError(path, f"expected a map of expressions, got {type(raw).__name__}"))
+            return None
+        entries: list[tuple[str, Callable[[Mapping[str, Any]], Any]]] = []
+        for k, text in raw.items():
+            expr = _compile_expr(text, ftype.value, f"{path}.{k}", manifest, errors)
+            if expr is not None:
+                types[f"{short}.{k}"] = expr.result_type
+                attributes.update(expr.attributes)
+                entries.append((str(k), expr.evaluate))
+        items = tuple(entries)
+        return lambda bag: {k: ev(bag) for k, ev in items}
+    expr = _compile_expr(raw, ftype, path, manifest, errors)
+    if expr is None:
+        return None
+    types[short] = expr.result_type
+    attributes.update(expr.attributes)
+    return expr.evaluate
+
+
+def _compile_expr(
+    raw: Any,
+    want: ValueType | Any,
+    path: str,
+    manifest: Mapping[str, ValueType],
+    errors: list[FieldError],
+) -> Expression | None:
+    if raw is None:
+        return None
+    if isinstance(raw, bool):
+        text = "true" if raw else "false"
+    elif isinstance(raw, int | float):
+        text = repr(raw)
+    elif isinstance(raw, str):
+        text = raw
+    else:
+        errors.append(FieldError(path, f"expected an expression string, got {type(raw).__name__}"))
+        return None
+    if not text.strip():
+        return None
+    try:
+        expr = compile(text, manifest)
+    except CompileError as exc:
+        errors.append(FieldError(path, f"{exc}"))
+        return None
+    if want is not ANY and expr.result_type != want:
+        errors.append(
+            FieldError(
+                path,
+                f"expression '{text}' has type {expr.result_type.name}, the field needs {want.name}",
+            )
+        )
+        return None
+    return expr
+
+
+class OutputMapper:
+    """Maps an attribute generator's output fields to attributes (``attributeBindings``)."""
+
+    __slots__ = ("_bindings", "attributes")
+
+    def __init__(self, bindings: tuple[tuple[str, Expression], ...]) -> None:
+        self._bindings = bindings
+        self.attributes = frozenset(name for name, _ in bindings)
+        """The attribute names this mapper can produce."""
+
+    def map(self, outputs: Mapping[str, Any]) -> dict[str, Any]:
+        """Evaluate the bindings over the generator's ``outputs`` (only the fields it set)."""
+        bag = {_OUT_NAME + k: v for k, v in outputs.items()}
+        result: dict[str, Any] = {}
+        for attr, expr in self._bindings:
+            try:
+                value = expr.evaluate(bag)
+            except EvaluationError:
+                continue  # an output the generator did not set, with no fallback: no attribute
+            result[attr] = value
+        return result
+
+
+def compile_output_mapper(
+    template_name: str,
+    bindings: Mapping[str, Any] | None,
+    manifest: Mapping[str, ValueType],
+) -> OutputMapper:
+    """Compile ``attributeBindings`` of a generator instance; raise :class:`TemplateError`."""
+    template = TEMPLATES[template_name]
+    out_manifest = dict(manifest)
+    out_manifest.update({_OUT_NAME + k: t for k, t in template.outputs.items()})
+    errors: list[FieldError] = []
+    compiled: list[tuple[str, Expression]] = []
+    for attr, text in (bindings or {}).items():
+        path = f"attributeBindings.{attr}"
+        target = manifest.get(str(attr))
+        if target is None:
+            errors.append(FieldError(path, f"unknown attribute '{attr}' (not in any attribute manifest)"))
+            continue
+        if not isinstance(text, str) or not text.strip():
+            errors.append(FieldError(path, "expected an expression over $out.<field>"))
+            continue
+        source = text.replace(OUT_PREFIX, _OUT_NAME)
+        try:
+            expr = compile(source, out_manifest)
+        except CompileError as exc:
+            errors.append(FieldError(path, str(exc).replace(_OUT_NAME, OUT_PREFIX)))
+            continue
+        if expr.result_type != target:
+            errors.append(
+                FieldError(
+                    path,
+                    f"expression '{text}' has type {expr.result_type.name}, "
+                    f"attribute '{attr}' is {target.name}",
+                )
+            )
+            continue
+        compiled.append((str(attr), expr))
+    if errors:
+        raise TemplateError(errors)
+    return OutputMapper(tuple(compiled))
