@@ -11,10 +11,12 @@ from mixerd.attribute.bag import (
     TrackedStringMap,
     TrackingBag,
 )
+from mixerd.attribute.coerce import coerce
 from mixerd.attribute.dictionary import GLOBAL_DICTIONARY, GLOBAL_INDEX
 from mixerd.attribute.manifest import (
     Manifest,
     ManifestError,
+    builtin_manifest,
     load_manifests,
     manifest_from_resources,
     stock_manifest,
@@ -50,6 +52,8 @@ __all__ = [
     "TrackedStringMap",
     "TrackingBag",
     "ValueType",
+    "builtin_manifest",
+    "coerce",
     "format_duration",
     "load_manifests",
     "manifest_from_resources",

@@ -100,7 +100,9 @@ class ReferenceTracker:
 
     def references(self) -> list[Reference]:
         """All references, sorted by name and key."""
-        return sorted(Reference(n, k, c) for (n, k), c in self._refs.items())
+        refs = (Reference(n, k, c) for (n, k), c in self._refs.items())
+        # A whole attribute (map_key None) sorts before its map keys; None and str don't compare.
+        return sorted(refs, key=lambda r: (r.name, r.map_key is not None, r.map_key or "", r.condition))
 
     def log(self) -> list[str]:
         """Mixer's test-suite form: sorted ``name`` / ``-name`` / ``map[key]`` / ``-map[key]`` strings."""

@@ -16,7 +16,14 @@ import yaml
 
 from mixerd.attribute.types import ValueType
 
-__all__ = ["Manifest", "ManifestError", "load_manifests", "manifest_from_resources", "stock_manifest"]
+__all__ = [
+    "Manifest",
+    "ManifestError",
+    "builtin_manifest",
+    "load_manifests",
+    "manifest_from_resources",
+    "stock_manifest",
+]
 
 Manifest = Mapping[str, ValueType]
 """An attribute manifest: attribute name -> value type."""
@@ -68,3 +75,15 @@ def stock_manifest() -> Manifest:
     """The stock Istio 1.4 vocabulary (90 attributes), read-only."""
     text = resources.files("mixerd.attribute").joinpath("data/istio-attributes.yaml").read_text("utf-8")
     return MappingProxyType(load_manifests(text))
+
+
+@functools.cache
+def builtin_manifest() -> Manifest:
+    """Every attribute mixerd knows without any config: the stock Istio vocabulary plus the
+    attributes of mixerd's own front-ends (``mixerd-attributes.yaml``: Envoy ext_authz context
+    extensions, rate-limit descriptors ...). Config manifests add to it."""
+    merged = dict(stock_manifest())
+    extra = resources.files("mixerd.attribute").joinpath("data/mixerd-attributes.yaml")
+    if extra.is_file():
+        merged.update(load_manifests(extra.read_text("utf-8")))
+    return MappingProxyType(merged)

@@ -1,1 +1,38 @@
-"""runtime layer."""
+"""The runtime: config snapshot -> handler table -> routing table -> dispatcher, and the
+controller that rebuilds them on every config change."""
+
+from mixerd.runtime.controller import AdapterRegistryCatalog, Runtime, RuntimeStatus
+from mixerd.runtime.dispatcher import (
+    DEFAULT_VALID_DURATION,
+    DEFAULT_VALID_USE_COUNT,
+    CheckOutcome,
+    DispatchError,
+    Dispatcher,
+    HeaderOperation,
+    QuotaOutcome,
+    RouteDirective,
+    request_namespace,
+)
+from mixerd.runtime.handlers import HandlerEntry, HandlerTable, build_handler_table, handler_signature
+from mixerd.runtime.routing import RoutingTable, build_routing_table
+
+__all__ = [
+    "DEFAULT_VALID_DURATION",
+    "DEFAULT_VALID_USE_COUNT",
+    "AdapterRegistryCatalog",
+    "CheckOutcome",
+    "DispatchError",
+    "Dispatcher",
+    "HandlerEntry",
+    "HandlerTable",
+    "HeaderOperation",
+    "QuotaOutcome",
+    "RouteDirective",
+    "RoutingTable",
+    "Runtime",
+    "RuntimeStatus",
+    "build_handler_table",
+    "build_routing_table",
+    "handler_signature",
+    "request_namespace",
+]

@@ -89,6 +89,10 @@ FieldType = ValueType | _Any | MapOf | Message
 _EMPTY: Final[Mapping[str, Any]] = MappingProxyType({})
 
 
+def _empty() -> Mapping[str, Any]:
+    return _EMPTY
+
+
 # --- instance types ----------------------------------------------------------------------------
 # Every instance carries ``name``: the fully qualified name of the instance resource
 # (``requestcount.instance.istio-system``).
@@ -98,19 +102,19 @@ _EMPTY: Final[Mapping[str, Any]] = MappingProxyType({})
 class MetricInstance:
     name: str
     value: Any = None
-    dimensions: Mapping[str, Any] = _EMPTY
+    dimensions: Mapping[str, Any] = field(default_factory=_empty)
     monitored_resource_type: str = ""
-    monitored_resource_dimensions: Mapping[str, Any] = _EMPTY
+    monitored_resource_dimensions: Mapping[str, Any] = field(default_factory=_empty)
 
 
 @dataclass(frozen=True, slots=True)
 class LogEntryInstance:
     name: str
-    variables: Mapping[str, Any] = _EMPTY
+    variables: Mapping[str, Any] = field(default_factory=_empty)
     timestamp: _dt.datetime | None = None
     severity: str = ""
     monitored_resource_type: str = ""
-    monitored_resource_dimensions: Mapping[str, Any] = _EMPTY
+    monitored_resource_dimensions: Mapping[str, Any] = field(default_factory=_empty)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +126,7 @@ class TraceSpanInstance:
     span_name: str = ""
     start_time: _dt.datetime | None = None
     end_time: _dt.datetime | None = None
-    span_tags: Mapping[str, Any] = _EMPTY
+    span_tags: Mapping[str, Any] = field(default_factory=_empty)
     http_status_code: int = 0
     client_span: bool = False
     rewrite_client_span_id: bool = False
@@ -170,7 +174,7 @@ class ListEntryInstance:
 class AuthorizationSubject:
     user: str = ""
     groups: str = ""
-    properties: Mapping[str, Any] = _EMPTY
+    properties: Mapping[str, Any] = field(default_factory=_empty)
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +183,7 @@ class AuthorizationAction:
     service: str = ""
     method: str = ""
     path: str = ""
-    properties: Mapping[str, Any] = _EMPTY
+    properties: Mapping[str, Any] = field(default_factory=_empty)
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,7 +211,7 @@ class CheckNothingInstance:
 @dataclass(frozen=True, slots=True)
 class QuotaInstance:
     name: str
-    dimensions: Mapping[str, Any] = _EMPTY
+    dimensions: Mapping[str, Any] = field(default_factory=_empty)
 
 
 @dataclass(frozen=True, slots=True)

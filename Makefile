@@ -1,0 +1,50 @@
+# mixerd: the two commands are `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: help install system-deps run test lint typecheck importlint unit bench proto clean
+
+help: ## show the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+install: $(STAMP) ## create .venv and install mixerd with its dev extra
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+system-deps: ## install the Debian services the integration tests start (redis, prometheus, nginx, h2load, wrk)
+	@scripts/system-deps.sh
+
+run: install ## start mixerd on its embedded default config
+	$(VENV)/bin/mixerd serve $(ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check src tests benchmarks scripts
+	$(VENV)/bin/ruff format --check src tests benchmarks scripts
+
+typecheck: install
+	$(VENV)/bin/mypy
+
+importlint: install
+	$(VENV)/bin/lint-imports
+
+unit: install
+	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+
+test: install system-deps lint typecheck importlint ## lint, type check, layering check and the whole test suite
+	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+
+bench: install system-deps ## run every benchmark (prints figures and ratios against in-run baselines)
+	$(PY) benchmarks/run.py $(ARGS)
+
+proto: install ## regenerate src/mixerd/_proto from proto/
+	$(PY) scripts/gen_protos.py
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,136 @@
+"""The ``istio.mixer.v1.Mixer`` servicer: Check and Report over gRPC.
+
+Error mapping (Mixer's): a too-large ``global_word_count`` -> INTERNAL ("inconsistent global
+dictionary versions used ..."); a malformed message (bad dictionary index, the same attribute in
+two typed maps, a bad IP length ...) -> INVALID_ARGUMENT naming the field; a failed dispatch (a
+handler error, an instance that cannot be built, a failed attribute generator) -> INTERNAL with
+the reason; Report problems -> UNKNOWN with the joined messages (only when reports are dispatched
+synchronously; the server queues them and answers at once). None of them stops the server.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import grpc
+
+from mixerd._proto.mixer.v1 import check_pb2, mixer_pb2_grpc, report_pb2
+from mixerd.adapter import QuotaArgs
+from mixerd.api.mixer_v1.convert import (
+    BadRequest,
+    DictionaryMismatch,
+    ProtoBag,
+    check_dictionary,
+    decode_report,
+    encode_precondition,
+    encode_quota_result,
+    encode_referenced,
+)
+from mixerd.runtime import DispatchError, Dispatcher, metrics
+from mixerd.runtime.reporting import ReportPipeline
+
+__all__ = ["MixerService"]
+
+_log = logging.getLogger(__name__)
+_EMPTY_REPORT = report_pb2.ReportResponse()
+_MAX_REPORT_ERRORS = 5
+
+
+class MixerService(mixer_pb2_grpc.MixerServicer):  # type: ignore[misc]
+    """Mixer's API over the dispatcher."""
+
+    def __init__(self, dispatcher: Dispatcher, reports: ReportPipeline | None = None) -> None:
+        self.dispatcher = dispatcher
+        self.reports = reports
+        """When given, Report answers as soon as the request is decoded and queued; otherwise it
+        waits for the dispatch and returns its problems as UNKNOWN (Mixer's behaviour)."""
+        self._check_ok = metrics.REQUESTS.labels("mixer", "Check", "OK")
+        self._report_ok = metrics.REQUESTS.labels("mixer", "Report", "OK")
+        self._check_seconds = metrics.REQUEST_SECONDS.labels("mixer", "Check")
+        self._report_seconds = metrics.REQUEST_SECONDS.labels("mixer", "Report")
+
+    def register(self, server: grpc.aio.Server) -> None:
+        mixer_pb2_grpc.add_MixerServicer_to_server(self, server)
+
+    async def _abort(self, context: Any, method: str, code: grpc.StatusCode, message: str) -> None:
+        metrics.REQUESTS.labels("mixer", method, code.name).inc()
+        await context.abort(code, message)
+
+    async def Check(self, request: Any, context: Any) -> Any:  # noqa: N802 (gRPC method name)
+        start = time.perf_counter()
+        gwc = request.global_word_count
+        try:
+            check_dictionary(gwc)
+            bag = ProtoBag(request.attributes, global_word_count=gwc, track=True)
+        except DictionaryMismatch as exc:
+            await self._abort(context, "Check", grpc.StatusCode.INTERNAL, str(exc))
+            raise AssertionError("unreachable") from None
+        except BadRequest as exc:
+            await self._abort(context, "Check", grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            raise AssertionError("unreachable") from None
+        quotas = None
+        if request.quotas:
+            dedup = request.deduplication_id
+            quotas = {
+                name: QuotaArgs(q.amount, q.best_effort, dedup + name) for name, q in request.quotas.items()
+            }
+        try:
+            outcome = await self.dispatcher.check(bag, quotas=quotas, tracker=bag.tracker)
+        except DispatchError as exc:
+            _log.warning("check failed: %s", exc)
+            await self._abort(
+                context, "Check", grpc.StatusCode.INTERNAL, f"performing check operation failed: {exc}"
+            )
+            raise AssertionError("unreachable") from None
+        whole_maps = bag.tracker.whole_maps
+        r = outcome.result
+        response = check_pb2.CheckResponse(
+            precondition=encode_precondition(
+                status_code=r.status.code,
+                message=r.status.message,
+                valid_duration=r.valid_duration,
+                valid_use_count=r.valid_use_count,
+                referenced=encode_referenced(outcome.references or (), whole_maps, gwc),
+                route_directive=outcome.directive,  # type: ignore[arg-type]
+            )
+        )
+        for name, q in outcome.quotas.items():
+            qr = q.result
+            response.quotas[name].CopyFrom(
+                encode_quota_result(
+                    status_code=qr.status.code,
+                    message=qr.status.message,
+                    valid_duration=qr.valid_duration,
+                    granted_amount=qr.amount,
+                    referenced=encode_referenced(q.references or (), whole_maps, gwc),
+                )
+            )
+        self._check_ok.inc()
+        self._check_seconds.observe(time.perf_counter() - start)
+        return response
+
+    async def Report(self, request: Any, context: Any) -> Any:  # noqa: N802 (gRPC method name)
+        start = time.perf_counter()
+        try:
+            bags = decode_report(request)
+        except DictionaryMismatch as exc:
+            await self._abort(context, "Report", grpc.StatusCode.INTERNAL, str(exc))
+            raise AssertionError("unreachable") from None
+        except BadRequest as exc:
+            await self._abort(context, "Report", grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            raise AssertionError("unreachable") from None
+        if bags and self.reports is not None:
+            await self.reports.submit(bags, "mixer")
+        elif bags:
+            errors = await self.dispatcher.report(bags)
+            if errors:
+                shown = "; ".join(errors[:_MAX_REPORT_ERRORS])
+                more = len(errors) - _MAX_REPORT_ERRORS
+                if more > 0:
+                    shown += f"; and {more} more"
+                await self._abort(context, "Report", grpc.StatusCode.UNKNOWN, shown)
+        self._report_ok.inc()
+        self._report_seconds.observe(time.perf_counter() - start)
+        return _EMPTY_REPORT

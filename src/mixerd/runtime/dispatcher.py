@@ -1,0 +1,414 @@
+"""The dispatcher: runs Check, Quota and Report through the routing table now in force.
+
+Semantics (Mixer's, see mixer-reference §1.5):
+
+* The request namespace comes from ``context.reporter.kind`` (default ``inbound``): inbound uses
+  ``destination.namespace``, outbound ``source.namespace``; no namespace means the default table.
+* Attribute generators run first, on every Check and every Report attribute set; what they produce
+  never replaces an attribute the caller sent.
+* A rule whose match condition fails to evaluate (e.g. a missing attribute) is treated as not
+  matching. An instance that cannot be built fails the Check (``DispatchError``); in a Report it
+  is counted as an error and the other instances are still dispatched.
+* Check: every matching instance goes to its handler; synchronous handler methods run inline,
+  asynchronous ones concurrently under a deadline. The first non-OK status (in routing order)
+  decides; its message lists ``<handler>:<message>`` of every non-OK answer. Validity is the
+  minimum over all answers; with no answer at all it is 1 minute / 10000 uses. After an OK
+  check the header operations of matching rules are evaluated into a route directive.
+* Quota: instances whose short name equals the requested quota name (case-insensitive) are
+  dispatched and the first answer is returned; a quota whose rule does not match is granted; a
+  quota nobody configured is granted too, with a warning (Mixer's behaviour).
+* Report: instances are buffered per destination over all attribute sets of the request, then
+  each destination is called once with its batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as _dt
+import logging
+from collections.abc import Awaitable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from mixerd.adapter import CheckResult, Code, QuotaArgs, QuotaResult, Status
+from mixerd.attribute import MISSING, OverlayBag, Reference, ReferenceTracker
+from mixerd.lang import EvaluationError
+from mixerd.runtime import metrics
+from mixerd.runtime.routing import Destination, NamespaceTable, RoutingTable
+from mixerd.templates import InstanceBuildError, Variety
+
+__all__ = [
+    "DEFAULT_VALID_DURATION",
+    "DEFAULT_VALID_USE_COUNT",
+    "CheckOutcome",
+    "DispatchError",
+    "Dispatcher",
+    "HeaderOperation",
+    "QuotaOutcome",
+    "RouteDirective",
+    "request_namespace",
+]
+
+_log = logging.getLogger(__name__)
+
+DEFAULT_VALID_DURATION: Final = _dt.timedelta(minutes=1)
+DEFAULT_VALID_USE_COUNT: Final = 10000
+_UNCONFIGURED_QUOTA_VALIDITY: Final = _dt.timedelta(minutes=1)
+
+
+class DispatchError(Exception):
+    """The request could not be processed (a handler failed, an instance could not be built)."""
+
+    def __init__(self, message: str, code: int = Code.INTERNAL) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderOperation:
+    name: str
+    value: str
+    operation: int = 0  # 0 REPLACE, 1 REMOVE, 2 APPEND
+
+
+@dataclass(frozen=True, slots=True)
+class RouteDirective:
+    request_header_operations: tuple[HeaderOperation, ...] = ()
+    response_header_operations: tuple[HeaderOperation, ...] = ()
+    direct_response_code: int = 0
+    direct_response_body: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaOutcome:
+    result: QuotaResult
+    references: list[Reference] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CheckOutcome:
+    result: CheckResult
+    directive: RouteDirective | None = None
+    references: list[Reference] | None = None
+    quotas: Mapping[str, QuotaOutcome] = field(default_factory=dict)
+
+
+def request_namespace(bag: Mapping[str, Any]) -> str:
+    """The namespace whose config applies to a request (see module docstring)."""
+    kind = bag.get("context.reporter.kind", MISSING)
+    if kind == "outbound":
+        ns = bag.get("source.namespace", MISSING)
+    else:
+        ns = bag.get("destination.namespace", MISSING)
+    return "" if ns is MISSING else str(ns)
+
+
+_OK_DEFAULT: Final = CheckResult(Status(), DEFAULT_VALID_DURATION, DEFAULT_VALID_USE_COUNT)
+
+
+class Dispatcher:
+    """Holds the routing table in force and runs requests through it."""
+
+    def __init__(
+        self,
+        table: RoutingTable,
+        *,
+        check_deadline: float = 1.0,
+        report_deadline: float = 10.0,
+    ) -> None:
+        self._table = table
+        self.check_deadline = check_deadline
+        self.report_deadline = report_deadline
+        self._warned_quotas: set[str] = set()
+
+    # -- table management -------------------------------------------------------------------
+
+    @property
+    def table(self) -> RoutingTable:
+        return self._table
+
+    def swap(self, table: RoutingTable) -> RoutingTable:
+        """Put ``table`` in force; return the previous one (still pinned by in-flight requests)."""
+        old, self._table = self._table, table
+        return old
+
+    @contextmanager
+    def pinned(self) -> Iterator[RoutingTable]:
+        t = self._table
+        t.in_flight += 1
+        try:
+            yield t
+        finally:
+            t.in_flight -= 1
+
+    # -- check ---------------------------------------------------------------------------------
+
+    async def check(
+        self,
+        bag: Mapping[str, Any],
+        *,
+        quotas: Mapping[str, QuotaArgs] | None = None,
+        tracker: ReferenceTracker | None = None,
+    ) -> CheckOutcome:
+        """Run a Check (and, when it passes, the requested quotas) against ``bag``.
+
+        ``tracker``, when given, is the reference tracker of ``bag``: the outcome then carries
+        the referenced attributes of the precondition and of each quota.
+        """
+        with self.pinned() as t:
+            bag = await self._preprocess(t, bag, fail=True)
+            after_preprocess = tracker.snapshot() if tracker is not None and quotas else None
+            ns = request_namespace(bag)
+            nt = t.lookup(Variety.CHECK, ns)
+            result = await self._check(nt, bag) if nt.destinations else _OK_DEFAULT
+            directive = None
+            if result.status.code == Code.OK and nt.directives:
+                directive = _directives(nt, bag)
+            references = tracker.references() if tracker is not None else None
+            quota_out: dict[str, QuotaOutcome] = {}
+            if quotas and result.status.code == Code.OK:
+                qt = t.lookup(Variety.QUOTA, ns)
+                for name, args in quotas.items():
+                    if tracker is not None and after_preprocess is not None:
+                        tracker.restore(after_preprocess)
+                    try:
+                        qr = await self._quota(qt, bag, name, args)
+                    except DispatchError as exc:
+                        _log.warning("quota %s failed: %s", name, exc)
+                        qr = QuotaResult()
+                    quota_out[name] = QuotaOutcome(qr, tracker.references() if tracker is not None else None)
+            return CheckOutcome(result, directive, references, quota_out)
+
+    async def _check(self, nt: NamespaceTable, bag: Mapping[str, Any]) -> CheckResult:
+        answers: list[tuple[Destination, CheckResult]] = []
+        pending: list[tuple[Destination, Awaitable[CheckResult]]] = []
+        for d in nt.destinations:
+            for inst in _matching_instances(d, bag, strict=True):
+                metrics.DISPATCHES.labels(d.name, d.template).inc()
+                try:
+                    r = d.method(inst)
+                except Exception as exc:
+                    raise self._handler_failed(d, exc) from None
+                if d.is_async:
+                    pending.append((d, r))
+                else:
+                    answers.append((d, r))
+        if pending:
+            answers.extend(await self._await_all(pending, self.check_deadline))
+        if not answers:
+            return _OK_DEFAULT
+        code = Code.OK
+        messages: list[str] = []
+        duration: _dt.timedelta | None = None
+        uses: int | None = None
+        for d, r in answers:
+            if not isinstance(r, CheckResult):
+                raise DispatchError(f"handler {d.name} returned {type(r).__name__}, not a CheckResult")
+            if r.status.code != Code.OK:
+                if code == Code.OK:
+                    code = r.status.code
+                messages.append(f"{d.name}:{r.status.message}")
+            if duration is None or r.valid_duration < duration:
+                duration = r.valid_duration
+            if uses is None or r.valid_use_count < uses:
+                uses = r.valid_use_count
+        assert duration is not None and uses is not None
+        return CheckResult(Status(code, ", ".join(messages)), duration, uses)
+
+    async def _await_all(
+        self, pending: list[tuple[Destination, Awaitable[Any]]], deadline: float
+    ) -> list[tuple[Destination, Any]]:
+        tasks = [asyncio.ensure_future(aw) for _, aw in pending]
+        done, not_done = await asyncio.wait(tasks, timeout=deadline)
+        for task in not_done:
+            task.cancel()
+        out: list[tuple[Destination, Any]] = []
+        for (d, _), task in zip(pending, tasks, strict=True):
+            if task in not_done:
+                metrics.DISPATCH_ERRORS.labels(d.name, d.template).inc()
+                raise DispatchError(
+                    f"handler {d.name} did not answer within {deadline:g}s", Code.DEADLINE_EXCEEDED
+                )
+            exc = task.exception()
+            if exc is not None:
+                raise self._handler_failed(d, exc)
+            out.append((d, task.result()))
+        return out
+
+    @staticmethod
+    def _handler_failed(d: Destination, exc: BaseException) -> DispatchError:
+        metrics.DISPATCH_ERRORS.labels(d.name, d.template).inc()
+        _log.error("handler %s (%s) failed: %s: %s", d.name, d.template, type(exc).__name__, exc)
+        return DispatchError(f"handler {d.name} failed: {type(exc).__name__}: {exc}")
+
+    # -- quota ---------------------------------------------------------------------------------
+
+    async def quota(self, bag: Mapping[str, Any], name: str, args: QuotaArgs) -> QuotaResult:
+        """Allocate one quota outside a Check (used by the rate-limit front-end)."""
+        with self.pinned() as t:
+            bag = await self._preprocess(t, bag, fail=True)
+            return await self._quota(t.lookup(Variety.QUOTA, request_namespace(bag)), bag, name, args)
+
+    async def _quota(self, nt: NamespaceTable, bag: Mapping[str, Any], name: str, args: QuotaArgs) -> QuotaResult:
+        hits = nt.quota_index.get(name.lower())
+        if not hits:
+            if name not in self._warned_quotas:
+                self._warned_quotas.add(name)
+                _log.warning("Requested quota '%s' is not configured; granting it", name)
+            return QuotaResult(valid_duration=_UNCONFIGURED_QUOTA_VALIDITY, amount=args.amount)
+        for d, g, b in hits:
+            if g.condition is not None and not _matches(g.condition, bag):
+                continue
+            try:
+                inst = b.build(bag)
+            except InstanceBuildError as exc:
+                raise DispatchError(str(exc)) from None
+            metrics.DISPATCHES.labels(d.name, d.template).inc()
+            try:
+                r = d.method(inst, args)
+                if d.is_async:
+                    r = await asyncio.wait_for(r, self.check_deadline)
+            except TimeoutError:
+                metrics.DISPATCH_ERRORS.labels(d.name, d.template).inc()
+                raise DispatchError(
+                    f"handler {d.name} did not answer within {self.check_deadline:g}s", Code.DEADLINE_EXCEEDED
+                ) from None
+            except Exception as exc:
+                raise self._handler_failed(d, exc) from None
+            if not isinstance(r, QuotaResult):
+                raise DispatchError(f"handler {d.name} returned {type(r).__name__}, not a QuotaResult")
+            return r
+        return QuotaResult(valid_duration=_UNCONFIGURED_QUOTA_VALIDITY, amount=args.amount)
+
+    # -- report --------------------------------------------------------------------------------
+
+    async def report(self, bags: Sequence[Mapping[str, Any]]) -> list[str]:
+        """Dispatch the report instances of every attribute set; return the problems (empty if none)."""
+        errors: list[str] = []
+        metrics.REPORT_ATTRIBUTE_SETS.inc(len(bags))
+        with self.pinned() as t:
+            if not t.has(Variety.REPORT):
+                return errors
+            buffers: dict[Destination, list[Any]] = {}
+            has_generators = t.has(Variety.ATTRIBUTE_GENERATOR)
+            for bag in bags:
+                if has_generators:
+                    try:
+                        bag = await self._preprocess(t, bag, fail=False)
+                    except DispatchError as exc:
+                        errors.append(str(exc))
+                nt = t.lookup(Variety.REPORT, request_namespace(bag))
+                for d in nt.destinations:
+                    for g in d.groups:
+                        cond = g.condition
+                        if cond is not None:
+                            try:
+                                if not cond.evaluate(bag):
+                                    continue
+                            except EvaluationError:
+                                continue
+                        for b in g.builders:
+                            try:
+                                inst = b.build(bag)
+                            except InstanceBuildError as exc:
+                                errors.append(str(exc))
+                                continue
+                            buf = buffers.get(d)
+                            if buf is None:
+                                buffers[d] = [inst]
+                            else:
+                                buf.append(inst)
+            pending: list[tuple[Destination, Awaitable[Any]]] = []
+            for d, instances in buffers.items():
+                metrics.DISPATCHES.labels(d.name, d.template).inc(len(instances))
+                try:
+                    r = d.method(instances)
+                except Exception as exc:
+                    errors.append(str(self._handler_failed(d, exc)))
+                    continue
+                if d.is_async:
+                    pending.append((d, r))
+            if pending:
+                tasks = [asyncio.ensure_future(aw) for _, aw in pending]
+                done, not_done = await asyncio.wait(tasks, timeout=self.report_deadline)
+                for (d, _), task in zip(pending, tasks, strict=True):
+                    if task in not_done:
+                        task.cancel()
+                        metrics.DISPATCH_ERRORS.labels(d.name, d.template).inc()
+                        errors.append(f"handler {d.name} did not finish within {self.report_deadline:g}s")
+                    elif task.exception() is not None:
+                        errors.append(str(self._handler_failed(d, task.exception())))  # type: ignore[arg-type]
+        return errors
+
+    # -- attribute generation ------------------------------------------------------------------
+
+    async def _preprocess(self, t: RoutingTable, bag: Mapping[str, Any], *, fail: bool) -> Mapping[str, Any]:
+        nt = t.lookup(Variety.ATTRIBUTE_GENERATOR, request_namespace(bag))
+        if not nt.destinations:
+            return bag
+        out = OverlayBag(bag)
+        for d in nt.destinations:
+            for g in d.groups:
+                if g.condition is not None and not _matches(g.condition, bag):
+                    continue
+                for b, mapper in zip(g.builders, g.mappers or (None,) * len(g.builders), strict=False):
+                    try:
+                        inst = b.build(bag)
+                        outputs = d.method(inst)
+                        if d.is_async:
+                            outputs = await asyncio.wait_for(outputs, self.check_deadline)
+                    except Exception as exc:
+                        metrics.DISPATCH_ERRORS.labels(d.name, d.template).inc()
+                        message = f"preprocessing attributes failed: {d.name}: {type(exc).__name__}: {exc}"
+                        if fail:
+                            raise DispatchError(message) from None
+                        _log.warning("%s", message)
+                        continue
+                    if mapper is not None and outputs:
+                        out.merge(mapper.map(outputs))
+        return out
+
+
+def _matches(cond: Any, bag: Mapping[str, Any]) -> bool:
+    try:
+        return bool(cond.evaluate(bag))
+    except EvaluationError as exc:
+        _log.debug("match condition %r not evaluable: %s", cond.text, exc)
+        return False
+
+
+def _matching_instances(d: Destination, bag: Mapping[str, Any], *, strict: bool) -> Iterator[Any]:
+    for g in d.groups:
+        if g.condition is not None and not _matches(g.condition, bag):
+            continue
+        for b in g.builders:
+            try:
+                yield b.build(bag)
+            except InstanceBuildError as exc:
+                if strict:
+                    raise DispatchError(str(exc)) from None
+
+
+def _directives(nt: NamespaceTable, bag: Mapping[str, Any]) -> RouteDirective | None:
+    req: list[HeaderOperation] = []
+    resp: list[HeaderOperation] = []
+    for dg in nt.directives:
+        if dg.condition is not None and not _matches(dg.condition, bag):
+            continue
+        for ops, out in ((dg.request_ops, req), (dg.response_ops, resp)):
+            for op in ops:
+                if op.operation == 1:
+                    out.append(HeaderOperation(op.name, "", 1))
+                    continue
+                for expr in op.values:
+                    try:
+                        value = expr.evaluate(bag)
+                    except EvaluationError:
+                        continue
+                    if value:
+                        out.append(HeaderOperation(op.name, str(value), op.operation))
+    if not req and not resp:
+        return None
+    return RouteDirective(tuple(req), tuple(resp))
+

@@ -1,0 +1,253 @@
+"""The routing table: which handlers get which instances, for each variety and namespace.
+
+``variety -> namespace -> NamespaceTable``. A NamespaceTable lists *destinations* (one per
+handler x template) in a fixed order, each with *instance groups* (one per rule action: the
+rule's compiled match condition and the instance builders), plus the *directive groups* (a rule's
+header operations). Destinations of the default config namespace (``istio-system``) apply to every
+namespace: they are put in front of each namespace's own list, and a namespace without rules of
+its own uses the default table. (As in Mixer, header-operation directives of the default
+namespace are not copied into namespaces that have rules of their own.)
+
+The table is immutable once built; the dispatcher pins one table per request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from mixerd.config import Snapshot
+from mixerd.lang import Expression
+from mixerd.runtime.handlers import HandlerEntry, HandlerTable
+from mixerd.templates import TEMPLATES, InstanceBuilder, OutputMapper, Variety
+
+__all__ = [
+    "Destination",
+    "DirectiveGroup",
+    "HeaderOp",
+    "InstanceGroup",
+    "NamespaceTable",
+    "RoutingTable",
+    "build_routing_table",
+]
+
+_VARIETY_ORDER = (Variety.ATTRIBUTE_GENERATOR, Variety.CHECK, Variety.QUOTA, Variety.REPORT)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class InstanceGroup:
+    """The instances one rule action sends to one destination, and the rule's condition."""
+
+    rule: str
+    condition: Expression | None
+    builders: tuple[InstanceBuilder, ...]
+    mappers: tuple[OutputMapper | None, ...] = ()
+    action_name: str = ""
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Destination:
+    """One handler x template, and everything routed to it."""
+
+    handler: HandlerEntry
+    template: str
+    method: Callable[..., Any]
+    is_async: bool
+    groups: tuple[InstanceGroup, ...]
+
+    @property
+    def name(self) -> str:
+        return self.handler.name
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderOp:
+    name: str
+    values: tuple[Expression, ...]
+    operation: int  # 0 REPLACE, 1 REMOVE, 2 APPEND
+
+
+@dataclass(frozen=True, slots=True)
+class DirectiveGroup:
+    rule: str
+    condition: Expression | None
+    request_ops: tuple[HeaderOp, ...]
+    response_ops: tuple[HeaderOp, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceTable:
+    destinations: tuple[Destination, ...] = ()
+    directives: tuple[DirectiveGroup, ...] = ()
+    quota_index: Mapping[str, tuple[tuple[Destination, InstanceGroup, InstanceBuilder], ...]] = field(
+        default_factory=dict
+    )
+    """QUOTA tables only: lower-cased short instance name -> where that quota is routed."""
+
+
+_EMPTY = NamespaceTable()
+
+
+class RoutingTable:
+    """An immutable routing table, plus a count of the requests currently using it."""
+
+    __slots__ = ("_defaults", "_namespaces", "default_namespace", "errors", "handlers", "id", "in_flight")
+
+    def __init__(
+        self,
+        id: int,
+        default_namespace: str,
+        namespaces: dict[Variety, dict[str, NamespaceTable]],
+        defaults: dict[Variety, NamespaceTable],
+        handlers: HandlerTable,
+        errors: list[str],
+    ) -> None:
+        self.id = id
+        self.default_namespace = default_namespace
+        self._namespaces = namespaces
+        self._defaults = defaults
+        self.handlers = handlers
+        self.errors = errors
+        self.in_flight = 0
+
+    def lookup(self, variety: Variety, namespace: str) -> NamespaceTable:
+        table = self._namespaces.get(variety)
+        if table is not None:
+            found = table.get(namespace)
+            if found is not None:
+                return found
+        return self._defaults.get(variety, _EMPTY)
+
+    def has(self, variety: Variety) -> bool:
+        return bool(self._namespaces.get(variety)) or bool(self._defaults.get(variety, _EMPTY).destinations)
+
+    def dump(self) -> str:
+        """A canonical, human-readable text form (stable across runs; tested as golden text)."""
+        lines = [f"routing table {self.id} (default namespace {self.default_namespace})"]
+        for variety in _VARIETY_ORDER:
+            per_ns = dict(self._namespaces.get(variety, {}))
+            default = self._defaults.get(variety)
+            if default is not None and (default.destinations or default.directives):
+                per_ns.setdefault(self.default_namespace, default)
+            if not per_ns:
+                continue
+            lines.append(f"{variety.name}:")
+            for ns in sorted(per_ns):
+                t = per_ns[ns]
+                lines.append(f"  namespace {ns}:")
+                for d in t.destinations:
+                    lines.append(f"    handler {d.handler.name} ({d.handler.adapter}) template {d.template}")
+                    for g in d.groups:
+                        cond = g.condition.text if g.condition is not None else "(always)"
+                        lines.append(f"      rule {g.rule} match {cond}")
+                        for b in g.builders:
+                            lines.append(f"        instance {b.name}")
+                for dg in t.directives:
+                    cond = dg.condition.text if dg.condition is not None else "(always)"
+                    lines.append(f"    directives of rule {dg.rule} match {cond}")
+                    for side, ops in (("request", dg.request_ops), ("response", dg.response_ops)):
+                        for op in ops:
+                            verb = ("REPLACE", "REMOVE", "APPEND")[op.operation]
+                            values = ", ".join(v.text for v in op.values)
+                            lines.append(f"      {side} {verb} {op.name} {values}".rstrip())
+        if self.errors:
+            lines.append("errors:")
+            lines.extend(f"  {e}" for e in self.errors)
+        return "\n".join(lines) + "\n"
+
+
+@dataclass
+class _Acc:
+    destinations: dict[tuple[str, str], list[InstanceGroup]] = field(default_factory=dict)
+    directives: list[DirectiveGroup] = field(default_factory=list)
+
+
+def build_routing_table(snapshot: Snapshot, handlers: HandlerTable, default_namespace: str) -> RoutingTable:
+    """Route every satisfied rule action of ``snapshot`` to the live handlers of ``handlers``."""
+    errors: list[str] = list(handlers.errors)
+    acc: dict[Variety, dict[str, _Acc]] = {}
+    any_directives: dict[str, list[DirectiveGroup]] = {}
+
+    for rule in sorted(snapshot.rules, key=lambda r: r.key.fqn):
+        ns = rule.namespace
+        for action in rule.actions:
+            entry = handlers.entries.get(action.handler_fqn)
+            if entry is None:
+                errors.append(f"rule {rule.key.fqn}: handler {action.handler_fqn} is not available; action skipped")
+                continue
+            by_template: dict[str, list[Any]] = {}
+            for ifqn in action.instance_fqns:
+                inst = snapshot.instances.get(ifqn)
+                if inst is not None:
+                    by_template.setdefault(inst.template, []).append(inst)
+            for template, insts in by_template.items():
+                if entry.method(template) is None:
+                    errors.append(
+                        f"rule {rule.key.fqn}: handler {entry.name} ({entry.adapter}) has no method for "
+                        f"template {template}; action skipped"
+                    )
+                    continue
+                variety = TEMPLATES[template].variety
+                if variety is Variety.CHECK_WITH_OUTPUT:
+                    variety = Variety.CHECK
+                group = InstanceGroup(
+                    rule=rule.key.fqn,
+                    condition=rule.match,
+                    builders=tuple(i.builder for i in insts),
+                    mappers=tuple(getattr(i, "output_mapper", None) for i in insts),
+                    action_name=action.name or "",
+                )
+                ns_acc = acc.setdefault(variety, {}).setdefault(ns, _Acc())
+                ns_acc.destinations.setdefault((entry.name, template), []).append(group)
+        req = tuple(HeaderOp(o.name, tuple(o.values), int(o.operation)) for o in rule.request_header_operations)
+        resp = tuple(HeaderOp(o.name, tuple(o.values), int(o.operation)) for o in rule.response_header_operations)
+        if req or resp:
+            any_directives.setdefault(ns, []).append(DirectiveGroup(rule.key.fqn, rule.match, req, resp))
+
+    # Directives live in the CHECK tables.
+    for ns, groups in any_directives.items():
+        acc.setdefault(Variety.CHECK, {}).setdefault(ns, _Acc()).directives.extend(groups)
+
+    namespaces: dict[Variety, dict[str, NamespaceTable]] = {}
+    defaults: dict[Variety, NamespaceTable] = {}
+    for variety, per_ns in acc.items():
+        built = {ns: _finish(variety, a, handlers) for ns, a in per_ns.items()}
+        default = built.pop(default_namespace, _EMPTY)
+        defaults[variety] = default
+        namespaces[variety] = {
+            ns: NamespaceTable(
+                default.destinations + t.destinations,
+                t.directives,
+                _quota_index(default.destinations + t.destinations) if variety is Variety.QUOTA else {},
+            )
+            for ns, t in built.items()
+        }
+    return RoutingTable(snapshot.id, default_namespace, namespaces, defaults, handlers, errors)
+
+
+def _finish(variety: Variety, a: _Acc, handlers: HandlerTable) -> NamespaceTable:
+    dests = []
+    for (handler_name, template), groups in sorted(a.destinations.items()):
+        entry = handlers.entries[handler_name]
+        found = entry.method(template)
+        assert found is not None  # checked while grouping
+        method, is_async = found
+        dests.append(Destination(entry, template, method, is_async, tuple(groups)))
+    table = tuple(dests)
+    return NamespaceTable(table, tuple(a.directives), _quota_index(table) if variety is Variety.QUOTA else {})
+
+
+def _short_name(fqn: str) -> str:
+    return fqn.split(".", 1)[0].lower()
+
+
+def _quota_index(
+    dests: tuple[Destination, ...],
+) -> dict[str, tuple[tuple[Destination, InstanceGroup, InstanceBuilder], ...]]:
+    index: dict[str, list[tuple[Destination, InstanceGroup, InstanceBuilder]]] = {}
+    for d in dests:
+        for g in d.groups:
+            for b in g.builders:
+                index.setdefault(_short_name(b.name), []).append((d, g, b))
+    return {k: tuple(v) for k, v in index.items()}

@@ -1,0 +1,221 @@
+"""Process wiring: the runtime, the gRPC server, the HTTP listeners, signals and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import grpc
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from mixerd import __version__
+from mixerd.config import FileStore, MemoryStore, Store, parse_text
+from mixerd.runtime import Runtime, metrics
+from mixerd.server.settings import Settings, parse_address
+
+__all__ = ["Server", "default_config_text", "protobuf_backend"]
+
+_log = logging.getLogger("mixerd.server")
+
+
+def protobuf_backend() -> str:
+    from google.protobuf.internal import api_implementation
+
+    return str(api_implementation.Type())
+
+
+def default_config_text() -> str:
+    """The embedded default config: a small policy and telemetry setup that shows each kind of rule."""
+    return resources.files("mixerd.server").joinpath("data/default-config.yaml").read_text("utf-8")
+
+
+def _prometheus_exporter() -> Any:
+    try:
+        from mixerd.adapters.prometheus import EXPORTER
+    except ImportError:  # the prometheus adapter is optional
+        return None
+    return EXPORTER
+
+
+@dataclass
+class _Listeners:
+    grpc_port: int = 0
+    monitoring_port: int = 0
+    prometheus_port: int = 0
+    http_authz_port: int = 0
+    runners: list[web.AppRunner] = field(default_factory=list)
+
+
+class Server:
+    """A running mixerd: call :meth:`start`, then :meth:`wait` or :meth:`stop`."""
+
+    def __init__(self, settings: Settings, *, store: Store | None = None) -> None:
+        self.settings = settings
+        self.store = store or self._make_store()
+        self.runtime = Runtime(
+            self.store,
+            default_namespace=settings.default_namespace,
+            check_deadline=settings.check_deadline,
+            drain_timeout=settings.drain_timeout,
+        )
+        self.grpc: grpc.aio.Server | None = None
+        self.listeners = _Listeners()
+        self._stopped = asyncio.Event()
+        self._services: list[Any] = []
+
+    def _make_store(self) -> Store:
+        s = self.settings
+        if s.config:
+            return FileStore(list(s.config), debounce=s.config_debounce, resync_interval=s.config_resync)
+        parsed = parse_text(default_config_text(), file="<embedded default config>")
+        store = MemoryStore()
+        store.replace(parsed.resources, parsed.errors)
+        return store
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if protobuf_backend() != "upb":
+            message = (
+                f"protobuf is running on its '{protobuf_backend()}' backend, about 100x slower than upb. "
+                "Install a protobuf wheel for this platform (pip install --force-reinstall protobuf)"
+            )
+            if not self.settings.allow_slow_protobuf:
+                raise RuntimeError(message + ", or pass --allow-slow-protobuf to start anyway.")
+            _log.warning("%s", message)
+        await self.runtime.start()
+        await self._start_grpc()
+        await self._start_http()
+
+    async def _start_grpc(self) -> None:
+        from mixerd.server.services import build_services
+
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+                ("grpc.max_concurrent_streams", 1024),
+                ("grpc.so_reuseport", 0),
+            ]
+        )
+        self._services = build_services(self.runtime)
+        for service in self._services:
+            service.register(server)
+        host, port = parse_address(self.settings.grpc_address)
+        bound = server.add_insecure_port(f"{host}:{port}" if ":" not in host else f"[{host}]:{port}")
+        if bound == 0:
+            raise OSError(f"could not listen on {self.settings.grpc_address} (gRPC)")
+        await server.start()
+        self.grpc = server
+        self.listeners.grpc_port = bound
+
+    async def _listen(self, app: web.Application, address: str) -> int:
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        host, port = parse_address(address)
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        await site.start()
+        self.listeners.runners.append(runner)
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        return int(sockets[0].getsockname()[1]) if sockets else port
+
+    async def _start_http(self) -> None:
+        self.listeners.monitoring_port = await self._listen(self._monitoring_app(), self.settings.monitoring_address)
+        if self.settings.prometheus_address:
+            app = web.Application()
+            app.router.add_get("/metrics", self._adapter_metrics)
+            self.listeners.prometheus_port = await self._listen(app, self.settings.prometheus_address)
+        if self.settings.http_authz_address:
+            from mixerd.server.services import build_http_authz_app
+
+            authz = build_http_authz_app(self.runtime)
+            if authz is not None:
+                self.listeners.http_authz_port = await self._listen(authz, self.settings.http_authz_address)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop taking calls, let in-flight ones finish (bounded), flush reports, close handlers."""
+        _log.info("shutting down: draining in-flight calls (up to %.0fs)", grace)
+        if self.grpc is not None:
+            await self.grpc.stop(grace)
+        for service in self._services:
+            close = getattr(service, "aclose", None)
+            if close is not None:
+                await close()
+        for runner in self.listeners.runners:
+            await runner.cleanup()
+        await self.runtime.close()
+        self._stopped.set()
+
+    async def wait(self) -> None:
+        await self._stopped.wait()
+
+    def install_signal_handlers(self, on_signal: Callable[[], None]) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal)
+
+    # -- HTTP endpoints --------------------------------------------------------------------------
+
+    def _monitoring_app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/metrics", self._self_metrics)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/version", self._version)
+        app.router.add_get("/debug/routes", self._routes)
+        app.router.add_get("/debug/config", self._config)
+        app.router.add_get("/adapters/metrics", self._adapter_metrics)
+        return app
+
+    async def _self_metrics(self, request: web.Request) -> web.Response:
+        body = generate_latest(metrics.REGISTRY)
+        exporter = _prometheus_exporter()
+        if exporter is not None and request.query.get("adapters", "1") != "0":
+            body += exporter.render()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _adapter_metrics(self, request: web.Request) -> web.Response:
+        exporter = _prometheus_exporter()
+        body = exporter.render() if exporter is not None else b""
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        if self.runtime.ready:
+            return web.Response(text=f"ready: config {self.runtime.dispatcher.table.id}\n")
+        return web.Response(status=503, text="not ready: config not loaded yet\n")
+
+    async def _version(self, request: web.Request) -> web.Response:
+        return web.json_response({"version": __version__, "protobuf": protobuf_backend()})
+
+    async def _routes(self, request: web.Request) -> web.Response:
+        return web.Response(text=self.runtime.dispatcher.table.dump())
+
+    async def _config(self, request: web.Request) -> web.Response:
+        snap = self.runtime.snapshot
+        body: dict[str, Any] = {"generation": self.runtime.generation, "snapshot": None}
+        if snap is not None:
+            body["snapshot"] = {
+                "id": snap.id,
+                "rules": sorted(r.key.fqn for r in snap.rules),
+                "instances": sorted(snap.instances),
+                "handlers": sorted(snap.handlers),
+                "errors": [str(e) for e in snap.errors],
+                "warnings": [str(w) for w in getattr(snap, "warnings", ())],
+            }
+        body["routing_errors"] = list(self.runtime.dispatcher.table.errors)
+        return web.Response(text=json.dumps(body, indent=2) + "\n", content_type="application/json")
+
+
+def config_paths_exist(paths: tuple[Path, ...]) -> list[str]:
+    return [str(p) for p in paths if not p.exists()]

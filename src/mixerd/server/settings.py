@@ -1,0 +1,104 @@
+"""Server settings: command-line flags, with ``MIXERD_*`` environment variables as defaults."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Settings", "add_arguments", "parse_address"]
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    config: tuple[Path, ...] = ()
+    """Config files or directories; empty means the embedded default config."""
+    grpc_address: str = "0.0.0.0:9091"
+    monitoring_address: str = "0.0.0.0:15014"
+    prometheus_address: str = "0.0.0.0:42422"
+    """Where prometheus handlers' metrics are served (Mixer's port); empty disables that listener."""
+    http_authz_address: str = "0.0.0.0:9192"
+    """The HTTP authorization endpoint (Envoy http_service, nginx auth_request); empty disables it."""
+    default_namespace: str = "istio-system"
+    check_deadline: float = 1.0
+    drain_timeout: float = 10.0
+    config_debounce: float = 0.5
+    config_resync: float = 30.0
+    log_level: str = "info"
+    allow_slow_protobuf: bool = False
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Settings:
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if hasattr(args, f.name) and getattr(args, f.name) is not None:
+                values[f.name] = getattr(args, f.name)
+        if "config" in values:
+            values["config"] = tuple(Path(p) for p in values["config"])
+        return cls(**values)
+
+
+_HELP = {
+    "grpc_address": "gRPC API address (Mixer API, ext_authz, rate limit, access log) [default: %(default)s]",
+    "monitoring_address": "monitoring HTTP address: /metrics /healthz /readyz /version /debug/* [default: %(default)s]",
+    "prometheus_address": "address serving the prometheus adapter's /metrics, '' to disable [default: %(default)s]",
+    "http_authz_address": "HTTP authorization endpoint for Envoy http_service / nginx auth_request, '' to disable "
+    "[default: %(default)s]",
+    "default_namespace": "config namespace whose rules apply to every namespace [default: %(default)s]",
+    "check_deadline": "seconds a Check waits for its handlers [default: %(default)s]",
+    "drain_timeout": "seconds a config change waits for in-flight requests before closing old handlers "
+    "[default: %(default)s]",
+    "config_debounce": "seconds to wait for a burst of config file changes to settle [default: %(default)s]",
+    "config_resync": "seconds between full re-reads of the config files [default: %(default)s]",
+    "log_level": "debug, info, warning or error [default: %(default)s]",
+}
+
+
+def _env(name: str, environ: Mapping[str, str]) -> str | None:
+    return environ.get("MIXERD_" + name.upper())
+
+
+def add_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, str] | None = None) -> None:
+    """Add the server flags; each defaults to ``MIXERD_<NAME>`` from the environment."""
+    env = os.environ if environ is None else environ
+    defaults = Settings()
+    cfg = _env("config", env)
+    parser.add_argument(
+        "--config",
+        "-c",
+        action="append",
+        metavar="PATH",
+        default=[p for p in cfg.split(os.pathsep) if p] if cfg else None,
+        help="config file or directory (repeatable; watched for changes). Without it mixerd serves its "
+        "embedded default config. Env: MIXERD_CONFIG",
+    )
+    for f in fields(Settings):
+        if f.name in ("config", "allow_slow_protobuf"):
+            continue
+        default = getattr(defaults, f.name)
+        raw = _env(f.name, env)
+        typ = type(default)
+        value = typ(raw) if raw is not None else default
+        parser.add_argument(
+            "--" + f.name.replace("_", "-"),
+            type=typ,
+            default=value,
+            help=_HELP.get(f.name, "") + f" Env: MIXERD_{f.name.upper()}",
+        )
+    parser.add_argument(
+        "--allow-slow-protobuf",
+        action="store_true",
+        default=(_env("allow_slow_protobuf", env) or "").lower() in ("1", "true", "yes"),
+        help="start even if protobuf runs on its pure-Python backend (about 100x slower)",
+    )
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """``host:port`` (or ``[v6]:port``) -> (host, port)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"expected HOST:PORT, got {address!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
