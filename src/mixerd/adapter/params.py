@@ -27,11 +27,17 @@ __all__ = ["Params", "camel_case"]
 
 E = TypeVar("E", bound=enum.Enum)
 _SNAKE_RE = re.compile(r"_([a-z0-9])")
+_CAMEL_RE = re.compile(r"(?<=[a-z0-9])([A-Z])")
 
 
 def camel_case(name: str) -> str:
     """``max_amount`` -> ``maxAmount``."""
     return _SNAKE_RE.sub(lambda m: m.group(1).upper(), name)
+
+
+def snake_case(name: str) -> str:
+    """``maxAmount`` -> ``max_amount``."""
+    return _CAMEL_RE.sub(lambda m: "_" + m.group(1).lower(), name)
 
 
 class Params:
@@ -59,7 +65,7 @@ class Params:
     def raw(self, name: str) -> tuple[str, Any]:
         """The value of ``name`` (camelCase or snake_case) and the key it was found under."""
         camel = camel_case(name)
-        for key in (camel, name):
+        for key in (camel, name, snake_case(name)):
             if key in self.data:
                 self._seen.add(key)
                 return key, self.data[key]
@@ -70,7 +76,7 @@ class Params:
 
     def unknown_fields(self, known: tuple[str, ...] = ()) -> list[ConfigError]:
         """Errors for keys no reader asked for (call after reading every field)."""
-        allowed = self._seen | {camel_case(k) for k in known} | set(known)
+        allowed = self._seen | {camel_case(k) for k in known} | {snake_case(k) for k in known} | set(known)
         return [
             ConfigError(self._at(str(k)), "unknown field") for k in self.data if str(k) not in allowed
         ]

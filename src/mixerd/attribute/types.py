@@ -29,6 +29,7 @@ import datetime as _dt
 import enum
 import ipaddress
 import re
+import socket
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -119,11 +120,12 @@ class IPAddress:
         return hash(self._key)
 
     def __str__(self) -> str:
-        if not self.packed:
+        key = self._key
+        if len(key) == 4:
+            return socket.inet_ntoa(key)
+        if not key:
             return "<nil>"
-        if len(self._key) == 4:
-            return str(ipaddress.IPv4Address(self._key))
-        return str(ipaddress.IPv6Address(self._key))
+        return socket.inet_ntop(socket.AF_INET6, key)
 
     def __repr__(self) -> str:
         return f"IPAddress({str(self)!r})"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,12 +125,13 @@ class Runtime:
 
     async def start(self) -> None:
         """Load the config once (so the server starts with it) and keep watching the store."""
+        changes = self.store.watch()  # subscribe before listing, so no change falls in between
         await self.reload()
         self.ready = True
-        self._watch_task = asyncio.create_task(self._watch(), name="mixerd-config-watch")
+        self._watch_task = asyncio.create_task(self._watch(changes), name="mixerd-config-watch")
 
-    async def _watch(self) -> None:
-        async for _batch in self.store.watch():
+    async def _watch(self, changes: AsyncIterator[Any]) -> None:
+        async for _batch in changes:
             try:
                 await self.reload()
             except Exception:

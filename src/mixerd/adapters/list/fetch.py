@@ -1,0 +1,47 @@
+"""Fetching a list body over HTTP(S), bounded in time and size (the adapter's only I/O)."""
+
+from __future__ import annotations
+
+import aiohttp
+
+__all__ = ["FetchError", "fetch_list"]
+
+_CHUNK = 64 * 1024
+
+
+class FetchError(Exception):
+    """The list could not be fetched; the message says why and from where."""
+
+
+async def fetch_list(url: str, *, timeout: float, max_bytes: int) -> bytes:
+    """GET ``url`` and return its body.
+
+    Only a ``200`` answer counts. The whole exchange must finish within ``timeout`` seconds and the
+    (decoded) body must not exceed ``max_bytes``: a longer body is abandoned as soon as the limit is
+    passed, so a huge or endless response costs at most ``max_bytes`` of memory.
+    """
+    client_timeout = aiohttp.ClientTimeout(total=timeout)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=client_timeout) as session,
+            session.get(url, headers={"Accept": "text/plain, application/yaml, */*"}) as resp,
+        ):
+            if resp.status != 200:
+                raise FetchError(f"could not fetch list from {url}: HTTP status {resp.status}")
+            length = resp.content_length
+            if length is not None and length > max_bytes:
+                raise FetchError(
+                    f"list from {url} is {length} bytes, more than the limit of {max_bytes} (maxListBytes)"
+                )
+            body = bytearray()
+            async for chunk in resp.content.iter_chunked(_CHUNK):
+                body += chunk
+                if len(body) > max_bytes:
+                    raise FetchError(
+                        f"list from {url} is more than the limit of {max_bytes} bytes (maxListBytes)"
+                    )
+            return bytes(body)
+    except TimeoutError:
+        raise FetchError(f"could not fetch list from {url}: no complete answer within {timeout:g}s") from None
+    except aiohttp.ClientError as exc:
+        raise FetchError(f"could not fetch list from {url}: {exc or type(exc).__name__}") from None

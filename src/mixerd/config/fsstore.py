@@ -1,0 +1,261 @@
+"""A :class:`~mixerd.config.store.Store` over YAML/JSON files.
+
+``FileStore(paths)`` reads files as given and directories recursively (``*.yaml``, ``*.yml``,
+``*.json``; multi-document; see :func:`mixerd.config.parse.config_files`). It notices changes two
+ways:
+
+* file-system events (``watchfiles``), debounced: a change is applied once nothing else changed
+  for ``debounce`` seconds (default 0.5 s), or at the latest after ``max_delay``;
+* a periodic full resync (default every 30 s) that compares the SHA-256 of every file's
+  contents, so a missed event cannot leave stale config behind.
+
+Either way a rescan re-reads every file, re-parses those whose hash changed, and publishes one
+:class:`~mixerd.config.store.ChangeBatch` if resources or load problems changed.
+
+A file that cannot be read or is not valid YAML/JSON is reported as a load problem naming the file
+and line, and its *last good* resources are kept while the other files still update. A file that
+disappears takes its resources with it.
+
+Call ``list()`` (or ``watch()``) from a running event loop; both start the background tasks.
+``close()`` stops them (``async with FileStore(...)`` does it for you).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mixerd.config.model import IgnoredResource, Key, Resource, ResourceError
+from mixerd.config.parse import DEFAULT_NAMESPACE, ParseResult, config_files, parse_bytes
+from mixerd.config.store import ChangeBatch, _Bus, diff_states, merge_resources
+
+__all__ = ["FileStore"]
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class _FileState:
+    digest: str
+    good: ParseResult
+    """The last result that parsed (its resources are served)."""
+    problems: tuple[ResourceError, ...]
+    """Current problems of the file (a syntax error keeps ``good`` from an earlier version)."""
+
+
+class FileStore:
+    """Config files on disk, watched for changes."""
+
+    def __init__(
+        self,
+        paths: Path | str | Sequence[Path | str],
+        *,
+        default_namespace: str = DEFAULT_NAMESPACE,
+        debounce: float = 0.5,
+        max_delay: float | None = None,
+        resync_interval: float | None = 30.0,
+        watch_events: bool = True,
+    ) -> None:
+        """``resync_interval=None`` disables the periodic resync; ``watch_events=False`` disables
+        file-system events (then only the resync, or explicit :meth:`rescan`, sees changes)."""
+        self.paths: tuple[Path, ...] = (
+            (Path(paths),) if isinstance(paths, str | Path) else tuple(Path(p) for p in paths)
+        )
+        self.default_namespace = default_namespace
+        self.debounce = debounce
+        self.max_delay = max_delay if max_delay is not None else 10 * debounce
+        self.resync_interval = resync_interval
+        self.watch_events = watch_events
+        self._files: dict[Path, _FileState] = {}
+        self._state: dict[Key, Resource] = {}
+        self._problems: tuple[ResourceError, ...] = ()
+        self._ignored: tuple[IgnoredResource, ...] = ()
+        self._bus = _Bus()
+        self._lock = asyncio.Lock()
+        self._loaded = False
+        self._closed = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._dirty = asyncio.Event()
+        self._stop = asyncio.Event()
+        self.scans = 0
+        """How many rescans ran (for tests and metrics)."""
+
+    # -- Store protocol --------------------------------------------------------------------------
+
+    async def list(self) -> dict[Key, Resource]:
+        self._start()
+        await self._initial_load()
+        return dict(self._state)
+
+    def problems(self) -> tuple[ResourceError, ...]:
+        return self._problems
+
+    def ignored(self) -> tuple[IgnoredResource, ...]:
+        """Documents that are not Mixer config (DestinationRules ...), for reports."""
+        return self._ignored
+
+    def watch(self) -> AsyncIterator[ChangeBatch]:
+        self._start()
+        return self._bus.subscribe()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        self._bus.close()
+
+    async def __aenter__(self) -> FileStore:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- scanning --------------------------------------------------------------------------------
+
+    async def rescan(self) -> ChangeBatch | None:
+        """Re-read the files now; publish and return the batch if anything changed."""
+        async with self._lock:
+            new_files = await asyncio.to_thread(self._scan, dict(self._files))
+            return self._commit(new_files, publish=True)
+
+    async def _initial_load(self) -> None:
+        if self._loaded:
+            return
+        async with self._lock:
+            if self._loaded:
+                return
+            new_files = await asyncio.to_thread(self._scan, dict(self._files))
+            self._commit(new_files, publish=False)
+            self._loaded = True
+
+    def _scan(self, old: dict[Path, _FileState]) -> dict[Path, _FileState]:
+        """Read every file (in a worker thread); reparse the ones whose contents changed."""
+        out: dict[Path, _FileState] = {}
+        for path in config_files(self.paths):
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                previous = old.get(path)
+                problem = ResourceError(str(path), "", f"cannot read file: {exc.strerror or exc}")
+                good = previous.good if previous is not None else ParseResult()
+                out[path] = _FileState("", good, (problem,))
+                continue
+            digest = hashlib.sha256(data).hexdigest()
+            previous = old.get(path)
+            if previous is not None and previous.digest == digest:
+                out[path] = previous
+                continue
+            result = parse_bytes(data, file=str(path), default_namespace=self.default_namespace)
+            if result.ok:
+                out[path] = _FileState(digest, result, result.errors)
+            else:
+                good = previous.good if previous is not None else ParseResult()
+                out[path] = _FileState(digest, good, result.errors)
+        return out
+
+    def _commit(self, files: dict[Path, _FileState], *, publish: bool) -> ChangeBatch | None:
+        self.scans += 1
+        resources: list[Resource] = []
+        problems: list[ResourceError] = []
+        ignored: list[IgnoredResource] = []
+        for state in files.values():
+            resources.extend(state.good.resources)
+            ignored.extend(state.good.ignored)
+            problems.extend(state.problems)
+        new_state, duplicates = merge_resources(resources)
+        all_problems = tuple(problems) + tuple(duplicates)
+        events = diff_states(self._state, new_state)
+        changed = all_problems != self._problems
+        self._files = files
+        self._state = new_state
+        self._problems = all_problems
+        self._ignored = tuple(ignored)
+        if not events and not changed:
+            return None
+        batch = ChangeBatch(events, all_problems)
+        if publish:
+            self._bus.publish(batch)
+        return batch
+
+    # -- background tasks ------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        if self._tasks or self._closed:
+            return
+        self._tasks.append(asyncio.get_running_loop().create_task(self._scheduler(), name="mixerd-fsstore"))
+        if self.watch_events:
+            for roots, recursive in self._watch_roots():
+                self._tasks.append(
+                    asyncio.get_running_loop().create_task(
+                        self._watcher(roots, recursive), name="mixerd-fsstore-watch"
+                    )
+                )
+
+    def _watch_roots(self) -> tuple[tuple[tuple[Path, ...], bool], ...]:
+        dirs = sorted({p for p in self.paths if p.is_dir()})
+        parents = sorted({p.parent for p in self.paths if not p.is_dir() and p.parent.is_dir()} - set(dirs))
+        groups: list[tuple[tuple[Path, ...], bool]] = []
+        if dirs:
+            groups.append((tuple(dirs), True))
+        if parents:
+            groups.append((tuple(parents), False))
+        return tuple(groups)
+
+    async def _watcher(self, roots: tuple[Path, ...], recursive: bool) -> None:
+        from watchfiles import awatch  # imported here: only a watching store needs it (and anyio)
+
+        kwargs: dict[str, Any] = {
+            "watch_filter": None,
+            "stop_event": self._stop,
+            "recursive": recursive,
+            "debounce": max(int(self.debounce * 1000), 50),
+            "step": 20,
+            "rust_timeout": 1000,
+        }
+        try:
+            async for _changes in awatch(*roots, **kwargs):
+                self._dirty.set()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # e.g. inotify limits: fall back to the periodic resync
+            _log.warning("watching %s failed (%s); relying on the periodic resync", roots, exc)
+
+    async def _scheduler(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await self._initial_load()
+        except Exception:
+            _log.exception("initial load of %s failed", self.paths)
+        while not self._closed:
+            try:
+                await asyncio.wait_for(self._dirty.wait(), timeout=self.resync_interval)
+            except TimeoutError:
+                pass  # periodic resync
+            else:
+                first = loop.time()
+                while True:  # debounce: wait until quiet for `debounce` (at most `max_delay`)
+                    self._dirty.clear()
+                    remaining = self.max_delay - (loop.time() - first)
+                    if remaining <= 0:
+                        break
+                    try:
+                        await asyncio.wait_for(self._dirty.wait(), timeout=min(self.debounce, remaining))
+                    except TimeoutError:
+                        break
+            try:
+                await self.rescan()
+            except Exception:
+                _log.exception("rescanning %s failed", self.paths)

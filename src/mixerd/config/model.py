@@ -1,0 +1,444 @@
+"""The configuration resource model: keys, parsed specs, resources and problems.
+
+Everything here is a frozen value. A :class:`Resource` is one configuration document after
+parsing: its :class:`Key`, a typed spec (:class:`RuleSpec`, :class:`InstanceSpec`,
+:class:`HandlerSpec` ...), where it came from (:class:`Source`) and the problems found while
+parsing it (:class:`Issue`, paths from the document root such as ``spec.actions[0].handler``).
+Parsing is best effort: a resource with issues still carries the spec as far as it could be
+read, so that validation can report every problem of the resource at once.
+
+Kinds (group ``config.istio.io``, version ``v1alpha2``):
+
+* generic Mixer kinds: ``attributemanifest``, ``rule``, ``instance``, ``handler``, ``adapter``,
+  ``template``;
+* legacy per-adapter and per-template kinds (:data:`LEGACY_KINDS`): ``kind: prometheus`` is a
+  handler of the ``prometheus`` adapter, ``kind: metric`` an instance of the ``metric``
+  template; their ``spec`` is the params themselves. The key keeps the legacy kind, so the
+  fully qualified name of such a handler is ``handler.prometheus.istio-system``;
+* proxy-side kinds that mixerd's Envoy front-ends use: ``QuotaSpec``, ``QuotaSpecBinding``.
+
+Handler and instance ``params`` stay plain YAML data (dicts, lists, scalars) because adapters
+read them as such; treat them as read-only.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import enum
+import functools
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Final, Literal, NamedTuple
+
+from mixerd.attribute import ValueType
+
+__all__ = [
+    "ADAPTER",
+    "API_VERSION",
+    "ATTRIBUTE_MANIFEST",
+    "GENERIC_KINDS",
+    "HANDLER",
+    "INSTANCE",
+    "LANG_ANNOTATION",
+    "LEGACY_KINDS",
+    "QUOTA_SPEC",
+    "QUOTA_SPEC_BINDING",
+    "RULE",
+    "TEMPLATE",
+    "Action",
+    "AdapterSpec",
+    "AttributeInfo",
+    "AttributeManifestSpec",
+    "Connection",
+    "HandlerSpec",
+    "HeaderOperation",
+    "HeaderOperationTemplate",
+    "IgnoredResource",
+    "InstanceSpec",
+    "Issue",
+    "IstioService",
+    "Key",
+    "Language",
+    "LegacyKind",
+    "QuotaCharge",
+    "QuotaRule",
+    "QuotaSpecBindingSpec",
+    "QuotaSpecReference",
+    "QuotaSpecSpec",
+    "Resource",
+    "ResourceError",
+    "RuleSpec",
+    "Severity",
+    "Source",
+    "Spec",
+    "StringMatch",
+    "TemplateSpec",
+]
+
+API_VERSION: Final = "config.istio.io/v1alpha2"
+"""The apiVersion of every Mixer resource."""
+
+ATTRIBUTE_MANIFEST: Final = "attributemanifest"
+RULE: Final = "rule"
+INSTANCE: Final = "instance"
+HANDLER: Final = "handler"
+ADAPTER: Final = "adapter"
+TEMPLATE: Final = "template"
+QUOTA_SPEC: Final = "QuotaSpec"
+QUOTA_SPEC_BINDING: Final = "QuotaSpecBinding"
+
+GENERIC_KINDS: Final = frozenset({ATTRIBUTE_MANIFEST, RULE, INSTANCE, HANDLER, ADAPTER, TEMPLATE})
+
+LANG_ANNOTATION: Final = "policy.istio.io/lang"
+"""Metadata annotation that selects a resource's expression dialect (``CEXL`` by default)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LegacyKind:
+    """What a legacy kind stands for: a handler of ``target`` adapter or an instance of ``target``."""
+
+    role: Literal["handler", "instance"]
+    target: str
+
+
+_LEGACY_ADAPTERS: Final = (
+    "bypass",
+    "circonus",
+    "cloudwatch",
+    "denier",
+    "dogstatsd",
+    "fluentd",
+    "kubernetesenv",
+    "listchecker",
+    "memquota",
+    "noop",
+    "opa",
+    "prometheus",
+    "rbac",
+    "redisquota",
+    "signalfx",
+    "solarwinds",
+    "stackdriver",
+    "statsd",
+    "stdio",
+    "zipkin",
+)
+_LEGACY_TEMPLATES: Final = (
+    "apikey",
+    "authorization",
+    "checknothing",
+    "edge",
+    "kubernetes",
+    "listentry",
+    "logentry",
+    "metric",
+    "quota",
+    "reportnothing",
+    "tracespan",
+)
+
+LEGACY_KINDS: Final[Mapping[str, LegacyKind]] = MappingProxyType(
+    {
+        **{name: LegacyKind("handler", name) for name in _LEGACY_ADAPTERS},
+        **{name: LegacyKind("instance", name) for name in _LEGACY_TEMPLATES},
+    }
+)
+"""Mixer's per-adapter and per-template kinds (CRDs shipped up to Istio 1.1). The adapter of
+``kind: listchecker`` is named ``listchecker``, as in Mixer; the runtime may alias it."""
+
+
+# --- keys, sources, problems -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Key:
+    """Identifies a resource. ``str(key)`` is ``kind/name.namespace`` (used in messages)."""
+
+    kind: str
+    namespace: str
+    name: str
+
+    @property
+    def fqn(self) -> str:
+        """Mixer's fully qualified name ``name.kind.namespace`` (``requestcount.instance.istio-system``)."""
+        return f"{self.name}.{self.kind}.{self.namespace}"
+
+    def __str__(self) -> str:
+        return f"{self.kind}/{self.name}.{self.namespace}"
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where a resource was read from: a file (``""`` if none) and the document's index and line."""
+
+    file: str = ""
+    index: int = 0
+    """0-based index of the document in its file."""
+    line: int | None = None
+    """1-based line where the document starts, when known."""
+
+    def __str__(self) -> str:
+        where = self.file or "<memory>"
+        if self.line is not None:
+            return f"{where}:{self.line} (document {self.index + 1})"
+        return f"{where} (document {self.index + 1})"
+
+
+class Severity(enum.Enum):
+    ERROR = "error"
+    WARNING = "warning"
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    """A problem found while parsing one document; ``path`` starts at the document root."""
+
+    path: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceError:
+    """A problem of a resource (or of a file, when no resource could be read).
+
+    ``str()`` gives ``kind/name.namespace: field.path: message``, for example
+    ``rule/promhttp.istio-system: spec.match: unknown attribute 'reqest.size'``; for a file
+    problem the first part is the file name.
+    """
+
+    key_or_file: Key | str
+    """The resource's key, or a file / document description when no resource could be read."""
+    path: str
+    message: str
+    severity: Severity = Severity.ERROR
+    source: Source | None = field(default=None, compare=False)
+
+    def __str__(self) -> str:
+        if self.path:
+            return f"{self.key_or_file}: {self.path}: {self.message}"
+        return f"{self.key_or_file}: {self.message}"
+
+
+@dataclass(frozen=True, slots=True)
+class IgnoredResource:
+    """A document that is not Mixer configuration (a DestinationRule, a Deployment ...)."""
+
+    api_version: str
+    kind: str
+    namespace: str
+    name: str
+    reason: str
+    source: Source | None = None
+
+    def __str__(self) -> str:
+        return f"{self.kind}/{self.name}.{self.namespace} ({self.api_version}): {self.reason}"
+
+
+# --- specs -----------------------------------------------------------------------------------
+
+
+class Language(enum.Enum):
+    """Expression dialect of a rule or instance (annotation ``policy.istio.io/lang``)."""
+
+    CEXL = "CEXL"
+    CEL = "CEL"
+    COMPAT = "COMPAT"
+
+
+@dataclass(frozen=True, slots=True)
+class AttributeInfo:
+    value_type: ValueType
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AttributeManifestSpec:
+    revision: str = ""
+    name: str = ""
+    attributes: Mapping[str, AttributeInfo] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """Send ``instances`` to ``handler``; both are names as written (resolved by the snapshot)."""
+
+    handler: str
+    instances: tuple[str, ...] = ()
+    name: str = ""
+
+
+class HeaderOperation(enum.IntEnum):
+    REPLACE = 0
+    REMOVE = 1
+    APPEND = 2
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderOperationTemplate:
+    """A header operation of a rule; ``values`` are expressions that must give STRING."""
+
+    name: str
+    values: tuple[str, ...] = ()
+    operation: HeaderOperation = HeaderOperation.REPLACE
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSpec:
+    match: str = ""
+    actions: tuple[Action, ...] = ()
+    request_header_operations: tuple[HeaderOperationTemplate, ...] = ()
+    response_header_operations: tuple[HeaderOperationTemplate, ...] = ()
+    sampling: Mapping[str, Any] | None = None
+    """Kept as written. Like Mixer 1.4's runtime, mixerd does not implement sampling."""
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceSpec:
+    """``compiled_template`` names a built-in template; ``template`` an out-of-process one."""
+
+    compiled_template: str = ""
+    template: str = ""
+    params: Mapping[str, Any] | None = None
+    attribute_bindings: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """How to reach an out-of-process adapter."""
+
+    address: str = ""
+    timeout: _dt.timedelta | None = None
+    authentication: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerSpec:
+    """``compiled_adapter`` names a built-in adapter; ``adapter`` an out-of-process one."""
+
+    compiled_adapter: str = ""
+    adapter: str = ""
+    params: Mapping[str, Any] | None = None
+    connection: Connection | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AdapterSpec:
+    """An out-of-process adapter's info (kept; out-of-process adapters are not supported yet)."""
+
+    name: str = ""
+    description: str = ""
+    templates: tuple[str, ...] = ()
+    config: str = ""
+    session_based: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateSpec:
+    """An out-of-process template descriptor (kept; not supported yet)."""
+
+    descriptor: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StringMatch:
+    """One of ``exact``, ``prefix`` or ``regex`` (a full match, as the proxy's ``std::regex_match``)."""
+
+    exact: str | None = None
+    prefix: str | None = None
+    regex: str | None = None
+
+    def matches(self, value: str) -> bool:
+        if self.exact is not None:
+            return value == self.exact
+        if self.prefix is not None:
+            return value.startswith(self.prefix)
+        if self.regex is not None:
+            return _compiled(self.regex).fullmatch(value) is not None
+        return False
+
+
+@functools.lru_cache(maxsize=1024)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+class QuotaCharge(NamedTuple):
+    """``(quota, charge)``: charge ``charge`` units of the quota named ``quota`` (default 1)."""
+
+    quota: str
+    charge: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaRule:
+    """``match`` is a list of clauses (OR); each clause maps attribute -> StringMatch (AND).
+    An empty ``match`` matches every request."""
+
+    match: tuple[Mapping[str, StringMatch], ...] = ()
+    quotas: tuple[QuotaCharge, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaSpecSpec:
+    rules: tuple[QuotaRule, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class IstioService:
+    name: str = ""
+    namespace: str = ""
+    domain: str = ""
+    service: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaSpecReference:
+    name: str
+    namespace: str
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaSpecBindingSpec:
+    """Binds QuotaSpecs to services. Missing namespaces were filled with the binding's own."""
+
+    services: tuple[IstioService, ...] = ()
+    quota_specs: tuple[QuotaSpecReference, ...] = ()
+
+
+Spec = (
+    AttributeManifestSpec
+    | RuleSpec
+    | InstanceSpec
+    | HandlerSpec
+    | AdapterSpec
+    | TemplateSpec
+    | QuotaSpecSpec
+    | QuotaSpecBindingSpec
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    """One parsed configuration document."""
+
+    key: Key
+    spec: Spec
+    source: Source | None = None
+    api_version: str = API_VERSION
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    issues: tuple[Issue, ...] = ()
+    """Problems found while parsing; a resource with issues is reported and dropped."""
+
+    @property
+    def legacy(self) -> bool:
+        """True for a legacy per-adapter / per-template kind (``kind: prometheus``)."""
+        return self.key.kind in LEGACY_KINDS
+
+    @property
+    def language(self) -> str:
+        """The raw ``policy.istio.io/lang`` annotation (``""`` when absent)."""
+        return self.annotations.get(LANG_ANNOTATION, "")

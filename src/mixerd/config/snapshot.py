@@ -1,0 +1,808 @@
+"""Validation: resources -> an immutable :class:`Snapshot` of compiled, resolved configuration.
+
+:func:`build_snapshot` does what Mixer's ``ephemeral.BuildSnapshot`` does, reporting every
+problem of a resource at once (:class:`~mixerd.config.model.ResourceError`, ``str()`` like
+``rule/promhttp.istio-system: spec.match: unknown attribute 'reqest.size'``). A bad resource is
+dropped and the rest still takes effect:
+
+* attribute manifests are merged (later manifests win on conflicts, with a warning); an attribute
+  with a bad ``valueType`` is left out, the rest of its manifest is kept;
+* an instance is compiled with :func:`mixerd.templates.compile_instance` against the merged
+  manifest (plus :func:`~mixerd.templates.compile_output_mapper` for attribute generators); an
+  instance with any problem is dropped alone;
+* a handler whose adapter is unknown to the :class:`AdapterCatalog`, or whose params the adapter
+  rejects (validated with the instances the rules send it), is dropped;
+* a rule's ``match`` must type-check to BOOL and its header-operation values to STRING; a rule with
+  such a problem (or a malformed spec, or an unsupported dialect) is dropped;
+* action by action, references are resolved (:mod:`mixerd.config.resolve`); an instance that is
+  missing, dropped, listed twice or of a template the handler's adapter does not support is left
+  out of the action (with an error on the rule); an action whose handler is missing or dropped, or
+  with no valid instances left, is dropped; a rule with no actions and no header operations left
+  is dropped;
+* out-of-process adapters and templates (``adapter``/``template`` resources, handlers with
+  ``adapter:``, instances with ``template:``) are parsed and kept as resources but reported as not
+  supported yet;
+* CEL (annotation ``policy.istio.io/lang: CEL`` or ``COMPAT``) is reported as not supported yet;
+* ``sampling`` on a rule is kept and, as in Mixer 1.4, not implemented.
+
+Duplicate keys (the same kind/name/namespace twice): the last one wins, with a warning.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import itertools
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Final, Protocol, TypeVar
+
+from mixerd.attribute import ValueType
+from mixerd.config.model import (
+    ADAPTER,
+    ATTRIBUTE_MANIFEST,
+    HANDLER,
+    INSTANCE,
+    LEGACY_KINDS,
+    QUOTA_SPEC,
+    QUOTA_SPEC_BINDING,
+    RULE,
+    TEMPLATE,
+    AdapterSpec,
+    AttributeManifestSpec,
+    Connection,
+    HandlerSpec,
+    HeaderOperation,
+    HeaderOperationTemplate,
+    IgnoredResource,
+    InstanceSpec,
+    Key,
+    Language,
+    QuotaSpecBindingSpec,
+    QuotaSpecSpec,
+    Resource,
+    ResourceError,
+    RuleSpec,
+    Severity,
+    TemplateSpec,
+)
+from mixerd.config.parse import DEFAULT_NAMESPACE
+from mixerd.config.resolve import resolve
+from mixerd.config.store import duplicate_warning
+from mixerd.lang import CompileError, Expression, compile
+from mixerd.templates import (
+    TEMPLATES,
+    InstanceBuilder,
+    OutputMapper,
+    TemplateError,
+    Variety,
+    compile_instance,
+    compile_output_mapper,
+)
+
+__all__ = [
+    "AdapterCatalog",
+    "CompiledHeaderOperation",
+    "CompiledInstance",
+    "CompiledRule",
+    "HandlerConfig",
+    "InstanceTypes",
+    "ResolvedAction",
+    "Snapshot",
+    "StaticAdapterCatalog",
+    "build_snapshot",
+    "canonical_json",
+]
+
+InstanceTypes = Mapping[str, tuple[str, Mapping[str, ValueType]]]
+"""Instances sent to a handler: instance FQN -> (template name, inferred type of each field)."""
+
+
+class AdapterCatalog(Protocol):
+    """What the config layer needs to know about adapters (the runtime backs it by the registry)."""
+
+    def templates_of(self, adapter_name: str, /) -> tuple[str, ...] | None:
+        """Templates the adapter supports, or ``None`` if no adapter has that name."""
+        ...
+
+    def validate_params(
+        self, adapter_name: str, params: Mapping[str, Any], instances: InstanceTypes, /
+    ) -> list[tuple[str, str]]:
+        """Every problem of ``params`` as ``(path relative to params, message)``; empty if good.
+
+        ``instances`` are the instances the rules send to the handler (FQN -> (template, types)).
+        """
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class StaticAdapterCatalog:
+    """An :class:`AdapterCatalog` from a table (for tests and embedding).
+
+    ``validator`` (optional) is called as ``validator(adapter, params, instances)``.
+    """
+
+    adapters: Mapping[str, tuple[str, ...]]
+    validator: Callable[[str, Mapping[str, Any], InstanceTypes], list[tuple[str, str]]] | None = None
+
+    def templates_of(self, adapter_name: str, /) -> tuple[str, ...] | None:
+        return self.adapters.get(adapter_name)
+
+    def validate_params(
+        self, adapter_name: str, params: Mapping[str, Any], instances: InstanceTypes, /
+    ) -> list[tuple[str, str]]:
+        return [] if self.validator is None else self.validator(adapter_name, params, instances)
+
+
+# --- compiled configuration --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class CompiledInstance:
+    key: Key
+    template: str
+    builder: InstanceBuilder
+    output_mapper: OutputMapper | None
+    """For attribute generators with ``attributeBindings``: maps outputs to attributes."""
+    params: Mapping[str, Any]
+    attribute_bindings: Mapping[str, str]
+    params_json: str
+    """Canonical JSON of params and bindings (for handler signatures)."""
+
+    @property
+    def fqn(self) -> str:
+        return self.key.fqn
+
+    @property
+    def variety(self) -> Variety:
+        return TEMPLATES[self.template].variety
+
+    @property
+    def types(self) -> Mapping[str, ValueType]:
+        return self.builder.types
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class HandlerConfig:
+    key: Key
+    adapter: str
+    params: Mapping[str, Any]
+    connection: Connection | None
+    params_json: str
+    """Canonical JSON of params (for handler signatures)."""
+    templates: tuple[str, ...]
+    """Templates the adapter supports."""
+    instances: tuple[str, ...] = ()
+    """FQNs of the instances the rules send to this handler, sorted. The params were validated
+    against them; a handler no rule uses (empty) has not been validated by its adapter."""
+
+    @property
+    def fqn(self) -> str:
+        return self.key.fqn
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedAction:
+    handler_fqn: str
+    instance_fqns: tuple[str, ...]
+    """In the rule's order."""
+    name: str = ""
+    """The action's name (a handle for CHECK_WITH_OUTPUT outputs)."""
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class CompiledHeaderOperation:
+    name: str
+    operation: HeaderOperation
+    values: tuple[Expression, ...]
+    value_texts: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class CompiledRule:
+    key: Key
+    namespace: str
+    match_text: str
+    match: Expression | None
+    """``None`` when the rule always applies (match ``""`` or ``"true"``)."""
+    actions: tuple[ResolvedAction, ...]
+    request_header_operations: tuple[CompiledHeaderOperation, ...] = ()
+    response_header_operations: tuple[CompiledHeaderOperation, ...] = ()
+    sampling: Mapping[str, Any] | None = None
+    """Kept as written; not implemented (as in Mixer 1.4)."""
+
+    @property
+    def fqn(self) -> str:
+        return self.key.fqn
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Snapshot:
+    """A fully resolved configuration. Immutable; ``id`` increases with every build."""
+
+    id: int
+    default_namespace: str
+    manifest: Mapping[str, ValueType]
+    instances: Mapping[str, CompiledInstance]
+    handlers: Mapping[str, HandlerConfig]
+    rules: tuple[CompiledRule, ...]
+    quota_specs: Mapping[Key, QuotaSpecSpec]
+    quota_spec_bindings: Mapping[Key, QuotaSpecBindingSpec]
+    errors: tuple[ResourceError, ...] = ()
+    warnings: tuple[ResourceError, ...] = ()
+    ignored: tuple[IgnoredResource, ...] = ()
+    resources: Mapping[Key, Resource] = field(default_factory=dict)
+    """The resources the snapshot was built from (after resolving duplicates)."""
+
+
+def canonical_json(value: Any) -> str:
+    """Deterministic JSON (sorted keys, no spaces): equal configs give equal text."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_json_default)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, _dt.datetime | _dt.date):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, set | frozenset | tuple):
+        return sorted(value, key=repr)
+    return str(value)
+
+
+_ids: Final = itertools.count(1)
+
+
+# --- building ----------------------------------------------------------------------------------
+
+
+def build_snapshot(
+    resources: Iterable[Resource] | Mapping[Key, Resource],
+    *,
+    adapters: AdapterCatalog,
+    default_namespace: str = DEFAULT_NAMESPACE,
+    base_manifest: Mapping[str, ValueType] | None = None,
+    problems: Iterable[ResourceError] = (),
+    ignored: Iterable[IgnoredResource] = (),
+    snapshot_id: int | None = None,
+) -> Snapshot:
+    """Validate and compile ``resources`` into a :class:`Snapshot`.
+
+    ``base_manifest`` (optional) holds attributes known before any ``attributemanifest`` resource
+    (for example :func:`mixerd.attribute.stock_manifest`); ``problems`` are load problems (files
+    that did not parse, duplicates found by a store) to carry into the snapshot's errors/warnings.
+    """
+    builder = _Builder(adapters, default_namespace)
+    builder.take(resources.values() if isinstance(resources, Mapping) else resources)
+    for p in problems:
+        (builder.warnings if p.severity is Severity.WARNING else builder.load_errors).append(p)
+    return builder.build(base_manifest, tuple(ignored), next(_ids) if snapshot_id is None else snapshot_id)
+
+
+class _Builder:
+    def __init__(self, adapters: AdapterCatalog, default_namespace: str) -> None:
+        self.adapters = adapters
+        self.default_namespace = default_namespace
+        self.resources: dict[Key, Resource] = {}
+        self.order: dict[Key, int] = {}
+        self.errors: dict[Key, list[ResourceError]] = {}
+        self.load_errors: list[ResourceError] = []
+        self.warnings: list[ResourceError] = []
+        self.manifest: dict[str, ValueType] = {}
+        self.instances: dict[str, CompiledInstance] = {}
+        self.bad_instances: set[str] = set()
+        self.handlers: dict[str, HandlerConfig] = {}
+        self.bad_handlers: set[str] = set()
+        self.match_cache: dict[str, Expression | CompileError] = {}
+
+    # -- bookkeeping -----------------------------------------------------------------------------
+
+    def take(self, resources: Iterable[Resource]) -> None:
+        for r in resources:
+            previous = self.resources.pop(r.key, None)
+            if previous is not None:
+                self.warnings.append(duplicate_warning(previous, r))
+            self.resources[r.key] = r
+        self.order = {k: i for i, k in enumerate(self.resources)}
+
+    def error(self, r: Resource, path: str, message: str) -> None:
+        self.errors.setdefault(r.key, []).append(ResourceError(r.key, path, message, source=r.source))
+
+    def warn(self, r: Resource, path: str, message: str) -> None:
+        self.warnings.append(ResourceError(r.key, path, message, Severity.WARNING, r.source))
+
+    def has_errors(self, r: Resource) -> bool:
+        return bool(self.errors.get(r.key))
+
+    def of_kind(self, spec_type: type[_S], *kinds: str) -> list[tuple[Resource, _S]]:
+        """Resources of ``kinds`` with their spec (a resource whose spec has the wrong type is
+        reported once, by :meth:`check_specs`, and skipped)."""
+        return [
+            (r, r.spec)
+            for r in self.resources.values()
+            if r.key.kind in kinds and isinstance(r.spec, spec_type)
+        ]
+
+    def check_specs(self) -> None:
+        for r in self.resources.values():
+            want = _SPEC_TYPES.get(r.key.kind)
+            if want is None:
+                self.error(r, "kind", f"unknown kind '{r.key.kind}'")
+            elif not isinstance(r.spec, want):
+                self.error(r, "spec", f"a {r.key.kind} needs a {want.__name__}, got {type(r.spec).__name__}")
+
+    def report_issues(self, r: Resource) -> None:
+        for issue in r.issues:
+            self.error(r, issue.path, issue.message)
+
+    def check_language(self, r: Resource) -> bool:
+        """False when the resource's expressions are in a dialect mixerd cannot compile."""
+        value = r.language.strip()
+        if not value or value == Language.CEXL.value:
+            return True
+        path = "metadata.annotations.policy.istio.io/lang"
+        if value == Language.CEL.value:
+            self.error(r, path, "CEL dialect is not supported yet")
+            return False
+        if value == Language.COMPAT.value:
+            self.error(r, path, "CEL dialect is not supported yet (COMPAT is CEL with CEXL syntax)")
+            return False
+        self.warn(r, path, f"unknown expression dialect '{value}'; using CEXL (as Mixer does)")
+        return True
+
+    # -- the passes ------------------------------------------------------------------------------
+
+    def build(
+        self, base_manifest: Mapping[str, ValueType] | None, ignored: tuple[IgnoredResource, ...], sid: int
+    ) -> Snapshot:
+        self.check_specs()
+        self.manifests(base_manifest)
+        for r, instance in self.of_kind(InstanceSpec, INSTANCE, *_LEGACY_INSTANCE_KINDS):
+            self.instance(r, instance)
+        for r, handler in self.of_kind(HandlerSpec, HANDLER, *_LEGACY_HANDLER_KINDS):
+            self.handler(r, handler)
+        for r, _ in self.of_kind(AdapterSpec, ADAPTER):
+            self.report_issues(r)
+            self.error(
+                r, "", "out-of-process adapters are not supported yet; this adapter resource is not used"
+            )
+        for r, _ in self.of_kind(TemplateSpec, TEMPLATE):
+            self.report_issues(r)
+            self.error(
+                r, "", "out-of-process templates are not supported yet; this template resource is not used"
+            )
+        pending = [p for r, rule in self.of_kind(RuleSpec, RULE) if (p := self.rule(r, rule)) is not None]
+        routed = self.routes(pending)
+        self.validate_handlers(routed)
+        rules = self.finish_rules(pending)
+        self.unused(routed)
+        quota_specs, bindings = self.quota_config(rules)
+
+        errors = sorted(
+            (e for errs in self.errors.values() for e in errs),
+            key=lambda e: self.order.get(e.key_or_file, -1) if isinstance(e.key_or_file, Key) else -1,
+        )
+        return Snapshot(
+            id=sid,
+            default_namespace=self.default_namespace,
+            manifest=MappingProxyType(dict(self.manifest)),
+            instances=MappingProxyType(dict(self.instances)),
+            handlers=MappingProxyType(dict(self.handlers)),
+            rules=tuple(rules),
+            quota_specs=MappingProxyType(quota_specs),
+            quota_spec_bindings=MappingProxyType(bindings),
+            errors=tuple(self.load_errors) + tuple(errors),
+            warnings=tuple(self.warnings),
+            ignored=ignored,
+            resources=MappingProxyType(dict(self.resources)),
+        )
+
+    def manifests(self, base: Mapping[str, ValueType] | None) -> None:
+        self.manifest = dict(base or {})
+        declared: dict[str, Resource] = {}
+        for r, spec in self.of_kind(AttributeManifestSpec, ATTRIBUTE_MANIFEST):
+            self.report_issues(r)
+            for name, info in spec.attributes.items():
+                earlier = declared.get(name)
+                if earlier is not None and self.manifest.get(name) != info.value_type:
+                    self.warn(
+                        r,
+                        f"spec.attributes.{name}.valueType",
+                        f"attribute '{name}' is {info.value_type.name} here but "
+                        f"{self.manifest[name].name} in {earlier.key}; using {info.value_type.name}",
+                    )
+                self.manifest[name] = info.value_type
+                declared[name] = r
+
+    def instance(self, r: Resource, spec: InstanceSpec) -> None:
+        self.report_issues(r)
+        dialect_ok = self.check_language(r)
+        legacy = r.legacy
+        template = spec.compiled_template
+        if not template and spec.template:
+            self.error(
+                r,
+                "spec.template",
+                f"out-of-process templates are not supported yet (template '{spec.template}')",
+            )
+        if template and dialect_ok:
+            try:
+                builder = compile_instance(r.key.fqn, template, spec.params, self.manifest)
+            except TemplateError as exc:
+                for fe in exc.errors:
+                    self.error(r, _instance_path(fe.path, legacy), _quote_attribute(fe.message))
+                builder = None
+            mapper: OutputMapper | None = None
+            known = TEMPLATES.get(template)
+            if spec.attribute_bindings and known is not None:
+                if known.variety is not Variety.ATTRIBUTE_GENERATOR:
+                    self.error(
+                        r,
+                        _instance_path("attributeBindings", legacy),
+                        f"template '{template}' produces no outputs (only attribute generators such as "
+                        "'kubernetes' take attributeBindings)",
+                    )
+                else:
+                    try:
+                        mapper = compile_output_mapper(template, spec.attribute_bindings, self.manifest)
+                    except TemplateError as exc:
+                        for fe in exc.errors:
+                            self.error(r, _instance_path(fe.path, legacy), _quote_attribute(fe.message))
+            if builder is not None and not self.has_errors(r):
+                params = dict(spec.params or {})
+                bindings = dict(spec.attribute_bindings)
+                self.instances[r.key.fqn] = CompiledInstance(
+                    r.key,
+                    template,
+                    builder,
+                    mapper,
+                    MappingProxyType(params),
+                    MappingProxyType(bindings),
+                    canonical_json({"params": params, "attributeBindings": bindings}),
+                )
+                return
+        self.bad_instances.add(r.key.fqn)
+
+    def handler(self, r: Resource, spec: HandlerSpec) -> None:
+        self.report_issues(r)
+        templates: tuple[str, ...] | None = None
+        if spec.compiled_adapter:
+            templates = self.adapters.templates_of(spec.compiled_adapter)
+            if templates is None:
+                path = "kind" if r.legacy else "spec.compiledAdapter"
+                self.error(r, path, f"unknown adapter '{spec.compiled_adapter}'")
+        elif spec.adapter:
+            self.error(
+                r, "spec.adapter", f"out-of-process adapters are not supported yet (adapter '{spec.adapter}')"
+            )
+        if templates is None or self.has_errors(r):
+            self.bad_handlers.add(r.key.fqn)
+            return
+        params = dict(spec.params or {})
+        self.handlers[r.key.fqn] = HandlerConfig(
+            r.key,
+            spec.compiled_adapter,
+            MappingProxyType(params),
+            spec.connection,
+            canonical_json(params),
+            tuple(templates),
+        )
+
+    def rule(self, r: Resource, spec: RuleSpec) -> _PendingRule | None:
+        self.report_issues(r)
+        dialect_ok = self.check_language(r)
+        match: Expression | None = None
+        if dialect_ok:
+            match = self.compile_match(r, spec.match)
+        fatal = self.has_errors(r)  # the spec itself or its match; action problems are not fatal
+        actions: list[tuple[int, ResolvedAction]] = []
+        ns = r.key.namespace
+        for i, action in enumerate(spec.actions):
+            apath = f"spec.actions[{i}]"
+            res = resolve(action.handler, HANDLER, ns, _Union(self.handlers, self.bad_handlers))
+            handler: HandlerConfig | None = None
+            if res.fqn is None:
+                self.error(
+                    r, f"{apath}.handler", f"handler '{action.handler}' not found ({res.describe_failure()})"
+                )
+            elif res.fqn in self.bad_handlers:
+                self.error(
+                    r, f"{apath}.handler", f"handler '{res.fqn}' is invalid and was dropped (see its errors)"
+                )
+            else:
+                handler = self.handlers[res.fqn]
+            chosen: list[str] = []
+            seen: set[str] = set()
+            for j, name in enumerate(action.instances):
+                ipath = f"{apath}.instances[{j}]"
+                ires = resolve(name, INSTANCE, ns, _Union(self.instances, self.bad_instances))
+                fqn = ires.fqn
+                if fqn is None:
+                    self.error(r, ipath, f"instance '{name}' not found ({ires.describe_failure()})")
+                elif fqn in seen:
+                    self.error(r, ipath, f"instance '{fqn}' is listed twice in this action")
+                elif fqn in self.bad_instances:
+                    self.error(r, ipath, f"instance '{fqn}' is invalid and was dropped (see its errors)")
+                elif handler is not None and self.instances[fqn].template not in handler.templates:
+                    supported = ", ".join(handler.templates) or "none"
+                    self.error(
+                        r,
+                        ipath,
+                        f"instance '{fqn}' is of template '{self.instances[fqn].template}', which adapter "
+                        f"'{handler.adapter}' of handler '{handler.fqn}' does not support "
+                        f"(it supports: {supported})",
+                    )
+                else:
+                    chosen.append(fqn)
+                if fqn is not None:
+                    seen.add(fqn)
+            if handler is None:
+                continue
+            if not chosen:
+                why = "no valid instances" if action.instances else "no instances"
+                self.error(r, apath, f"{why}; the action is dropped")
+                continue
+            actions.append((i, ResolvedAction(handler.fqn, tuple(chosen), action.name)))
+        if not dialect_ok:
+            return None
+        request_ops = self.header_ops(r, spec, spec.request_header_operations, "requestHeaderOperations")
+        response_ops = self.header_ops(r, spec, spec.response_header_operations, "responseHeaderOperations")
+        if fatal or request_ops is None or response_ops is None:
+            return None
+        return _PendingRule(r, spec, match, actions, request_ops, response_ops)
+
+    def compile_match(self, r: Resource, text: str) -> Expression | None:
+        """The compiled match (``None`` = always); a problem is reported as an error."""
+        stripped = text.strip()
+        if stripped in ("", "true"):
+            return None
+        cached = self.match_cache.get(stripped)
+        if cached is None:
+            try:
+                cached = compile(stripped, self.manifest)
+            except CompileError as exc:
+                cached = exc
+            self.match_cache[stripped] = cached
+        if isinstance(cached, CompileError):
+            self.error(r, "spec.match", _compile_message(cached))
+            return None
+        if cached.result_type is not ValueType.BOOL:
+            self.error(
+                r, "spec.match", f"expression type is {cached.result_type.name}, a rule match needs BOOL"
+            )
+        return cached
+
+    def header_ops(
+        self, r: Resource, spec: RuleSpec, ops: tuple[HeaderOperationTemplate, ...], field_name: str
+    ) -> tuple[CompiledHeaderOperation, ...] | None:
+        """Compiled operations, or ``None`` if any is bad (the rule is then dropped)."""
+        out: list[CompiledHeaderOperation] = []
+        ok = True
+        outputs = [f"{a.name}.output." for a in spec.actions if a.name]
+        for i, op in enumerate(ops):
+            path = f"spec.{field_name}[{i}]"
+            if not op.name:
+                ok = False  # already reported by the parser ("missing")
+            if op.operation is HeaderOperation.REMOVE:
+                if op.values:
+                    self.warn(r, f"{path}.values", "ignored: a REMOVE operation takes no values")
+                out.append(CompiledHeaderOperation(op.name, op.operation, (), ()))
+                continue
+            if not op.values:
+                self.error(r, f"{path}.values", f"missing (a {op.operation.name} operation needs a value)")
+                ok = False
+            values: list[Expression] = []
+            for j, text in enumerate(op.values):
+                vpath = f"{path}.values[{j}]"
+                try:
+                    expr = compile(text, self.manifest)
+                except CompileError as exc:
+                    message = _compile_message(exc)
+                    if any(o in text for o in outputs):
+                        message += (
+                            " (action outputs '<action>.output.<field>' exist only for CHECK_WITH_OUTPUT "
+                            "templates, and no built-in template is one)"
+                        )
+                    self.error(r, vpath, message)
+                    ok = False
+                    continue
+                if expr.result_type is not ValueType.STRING:
+                    self.error(
+                        r, vpath, f"expression type is {expr.result_type.name}, a header value needs STRING"
+                    )
+                    ok = False
+                    continue
+                values.append(expr)
+            out.append(CompiledHeaderOperation(op.name, op.operation, tuple(values), op.values))
+        return tuple(out) if ok else None
+
+    def routes(self, pending: list[_PendingRule]) -> dict[str, set[str]]:
+        routed: dict[str, set[str]] = {}
+        for p in pending:
+            for _, action in p.actions:
+                routed.setdefault(action.handler_fqn, set()).update(action.instance_fqns)
+        return routed
+
+    def validate_handlers(self, routed: dict[str, set[str]]) -> None:
+        for fqn, instance_fqns in routed.items():
+            h = self.handlers[fqn]
+            r = self.resources[h.key]
+            types: InstanceTypes = {
+                i: (self.instances[i].template, self.instances[i].types) for i in sorted(instance_fqns)
+            }
+            try:
+                problems = self.adapters.validate_params(h.adapter, h.params, types)
+            except Exception as exc:  # an adapter's validator must not break the whole snapshot
+                problems = [("", f"adapter '{h.adapter}' failed to validate its params: {exc!r}")]
+            if problems:
+                base = "spec" if r.legacy else "spec.params"
+                for path, message in problems:
+                    self.error(r, f"{base}.{path}" if path else base, message)
+                del self.handlers[fqn]
+                self.bad_handlers.add(fqn)
+            else:
+                self.handlers[fqn] = HandlerConfig(
+                    h.key,
+                    h.adapter,
+                    h.params,
+                    h.connection,
+                    h.params_json,
+                    h.templates,
+                    tuple(sorted(instance_fqns)),
+                )
+
+    def finish_rules(self, pending: list[_PendingRule]) -> list[CompiledRule]:
+        rules: list[CompiledRule] = []
+        for p in pending:
+            r, spec = p.resource, p.spec
+            actions: list[ResolvedAction] = []
+            for i, action in p.actions:
+                if action.handler_fqn in self.bad_handlers:
+                    self.error(
+                        r,
+                        f"spec.actions[{i}].handler",
+                        f"handler '{action.handler_fqn}' is invalid and was dropped (see its errors)",
+                    )
+                    continue
+                actions.append(action)
+            if not actions and not p.request_ops and not p.response_ops:
+                self.error(
+                    r, "spec.actions", "no valid actions and no header operations; the rule is dropped"
+                )
+                continue
+            rules.append(
+                CompiledRule(
+                    r.key,
+                    r.key.namespace,
+                    spec.match,
+                    p.match,
+                    tuple(actions),
+                    p.request_ops,
+                    p.response_ops,
+                    spec.sampling,
+                )
+            )
+        return rules
+
+    def unused(self, routed: dict[str, set[str]]) -> None:
+        used_instances = {i for instances in routed.values() for i in instances}
+        for fqn, h in self.handlers.items():
+            if fqn not in routed:
+                self.warn(
+                    self.resources[h.key],
+                    "",
+                    "not used by any rule in effect (its params were not validated by the adapter)",
+                )
+        for fqn, inst in self.instances.items():
+            if fqn not in used_instances:
+                self.warn(self.resources[inst.key], "", "not used by any rule in effect")
+
+    def quota_config(
+        self, rules: list[CompiledRule]
+    ) -> tuple[dict[Key, QuotaSpecSpec], dict[Key, QuotaSpecBindingSpec]]:
+        specs: dict[Key, QuotaSpecSpec] = {}
+        bindings: dict[Key, QuotaSpecBindingSpec] = {}
+        routed_quotas = {
+            self.instances[i].key.name.lower()
+            for rule in rules
+            for action in rule.actions
+            for i in action.instance_fqns
+            if self.instances[i].template == "quota"
+        }
+        for r, spec in self.of_kind(QuotaSpecSpec, QUOTA_SPEC):
+            self.report_issues(r)
+            for i, rule in enumerate(spec.rules):
+                for j, charge in enumerate(rule.quotas):
+                    if charge.quota and charge.quota.lower() not in routed_quotas:
+                        self.warn(
+                            r,
+                            f"spec.rules[{i}].quotas[{j}].quota",
+                            f"no rule sends a quota instance named '{charge.quota}' to a handler; "
+                            "such a quota is granted without any check",
+                        )
+            if not self.has_errors(r):
+                specs[r.key] = spec
+        for r, spec_b in self.of_kind(QuotaSpecBindingSpec, QUOTA_SPEC_BINDING):
+            self.report_issues(r)
+            for i, ref in enumerate(spec_b.quota_specs):
+                target = Key(QUOTA_SPEC, ref.namespace, ref.name)
+                if ref.name and target not in self.resources:
+                    self.warn(
+                        r,
+                        f"spec.quotaSpecs[{i}]",
+                        f"QuotaSpec '{ref.name}' not found in namespace '{ref.namespace}'",
+                    )
+            if not self.has_errors(r):
+                bindings[r.key] = spec_b
+        return specs, bindings
+
+
+@dataclass(slots=True)
+class _PendingRule:
+    resource: Resource
+    spec: RuleSpec
+    match: Expression | None
+    actions: list[tuple[int, ResolvedAction]]
+    request_ops: tuple[CompiledHeaderOperation, ...]
+    response_ops: tuple[CompiledHeaderOperation, ...]
+
+
+class _Union:
+    """Membership in either of two collections (valid and dropped resources)."""
+
+    __slots__ = ("a", "b")
+
+    def __init__(self, a: Mapping[str, Any], b: set[str]) -> None:
+        self.a = a
+        self.b = b
+
+    def __contains__(self, item: object) -> bool:
+        return item in self.a or item in self.b
+
+
+_LEGACY_HANDLER_KINDS: Final = tuple(k for k, v in LEGACY_KINDS.items() if v.role == "handler")
+_LEGACY_INSTANCE_KINDS: Final = tuple(k for k, v in LEGACY_KINDS.items() if v.role == "instance")
+_SPEC_TYPES: Final[Mapping[str, type]] = {
+    ATTRIBUTE_MANIFEST: AttributeManifestSpec,
+    RULE: RuleSpec,
+    INSTANCE: InstanceSpec,
+    HANDLER: HandlerSpec,
+    ADAPTER: AdapterSpec,
+    TEMPLATE: TemplateSpec,
+    QUOTA_SPEC: QuotaSpecSpec,
+    QUOTA_SPEC_BINDING: QuotaSpecBindingSpec,
+    **{k: HandlerSpec for k in _LEGACY_HANDLER_KINDS},
+    **{k: InstanceSpec for k in _LEGACY_INSTANCE_KINDS},
+}
+_S = TypeVar("_S")
+
+
+def _instance_path(path: str, legacy: bool) -> str:
+    """Map a path relative to an instance spec (``params.value``) to the document (``spec...``)."""
+    if path == "template":
+        return "kind" if legacy else "spec.compiledTemplate"
+    if legacy:
+        if path == "params":
+            return "spec"
+        if path.startswith("params."):
+            return "spec." + path.removeprefix("params.")
+    return f"spec.{path}" if path else "spec"
+
+
+_UNKNOWN_ATTRIBUTE: Final = re.compile(r"unknown attribute ([^'\s]\S*)")
+
+
+_AT_POSITION: Final = re.compile(r" at position \d+$")
+
+
+def _quote_attribute(message: str) -> str:
+    """``unknown attribute x.y at position 3`` (Mixer's words plus an offset) ->
+    ``unknown attribute 'x.y'``: the field path already says which expression it is."""
+    message = _AT_POSITION.sub("", message)
+    return _UNKNOWN_ATTRIBUTE.sub(lambda m: f"unknown attribute '{m.group(1)}'", message)
+
+
+def _compile_message(exc: CompileError) -> str:
+    return _quote_attribute(exc.reason)
