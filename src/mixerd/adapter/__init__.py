@@ -8,6 +8,7 @@ from mixerd.adapter.params import Params, camel_case
 from mixerd.adapter.registry import ENTRY_POINT_GROUP, AdapterNotFound, get_adapter, load_adapters
 from mixerd.adapter.results import OK, CheckResult, Code, QuotaArgs, QuotaResult, Status
 from mixerd.adapter.sdk import Builder, ConfigError, Handler, Info, InstanceInfo, handler_method
+from mixerd.adapter.values import stringify
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -32,4 +33,5 @@ __all__ = [
     "get_adapter",
     "handler_method",
     "load_adapters",
+    "stringify",
 ]

@@ -77,9 +77,7 @@ class Params:
     def unknown_fields(self, known: tuple[str, ...] = ()) -> list[ConfigError]:
         """Errors for keys no reader asked for (call after reading every field)."""
         allowed = self._seen | {camel_case(k) for k in known} | {snake_case(k) for k in known} | set(known)
-        return [
-            ConfigError(self._at(str(k)), "unknown field") for k in self.data if str(k) not in allowed
-        ]
+        return [ConfigError(self._at(str(k)), "unknown field") for k in self.data if str(k) not in allowed]
 
     # -- typed readers -------------------------------------------------------------------------
 

@@ -35,7 +35,7 @@ from typing import Any
 from mixerd.adapter.env import Env
 from mixerd.attribute import ValueType
 
-__all__ = ["ConfigError", "Handler", "Info", "InstanceInfo", "Builder", "handler_method"]
+__all__ = ["Builder", "ConfigError", "Handler", "Info", "InstanceInfo", "handler_method"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -61,7 +61,9 @@ class AdapterHarness:
         manifest = manifest if manifest is not None else stock_manifest()
         self.builders: dict[str, InstanceBuilder] = {}
         for short, (template, params) in (instances or {}).items():
-            self.builders[short] = compile_instance(f"{short}.instance.{namespace}", template, params, manifest)
+            self.builders[short] = compile_instance(
+                f"{short}.instance.{namespace}", template, params, manifest
+            )
         infos = {b.name: InstanceInfo(b.name, b.template.name, dict(b.types)) for b in self.builders.values()}
         builder = self.info.builder(dict(config or {}), infos)
         errors = builder.validate()

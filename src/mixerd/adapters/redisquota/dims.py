@@ -1,0 +1,38 @@
+"""Dimension values as strings (Mixer's ``adapter.Stringify``) and Redis counter keys (pure).
+
+Overrides are matched by the string form of each instance dimension: an override
+``{source.ip: "10.0.0.1"}`` matches an IP_ADDRESS dimension whose text is ``10.0.0.1``, and an
+absent dimension matches only ``""``.
+
+Counters are keyed by the quota name and the whole dimension set, like ``memquota``: the key is
+``<quota name>`` when the instance has no dimensions, else ``<quota name>-<digest>`` where the
+digest is the first 128 bits (32 hex digits) of the SHA-256 of the sorted ``[name, value]`` pairs
+as compact JSON. A digest keeps keys short whatever the dimension values are; 128 bits make an
+accidental (or crafted) collision between two dimension sets out of reach. The handler adds
+``.rolling`` to the keys of rolling windows (their Redis values have other types, so a quota whose
+algorithm changes on a config reload starts afresh instead of failing), then ``.meta``/``.data``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from mixerd.adapter import stringify
+
+__all__ = ["dimension_strings", "redis_key", "stringify"]
+
+
+def dimension_strings(dimensions: Mapping[str, Any]) -> dict[str, str]:
+    """Every dimension as a string."""
+    return {name: stringify(value) for name, value in dimensions.items()}
+
+
+def redis_key(quota: str, dimensions: Mapping[str, str]) -> str:
+    """The base Redis key of the counter for ``quota`` and these (stringified) dimensions."""
+    if not dimensions:
+        return quota
+    canonical = json.dumps(sorted(dimensions.items()), ensure_ascii=False, separators=(",", ":"))
+    return f"{quota}-{hashlib.sha256(canonical.encode()).hexdigest()[:32]}"

@@ -1,0 +1,349 @@
+"""redisquota on a real ``redis-server``: exact counting shared by handlers and processes, and
+what happens when Redis stops, stalls and comes back."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import pytest
+
+from mixerd.adapter import Code, Env, ManualClock, QuotaArgs, QuotaResult, SystemClock
+from mixerd.adapter.env import Clock
+from mixerd.adapters.redisquota import INFO, RedisQuotaHandler
+from mixerd.adapters.redisquota.policy import RETRY_INTERVAL, THRESHOLD
+from mixerd.templates import QuotaInstance as Instance
+from tests.integration.redis_server import redis_server, redis_server_module
+
+__all__ = ["redis_server", "redis_server_module"]  # fixtures, used by name
+
+
+FIXED = {"name": "q", "maxAmount": 50, "validDuration": "60s"}
+ROLLING = {
+    "name": "q",
+    "maxAmount": 50,
+    "validDuration": "60s",
+    "bucketDuration": "1s",
+    "rateLimitAlgorithm": "ROLLING_WINDOW",
+}
+
+
+class Handlers:
+    """Builds handlers and closes them all at the end of a test."""
+
+    def __init__(self) -> None:
+        self._built: list[tuple[RedisQuotaHandler, Env]] = []
+
+    def build(self, address: str, quota: Mapping[str, Any], clock: Clock, **params: Any) -> RedisQuotaHandler:
+        builder = INFO.builder({"quotas": [quota], "redisServerUrl": address, **params}, {})
+        assert builder.validate() == []
+        env = Env("redisquota.it", clock=clock)
+        handler = builder.build(env)
+        assert isinstance(handler, RedisQuotaHandler)
+        self._built.append((handler, env))
+        return handler
+
+    async def close(self) -> None:
+        for handler, env in self._built:
+            await handler.close()
+            await env.aclose()
+
+
+@pytest.fixture
+async def handlers() -> AsyncIterator[Handlers]:
+    h = Handlers()
+    try:
+        yield h
+    finally:
+        await h.close()
+
+
+async def ask(handler: RedisQuotaHandler, amount: int = 1, **kw: Any) -> QuotaResult:
+    dims = kw.pop("dims", {})
+    return await handler.handle_quota(Instance("q", dims), QuotaArgs(amount, **kw))
+
+
+def redis_command(port: int, *words: str) -> bytes:
+    """One command over a raw socket (RESP), returning the raw reply."""
+    payload = f"*{len(words)}\r\n" + "".join(f"${len(w.encode())}\r\n{w}\r\n" for w in words)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(payload.encode())
+        return s.recv(65536)
+
+
+# -- exact counting under concurrency ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("quota", [FIXED, ROLLING], ids=["fixed", "rolling"])
+async def test_two_handlers_never_admit_more_than_the_limit(
+    quota: dict[str, Any], redis_server_module: Any, handlers: Handlers
+) -> None:
+    redis_server_module.flush()
+    clock = ManualClock()
+    a = handlers.build(redis_server_module.address, quota, clock, timeout="2s")
+    b = handlers.build(redis_server_module.address, quota, clock, timeout="2s")
+    results = await asyncio.gather(*(ask(h, 2, best_effort=True) for h in (a, b) * 100))
+    assert sum(r.amount for r in results) == 50
+    assert all(r.status.code in (Code.OK, Code.RESOURCE_EXHAUSTED) for r in results)
+    assert a.stats.failures == b.stats.failures == 0
+    # the same holds for all-or-nothing requests
+    redis_server_module.flush()
+    results = await asyncio.gather(*(ask(h, 3) for h in (a, b) * 50))
+    assert sum(r.amount for r in results) == 48  # 16 grants of 3 fit in 50
+
+
+async def test_real_clock_two_handlers(redis_server_module: Any, handlers: Handlers) -> None:
+    redis_server_module.flush()
+    a = handlers.build(redis_server_module.address, ROLLING, SystemClock(), timeout="2s")
+    b = handlers.build(redis_server_module.address, ROLLING, SystemClock(), timeout="2s")
+    granted = 0
+    for _ in range(4):  # a few rounds, well inside the 60 s window
+        results = await asyncio.gather(*(ask(h) for h in (a, b) * 20))
+        granted += sum(r.amount for r in results)
+    assert granted == 50
+
+
+_WORKER = r"""
+import asyncio, datetime as dt, json, sys
+from mixerd.adapter import Env, ManualClock, QuotaArgs
+from mixerd.adapters.redisquota import INFO
+
+class Instance:
+    def __init__(self, name):
+        self.name = name
+        self.dimensions = {"tenant": "t1"}
+
+async def main(address, requests):
+    quotas = [
+        {"name": "fixed", "maxAmount": 500, "validDuration": "60s"},
+        {"name": "rolling", "maxAmount": 500, "validDuration": "60s", "bucketDuration": "1s",
+         "rateLimitAlgorithm": "ROLLING_WINDOW"},
+    ]
+    config = {"quotas": quotas, "redisServerUrl": address, "timeout": "2s", "connectionPoolSize": 8}
+    env = Env("worker", clock=ManualClock(dt.datetime(2024, 1, 1, tzinfo=dt.UTC)))
+    handler = INFO.builder(config, {}).build(env)
+    await handler.load_scripts()
+    print("ready", flush=True)
+    sys.stdin.readline()
+    granted = {"fixed": 0, "rolling": 0}
+    instances = [Instance("fixed"), Instance("rolling")] * 25
+    for _ in range(0, requests, len(instances)):
+        results = await asyncio.gather(*(handler.handle_quota(i, QuotaArgs(1)) for i in instances))
+        for inst, result in zip(instances, results):
+            granted[inst.name] += result.amount
+    print(json.dumps({"granted": granted, "failures": handler.stats.failures}), flush=True)
+    await handler.close()
+    await env.aclose()
+
+asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+"""
+
+
+def test_two_processes_never_admit_more_than_the_limit(redis_server_module: Any) -> None:
+    redis_server_module.flush()
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WORKER, redis_server_module.address, "700"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    try:
+        for w in workers:
+            assert w.stdout is not None and w.stdout.readline().strip() == "ready"
+        for w in workers:  # start both together
+            assert w.stdin is not None
+            w.stdin.write("go\n")
+            w.stdin.flush()
+        reports = []
+        for w in workers:
+            out, _ = w.communicate(timeout=60)
+            assert w.returncode == 0
+            reports.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+                w.wait()
+    assert [r["failures"] for r in reports] == [0, 0]
+    for algorithm in ("fixed", "rolling"):  # 700 asked of each, exactly the limit granted
+        assert sum(r["granted"][algorithm] for r in reports) == 500, algorithm
+        assert all(r["granted"][algorithm] > 0 for r in reports), algorithm
+
+
+# -- shared state: dedup, dimensions, hints, key lifetimes --------------------------------------
+
+
+async def test_dedup_is_shared_between_handlers(redis_server_module: Any, handlers: Handlers) -> None:
+    redis_server_module.flush()
+    clock = ManualClock()
+    a = handlers.build(redis_server_module.address, FIXED, clock)
+    b = handlers.build(redis_server_module.address, FIXED, clock)
+    first = await ask(a, 30, dedup_id="req-1")
+    clock.advance(10)
+    retry = await ask(b, 30, dedup_id="req-1")
+    assert (retry.amount, retry.valid_duration) == (30, dt.timedelta(seconds=50))
+    assert first.amount == 30
+    assert (await ask(b, 30)).amount == 0  # charged once: 20 left
+    assert (await ask(b, 20)).amount == 20
+
+
+async def test_counters_are_per_dimension_set_and_overrides_set_limits(
+    redis_server_module: Any, handlers: Handlers
+) -> None:
+    redis_server_module.flush()
+    quota = dict(FIXED, maxAmount=2, overrides=[{"dimensions": {"tier": "gold"}, "maxAmount": 5}])
+    h = handlers.build(redis_server_module.address, quota, ManualClock())
+    for user in ("ann", "bob"):
+        granted = [(await ask(h, dims={"user": user})).amount for _ in range(3)]
+        assert granted == [1, 1, 0]
+    gold = [(await ask(h, dims={"user": u, "tier": "gold"})).amount for u in ("ann", "ann", "bob")]
+    assert gold == [1, 1, 1]
+    r = await ask(h, 10, best_effort=True, dims={"user": "ann", "tier": "gold"})
+    assert (r.amount, r.limit, r.remaining) == (3, 5, 0)
+
+
+async def test_hints_and_key_lifetimes(redis_server_module: Any, handlers: Handlers) -> None:
+    redis_server_module.flush()
+    clock = ManualClock()
+    fixed = handlers.build(redis_server_module.address, dict(FIXED, name="f"), clock)
+    rolling = handlers.build(
+        redis_server_module.address, dict(ROLLING, name="r", bucketDuration="10s"), clock
+    )
+
+    r = await fixed.handle_quota(Instance("f"), QuotaArgs(20))
+    assert (r.amount, r.valid_duration, r.limit, r.remaining, r.reset_after) == (
+        20,
+        dt.timedelta(seconds=60),
+        50,
+        30,
+        dt.timedelta(seconds=60),
+    )
+    clock.advance(15)
+    r = await fixed.handle_quota(Instance("f"), QuotaArgs(40))
+    assert (r.status.code, r.amount, r.remaining, r.reset_after) == (
+        Code.RESOURCE_EXHAUSTED,
+        0,
+        30,
+        dt.timedelta(seconds=45),
+    )
+
+    r = await rolling.handle_quota(Instance("r"), QuotaArgs(20))
+    assert (r.remaining, r.reset_after) == (30, dt.timedelta(seconds=60))
+    clock.advance(15)  # a new bucket; the first one (20 units, started at 0 s) leaves at 60 s
+    r = await rolling.handle_quota(Instance("r"), QuotaArgs(10))
+    assert (r.remaining, r.reset_after) == (20, dt.timedelta(seconds=45))
+    clock.advance(45)
+    r = await rolling.handle_quota(Instance("r"), QuotaArgs(0))  # nothing asked: exhausted, but hints
+    assert (r.status.code, r.remaining, r.reset_after) == (
+        Code.RESOURCE_EXHAUSTED,
+        40,
+        dt.timedelta(seconds=15),
+    )
+
+    port = redis_server_module.port
+    for key in ("f.meta", "f.data", "r.rolling.meta", "r.rolling.data"):
+        ttl = int(redis_command(port, "PTTL", key)[1:].split(b"\r\n")[0])
+        assert 0 < ttl <= 60_000, key
+
+
+async def test_changing_the_algorithm_starts_afresh(redis_server_module: Any, handlers: Handlers) -> None:
+    redis_server_module.flush()
+    clock = ManualClock()
+    fixed = handlers.build(redis_server_module.address, FIXED, clock)
+    rolling = handlers.build(redis_server_module.address, ROLLING, clock)  # the same quota, reloaded
+    assert (await ask(fixed, 30)).amount == 30
+    assert (await ask(rolling, 30)).amount == 30
+    assert (await ask(fixed, 30)).amount == 0
+    assert fixed.stats.failures == rolling.stats.failures == 0
+
+
+async def test_scripts_are_reloaded_after_script_flush(redis_server_module: Any, handlers: Handlers) -> None:
+    redis_server_module.flush()
+    h = handlers.build(redis_server_module.address, FIXED, ManualClock())
+    assert (await ask(h, 10)).amount == 10
+    assert redis_command(redis_server_module.port, "SCRIPT", "FLUSH").startswith(b"+OK")
+    r = await ask(h, 10)
+    assert (r.amount, r.remaining) == (10, 30)
+    assert h.stats.failures == 0
+
+
+# -- Redis stops, stalls and comes back -------------------------------------------------------
+
+TIMEOUT = 0.1
+SLACK = 0.2  # generous: CI machines have 2 cores and may be busy
+
+
+async def timed(handler: RedisQuotaHandler, amount: int = 1) -> tuple[QuotaResult, float]:
+    started = time.perf_counter()
+    result = await ask(handler, amount)
+    return result, time.perf_counter() - started
+
+
+async def test_fail_open_while_redis_is_down_then_back(redis_server: Any, handlers: Handlers) -> None:
+    clock = ManualClock()
+    h = handlers.build(redis_server.address, dict(FIXED, maxAmount=5), clock, timeout="100ms")
+    assert await h.load_scripts()
+    assert [(await ask(h)).amount for _ in range(3)] == [1, 1, 1]
+
+    redis_server.stop()
+    for _ in range(10):
+        r, took = await timed(h)
+        assert took < TIMEOUT + SLACK
+        assert (r.status.code, r.amount, r.valid_duration, r.limit) == (
+            Code.OK,
+            1,
+            dt.timedelta(seconds=1),
+            5,
+        )
+    # three calls tried Redis, then the handler stopped waiting on it
+    assert (h.stats.failures, h.stats.skipped, h.stats.fail_open_grants) == (THRESHOLD, 10 - THRESHOLD, 10)
+    r = await ask(h, 6)
+    assert (r.status.code, r.amount) == (Code.RESOURCE_EXHAUSTED, 0)  # never beyond the maximum
+
+    redis_server.start()  # same port, empty: no keys, no scripts
+    clock.advance(RETRY_INTERVAL)
+    r = await ask(h, 2)
+    assert (r.status.code, r.amount, r.remaining) == (Code.OK, 2, 3)  # counted in Redis again
+    assert h.stats.failures == THRESHOLD
+    assert [(await ask(h)).amount for _ in range(4)] == [1, 1, 1, 0]
+
+
+async def test_fail_close_while_redis_is_down_then_back(redis_server: Any, handlers: Handlers) -> None:
+    clock = ManualClock()
+    h = handlers.build(redis_server.address, FIXED, clock, timeout="100ms", failurePolicy="FAIL_CLOSE")
+    assert (await ask(h)).amount == 1
+    redis_server.stop()
+    for _ in range(5):
+        r, took = await timed(h)
+        assert took < TIMEOUT + SLACK
+        assert (r.status.code, r.amount, r.valid_duration) == (Code.UNAVAILABLE, 0, dt.timedelta(0))
+        assert r.status.message.startswith(f"redisquota: redis at {redis_server.address} unreachable: ")
+    assert h.stats.fail_close_denials == 5
+    redis_server.start()
+    clock.advance(RETRY_INTERVAL)
+    r = await ask(h)
+    assert (r.status.code, r.amount) == (Code.OK, 1)
+
+
+async def test_a_stalled_redis_costs_at_most_the_timeout(redis_server: Any, handlers: Handlers) -> None:
+    h = handlers.build(redis_server.address, FIXED, ManualClock(), timeout="100ms")
+    assert (await ask(h, 5)).amount == 5
+    assert redis_command(redis_server.port, "CLIENT", "PAUSE", "700", "ALL").startswith(b"+OK")
+    for _ in range(2):  # below the threshold: each call waits on Redis, and gives up in time
+        r, took = await timed(h)
+        assert took < TIMEOUT + SLACK
+        assert (r.status.code, r.amount) == (Code.OK, 1)
+    assert h.stats.failures == 2
+    await asyncio.sleep(0.8)  # the pause ends; the abandoned replies must not be read as new ones
+    results = [await ask(h, 5) for _ in range(3)]
+    assert [(r.amount, r.remaining) for r in results] == [(5, 40), (5, 35), (5, 30)]

@@ -1,0 +1,275 @@
+"""redisquota without a Redis server: config, keys, script replies, and the failure policy
+against a port nothing listens on."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import socket
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import pytest
+
+from mixerd.adapter import Code, Env, InstanceInfo, ManualClock, QuotaArgs
+from mixerd.adapters.redisquota import INFO, RedisQuotaHandler
+from mixerd.adapters.redisquota.config import (
+    DEFAULT_TIMEOUT,
+    Algorithm,
+    FailurePolicy,
+    parse_address,
+    parse_config,
+)
+from mixerd.adapters.redisquota.dims import dimension_strings, redis_key
+from mixerd.adapters.redisquota.policy import OutageTracker
+from mixerd.adapters.redisquota.scripts import ScriptReply
+from mixerd.templates import QuotaInstance as Instance
+
+QUOTA = {"name": "q", "maxAmount": 10, "validDuration": "10s"}
+
+
+def errors(config: Mapping[str, Any], *names: str) -> list[str]:
+    return [str(e) for e in INFO.builder(config, {n: InstanceInfo(n, "quota") for n in names}).validate()]
+
+
+# -- config -------------------------------------------------------------------------------------
+
+
+def test_defaults() -> None:
+    config, errs = parse_config({"quotas": [QUOTA]}, {})
+    assert errs == []
+    assert (config.address.url, config.address.display) == ("redis://localhost:6379/0", "localhost:6379")
+    assert (config.pool_size, config.timeout, config.failure_policy) == (
+        10,
+        DEFAULT_TIMEOUT,
+        FailurePolicy.FAIL_OPEN,
+    )
+    [quota] = config.quotas
+    assert (quota.algorithm, quota.window_ms, quota.bucket_ms) == (Algorithm.FIXED_WINDOW, 10_000, 0)
+    assert errors(dict(INFO.default_config, quotas=[QUOTA]), "q") == []
+
+
+def test_mixerd_params_and_field_paths() -> None:
+    config = {
+        "quotas": [dict(QUOTA, maxAmount=-1, extra=1), dict(QUOTA, rateLimitAlgorithm="SLIDING")],
+        "timeout": "0s",
+        "failurePolicy": "MAYBE",
+        "connectionPoolSize": 0,
+        "redisServerUrl": "http://x",
+        "bogus": 1,
+    }
+    assert errors(config, "q") == [
+        "quotas[0].maxAmount: must be >= 0, got -1",
+        "quotas[0].extra: unknown field",
+        "quotas[1].rateLimitAlgorithm: expected one of FIXED_WINDOW, ROLLING_WINDOW, got 'SLIDING'",
+        "timeout: must be greater than zero",
+        "failurePolicy: expected one of FAIL_OPEN, FAIL_CLOSE, got 'MAYBE'",
+        "bogus: unknown field",
+        "quotas[1].name: duplicate quota name 'q' (also quotas[0])",
+        "connection_pool_size: connection_pool_size of 0 is invalid, must be > 0",
+        "redisServerUrl: invalid redis server url 'http://x': unsupported scheme 'http' (expected redis:// or rediss://)",
+    ]
+
+
+def test_snake_case_keys_and_policy_numbers_are_accepted() -> None:
+    config, errs = parse_config(
+        {
+            "quotas": [{"name": "q", "max_amount": 1, "valid_duration": "1s", "rate_limit_algorithm": 1,
+                        "bucket_duration": "500us"}],
+            "redis_server_url": "redis://:secret@10.1.2.3:6380/2",
+            "connection_pool_size": 3,
+            "failure_policy": 1,
+            "timeout": "250ms",
+        },
+        {},
+    )  # fmt: skip
+    assert errs == []
+    assert config.address.display == "10.1.2.3:6380"  # no credentials in messages
+    assert (config.pool_size, config.timeout, config.failure_policy) == (
+        3,
+        dt.timedelta(milliseconds=250),
+        FailurePolicy.FAIL_CLOSE,
+    )
+    assert (config.quotas[0].algorithm, config.quotas[0].bucket_ms) == (Algorithm.ROLLING_WINDOW, 1)
+
+
+@pytest.mark.parametrize(
+    ("text", "url", "display"),
+    [
+        ("localhost:6379", "redis://localhost:6379/0", "localhost:6379"),
+        ("redis.example", "redis://redis.example:6379/0", "redis.example:6379"),
+        ("[::1]:7000", "redis://[::1]:7000/0", "::1:7000"),
+        ("redis://h:1/3", "redis://h:1/3", "h:1"),
+        ("rediss://h", "rediss://h", "h:6379"),
+    ],
+)
+def test_addresses(text: str, url: str, display: str) -> None:
+    address = parse_address(text)
+    assert (address.url, address.display) == (url, display)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("h:0", "the port must be a number from 1 to 65535"),
+        ("h:http", "the port must be a number from 1 to 65535"),
+        (":6379", "missing host"),
+        ("redis://h:99999", "the port must be a number from 1 to 65535"),
+        ("redis://h/db", "the database must be a number, got 'db'"),
+        ("redis:///0", "missing host"),
+    ],
+)
+def test_bad_addresses(text: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        parse_address(text)
+
+
+# -- keys and replies ---------------------------------------------------------------------------
+
+
+def test_keys_are_per_dimension_set_and_stable() -> None:
+    assert redis_key("q", {}) == "q"
+    key = redis_key("q", dimension_strings({"source": "a", "destination": "b"}))
+    assert key == redis_key("q", {"destination": "b", "source": "a"})
+    # pinned: SHA-256 of [["destination","b"],["source","a"]], first 32 hex digits. Changing the
+    # recipe would silently reset every counter in a running Redis.
+    assert key == "q-d0f86819adb334d4dd2980785c6a1402"
+    assert redis_key("q", {"a": "b,c"}) != redis_key("q", {"a": "b", "c": ""})
+    assert redis_key("q", {"n": "1"}) == redis_key("q", dimension_strings({"n": 1}))
+
+
+def test_script_replies() -> None:
+    granted = ScriptReply.parse([3, 10_000, 7, 9_000, 0]).result(10)
+    assert (
+        granted.status.code,
+        granted.amount,
+        granted.valid_duration,
+        granted.remaining,
+        granted.reset_after,
+    ) == (
+        Code.OK,
+        3,
+        dt.timedelta(seconds=10),
+        7,
+        dt.timedelta(seconds=9),
+    )
+    retried = ScriptReply.parse([3, 4_000, -1, 4_000, 1])
+    assert retried.deduplicated and retried.result(10).remaining is None
+    denied = ScriptReply.parse([0, 0, 2, 500, 0]).result(10)
+    assert (
+        denied.status.code,
+        denied.status.message,
+        denied.amount,
+        denied.valid_duration,
+        denied.limit,
+    ) == (
+        Code.RESOURCE_EXHAUSTED,
+        "redisquota: Resource exhausted",
+        0,
+        dt.timedelta(0),
+        10,
+    )
+    for bad in (None, [1, 2, 3], [1, 2, 3, 4, b"5"]):
+        with pytest.raises(ValueError):
+            ScriptReply.parse(bad)
+
+
+# -- the outage tracker -------------------------------------------------------------------------
+
+
+def test_outage_tracker_skips_after_the_threshold_and_retries() -> None:
+    t = OutageTracker(threshold=3, retry_interval=0.5, log_interval=10.0)
+    assert t.failure(0.0, "refused") == "1 failed call since the last report; last error: refused"
+    assert not t.should_skip(0.0)
+    assert t.failure(0.1, "refused") is None  # logged at most once per interval
+    assert not t.should_skip(0.1)
+    assert t.failure(0.2, "refused") is None
+    assert t.should_skip(0.3) and t.should_skip(0.69)
+    assert not t.should_skip(0.7)  # time to try again
+    assert t.failure(10.5, "timeout") == "3 failed calls since the last report; last error: timeout"
+    assert t.success() == "after 4 failed calls in a row"
+    assert not t.should_skip(10.6)
+    assert t.success() is None
+    assert t.failures == 4
+
+
+def test_recovery_is_logged_only_for_reported_outages() -> None:
+    t = OutageTracker(threshold=3, retry_interval=0.5, log_interval=10.0)
+    assert t.failure(0.0, "x") is not None
+    assert t.success() is not None
+    assert t.failure(1.0, "x") is None  # within the log interval: not reported...
+    assert t.success() is None  # ...so neither is its end
+
+
+# -- the handler, with nothing listening --------------------------------------------------------
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+async def built() -> AsyncIterator[list[tuple[RedisQuotaHandler, Env]]]:
+    made: list[tuple[RedisQuotaHandler, Env]] = []
+    yield made
+    for handler, env in made:
+        await handler.close()
+        await env.aclose()
+
+
+def make(made: list[tuple[RedisQuotaHandler, Env]], clock: ManualClock, **params: Any) -> RedisQuotaHandler:
+    config = {"quotas": [QUOTA], "redisServerUrl": f"127.0.0.1:{closed_port()}", **params}
+    builder = INFO.builder(config, {})
+    assert builder.validate() == []
+    env = Env("redisquota.unit", clock=clock)
+    handler = builder.build(env)
+    assert isinstance(handler, RedisQuotaHandler)
+    made.append((handler, env))
+    return handler
+
+
+async def test_fail_open_grants_quickly_and_logs_once(
+    built: list[tuple[RedisQuotaHandler, Env]], caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = ManualClock()
+    h = make(built, clock)
+    caplog.set_level(logging.INFO)
+    started = time.perf_counter()
+    results = [await h.handle_quota(Instance("q"), QuotaArgs(4, best_effort=False)) for _ in range(20)]
+    assert time.perf_counter() - started < 1.0
+    assert {(r.status.code, r.amount, r.valid_duration, r.limit) for r in results} == {
+        (Code.OK, 4, dt.timedelta(seconds=1), 10)
+    }
+    best = await h.handle_quota(Instance("q"), QuotaArgs(40, best_effort=True))
+    assert best.amount == 10
+    too_much = await h.handle_quota(Instance("q"), QuotaArgs(40))
+    assert (too_much.status.code, too_much.amount) == (Code.RESOURCE_EXHAUSTED, 0)
+    # three failed tries (the background script load may be one of them), then no more waiting
+    assert h.stats.failures == 3
+    assert h.stats.skipped >= 22 - 3
+    assert h.stats.fail_open_grants == 21
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "unreachable (granting requests)" in warnings[0].getMessage()
+
+
+async def test_fail_close_says_which_redis_and_why(built: list[tuple[RedisQuotaHandler, Env]]) -> None:
+    clock = ManualClock()
+    h = make(built, clock, failurePolicy="FAIL_CLOSE")
+    r = await h.handle_quota(Instance("q"), QuotaArgs(1))
+    assert (r.status.code, r.amount, r.valid_duration) == (Code.UNAVAILABLE, 0, dt.timedelta(0))
+    assert r.status.message.startswith("redisquota: redis at 127.0.0.1:")
+    assert " unreachable: " in r.status.message
+    assert not await h.load_scripts()
+
+
+async def test_requests_redis_cannot_serve(built: list[tuple[RedisQuotaHandler, Env]]) -> None:
+    h = make(built, ManualClock())
+    r = await h.handle_quota(Instance("elsewhere"), QuotaArgs(1))
+    assert (r.status.code, r.amount) == (Code.OK, 0)  # no quota configured: Mixer's answer
+    r = await h.handle_quota(Instance("q"), QuotaArgs(-1))
+    assert r.status.code == Code.INVALID_ARGUMENT
+    assert h.stats.failures == 0
