@@ -365,8 +365,10 @@ class Dispatcher:
                             raise DispatchError(message) from None
                         _log.warning("%s", message)
                         continue
-                    if mapper is not None and outputs:
-                        out.merge(mapper.map(outputs))
+                    if mapper is not None:
+                        # Bindings apply even when the generator found nothing: their
+                        # ``$out.x | default`` fallbacks still produce attributes (Mixer's behaviour).
+                        out.merge(mapper.map(outputs or {}))
         return out
 
 

@@ -26,6 +26,10 @@ mixerd-specific params:
 ``source``         ``file`` with podsFile,  ``kubernetes`` (list + watch the API server) or ``file``
                    else ``kubernetes``      (``podsFile``); the two sources are exclusive
 =================  =======================  =========================================================
+
+The environment variable ``MIXERD_KUBERNETESENV_PODS_FILE`` supplies ``podsFile`` to handlers that
+set neither ``podsFile`` nor ``kubeconfigPath`` nor ``source``: it lets an unchanged Istio config
+(whose ``kubernetesenv`` handler has no params) run on VMs or in tests from a pods file.
 """
 
 from __future__ import annotations
@@ -33,12 +37,15 @@ from __future__ import annotations
 import datetime as _dt
 import enum
 from collections.abc import Mapping
+import os
 from dataclasses import dataclass
 from typing import Any, Final
 
 from mixerd.adapter import ConfigError, Params
 
-__all__ = ["DEFAULT_CONFIG", "KubeEnvParams", "Source", "parse_params"]
+__all__ = ["DEFAULT_CONFIG", "PODS_FILE_ENV", "KubeEnvParams", "Source", "parse_params"]
+
+PODS_FILE_ENV: Final = "MIXERD_KUBERNETESENV_PODS_FILE"
 
 _KNOWN: Final = (
     "kubeconfig_path",
@@ -65,12 +72,17 @@ class KubeEnvParams:
     pods_file: str = ""
 
 
-def parse_params(config: Mapping[str, Any] | None) -> tuple[KubeEnvParams, list[ConfigError]]:
+def parse_params(
+    config: Mapping[str, Any] | None, environ: Mapping[str, str] | None = None
+) -> tuple[KubeEnvParams, list[ConfigError]]:
     p = Params(config)
+    env = os.environ if environ is None else environ
     kubeconfig = p.str("kubeconfig_path")
     refresh = p.duration("cache_refresh_duration", default=_dt.timedelta(minutes=5), positive=True)
     registries = p.str("cluster_registries_namespace")
     pods_file = p.str("pods_file")
+    if not (pods_file or kubeconfig or p.has("source")):
+        pods_file = env.get(PODS_FILE_ENV, "")
     default_source = Source.FILE if pods_file else Source.KUBERNETES
     source = p.enum("source", Source, default_source)
     if source is Source.FILE:
