@@ -21,10 +21,10 @@ class Bare(mixer_pb2_grpc.MixerServicer):  # type: ignore[misc]
         self.check = resp
         self.report = report_pb2.ReportResponse()
 
-    async def Check(self, request, context):  # noqa: N802
+    async def Check(self, request, context):
         return self.check
 
-    async def Report(self, request, context):  # noqa: N802
+    async def Report(self, request, context):
         return self.report
 
 

@@ -39,9 +39,13 @@ def wait_port(port: int, timeout: float = 20.0, proc: subprocess.Popen[bytes] | 
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
 
 
-def start(cmd: Sequence[str], port: int, *, log: Path | None = None, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+def start(
+    cmd: Sequence[str], port: int, *, log: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 (closed with the process)
-    proc = subprocess.Popen(list(cmd), stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+    proc = subprocess.Popen(
+        list(cmd), stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+    )
     wait_port(port, proc=proc)
     return proc
 

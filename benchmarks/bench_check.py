@@ -124,7 +124,9 @@ def attributes(i: int = 0) -> dict[str, object]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--requests", type=int, default=30000, help="Check requests per server [default: %(default)s]")
+    ap.add_argument(
+        "--requests", type=int, default=30000, help="Check requests per server [default: %(default)s]"
+    )
     ap.add_argument("--report-requests", type=int, default=600, help="Report requests (x100 sets) per server")
     args = ap.parse_args()
 
@@ -134,7 +136,9 @@ def main() -> int:
     check_body = tmp / "check.bin"
     check_body.write_bytes(grpc_frame(build_check_request(attributes()).SerializeToString()))
     report_body = tmp / "report.bin"
-    report_body.write_bytes(grpc_frame(build_report_request([attributes(i) for i in range(100)]).SerializeToString()))
+    report_body.write_bytes(
+        grpc_frame(build_report_request([attributes(i) for i in range(100)]).SerializeToString())
+    )
 
     results = []
     for name in ("bare grpc.aio", "mixerd"):

@@ -1,6 +1,6 @@
 """Run every benchmark in this folder, one after the other (``make bench``).
 
-    python benchmarks/run.py [NAME ...]     # e.g. check expressions ext_authz
+python benchmarks/run.py [NAME ...]     # e.g. check expressions ext_authz
 """
 
 from __future__ import annotations

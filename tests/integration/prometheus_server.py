@@ -49,7 +49,9 @@ class PrometheusServer:
 def start_prometheus(tmp: Path, scrape_port: int, scrape_interval: str = "1s") -> PrometheusServer:
     binary = shutil.which("prometheus")
     if binary is None:
-        raise AssertionError("prometheus is not installed: apt-get install prometheus (or `make system-deps`)")
+        raise AssertionError(
+            "prometheus is not installed: apt-get install prometheus (or `make system-deps`)"
+        )
     port = free_port()
     (tmp / "prometheus.yml").write_text(
         "global:\n"

@@ -27,7 +27,13 @@ from .mixerd_proc import start_mixerd, wait_for
 from .prometheus_server import start_prometheus
 
 PODS = Path(__file__).resolve().parents[1] / "data" / "pods.yaml"
-STOCK_FILES = ("attributemanifests.yaml", "handlers.yaml", "instances.yaml", "rules.yaml", "optional-stdio.yaml")
+STOCK_FILES = (
+    "attributemanifests.yaml",
+    "handlers.yaml",
+    "instances.yaml",
+    "rules.yaml",
+    "optional-stdio.yaml",
+)
 
 PRODUCTPAGE = "kubernetes://productpage-v1-6b746f74dc-9stvs.default"
 REVIEWS = "kubernetes://reviews-v2-7d7b8c9f4c-x2x7p.default"
@@ -50,7 +56,10 @@ def inbound_http() -> dict[str, Any]:
         "request.method": "GET",
         "request.path": "/reviews/0",
         "request.useragent": "python-requests/2.22.0",
-        "request.headers": {"x-request-id": "8c7e2f8a-5f1f-4a8e-9a47-1b1d2c3e4f50", ":authority": "reviews:9080"},
+        "request.headers": {
+            "x-request-id": "8c7e2f8a-5f1f-4a8e-9a47-1b1d2c3e4f50",
+            ":authority": "reviews:9080",
+        },
         "request.time": dt.datetime(2026, 11, 26, 12, 0, 0, tzinfo=dt.UTC),
         "response.time": dt.datetime(2026, 11, 26, 12, 0, 0, 25000, tzinfo=dt.UTC),
         "request.size": 100,

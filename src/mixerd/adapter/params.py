@@ -14,6 +14,7 @@ each problem as a :class:`~mixerd.adapter.sdk.ConfigError` instead of stopping a
 
 from __future__ import annotations
 
+import builtins
 import datetime as _dt
 import enum
 import re
@@ -43,26 +44,26 @@ def snake_case(name: str) -> str:
 class Params:
     """A view of one params map at ``path``; errors are shared with the parent view."""
 
-    def __init__(self, data: Any, path: str = "", errors: list[ConfigError] | None = None) -> None:
+    def __init__(self, data: Any, path: builtins.str = "", errors: list[ConfigError] | None = None) -> None:
         self.path = path
         self.errors: list[ConfigError] = [] if errors is None else errors
-        self._seen: set[str] = set()
+        self._seen: set[builtins.str] = set()
         if data is None:
             data = {}
         if not isinstance(data, Mapping):
             self.error("", f"expected a map, got {type(data).__name__}")
             data = {}
-        self.data: Mapping[str, Any] = data
+        self.data: Mapping[builtins.str, Any] = data
 
     # -- plumbing ------------------------------------------------------------------------------
 
-    def _at(self, name: str) -> str:
+    def _at(self, name: builtins.str) -> builtins.str:
         return f"{self.path}.{name}" if self.path else name
 
-    def error(self, name: str, message: str) -> None:
+    def error(self, name: builtins.str, message: builtins.str) -> None:
         self.errors.append(ConfigError(self._at(name) if name else self.path, message))
 
-    def raw(self, name: str) -> tuple[str, Any]:
+    def raw(self, name: builtins.str) -> tuple[builtins.str, Any]:
         """The value of ``name`` (camelCase or snake_case) and the key it was found under."""
         camel = camel_case(name)
         for key in (camel, name, snake_case(name)):
@@ -71,30 +72,34 @@ class Params:
                 return key, self.data[key]
         return camel, None
 
-    def has(self, name: str) -> bool:
+    def has(self, name: builtins.str) -> builtins.bool:
         return self.raw(name)[1] is not None
 
-    def unknown_fields(self, known: tuple[str, ...] = ()) -> list[ConfigError]:
+    def unknown_fields(self, known: tuple[builtins.str, ...] = ()) -> list[ConfigError]:
         """Errors for keys no reader asked for (call after reading every field)."""
         allowed = self._seen | {camel_case(k) for k in known} | {snake_case(k) for k in known} | set(known)
         return [ConfigError(self._at(str(k)), "unknown field") for k in self.data if str(k) not in allowed]
 
     # -- typed readers -------------------------------------------------------------------------
 
-    def str(self, name: str, default: str = "", *, required: bool = False) -> str:
+    def str(
+        self, name: builtins.str, default: builtins.str = "", *, required: builtins.bool = False
+    ) -> builtins.str:
         key, value = self.raw(name)
         if value is None:
             if required:
                 self.error(key, "required")
             return default
-        if not isinstance(value, str):
+        if not isinstance(value, builtins.str):
             self.error(key, f"expected a string, got {type(value).__name__}")
             return default
         if required and not value:
             self.error(key, "must not be empty")
-        return value
+        return builtins.str(value)
 
-    def int(self, name: str, default: int = 0, *, minimum: int | None = None) -> int:
+    def int(
+        self, name: builtins.str, default: builtins.int = 0, *, minimum: builtins.int | None = None
+    ) -> builtins.int:
         key, value = self.raw(name)
         if value is None:
             return default
@@ -108,7 +113,7 @@ class Params:
             self.error(key, f"must be >= {minimum}, got {value}")
         return int(value)
 
-    def float(self, name: str, default: float = 0.0) -> float:
+    def float(self, name: builtins.str, default: builtins.float = 0.0) -> builtins.float:
         key, value = self.raw(name)
         if value is None:
             return default
@@ -117,7 +122,7 @@ class Params:
             return default
         return float(value)
 
-    def bool(self, name: str, default: bool = False) -> bool:
+    def bool(self, name: builtins.str, default: builtins.bool = False) -> builtins.bool:
         key, value = self.raw(name)
         if value is None:
             return default
@@ -127,7 +132,11 @@ class Params:
         return value
 
     def duration(
-        self, name: str, default: _dt.timedelta = _dt.timedelta(0), *, positive: bool = False
+        self,
+        name: builtins.str,
+        default: _dt.timedelta = _dt.timedelta(0),
+        *,
+        positive: builtins.bool = False,
     ) -> _dt.timedelta:
         """A duration written as ``"1.5s"``/``"10m"`` (protobuf JSON) or a number of seconds."""
         key, value = self.raw(name)
@@ -153,7 +162,7 @@ class Params:
             self.error(key, "must be greater than zero")
         return result
 
-    def enum(self, name: str, cls: type[E], default: E) -> E:
+    def enum(self, name: builtins.str, cls: type[E], default: E) -> E:
         """An enum by name (case-insensitive) or number."""
         key, value = self.raw(name)
         if value is None:
@@ -170,7 +179,7 @@ class Params:
         self.error(key, f"expected one of {valid}, got {value!r}")
         return default
 
-    def str_list(self, name: str) -> list[str]:
+    def str_list(self, name: builtins.str) -> list[builtins.str]:
         key, value = self.raw(name)
         if value is None:
             return []
@@ -185,7 +194,7 @@ class Params:
                 self.error(f"{key}[{i}]", f"expected a string, got {type(item).__name__}")
         return out
 
-    def str_map(self, name: str) -> dict[str, str]:
+    def str_map(self, name: builtins.str) -> dict[builtins.str, builtins.str]:
         key, value = self.raw(name)
         if value is None:
             return {}
@@ -194,7 +203,7 @@ class Params:
             return {}
         return {str(k): str(v) for k, v in value.items()}
 
-    def list(self, name: str) -> Iterator[tuple[int, Params]]:
+    def list(self, name: builtins.str) -> Iterator[tuple[builtins.int, Params]]:
         """Each element of a list of maps, as a nested :class:`Params` (errors flow up)."""
         key, value = self.raw(name)
         if value is None:
@@ -205,6 +214,6 @@ class Params:
         for i, item in enumerate(value):
             yield i, Params(item, self._at(f"{key}[{i}]"), self.errors)
 
-    def child(self, name: str) -> Params:
+    def child(self, name: builtins.str) -> Params:
         key, value = self.raw(name)
         return Params(value, self._at(key), self.errors)

@@ -69,5 +69,7 @@ def stringify(value: Any) -> str:
     if isinstance(value, Mapping):
         return "&".join(f"{k}={stringify(value[k])}" for k in sorted(value))
     if isinstance(value, bytes | bytearray):
-        return str(IPAddress(bytes(value))) if len(value) in (4, 16) else "[" + " ".join(map(str, value)) + "]"
+        return (
+            str(IPAddress(bytes(value))) if len(value) in (4, 16) else "[" + " ".join(map(str, value)) + "]"
+        )
     return str(value)

@@ -60,4 +60,5 @@ __all__ = [
     "parse_duration",
     "parse_timestamp",
     "stock_manifest",
+    "type_of",
 ]

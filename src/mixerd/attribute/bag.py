@@ -88,7 +88,10 @@ class ReferenceTracker:
         self._refs[(name, key)] = Condition.EXACT if present else Condition.ABSENCE
 
     def snapshot(self) -> dict[tuple[str, str | None], Condition]:
-        """A copy of the state, to :meth:`restore` later (Mixer restores the post-preprocessing state per quota)."""
+        """A copy of the state, to :meth:`restore` later.
+
+        (Mixer restores the post-preprocessing state before each quota of a Check.)
+        """
         return dict(self._refs)
 
     def restore(self, state: dict[tuple[str, str | None], Condition]) -> None:

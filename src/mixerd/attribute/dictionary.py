@@ -27,7 +27,5 @@ def _load() -> tuple[str, ...]:
 GLOBAL_DICTIONARY: Final[tuple[str, ...]] = _load()
 """The words, in wire order."""
 
-GLOBAL_INDEX: Final = MappingProxyType(
-    {w: i for i, w in reversed(list(enumerate(GLOBAL_DICTIONARY)))}
-)
+GLOBAL_INDEX: Final = MappingProxyType({w: i for i, w in reversed(list(enumerate(GLOBAL_DICTIONARY)))})
 """word -> its first index. (Read as strings, the status codes appear twice: ``'200'`` and ``200``.)"""

@@ -236,7 +236,9 @@ def parse_timestamp(text: str) -> _dt.datetime:
     """Parse an RFC 3339 timestamp (the only form Mixer's ``timestamp()`` accepts) into UTC."""
     m = _RFC3339_RE.match(text)
     if m is None:
-        raise ValueError(f"could not convert '{text}' to TIMESTAMP. expected format: '2006-01-02T15:04:05Z07:00'")
+        raise ValueError(
+            f"could not convert '{text}' to TIMESTAMP. expected format: '2006-01-02T15:04:05Z07:00'"
+        )
     year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
     frac = m.group(7)
     micros = int((frac[1:] + "000000")[:6]) if frac else 0

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from mixerd.attribute import ValueType, coerce, load_manifests, stock_manifest
+from mixerd.attribute import ValueType, builtin_manifest, coerce, load_manifests
 
 __all__ = ["add_attribute_arguments", "attributes_from_args", "manifest_from_args"]
 
@@ -24,19 +24,22 @@ def add_attribute_arguments(p: argparse.ArgumentParser) -> None:
         help="an attribute, typed by the manifest (repeatable). String maps: 'request.headers[x-user]=bob' "
         "or 'request.headers={x-user: bob}'. Timestamps: RFC 3339 or 'now'; durations: 10ms; IPs: 10.0.0.1",
     )
-    p.add_argument("--attributes", type=Path, metavar="FILE.yaml", help="a YAML map of attribute name to value")
+    p.add_argument(
+        "--attributes", type=Path, metavar="FILE.yaml", help="a YAML map of attribute name to value"
+    )
     p.add_argument(
         "--manifest",
         type=Path,
         metavar="FILE.yaml",
-        help="attribute manifest (attributemanifest YAML or a 'name: TYPE' map) [default: the stock Istio vocabulary]",
+        help="attribute manifest (attributemanifest YAML or a 'name: TYPE' map) "
+        "[default: the stock Istio vocabulary and mixerd's own attributes]",
     )
 
 
 def manifest_from_args(args: argparse.Namespace) -> Mapping[str, ValueType]:
     if getattr(args, "manifest", None):
         return load_manifests(Path(args.manifest).read_text("utf-8"))
-    return stock_manifest()
+    return builtin_manifest()
 
 
 def attributes_from_args(args: argparse.Namespace, manifest: Mapping[str, ValueType]) -> dict[str, Any]:

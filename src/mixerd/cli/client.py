@@ -15,8 +15,12 @@ __all__ = ["register_check", "register_report"]
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--server", "-s", default="127.0.0.1:9091", help="mixerd gRPC address [default: %(default)s]")
-    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer [default: %(default)s]")
+    p.add_argument(
+        "--server", "-s", default="127.0.0.1:9091", help="mixerd gRPC address [default: %(default)s]"
+    )
+    p.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds to wait for the answer [default: %(default)s]"
+    )
     add_attribute_arguments(p)
 
 
@@ -29,7 +33,12 @@ def register_check(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     )
     _common(p)
     p.add_argument(
-        "--quota", "-q", action="append", default=[], metavar="NAME[=AMOUNT]", help="a quota to allocate (repeatable)"
+        "--quota",
+        "-q",
+        action="append",
+        default=[],
+        metavar="NAME[=AMOUNT]",
+        help="a quota to allocate (repeatable)",
     )
     p.add_argument("--best-effort", action="store_true", help="allocate quotas best effort")
     p.add_argument("--repeat", type=int, default=1, help="send the request N times (e.g. to exhaust a quota)")
@@ -56,8 +65,10 @@ def _load(args: argparse.Namespace) -> dict[str, Any] | None:
 
 
 def run_check(args: argparse.Namespace) -> int:
+    import yaml
+
     from mixerd._proto.mixer.v1 import mixer_pb2_grpc
-    from mixerd.api.mixer_v1.convert import build_check_request, format_check_response
+    from mixerd.api.mixer_v1.convert import build_check_request, decode_check_response
 
     values = _load(args)
     if values is None:
@@ -68,16 +79,18 @@ def run_check(args: argparse.Namespace) -> int:
         stub = mixer_pb2_grpc.MixerStub(channel)
         for i in range(max(1, args.repeat)):
             req = build_check_request(
-                values, quotas=quotas, best_effort=args.best_effort, dedup_id=str(uuid.uuid4())
+                values,
+                quotas={name: (amount, args.best_effort) for name, amount in quotas.items()},
+                dedup_id=str(uuid.uuid4()),
             )
             try:
                 resp = stub.Check(req, timeout=args.timeout)
             except grpc.RpcError as exc:
-                print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)  # type: ignore[attr-defined]
+                print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
                 return 1
             if args.repeat > 1:
                 print(f"--- check {i + 1}")
-            print(format_check_response(resp))
+            print(yaml.safe_dump(decode_check_response(resp), sort_keys=False).rstrip())
             status = 0 if resp.precondition.status.code == 0 else 3
     return status
 
@@ -94,7 +107,7 @@ def run_report(args: argparse.Namespace) -> int:
         try:
             mixer_pb2_grpc.MixerStub(channel).Report(req, timeout=args.timeout)
         except grpc.RpcError as exc:
-            print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)  # type: ignore[attr-defined]
+            print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
             return 1
     print(f"reported {max(1, args.repeat)} attribute set(s)")
     return 0

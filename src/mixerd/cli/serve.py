@@ -36,9 +36,13 @@ def _banner(server: Server) -> str:
         f"  gRPC (Mixer API, ext_authz, rate limit, access log)  127.0.0.1:{ln.grpc_port}",
     ]
     if ln.http_authz_port:
-        lines.append(f"  HTTP authorization (Envoy http_service, nginx)       http://127.0.0.1:{ln.http_authz_port}/")
+        lines.append(
+            f"  HTTP authorization (Envoy http_service, nginx)       http://127.0.0.1:{ln.http_authz_port}/"
+        )
     if ln.prometheus_port:
-        lines.append(f"  prometheus adapter metrics                           http://127.0.0.1:{ln.prometheus_port}/metrics")
+        lines.append(
+            f"  prometheus adapter metrics                           http://127.0.0.1:{ln.prometheus_port}/metrics"
+        )
     lines += [
         f"  monitoring: {mon}/metrics {mon}/readyz {mon}/debug/routes {mon}/debug/config",
         "Try it:",
@@ -85,4 +89,4 @@ def run(args: argparse.Namespace) -> int:
         import uvloop
     except ImportError:
         return asyncio.run(_serve(settings))
-    return uvloop.run(_serve(settings))  # type: ignore[no-any-return]
+    return uvloop.run(_serve(settings))

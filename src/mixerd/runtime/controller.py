@@ -142,7 +142,7 @@ class Runtime:
         async with self._lock:
             resources = await self.store.list()
             problems = self.store.problems()
-            ignored = getattr(self.store, "ignored", tuple)()
+            ignored: Any = getattr(self.store, "ignored", tuple)()
             return await self._apply(list(resources.values()), problems, ignored)
 
     async def _apply(self, resources: list[Any], problems: Any = (), ignored: Any = ()) -> RoutingTable:

@@ -198,7 +198,7 @@ class Dispatcher:
             answers.extend(await self._await_all(pending, self.check_deadline))
         if not answers:
             return _OK_DEFAULT
-        code = Code.OK
+        code: int = Code.OK
         messages: list[str] = []
         duration: _dt.timedelta | None = None
         uses: int | None = None
@@ -220,7 +220,7 @@ class Dispatcher:
         self, pending: list[tuple[Destination, Awaitable[Any]]], deadline: float
     ) -> list[tuple[Destination, Any]]:
         tasks = [asyncio.ensure_future(aw) for _, aw in pending]
-        done, not_done = await asyncio.wait(tasks, timeout=deadline)
+        _, not_done = await asyncio.wait(tasks, timeout=deadline)
         for task in not_done:
             task.cancel()
         out: list[tuple[Destination, Any]] = []
@@ -250,7 +250,9 @@ class Dispatcher:
             bag = await self._preprocess(t, bag, fail=True)
             return await self._quota(t.lookup(Variety.QUOTA, request_namespace(bag)), bag, name, args)
 
-    async def _quota(self, nt: NamespaceTable, bag: Mapping[str, Any], name: str, args: QuotaArgs) -> QuotaResult:
+    async def _quota(
+        self, nt: NamespaceTable, bag: Mapping[str, Any], name: str, args: QuotaArgs
+    ) -> QuotaResult:
         hits = nt.quota_index.get(name.lower())
         if not hits:
             if name not in self._warned_quotas:
@@ -331,7 +333,7 @@ class Dispatcher:
                     pending.append((d, r))
             if pending:
                 tasks = [asyncio.ensure_future(aw) for _, aw in pending]
-                done, not_done = await asyncio.wait(tasks, timeout=self.report_deadline)
+                _, not_done = await asyncio.wait(tasks, timeout=self.report_deadline)
                 for (d, _), task in zip(pending, tasks, strict=True):
                     if task in not_done:
                         task.cancel()
@@ -413,4 +415,3 @@ def _directives(nt: NamespaceTable, bag: Mapping[str, Any]) -> RouteDirective | 
     if not req and not resp:
         return None
     return RouteDirective(tuple(req), tuple(resp))
-

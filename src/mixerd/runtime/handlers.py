@@ -126,9 +126,7 @@ def build_handler_table(
         if info is None:
             errors.append(f"handler {fqn}: no adapter named '{cfg.adapter}' is installed")
             continue
-        infos = {
-            i.key.fqn: InstanceInfo(i.key.fqn, i.template, dict(i.builder.types)) for i in instances
-        }
+        infos = {i.key.fqn: InstanceInfo(i.key.fqn, i.template, dict(i.builder.types)) for i in instances}
         try:
             builder = info.builder(dict(cfg.params or {}), infos)
             problems: list[ConfigError] = builder.validate()

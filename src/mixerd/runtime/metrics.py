@@ -15,15 +15,18 @@ __all__ = [
     "HANDLERS_CLOSED",
     "HANDLERS_REUSED",
     "REGISTRY",
+    "REPORT_ATTRIBUTE_SETS",
     "REQUESTS",
     "REQUEST_SECONDS",
-    "REPORT_ATTRIBUTE_SETS",
 ]
 
 REGISTRY: Final = CollectorRegistry(auto_describe=True)
 
 REQUESTS: Final = Counter(
-    "mixerd_requests", "API requests by front-end, method and outcome.", ["api", "method", "code"], registry=REGISTRY
+    "mixerd_requests",
+    "API requests by front-end, method and outcome.",
+    ["api", "method", "code"],
+    registry=REGISTRY,
 )
 REQUEST_SECONDS: Final = Histogram(
     "mixerd_request_duration_seconds",
@@ -33,7 +36,9 @@ REQUEST_SECONDS: Final = Histogram(
     registry=REGISTRY,
 )
 REPORT_ATTRIBUTE_SETS: Final = Counter(
-    "mixerd_report_attribute_sets", "Attribute sets received in Report calls (all front-ends).", registry=REGISTRY
+    "mixerd_report_attribute_sets",
+    "Attribute sets received in Report calls (all front-ends).",
+    registry=REGISTRY,
 )
 DISPATCHES: Final = Counter(
     "mixerd_dispatches", "Handler calls, by handler and template.", ["handler", "template"], registry=REGISTRY

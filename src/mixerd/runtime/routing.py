@@ -174,7 +174,9 @@ def build_routing_table(snapshot: Snapshot, handlers: HandlerTable, default_name
         for action in rule.actions:
             entry = handlers.entries.get(action.handler_fqn)
             if entry is None:
-                errors.append(f"rule {rule.key.fqn}: handler {action.handler_fqn} is not available; action skipped")
+                errors.append(
+                    f"rule {rule.key.fqn}: handler {action.handler_fqn} is not available; action skipped"
+                )
                 continue
             by_template: dict[str, list[Any]] = {}
             for ifqn in action.instance_fqns:
@@ -200,8 +202,12 @@ def build_routing_table(snapshot: Snapshot, handlers: HandlerTable, default_name
                 )
                 ns_acc = acc.setdefault(variety, {}).setdefault(ns, _Acc())
                 ns_acc.destinations.setdefault((entry.name, template), []).append(group)
-        req = tuple(HeaderOp(o.name, tuple(o.values), int(o.operation)) for o in rule.request_header_operations)
-        resp = tuple(HeaderOp(o.name, tuple(o.values), int(o.operation)) for o in rule.response_header_operations)
+        req = tuple(
+            HeaderOp(o.name, tuple(o.values), int(o.operation)) for o in rule.request_header_operations
+        )
+        resp = tuple(
+            HeaderOp(o.name, tuple(o.values), int(o.operation)) for o in rule.response_header_operations
+        )
         if req or resp:
             any_directives.setdefault(ns, []).append(DirectiveGroup(rule.key.fqn, rule.match, req, resp))
 

@@ -128,7 +128,9 @@ class Server:
         return int(sockets[0].getsockname()[1]) if sockets else port
 
     async def _start_http(self) -> None:
-        self.listeners.monitoring_port = await self._listen(self._monitoring_app(), self.settings.monitoring_address)
+        self.listeners.monitoring_port = await self._listen(
+            self._monitoring_app(), self.settings.monitoring_address
+        )
         if self.settings.prometheus_address:
             app = web.Application()
             app.router.add_get("/metrics", self._adapter_metrics)

@@ -43,8 +43,10 @@ class Settings:
 
 _HELP = {
     "grpc_address": "gRPC API address (Mixer API, ext_authz, rate limit, access log) [default: %(default)s]",
-    "monitoring_address": "monitoring HTTP address: /metrics /healthz /readyz /version /debug/* [default: %(default)s]",
-    "prometheus_address": "address serving the prometheus adapter's /metrics, '' to disable [default: %(default)s]",
+    "monitoring_address": "monitoring HTTP address: /metrics /healthz /readyz /version /debug/* "
+    "[default: %(default)s]",
+    "prometheus_address": "address serving the prometheus adapter's /metrics, '' to disable "
+    "[default: %(default)s]",
     "http_authz_address": "HTTP authorization endpoint for Envoy http_service / nginx auth_request, '' to disable "
     "[default: %(default)s]",
     "default_namespace": "config namespace whose rules apply to every namespace [default: %(default)s]",

@@ -3,8 +3,8 @@ instance builder that fills a template's fields from attributes with compiled ex
 
 from mixerd.templates.builder import (
     FieldError,
-    InstanceBuildError,
     InstanceBuilder,
+    InstanceBuildError,
     OutputMapper,
     TemplateError,
     compile_instance,

@@ -241,7 +241,13 @@ class Template:
     description: str = ""
 
 
-S, I, B, TS, IP = ValueType.STRING, ValueType.INT64, ValueType.BOOL, ValueType.TIMESTAMP, ValueType.IP_ADDRESS
+S, INT, B, TS, IP = (
+    ValueType.STRING,
+    ValueType.INT64,
+    ValueType.BOOL,
+    ValueType.TIMESTAMP,
+    ValueType.IP_ADDRESS,
+)
 _MAP_ANY: Final = MapOf(ANY)
 
 _KUBERNETES_OUTPUTS: Final[Mapping[str, ValueType]] = {
@@ -311,17 +317,17 @@ TEMPLATES: Final[Mapping[str, Template]] = MappingProxyType(
                     "start_time": TS,
                     "end_time": TS,
                     "span_tags": _MAP_ANY,
-                    "http_status_code": I,
+                    "http_status_code": INT,
                     "client_span": B,
                     "rewrite_client_span_id": B,
                     "source_name": S,
                     "source_ip": IP,
                     "destination_name": S,
                     "destination_ip": IP,
-                    "request_size": I,
-                    "request_total_size": I,
-                    "response_size": I,
-                    "response_total_size": I,
+                    "request_size": INT,
+                    "request_total_size": INT,
+                    "response_size": INT,
+                    "response_total_size": INT,
                     "api_protocol": S,
                 },
                 description="One span of a distributed trace.",
@@ -394,7 +400,7 @@ TEMPLATES: Final[Mapping[str, Template]] = MappingProxyType(
                     "source_ip": IP,
                     "destination_uid": S,
                     "destination_ip": IP,
-                    "destination_port": I,
+                    "destination_port": INT,
                 },
                 outputs=_KUBERNETES_OUTPUTS,
                 description="Generates source/destination workload attributes from pod metadata.",

@@ -69,5 +69,9 @@ INFO = Info(
     description="Denies every check with a configured status.",
     templates=("checknothing", "listentry", "quota"),
     builder=_DenierBuilder,
-    default_config={"status": {"code": int(Code.FAILED_PRECONDITION)}, "validDuration": "5s", "validUseCount": 1000},
+    default_config={
+        "status": {"code": int(Code.FAILED_PRECONDITION)},
+        "validDuration": "5s",
+        "validUseCount": 1000,
+    },
 )

@@ -28,7 +28,7 @@ from mixerd.api.mixer_v1.convert import (
     encode_quota_result,
     encode_referenced,
 )
-from mixerd.runtime import DispatchError, Dispatcher, metrics
+from mixerd.runtime import Dispatcher, DispatchError, metrics
 from mixerd.runtime.reporting import ReportPipeline
 
 __all__ = ["MixerService"]
@@ -58,7 +58,7 @@ class MixerService(mixer_pb2_grpc.MixerServicer):  # type: ignore[misc]
         metrics.REQUESTS.labels("mixer", method, code.name).inc()
         await context.abort(code, message)
 
-    async def Check(self, request: Any, context: Any) -> Any:  # noqa: N802 (gRPC method name)
+    async def Check(self, request: Any, context: Any) -> Any:
         start = time.perf_counter()
         gwc = request.global_word_count
         try:
@@ -111,7 +111,7 @@ class MixerService(mixer_pb2_grpc.MixerServicer):  # type: ignore[misc]
         self._check_seconds.observe(time.perf_counter() - start)
         return response
 
-    async def Report(self, request: Any, context: Any) -> Any:  # noqa: N802 (gRPC method name)
+    async def Report(self, request: Any, context: Any) -> Any:
         start = time.perf_counter()
         try:
             bags = decode_report(request)
