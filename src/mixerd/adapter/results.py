@@ -85,9 +85,9 @@ class QuotaResult:
     """What a quota handler granted.
 
     ``amount`` is the granted amount (0 means nothing was granted); ``valid_duration`` how long the
-    grant lives. ``limit``, ``remaining`` and ``reset_after`` are optional hints (the configured
-    maximum, what is left in the window, when the window resets) that front-ends such as Envoy's
-    rate-limit service turn into response headers.
+    grant lives. ``limit``, ``remaining``, ``reset_after`` and ``window`` are optional hints (the
+    configured maximum, what is left in the window, when the window resets, the window's length)
+    that front-ends such as Envoy's rate-limit service turn into response headers.
     """
 
     status: Status = OK
@@ -96,3 +96,4 @@ class QuotaResult:
     limit: int | None = None
     remaining: int | None = None
     reset_after: _dt.timedelta | None = None
+    window: _dt.timedelta | None = None

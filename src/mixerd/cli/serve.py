@@ -59,7 +59,7 @@ async def _serve(settings: Settings) -> int:
     server = Server(settings)
     try:
         await server.start()
-    except (OSError, RuntimeError) as exc:
+    except (OSError, RuntimeError, ValueError) as exc:
         print(f"mixerd: {exc}", file=sys.stderr)
         await server.runtime.close()
         return 1

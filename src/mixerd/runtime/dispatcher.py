@@ -300,6 +300,7 @@ class Dispatcher:
                         bag = await self._preprocess(t, bag, fail=False)
                     except DispatchError as exc:
                         errors.append(str(exc))
+                memo: dict[str, Any] = {}
                 nt = t.lookup(Variety.REPORT, request_namespace(bag))
                 for d in nt.destinations:
                     for g in d.groups:
@@ -312,7 +313,7 @@ class Dispatcher:
                                 continue
                         for b in g.builders:
                             try:
-                                inst = b.build(bag)
+                                inst = b.build(bag, memo)
                             except InstanceBuildError as exc:
                                 errors.append(str(exc))
                                 continue
@@ -349,7 +350,8 @@ class Dispatcher:
         nt = t.lookup(Variety.ATTRIBUTE_GENERATOR, request_namespace(bag))
         if not nt.destinations:
             return bag
-        out = OverlayBag(bag)
+        # A plain dict (reports) stays a plain dict: lookups in it cost no Python call.
+        out: _DictOverlay | OverlayBag = _DictOverlay(bag) if type(bag) is dict else OverlayBag(bag)
         for d in nt.destinations:
             for g in d.groups:
                 if g.condition is not None and not _matches(g.condition, bag):
@@ -372,6 +374,16 @@ class Dispatcher:
                         # ``$out.x | default`` fallbacks still produce attributes (Mixer's behaviour).
                         out.merge(mapper.map(outputs or {}))
         return out
+
+
+class _DictOverlay(dict[str, Any]):
+    """A copy of a plain-dict bag that generated attributes are merged into (never replacing)."""
+
+    __slots__ = ()
+
+    def merge(self, values: Mapping[str, Any]) -> None:
+        for name, value in values.items():
+            self.setdefault(name, value)
 
 
 def _matches(cond: Any, bag: Mapping[str, Any]) -> bool:

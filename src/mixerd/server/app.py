@@ -83,6 +83,8 @@ class Server:
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Load the config, then open every listener. Raises ``OSError`` (a port is taken),
+        ``ValueError`` (a bad setting) or ``RuntimeError`` (slow protobuf backend)."""
         if protobuf_backend() != "upb":
             message = (
                 f"protobuf is running on its '{protobuf_backend()}' backend, about 100x slower than upb. "
@@ -105,7 +107,7 @@ class Server:
                 ("grpc.so_reuseport", 0),
             ]
         )
-        self._services = build_services(self.runtime)
+        self._services = build_services(self.runtime, self.settings)
         for service in self._services:
             service.register(server)
         host, port = parse_address(self.settings.grpc_address)
@@ -138,7 +140,7 @@ class Server:
         if self.settings.http_authz_address:
             from mixerd.server.services import build_http_authz_app
 
-            authz = build_http_authz_app(self.runtime)
+            authz = build_http_authz_app(self.runtime, self.settings)
             if authz is not None:
                 self.listeners.http_authz_port = await self._listen(authz, self.settings.http_authz_address)
 

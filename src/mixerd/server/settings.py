@@ -28,6 +28,15 @@ class Settings:
     config_debounce: float = 0.5
     config_resync: float = 30.0
     log_level: str = "info"
+    ratelimit_shadow: bool = False
+    """Rate-limit service: decide and record, but never answer OVER_LIMIT."""
+    ratelimit_shadow_domains: str = ""
+    ratelimit_failure_mode: str = "allow"
+    accesslog_reporter_kinds: str = ""
+    accesslog_queue_entries: int = 10000
+    accesslog_batch_entries: int = 100
+    accesslog_enqueue_timeout: float = 1.0
+    accesslog_drop: str = "oldest"
     allow_slow_protobuf: bool = False
 
     @classmethod
@@ -56,6 +65,17 @@ _HELP = {
     "config_debounce": "seconds to wait for a burst of config file changes to settle [default: %(default)s]",
     "config_resync": "seconds between full re-reads of the config files [default: %(default)s]",
     "log_level": "debug, info, warning or error [default: %(default)s]",
+    "ratelimit_shadow": "rate-limit service in shadow mode: decide, charge and count, but always answer OK",
+    "ratelimit_shadow_domains": "comma-separated rate-limit domains in shadow mode",
+    "ratelimit_failure_mode": "when a quota handler fails: 'allow' (answer OK, count the error) or 'error' "
+    "(UNAVAILABLE; Envoy's failure_mode_deny decides) [default: %(default)s]",
+    "accesslog_reporter_kinds": "access-log service: 'log_name=inbound|outbound,...' (default: from the "
+    "Istio cluster name, else inbound)",
+    "accesslog_queue_entries": "access-log entries queued before streams wait [default: %(default)s]",
+    "accesslog_batch_entries": "access-log entries dispatched per batch [default: %(default)s]",
+    "accesslog_enqueue_timeout": "seconds a stream waits for queue room before entries are dropped "
+    "[default: %(default)s]",
+    "accesslog_drop": "which entries to drop when the queue stays full: oldest or newest [default: %(default)s]",
 }
 
 
@@ -82,20 +102,32 @@ def add_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, str] | 
             continue
         default = getattr(defaults, f.name)
         raw = _env(f.name, env)
+        flag = "--" + f.name.replace("_", "-")
+        help_text = _HELP.get(f.name, "") + f" Env: MIXERD_{f.name.upper()}"
+        if isinstance(default, bool):
+            parser.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=_bool(raw, default), help=help_text
+            )
+            continue
         typ = type(default)
-        value = typ(raw) if raw is not None else default
-        parser.add_argument(
-            "--" + f.name.replace("_", "-"),
-            type=typ,
-            default=value,
-            help=_HELP.get(f.name, "") + f" Env: MIXERD_{f.name.upper()}",
-        )
+        parser.add_argument(flag, type=typ, default=typ(raw) if raw is not None else default, help=help_text)
     parser.add_argument(
         "--allow-slow-protobuf",
         action="store_true",
-        default=(_env("allow_slow_protobuf", env) or "").lower() in ("1", "true", "yes"),
+        default=_bool(_env("allow_slow_protobuf", env), False),
         help="start even if protobuf runs on its pure-Python backend (about 100x slower)",
     )
+
+
+def _bool(raw: str | None, default: bool) -> bool:
+    if raw is None or not raw.strip():
+        return default
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {raw!r}")
 
 
 def parse_address(address: str) -> tuple[str, int]:

@@ -12,6 +12,7 @@ returns the template's frozen instance dataclass.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -86,22 +87,48 @@ class InstanceBuilder:
     ) -> None:
         self.name = name
         self.template = template
-        self._fields = fields
+        self._fields = tuple((key, getter, getattr(getter, "memo_key", None)) for key, getter in fields)
         self.types = types
         """Inferred type of every expression, by field path (``value``, ``dimensions.source``)."""
         self.attributes = attributes
         """Every attribute name the instance's expressions may read."""
 
-    def build(self, attributes: Mapping[str, Any]) -> Any:
+    def build(self, attributes: Mapping[str, Any], memo: dict[str, Any] | None = None) -> Any:
+        """The instance for ``attributes``.
+
+        ``memo`` (optional, one per bag) shares computed map fields between instances: the
+        stock Istio config gives four metrics the same twenty dimension expressions, which are
+        then evaluated once per request instead of four times. Map values are shared, so
+        handlers must treat instance maps as read-only (they are typed ``Mapping``).
+        """
         kwargs: dict[str, Any] = {"name": self.name}
+        key = ""
         try:
-            for key, getter in self._fields:
-                value = getter(attributes)
+            for key, getter, memo_key in self._fields:
+                if memo_key is not None and memo is not None:
+                    value = memo.get(memo_key, MISSING)
+                    if value is MISSING:
+                        value = memo[memo_key] = getter(attributes)
+                else:
+                    value = getter(attributes)
                 if value is not MISSING:
                     kwargs[key] = value
         except EvaluationError as exc:
             raise InstanceBuildError(f"instance {self.name}: {key}: {exc}") from None
         return self.template.instance_class(**kwargs)
+
+
+class _MapGetter:
+    """Evaluates a map of expressions; ``memo_key`` identifies the map by its expression texts."""
+
+    __slots__ = ("items", "memo_key")
+
+    def __init__(self, items: tuple[tuple[str, Callable[[Mapping[str, Any]], Any]], ...], memo_key: str) -> None:
+        self.items = items
+        self.memo_key = memo_key
+
+    def __call__(self, bag: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: ev(bag) for k, ev in self.items}
 
 
 def compile_instance(
@@ -183,14 +210,16 @@ def _compile_field(
             errors.append(FieldError(path, f"expected a map of expressions, got {type(raw).__name__}"))
             return None
         entries: list[tuple[str, Callable[[Mapping[str, Any]], Any]]] = []
+        texts: list[tuple[str, str]] = []
         for k, text in raw.items():
             expr = _compile_expr(text, ftype.value, f"{path}.{k}", manifest, errors)
             if expr is not None:
+                texts.append((str(k), expr.text))
                 types[f"{short}.{k}"] = expr.result_type
                 attributes.update(expr.attributes)
                 entries.append((str(k), expr.evaluate))
         items = tuple(entries)
-        return lambda bag: {k: ev(bag) for k, ev in items}
+        return _MapGetter(items, json.dumps(sorted((k, t) for k, t in texts), separators=(",", ":")))
     expr = _compile_expr(raw, ftype, path, manifest, errors)
     if expr is None:
         return None

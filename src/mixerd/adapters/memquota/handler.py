@@ -137,6 +137,7 @@ class MemQuotaHandler(Handler):
             limit=limit.max_amount,
             remaining=window.available(),
             reset_after=_reset_after(window, now),
+            window=limit.valid_duration,
         )
         expires = now + limit.valid_duration.total_seconds() if granted > 0 else None
         return _Remembered(result, expires)
@@ -157,7 +158,11 @@ class MemQuotaHandler(Handler):
         window = self._windows.get(key)
         if window is None:
             return QuotaResult(
-                amount=0, limit=limit.max_amount, remaining=limit.max_amount, reset_after=_ZERO
+                amount=0,
+                limit=limit.max_amount,
+                remaining=limit.max_amount,
+                reset_after=_ZERO,
+                window=limit.valid_duration,
             )
         released = window.release(amount, _tick(now))
         if window.used == 0:
@@ -167,6 +172,7 @@ class MemQuotaHandler(Handler):
             limit=limit.max_amount,
             remaining=window.available(),
             reset_after=_reset_after(window, now),
+            window=limit.valid_duration,
         )
 
     def _peek(self, key: CounterKey, limit: Limit, now: float) -> QuotaResult:
@@ -177,10 +183,18 @@ class MemQuotaHandler(Handler):
             return QuotaResult(limit=limit.max_amount, remaining=max(0, limit.max_amount - in_use))
         window = self._windows.get(key)
         if window is None:
-            return QuotaResult(limit=limit.max_amount, remaining=limit.max_amount, reset_after=_ZERO)
+            return QuotaResult(
+                limit=limit.max_amount,
+                remaining=limit.max_amount,
+                reset_after=_ZERO,
+                window=limit.valid_duration,
+            )
         window.roll(_tick(now))
         return QuotaResult(
-            limit=limit.max_amount, remaining=window.available(), reset_after=_reset_after(window, now)
+            limit=limit.max_amount,
+            remaining=window.available(),
+            reset_after=_reset_after(window, now),
+            window=limit.valid_duration,
         )
 
     def sweep(self) -> int:

@@ -153,7 +153,7 @@ class RedisQuotaHandler(Handler):
             reason, unreachable = self._failed(exc)
             return self._without_redis(quota, max_amount, args, reason, unreachable=unreachable)
         self._succeeded()
-        return reply.result(max_amount)
+        return reply.result(max_amount, quota.valid_duration)
 
     def _failed(self, exc: Exception) -> tuple[str, bool]:
         """Count and (at most once per interval) log a failed call; returns its reason and

@@ -201,14 +201,17 @@ class ScriptReply:
         granted, valid_ms, remaining, reset_ms, dedup = raw
         return cls(granted, valid_ms, None if remaining < 0 else remaining, reset_ms, dedup == 1)
 
-    def result(self, limit: int) -> QuotaResult:
+    def result(self, limit: int, window: _dt.timedelta | None = None) -> QuotaResult:
         reset = _dt.timedelta(milliseconds=max(0, self.reset_ms))
         if self.granted <= 0:
-            return QuotaResult(status=EXHAUSTED, limit=limit, remaining=self.remaining, reset_after=reset)
+            return QuotaResult(
+                status=EXHAUSTED, limit=limit, remaining=self.remaining, reset_after=reset, window=window
+            )
         return QuotaResult(
             valid_duration=_dt.timedelta(milliseconds=max(0, self.valid_ms)),
             amount=self.granted,
             limit=limit,
             remaining=self.remaining,
             reset_after=reset,
+            window=window,
         )

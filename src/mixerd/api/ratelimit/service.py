@@ -1,0 +1,190 @@
+"""The ``envoy.service.ratelimit.v3.RateLimitService`` servicer (``ShouldRateLimit``).
+
+Each descriptor is one quota allocation (mapping: :mod:`mixerd.api.ratelimit.convert`),
+dispatched in order through ``Dispatcher.quota``.
+
+Switches (constructor arguments; the server reads them from settings):
+
+``shadow`` (``MIXERD_RATELIMIT_SHADOW``, default false)
+    Global shadow mode: every decision is made, charged and counted, and every descriptor is
+    answered OK.
+``shadow_domains`` (``MIXERD_RATELIMIT_SHADOW_DOMAINS``, comma separated)
+    Shadow mode for these domains only. A descriptor entry ``shadow=true`` shadows one descriptor.
+``failure_mode`` (``MIXERD_RATELIMIT_FAILURE_MODE``: ``allow`` (default) or ``error``)
+    What a handler failure (an exception, a deadline, an instance that cannot be built, a status
+    other than OK/RESOURCE_EXHAUSTED) does. ``allow``: that descriptor is answered OK, the failure
+    is logged (at most once per 10 s per domain, with a count) and counted in
+    ``mixerd_ratelimit_errors_total``. ``error``: the call fails with gRPC UNAVAILABLE, so Envoy
+    applies its own ``failure_mode_deny`` (allow by default; either way Envoy flags the request
+    ``RLSE`` only when it denies). mixerd itself never denies because of an error: Envoy's
+    ``failure_mode_deny`` stays the one knob that does.
+
+Metrics (in ``mixerd.runtime.metrics.REGISTRY``): ``mixerd_requests_total{api="ratelimit"}``,
+``mixerd_request_duration_seconds{api="ratelimit"}``,
+``mixerd_ratelimit_decisions_total{domain, quota, code, shadow}`` (``code`` is the decision as
+made: OK, OVER_LIMIT or ERROR; ``shadow="true"`` when it was not enforced) and
+``mixerd_ratelimit_errors_total{domain}``. Quota label values are taken from descriptors, so at
+most 1000 distinct (domain, quota) pairs are labelled; later ones are counted under
+``quota="_other_"``.
+
+The unit of ``current_limit`` needs the quota's window, which memquota reports only with a
+grant; the service remembers the last window seen per (domain, descriptor) (bounded, 10000
+entries) so an OVER_LIMIT answer still carries it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import enum
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+from typing import Any, Final
+
+import grpc
+from envoy.service.ratelimit.v3 import rls_pb2_grpc
+from prometheus_client import Counter
+
+from mixerd.adapter import QuotaArgs
+from mixerd.api.ratelimit.convert import (
+    Allocation,
+    Decision,
+    decide,
+    decode_request,
+    encode_response,
+    result_window,
+)
+from mixerd.runtime import Dispatcher, DispatchError, metrics
+
+__all__ = ["DECISIONS", "ERRORS", "FailureMode", "RateLimitService"]
+
+_log = logging.getLogger(__name__)
+
+DECISIONS: Final = Counter(
+    "mixerd_ratelimit_decisions",
+    "Rate limit decisions per descriptor: code is OK, OVER_LIMIT or ERROR as decided; shadow decisions "
+    "were answered OK.",
+    ["domain", "quota", "code", "shadow"],
+    registry=metrics.REGISTRY,
+)
+ERRORS: Final = Counter(
+    "mixerd_ratelimit_errors",
+    "Rate limit descriptors whose quota handler failed.",
+    ["domain"],
+    registry=metrics.REGISTRY,
+)
+
+_MAX_LABELLED: Final = 1000
+_OTHER: Final = "_other_"
+_MAX_WINDOWS: Final = 10_000
+_WARN_INTERVAL: Final = 10.0
+
+
+class FailureMode(enum.Enum):
+    ALLOW = "allow"
+    ERROR = "error"
+
+
+class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[misc]
+    """Envoy's rate limit service over the dispatcher's quotas."""
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        *,
+        shadow: bool = False,
+        shadow_domains: Iterable[str] = (),
+        failure_mode: FailureMode | str = FailureMode.ALLOW,
+    ) -> None:
+        self.dispatcher = dispatcher
+        self.shadow = shadow
+        self.shadow_domains = frozenset(d for d in shadow_domains if d)
+        self.failure_mode = FailureMode(failure_mode)
+        self._ok = metrics.REQUESTS.labels("ratelimit", "ShouldRateLimit", "OK")
+        self._seconds = metrics.REQUEST_SECONDS.labels("ratelimit", "ShouldRateLimit")
+        self._labelled: set[tuple[str, str]] = set()
+        self._decision_children: dict[tuple[str, str, str, bool], Any] = {}
+        self._windows: OrderedDict[tuple[str, str], _dt.timedelta] = OrderedDict()
+        self._last_warning: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def register(self, server: grpc.aio.Server) -> None:
+        rls_pb2_grpc.add_RateLimitServiceServicer_to_server(self, server)
+
+    async def ShouldRateLimit(self, request: Any, context: Any) -> Any:
+        start = time.perf_counter()
+        decisions: list[Decision] = []
+        for a in decode_request(request):
+            d = await self._allocate(a)
+            if d.error and self.failure_mode is FailureMode.ERROR:
+                metrics.REQUESTS.labels("ratelimit", "ShouldRateLimit", "UNAVAILABLE").inc()
+                await context.abort(grpc.StatusCode.UNAVAILABLE, f"quota {d.quota} failed: {d.error}")
+            decisions.append(d)
+        response = encode_response(decisions)
+        self._ok.inc()
+        self._seconds.observe(time.perf_counter() - start)
+        return response
+
+    async def _allocate(self, a: Allocation) -> Decision:
+        shadow = self.shadow or a.shadow or a.domain in self.shadow_domains
+        try:
+            result = await self.dispatcher.quota(a.bag, a.quota, QuotaArgs(a.amount, False, ""))
+        except DispatchError as exc:
+            decision = Decision(a.quota, shadow=shadow, error=str(exc))
+        else:
+            wkey = (a.domain, a.key)
+            window = result_window(result)
+            if window is not None:
+                self._remember_window(wkey, window)
+            decision = decide(a, result, shadow=shadow, window=self._windows.get(wkey))
+        if decision.error:
+            ERRORS.labels(a.domain).inc()
+            self._warn(a, decision.error)
+        key = (a.domain, a.quota, decision.code_name, shadow)
+        child = self._decision_children.get(key)
+        if child is None:
+            quota = self._quota_label(a.domain, a.quota)
+            child = DECISIONS.labels(a.domain, quota, decision.code_name, "true" if shadow else "false")
+            if quota != _OTHER:
+                self._decision_children[key] = child
+        child.inc()
+        return decision
+
+    def _remember_window(self, key: tuple[str, str], window: _dt.timedelta) -> None:
+        windows = self._windows
+        if windows.get(key) == window:
+            return
+        windows[key] = window
+        windows.move_to_end(key)
+        if len(windows) > _MAX_WINDOWS:
+            windows.popitem(last=False)
+
+    def _quota_label(self, domain: str, quota: str) -> str:
+        pair = (domain, quota)
+        if pair in self._labelled:
+            return quota
+        if len(self._labelled) < _MAX_LABELLED:
+            self._labelled.add(pair)
+            return quota
+        return _OTHER
+
+    def _warn(self, a: Allocation, error: str) -> None:
+        now = time.monotonic()
+        last = self._last_warning.get(a.domain)
+        if last is not None and now - last < _WARN_INTERVAL:
+            self._suppressed[a.domain] = self._suppressed.get(a.domain, 0) + 1
+            return
+        self._last_warning[a.domain] = now
+        suppressed = self._suppressed.pop(a.domain, 0)
+        more = f" ({suppressed} more since the last warning)" if suppressed else ""
+        action = "answering OK" if self.failure_mode is FailureMode.ALLOW else "failing the call"
+        _log.warning(
+            "rate limit domain %s quota %s (%s) failed, %s: %s%s",
+            a.domain,
+            a.quota,
+            a.key,
+            action,
+            error,
+            more,
+        )

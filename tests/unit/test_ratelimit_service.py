@@ -1,0 +1,307 @@
+"""The rate limit service over a real Runtime (MemoryStore config, memquota on a manual clock)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import grpc
+import pytest
+from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
+
+from mixerd.adapter import (
+    Builder,
+    ConfigError,
+    Env,
+    Info,
+    InstanceInfo,
+    ManualClock,
+    QuotaArgs,
+    load_adapters,
+)
+from mixerd.adapters.memquota import INFO as MEMQUOTA
+from mixerd.api.ratelimit.service import RateLimitService
+from mixerd.config import MemoryStore, parse_text
+from mixerd.runtime import Runtime, metrics
+
+OK = rls_pb2.RateLimitResponse.OK
+OVER_LIMIT = rls_pb2.RateLimitResponse.OVER_LIMIT
+MINUTE = rls_pb2.RateLimitResponse.RateLimit.MINUTE
+
+CONFIG = """
+apiVersion: config.istio.io/v1alpha2
+kind: handler
+metadata: {name: quotahandler, namespace: istio-system}
+spec:
+  compiledAdapter: memquota
+  params:
+    quotas:
+    - name: api.instance.istio-system
+      maxAmount: 3
+      validDuration: 60s
+      overrides:
+      - {dimensions: {user: vip}, maxAmount: 5}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: instance
+metadata: {name: api, namespace: istio-system}
+spec:
+  compiledTemplate: quota
+  params:
+    dimensions:
+      user: ratelimit.descriptor["user"] | "anonymous"
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: api-quota, namespace: istio-system}
+spec:
+  match: ratelimit.domain == "api"
+  actions:
+  - {handler: quotahandler, instances: [api]}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: handler
+metadata: {name: broken, namespace: istio-system}
+spec: {compiledAdapter: brokenquota}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: instance
+metadata: {name: fragile, namespace: istio-system}
+spec:
+  compiledTemplate: quota
+  params: {dimensions: {d: ratelimit.descriptor_key}}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: fragile-quota, namespace: istio-system}
+spec:
+  actions:
+  - {handler: broken, instances: [fragile]}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: handler
+metadata: {name: shopquota, namespace: shop}
+spec:
+  compiledAdapter: memquota
+  params:
+    quotas:
+    - {name: shop.instance.shop, maxAmount: 1, validDuration: 1s}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: instance
+metadata: {name: shop, namespace: shop}
+spec:
+  compiledTemplate: quota
+  params: {dimensions: {}}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: shop-quota, namespace: shop}
+spec:
+  actions:
+  - {handler: shopquota, instances: [shop]}
+"""
+
+
+class _Broken:
+    def handle_quota(self, instance: Any, args: QuotaArgs) -> Any:
+        raise ConnectionError("backend unreachable")
+
+
+class _BrokenBuilder(Builder):
+    def validate(self) -> list[ConfigError]:
+        return []
+
+    def build(self, env: Env) -> _Broken:
+        return _Broken()
+
+
+def _broken_builder(config: Mapping[str, Any], instances: Mapping[str, InstanceInfo]) -> Builder:
+    return _BrokenBuilder(config, instances)
+
+
+BROKEN = Info("brokenquota", "a quota handler that always fails", ("quota",), _broken_builder)
+
+
+@pytest.fixture
+async def runtime() -> AsyncIterator[Runtime]:
+    parsed = parse_text(CONFIG, file="test")
+    assert not parsed.errors, parsed.errors
+    store = MemoryStore(parsed.resources)
+    adapters = {**load_adapters(), "memquota": MEMQUOTA, "brokenquota": BROKEN}
+    rt = Runtime(store, adapters=adapters, clock=ManualClock())
+    await rt.start()
+    assert not rt.status.errors, rt.status.errors
+    yield rt
+    await rt.close()
+
+
+class _Aborted(Exception):
+    pass
+
+
+class _Context:
+    """The part of a grpc.aio servicer context the service uses."""
+
+    code: grpc.StatusCode | None = None
+    details = ""
+
+    async def abort(self, code: grpc.StatusCode, details: str) -> None:
+        self.code, self.details = code, details
+        raise _Aborted(details)
+
+
+def _request(domain: str, *descriptors: dict[str, str], hits: int = 0) -> Any:
+    req = rls_pb2.RateLimitRequest(domain=domain, hits_addend=hits)
+    for entries in descriptors:
+        d = req.descriptors.add()
+        for k, v in entries.items():
+            d.entries.add(key=k, value=v)
+    return req
+
+
+def _decisions(**labels: str) -> float:
+    return metrics.REGISTRY.get_sample_value("mixerd_ratelimit_decisions_total", labels) or 0.0
+
+
+def _errors(domain: str) -> float:
+    return metrics.REGISTRY.get_sample_value("mixerd_ratelimit_errors_total", {"domain": domain}) or 0.0
+
+
+async def test_allowed_up_to_the_limit_then_over_limit(runtime: Runtime) -> None:
+    svc = RateLimitService(runtime.dispatcher)
+    over_before = _decisions(domain="api", quota="api", code="OVER_LIMIT", shadow="false")
+    ok_before = _decisions(domain="api", quota="api", code="OK", shadow="false")
+    remaining = []
+    for _ in range(3):
+        resp = await svc.ShouldRateLimit(_request("api", {"user": "bob"}), _Context())
+        assert resp.overall_code == OK
+        assert not resp.response_headers_to_add
+        (status,) = resp.statuses
+        assert status.code == OK
+        assert (status.current_limit.requests_per_unit, status.current_limit.unit) == (3, MINUTE)
+        assert status.current_limit.name == "api"
+        remaining.append(status.limit_remaining)
+    assert remaining == [2, 1, 0]
+
+    resp = await svc.ShouldRateLimit(_request("api", {"user": "bob"}), _Context())
+    assert resp.overall_code == OVER_LIMIT
+    (status,) = resp.statuses
+    assert status.code == OVER_LIMIT
+    assert status.limit_remaining == 0
+    assert (status.current_limit.requests_per_unit, status.current_limit.unit) == (3, MINUTE)
+    assert dt.timedelta(0) < status.duration_until_reset.ToTimedelta() <= dt.timedelta(seconds=60)
+    assert [(h.key, h.value) for h in resp.response_headers_to_add] == [("x-mixerd-quota", "api")]
+
+    # Other users have their own counters; overrides apply per dimension.
+    assert (await svc.ShouldRateLimit(_request("api", {"user": "alice"}), _Context())).overall_code == OK
+    vip = [(await svc.ShouldRateLimit(_request("api", {"user": "vip"}), _Context())) for _ in range(6)]
+    assert [r.overall_code for r in vip] == [OK] * 5 + [OVER_LIMIT]
+    assert _decisions(domain="api", quota="api", code="OVER_LIMIT", shadow="false") - over_before == 2
+    assert _decisions(domain="api", quota="api", code="OK", shadow="false") - ok_before == 9
+
+
+async def test_the_window_resets_on_the_runtime_clock(runtime: Runtime) -> None:
+    svc = RateLimitService(runtime.dispatcher)
+    for _ in range(3):
+        await svc.ShouldRateLimit(_request("api", {}), _Context())
+    assert (await svc.ShouldRateLimit(_request("api", {}), _Context())).overall_code == OVER_LIMIT
+    clock = runtime.clock
+    assert isinstance(clock, ManualClock)
+    clock.advance(61)
+    assert (await svc.ShouldRateLimit(_request("api", {}), _Context())).overall_code == OK
+
+
+async def test_hits_addend_and_several_descriptors(runtime: Runtime) -> None:
+    svc = RateLimitService(runtime.dispatcher)
+    resp = await svc.ShouldRateLimit(_request("api", {"user": "carol"}, {"user": "dave"}, hits=2), _Context())
+    assert [s.limit_remaining for s in resp.statuses] == [1, 1]
+    resp = await svc.ShouldRateLimit(_request("api", {"user": "carol"}, {"user": "erin"}, hits=2), _Context())
+    assert resp.overall_code == OVER_LIMIT
+    assert [s.code for s in resp.statuses] == [OVER_LIMIT, OK]
+
+
+async def test_shadow_mode_never_denies_but_counts(runtime: Runtime) -> None:
+    svc = RateLimitService(runtime.dispatcher, shadow=True)
+    before = _decisions(domain="api", quota="api", code="OVER_LIMIT", shadow="true")
+    codes = [(await svc.ShouldRateLimit(_request("api", {"user": "sam"}), _Context())) for _ in range(5)]
+    assert [r.overall_code for r in codes] == [OK] * 5
+    assert [r.statuses[0].limit_remaining for r in codes] == [2, 1, 0, 0, 0]
+    assert all(not r.response_headers_to_add for r in codes)
+    assert _decisions(domain="api", quota="api", code="OVER_LIMIT", shadow="true") - before == 2
+
+
+async def test_shadow_per_domain_and_per_descriptor(runtime: Runtime) -> None:
+    svc = RateLimitService(runtime.dispatcher, shadow_domains=["api"])
+    for _ in range(4):
+        resp = await svc.ShouldRateLimit(_request("api", {"user": "tom"}), _Context())
+    assert resp.overall_code == OK and resp.statuses[0].limit_remaining == 0
+
+    svc = RateLimitService(runtime.dispatcher, shadow_domains=["other"])
+    for _ in range(3):
+        await svc.ShouldRateLimit(_request("api", {"user": "uma"}), _Context())
+    shadowed = await svc.ShouldRateLimit(_request("api", {"user": "uma", "shadow": "true"}), _Context())
+    assert shadowed.overall_code == OK  # a different descriptor key, but the same quota counter (user=uma)
+    enforced = await svc.ShouldRateLimit(_request("api", {"user": "uma"}), _Context())
+    assert enforced.overall_code == OVER_LIMIT
+
+
+async def test_a_failing_handler_is_answered_ok_and_counted(runtime: Runtime) -> None:
+    svc = RateLimitService(runtime.dispatcher)
+    before = _errors("api")
+    decided = _decisions(domain="api", quota="fragile", code="ERROR", shadow="false")
+    resp = await svc.ShouldRateLimit(_request("api", {"quota": "fragile"}, {"user": "bob"}), _Context())
+    assert resp.overall_code == OK
+    assert [s.code for s in resp.statuses] == [OK, OK]
+    assert not resp.statuses[0].HasField("current_limit")
+    assert resp.statuses[1].current_limit.requests_per_unit == 3  # the other descriptor was still charged
+    assert _errors("api") - before == 1
+    assert _decisions(domain="api", quota="fragile", code="ERROR", shadow="false") - decided == 1
+
+
+async def test_failure_mode_error_fails_the_call_for_envoy_to_decide(runtime: Runtime) -> None:
+    svc = RateLimitService(runtime.dispatcher, failure_mode="error")
+    ctx = _Context()
+    with pytest.raises(_Aborted):
+        await svc.ShouldRateLimit(_request("api", {"quota": "fragile"}), ctx)
+    assert ctx.code == grpc.StatusCode.UNAVAILABLE
+    assert "fragile" in ctx.details and "backend unreachable" in ctx.details
+    with pytest.raises(ValueError):
+        RateLimitService(runtime.dispatcher, failure_mode="deny")
+
+
+async def test_unconfigured_quota_and_empty_request_are_ok(runtime: Runtime) -> None:
+    svc = RateLimitService(runtime.dispatcher)
+    resp = await svc.ShouldRateLimit(_request("nobody", {"user": "x"}), _Context())
+    assert resp.overall_code == OK
+    assert not resp.statuses[0].HasField("current_limit")
+    resp = await svc.ShouldRateLimit(_request("api"), _Context())
+    assert resp.overall_code == OK and not resp.statuses
+
+
+async def test_a_namespace_entry_brings_that_namespace_config(runtime: Runtime) -> None:
+    svc = RateLimitService(runtime.dispatcher)
+    # Without the namespace only istio-system config applies: "shop" is not configured there.
+    for _ in range(3):
+        assert (await svc.ShouldRateLimit(_request("shop", {}), _Context())).overall_code == OK
+    ns = {"namespace": "shop"}
+    assert (await svc.ShouldRateLimit(_request("shop", ns), _Context())).overall_code == OK
+    assert (await svc.ShouldRateLimit(_request("shop", ns), _Context())).overall_code == OVER_LIMIT
+
+
+async def test_over_grpc(runtime: Runtime) -> None:
+    server = grpc.aio.server()
+    RateLimitService(runtime.dispatcher).register(server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = rls_pb2_grpc.RateLimitServiceStub(channel)
+            codes = [
+                (await stub.ShouldRateLimit(_request("api", {"user": "grpc"}), timeout=5)).overall_code
+                for _ in range(4)
+            ]
+        assert codes == [OK, OK, OK, OVER_LIMIT]
+    finally:
+        await server.stop(None)
