@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from mixerd.attribute import MISSING, ValueType
-from mixerd.lang import CompileError, EvaluationError, Expression, compile
+from mixerd.lang import Call, CompileError, Constant, EvaluationError, Expression, Variable, compile
 from mixerd.templates.catalogue import ANY, TEMPLATES, FieldType, MapOf, Message, Template
 
 __all__ = [
@@ -265,26 +265,66 @@ def _compile_expr(
 
 
 class OutputMapper:
-    """Maps an attribute generator's output fields to attributes (``attributeBindings``)."""
+    """Maps an attribute generator's output fields to attributes (``attributeBindings``).
 
-    __slots__ = ("_bindings", "attributes")
+    Most bindings are ``$out.<field>`` or ``$out.<field> | <constant>`` (every binding of the
+    stock Istio config is); those become a plain dictionary lookup with a default. Others are
+    evaluated as expressions over the outputs.
+    """
+
+    __slots__ = ("_bindings", "_direct", "attributes")
 
     def __init__(self, bindings: tuple[tuple[str, Expression], ...]) -> None:
-        self._bindings = bindings
+        direct: list[tuple[str, str, Any]] = []
+        general: list[tuple[str, Expression]] = []
+        for attr, expr in bindings:
+            simple = _direct_binding(expr)
+            if simple is None:
+                general.append((attr, expr))
+            else:
+                direct.append((attr, *simple))
+        self._direct = tuple(direct)
+        self._bindings = tuple(general)
         self.attributes = frozenset(name for name, _ in bindings)
         """The attribute names this mapper can produce."""
 
     def map(self, outputs: Mapping[str, Any]) -> dict[str, Any]:
         """Evaluate the bindings over the generator's ``outputs`` (only the fields it set)."""
-        bag = {_OUT_NAME + k: v for k, v in outputs.items()}
-        result: dict[str, Any] = {}
-        for attr, expr in self._bindings:
-            try:
-                value = expr.evaluate(bag)
-            except EvaluationError:
-                continue  # an output the generator did not set, with no fallback: no attribute
-            result[attr] = value
+        get = outputs.get
+        result = {attr: get(field, default) for attr, field, default in self._direct}
+        if result and MISSING in result.values():
+            result = {k: v for k, v in result.items() if v is not MISSING}
+        if self._bindings:
+            bag = {_OUT_NAME + k: v for k, v in outputs.items()}
+            for attr, expr in self._bindings:
+                try:
+                    value = expr.evaluate(bag)
+                except EvaluationError:
+                    continue  # an output the generator did not set, with no fallback: no attribute
+                result[attr] = value
         return result
+
+
+def _direct_binding(expr: Expression) -> tuple[str, Any] | None:
+    """``(field, default)`` when ``expr`` is ``$out.field`` (default MISSING) or
+    ``$out.field | <constant expression>``; None otherwise."""
+    tree = expr.tree
+    if isinstance(tree, Variable) and tree.name.startswith(_OUT_NAME):
+        return tree.name[len(_OUT_NAME) :], MISSING
+    if not (isinstance(tree, Call) and tree.name == "OR" and tree.target is None and len(tree.args) == 2):
+        return None
+    first, rest = tree.args
+    if not (isinstance(first, Variable) and first.name.startswith(_OUT_NAME)):
+        return None
+    if isinstance(rest, Constant):
+        return first.name[len(_OUT_NAME) :], rest.value
+    try:
+        fallback = compile(expr.text[rest.start :], {})
+    except CompileError:
+        return None
+    if not fallback.is_constant or fallback.result_type != expr.result_type:
+        return None
+    return first.name[len(_OUT_NAME) :], fallback.constant_value
 
 
 def compile_output_mapper(
