@@ -185,7 +185,7 @@ class Dispatcher:
         pending: list[tuple[Destination, Awaitable[CheckResult]]] = []
         for d in nt.destinations:
             for inst in _matching_instances(d, bag, strict=True):
-                metrics.DISPATCHES.labels(d.name, d.template).inc()
+                d.dispatches.inc()
                 try:
                     r = d.method(inst)
                 except Exception as exc:
@@ -266,7 +266,7 @@ class Dispatcher:
                 inst = b.build(bag)
             except InstanceBuildError as exc:
                 raise DispatchError(str(exc)) from None
-            metrics.DISPATCHES.labels(d.name, d.template).inc()
+            d.dispatches.inc()
             try:
                 r = d.method(inst, args)
                 if d.is_async:
@@ -293,7 +293,7 @@ class Dispatcher:
             if not t.has(Variety.REPORT):
                 return errors
             buffers: dict[Destination, list[Any]] = {}
-            has_generators = t.has(Variety.ATTRIBUTE_GENERATOR)
+            has_generators = t.has_generators
             for bag in bags:
                 if has_generators:
                     try:
@@ -324,7 +324,7 @@ class Dispatcher:
                                 buf.append(inst)
             pending: list[tuple[Destination, Awaitable[Any]]] = []
             for d, instances in buffers.items():
-                metrics.DISPATCHES.labels(d.name, d.template).inc(len(instances))
+                d.dispatches.inc(len(instances))
                 try:
                     r = d.method(instances)
                 except Exception as exc:
@@ -347,6 +347,8 @@ class Dispatcher:
     # -- attribute generation ------------------------------------------------------------------
 
     async def _preprocess(self, t: RoutingTable, bag: Mapping[str, Any], *, fail: bool) -> Mapping[str, Any]:
+        if not t.has_generators:
+            return bag
         nt = t.lookup(Variety.ATTRIBUTE_GENERATOR, request_namespace(bag))
         if not nt.destinations:
             return bag

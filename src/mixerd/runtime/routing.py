@@ -19,6 +19,7 @@ from typing import Any
 
 from mixerd.config import Snapshot
 from mixerd.lang import Expression
+from mixerd.runtime import metrics
 from mixerd.runtime.handlers import HandlerEntry, HandlerTable
 from mixerd.templates import TEMPLATES, InstanceBuilder, OutputMapper, Variety
 
@@ -55,10 +56,13 @@ class Destination:
     method: Callable[..., Any]
     is_async: bool
     groups: tuple[InstanceGroup, ...]
+    name: str = ""
+    dispatches: Any = None
+    """This destination's child of ``mixerd_dispatches_total`` (bound once, not per call)."""
 
-    @property
-    def name(self) -> str:
-        return self.handler.name
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name", self.handler.name)
+        object.__setattr__(self, "dispatches", metrics.DISPATCHES.labels(self.handler.name, self.template))
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +96,16 @@ _EMPTY = NamespaceTable()
 class RoutingTable:
     """An immutable routing table, plus a count of the requests currently using it."""
 
-    __slots__ = ("_defaults", "_namespaces", "default_namespace", "errors", "handlers", "id", "in_flight")
+    __slots__ = (
+        "_defaults",
+        "_namespaces",
+        "default_namespace",
+        "errors",
+        "handlers",
+        "has_generators",
+        "id",
+        "in_flight",
+    )
 
     def __init__(
         self,
@@ -110,6 +123,8 @@ class RoutingTable:
         self.handlers = handlers
         self.errors = errors
         self.in_flight = 0
+        self.has_generators = self.has(Variety.ATTRIBUTE_GENERATOR)
+        """Whether any attribute generator is routed (requests skip preprocessing otherwise)."""
 
     def lookup(self, variety: Variety, namespace: str) -> NamespaceTable:
         table = self._namespaces.get(variety)

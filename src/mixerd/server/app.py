@@ -7,7 +7,7 @@ import json
 import logging
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -51,7 +51,6 @@ class _Listeners:
     monitoring_port: int = 0
     prometheus_port: int = 0
     http_authz_port: int = 0
-    runners: list[web.AppRunner] = field(default_factory=list)
 
 
 class Server:
@@ -70,6 +69,7 @@ class Server:
         self.listeners = _Listeners()
         self._stopped = asyncio.Event()
         self._services: list[Any] = []
+        self._runners: list[web.BaseRunner] = []
 
     def _make_store(self) -> Store:
         s = self.settings
@@ -118,13 +118,17 @@ class Server:
         self.grpc = server
         self.listeners.grpc_port = bound
 
-    async def _listen(self, app: web.Application, address: str) -> int:
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    async def _listen(self, app: web.Application | web.Server, address: str) -> int:
+        runner: web.BaseRunner
+        if isinstance(app, web.Server):
+            runner = web.ServerRunner(app, handle_signals=False)
+        else:
+            runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         host, port = parse_address(address)
         site = web.TCPSite(runner, host, port, reuse_address=True)
         await site.start()
-        self.listeners.runners.append(runner)
+        self._runners.append(runner)
         server = site._server
         sockets = getattr(server, "sockets", None) or []
         return int(sockets[0].getsockname()[1]) if sockets else port
@@ -141,8 +145,7 @@ class Server:
             from mixerd.server.services import build_http_authz_app
 
             authz = build_http_authz_app(self.runtime, self.settings)
-            if authz is not None:
-                self.listeners.http_authz_port = await self._listen(authz, self.settings.http_authz_address)
+            self.listeners.http_authz_port = await self._listen(authz, self.settings.http_authz_address)
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop taking calls, let in-flight ones finish (bounded), flush reports, close handlers."""
@@ -153,7 +156,7 @@ class Server:
             close = getattr(service, "aclose", None)
             if close is not None:
                 await close()
-        for runner in self.listeners.runners:
+        for runner in self._runners:
             await runner.cleanup()
         await self.runtime.close()
         self._stopped.set()

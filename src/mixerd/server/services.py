@@ -8,6 +8,7 @@ from aiohttp import web
 
 from mixerd.api.accesslog.convert import parse_reporter_kinds
 from mixerd.api.accesslog.service import AccessLogService
+from mixerd.api.ext_authz import ExtAuthzService, HttpAuthzOptions, build_http_authz_server
 from mixerd.api.mixer_v1.service import MixerService
 from mixerd.api.ratelimit.service import RateLimitService
 from mixerd.runtime import Runtime
@@ -24,6 +25,7 @@ def build_services(runtime: Runtime, settings: Settings) -> list[Any]:
     s = settings
     return [
         MixerService(runtime.dispatcher, runtime.reports),
+        ExtAuthzService(runtime),
         RateLimitService(
             runtime.dispatcher,
             shadow=s.ratelimit_shadow,
@@ -42,6 +44,9 @@ def build_services(runtime: Runtime, settings: Settings) -> list[Any]:
     ]
 
 
-def build_http_authz_app(runtime: Runtime, settings: Settings) -> web.Application | None:
-    """The HTTP authorization endpoint, when a front-end provides one."""
-    return None
+def build_http_authz_app(runtime: Runtime, settings: Settings) -> web.Server:
+    """The HTTP authorization endpoint (Envoy http_service, nginx auth_request, Traefik ForwardAuth)."""
+    options = HttpAuthzOptions(
+        prefix=settings.http_authz_prefix, extension_headers=settings.http_authz_extension_headers
+    )
+    return build_http_authz_server(runtime, options)

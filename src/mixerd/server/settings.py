@@ -28,6 +28,11 @@ class Settings:
     config_debounce: float = 0.5
     config_resync: float = 30.0
     log_level: str = "info"
+    http_authz_prefix: str = ""
+    """Path prefix stripped from HTTP authorization request lines (Envoy's http_service.path_prefix)."""
+    http_authz_extension_headers: bool = False
+    """Read X-Mixerd-Ext-<key> headers as ext_authz context extensions (only behind a proxy that sets
+    or clears them)."""
     ratelimit_shadow: bool = False
     """Rate-limit service: decide and record, but never answer OVER_LIMIT."""
     ratelimit_shadow_domains: str = ""
@@ -65,6 +70,10 @@ _HELP = {
     "config_debounce": "seconds to wait for a burst of config file changes to settle [default: %(default)s]",
     "config_resync": "seconds between full re-reads of the config files [default: %(default)s]",
     "log_level": "debug, info, warning or error [default: %(default)s]",
+    "http_authz_prefix": "path prefix to strip from HTTP authorization request lines (Envoy "
+    "http_service.path_prefix)",
+    "http_authz_extension_headers": "read X-Mixerd-Ext-<key> request headers as ext_authz context extensions "
+    "(enable only behind a proxy that sets or clears them)",
     "ratelimit_shadow": "rate-limit service in shadow mode: decide, charge and count, but always answer OK",
     "ratelimit_shadow_domains": "comma-separated rate-limit domains in shadow mode",
     "ratelimit_failure_mode": "when a quota handler fails: 'allow' (answer OK, count the error) or 'error' "

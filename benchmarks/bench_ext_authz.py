@@ -1,0 +1,604 @@
+"""Benchmark mixerd's ext_authz front-ends behind a real Envoy and a real nginx.
+
+(1) Envoy + ext_authz (gRPC) -> mixerd, against Envoy + ext_authz -> a bare grpc.aio server that
+    answers OK to everything (same Envoy config apart from the authz port, same load tool, same
+    run): throughput of both with ``h2load --h1`` for ``--duration`` seconds, their ratio (goal
+    >= 0.9), and p50/p99 latency of both at a fixed moderate rate (``h2load --rps`` per client,
+    latencies from ``--log-file``), with mixerd's added p99 (goal < 2 ms).
+(2) nginx + ``auth_request`` -> mixerd's HTTP endpoint (on aiohttp's low-level server and, when
+    this script runs mixerd, also as an aiohttp application), against nginx + ``auth_request`` ->
+    a ``return 204`` location: throughput of each and the ratios (goal >= 0.9).
+
+Throughput runs also report the CPU time the authorization process spent per check (from
+/proc), which stays meaningful when other work shares the machine and moves throughput around.
+
+mixerd's policy: a list check (``listchecker`` whitelist of ``x-user`` values, from overrides)
+when the ``list`` adapter is installed (else a denier on ``x-user: mallory``, and the output says
+so), a header-match deny rule, a header operation, and a memquota quota charged on every request
+(limit far above the load) when memquota is installed.
+
+mixerd runs in its own process: ``mixerd serve`` when it serves ext_authz and the adapters the
+policy needs, otherwise ``python bench_ext_authz.py --serve-mixerd`` (the same runtime and
+front-ends wired by this script), which the output names. The upstream is a static nginx server.
+Prints the results and exits 0; the whole run takes about 10 x ``--duration`` plus ~10 s.
+
+Usage: .venv/bin/python benchmarks/bench_ext_authz.py [--duration 6] [--connections 16] [--rate 400]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # tests.integration helpers (Envoy / nginx launchers)
+
+from tests.integration.envoy_proc import EnvoyProcess, authz_config, start_envoy  # noqa: E402
+from tests.integration.nginx_proc import NginxProcess, auth_request_config, nginx_binary, start_nginx  # noqa: E402
+
+LIST_POLICY = """
+apiVersion: config.istio.io/v1alpha2
+kind: handler
+metadata: {name: allowed-users, namespace: istio-system}
+spec:
+  compiledAdapter: listchecker
+  params:
+    overrides: [alice, bob, carol, dave]
+    blacklist: false
+    entryType: STRINGS
+---
+apiVersion: config.istio.io/v1alpha2
+kind: instance
+metadata: {name: user, namespace: istio-system}
+spec:
+  compiledTemplate: listentry
+  params: {value: 'request.headers["x-user"] | ""'}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: allowed-users, namespace: istio-system}
+spec:
+  actions: [{handler: allowed-users, instances: [user]}]
+"""
+
+DENIER_INSTEAD_OF_LIST = """
+apiVersion: config.istio.io/v1alpha2
+kind: handler
+metadata: {name: mallory, namespace: istio-system}
+spec:
+  compiledAdapter: denier
+  params: {status: {code: 7, message: mallory is not welcome}}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: instance
+metadata: {name: mallorycheck, namespace: istio-system}
+spec: {compiledTemplate: checknothing}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: mallory, namespace: istio-system}
+spec:
+  match: request.headers["x-user"] == "mallory"
+  actions: [{handler: mallory, instances: [mallorycheck]}]
+"""
+
+COMMON_POLICY = """
+apiVersion: config.istio.io/v1alpha2
+kind: handler
+metadata: {name: deny-header, namespace: istio-system}
+spec:
+  compiledAdapter: denier
+  params: {status: {code: 7, message: blocked by x-deny}}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: instance
+metadata: {name: denycheck, namespace: istio-system}
+spec: {compiledTemplate: checknothing}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: deny-header, namespace: istio-system}
+spec:
+  match: request.headers["x-deny"] == "true"
+  actions: [{handler: deny-header, instances: [denycheck]}]
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: tag-user, namespace: istio-system}
+spec:
+  match: (request.headers["x-user"] | "") != ""
+  requestHeaderOperations: [{name: x-user-id, values: ['request.headers["x-user"]']}]
+"""
+
+QUOTA_POLICY = """
+apiVersion: config.istio.io/v1alpha2
+kind: handler
+metadata: {name: quota, namespace: istio-system}
+spec:
+  compiledAdapter: memquota
+  params:
+    quotas: [{name: requestcount.instance.istio-system, maxAmount: 1000000000, validDuration: 1s}]
+---
+apiVersion: config.istio.io/v1alpha2
+kind: instance
+metadata: {name: requestcount, namespace: istio-system}
+spec:
+  compiledTemplate: quota
+  params: {dimensions: {user: 'request.headers["x-user"] | "anonymous"'}}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: quota, namespace: istio-system}
+spec:
+  actions: [{handler: quota, instances: [requestcount]}]
+"""
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes] | None = None, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port} after {timeout}s")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def fetch(url: str, headers: dict[str, str]) -> int:
+    req = urllib.request.Request(url, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def installed_adapters() -> set[str]:
+    from importlib.metadata import entry_points
+
+    return {ep.name for ep in entry_points(group="mixerd.adapters")}
+
+
+def child_adapters() -> dict[str, Any]:
+    """Adapters for --serve-mixerd: the installed ones plus built-ins not registered yet."""
+    from mixerd.adapter import load_adapters
+
+    adapters: dict[str, Any] = dict(load_adapters())
+    try:
+        from mixerd.adapters.memquota import INFO as MEMQUOTA
+
+        adapters.setdefault("memquota", MEMQUOTA)
+    except ImportError:
+        pass
+    try:
+        from mixerd.adapters.list import INFO as LIST
+        from mixerd.adapters.list import LISTCHECKER_INFO
+
+        adapters.setdefault("list", LIST)
+        adapters.setdefault("listchecker", LISTCHECKER_INFO)
+    except ImportError:
+        pass
+    return adapters
+
+
+# --- child processes ---------------------------------------------------------------------------
+
+
+async def serve_mixerd(config: Path, grpc_port: int, http_port: int, app_port: int) -> None:
+    """mixerd's ext_authz front-ends over a runtime watching ``config``: gRPC, the HTTP endpoint
+    on aiohttp's low-level server (``http_port``) and as an application (``app_port``)."""
+    import grpc
+    from aiohttp import web
+
+    from mixerd.api.ext_authz import ExtAuthzService, build_http_authz_app, build_http_authz_server
+    from mixerd.config import FileStore
+    from mixerd.runtime import Runtime
+
+    runtime = Runtime(FileStore([config]), adapters=child_adapters())
+    await runtime.start()
+    problems = [str(e) for e in runtime.snapshot.errors] if runtime.snapshot is not None else ["no config"]
+    if problems or runtime.dispatcher.table.errors:
+        print("\n".join(["config problems:", *problems, *runtime.dispatcher.table.errors]), file=sys.stderr)
+        sys.exit(2)
+    server = grpc.aio.server(options=[("grpc.max_concurrent_streams", 1024)])
+    ExtAuthzService(runtime).register(server)
+    server.add_insecure_port(f"127.0.0.1:{grpc_port}")
+    await server.start()
+    low = web.ServerRunner(build_http_authz_server(runtime))
+    await low.setup()
+    await web.TCPSite(low, "127.0.0.1", http_port).start()
+    app = web.AppRunner(build_http_authz_app(runtime), access_log=None)
+    await app.setup()
+    await web.TCPSite(app, "127.0.0.1", app_port).start()
+    await asyncio.Event().wait()
+
+
+async def serve_bare(grpc_port: int) -> None:
+    """The baseline: a grpc.aio Authorization server that allows everything."""
+    import grpc
+    from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+
+    ok = external_auth_pb2.CheckResponse(ok_response=external_auth_pb2.OkHttpResponse())
+
+    class Bare(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
+        async def Check(self, request: Any, context: Any) -> Any:  # gRPC method name
+            return ok
+
+    server = grpc.aio.server(options=[("grpc.max_concurrent_streams", 1024)])
+    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(Bare(), server)
+    server.add_insecure_port(f"127.0.0.1:{grpc_port}")
+    await server.start()
+    await server.wait_for_termination()
+
+
+# --- load --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Load:
+    rps: float
+    ok: int
+    failed: int
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+
+
+def h2load(
+    url: str,
+    *,
+    connections: int,
+    duration: float,
+    headers: dict[str, str],
+    rps: float | None = None,
+    log: Path | None = None,
+) -> Load:
+    cmd = ["h2load", "--h1", "-t", "1", "-c", str(connections), "-D", f"{duration:g}", "--warm-up-time", "1"]
+    for k, v in headers.items():
+        cmd += ["-H", f"{k}: {v}"]
+    if rps is not None:
+        cmd += ["--rps", f"{max(rps / connections, 1):.0f}"]
+    if log is not None:
+        cmd += ["--log-file", str(log)]
+    out = subprocess.run([*cmd, url], capture_output=True, text=True, timeout=duration + 60).stdout
+    m = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out)
+    codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
+    req = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed", out)
+    if not m or not codes or not req:
+        raise RuntimeError("could not read h2load's output:\n" + out)
+    non_2xx = int(codes.group(2)) + int(codes.group(3)) + int(codes.group(4))
+    result = Load(float(m.group(1)), int(codes.group(1)), int(req.group(2)) + non_2xx)
+    if log is not None and log.exists():
+        lat = sorted(
+            int(line.split("\t")[2]) / 1000.0
+            for line in log.read_text().splitlines()
+            if line.count("\t") >= 2
+        )
+        if lat:
+            result.p50_ms = statistics.median(lat)
+            result.p99_ms = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+    return result
+
+
+def fmt(load: Load) -> str:
+    text = f"{load.rps:9.0f} req/s"
+    if load.p50_ms is not None and load.p99_ms is not None:
+        text = f"p50 {load.p50_ms:6.2f} ms  p99 {load.p99_ms:6.2f} ms"
+    if load.failed:
+        text += f"  ({load.failed} failed/non-2xx of {load.ok + load.failed})"
+    return text
+
+
+# --- the benchmark -----------------------------------------------------------------------------
+
+
+def write_config(directory: Path, with_list: bool, with_quota: bool) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    data = resources.files("mixerd.attribute")
+    (directory / "00-istio-attributes.yaml").write_text(
+        data.joinpath("data/istio-attributes.yaml").read_text("utf-8")
+    )
+    (directory / "01-mixerd-attributes.yaml").write_text(
+        data.joinpath("data/mixerd-attributes.yaml").read_text("utf-8")
+    )
+    policy = COMMON_POLICY + "---\n" + (LIST_POLICY if with_list else DENIER_INSTEAD_OF_LIST)
+    if with_quota:
+        policy += "---\n" + QUOTA_POLICY
+    (directory / "10-policy.yaml").write_text(policy)
+
+
+def mixerd_serve_usable(needs: set[str]) -> bool:
+    """True when ``mixerd serve`` wires the ext_authz front-ends and has every adapter needed."""
+    if not needs <= installed_adapters():
+        return False
+    try:
+        from mixerd.api.ext_authz import ExtAuthzService
+        from mixerd.config import MemoryStore
+        from mixerd.runtime import Runtime
+        from mixerd.server.services import build_http_authz_app, build_services
+
+        rt = Runtime(MemoryStore(), adapters={})
+        return (
+            any(isinstance(s, ExtAuthzService) for s in build_services(rt))
+            and build_http_authz_app(rt) is not None
+        )
+    except Exception:
+        return False
+
+
+def start_mixerd(
+    tmp: Path, config: Path, grpc_port: int, http_port: int, app_port: int, needs: set[str]
+) -> tuple[subprocess.Popen[bytes], str, bool]:
+    """Start mixerd; the flag says whether ``app_port`` serves the application form too."""
+    log = open(tmp / "mixerd.log", "wb")  # noqa: SIM115 (kept open for the child's lifetime)
+    if mixerd_serve_usable(needs):
+        mixerd_cli = shutil.which("mixerd", path=str(Path(sys.executable).parent)) or "mixerd"
+        cmd = [
+            mixerd_cli, "serve", "--config", str(config),
+            "--grpc-address", f"127.0.0.1:{grpc_port}", "--http-authz-address", f"127.0.0.1:{http_port}",
+            "--monitoring-address", f"127.0.0.1:{free_port()}", "--prometheus-address", "",
+            "--log-level", "warning",
+        ]  # fmt: skip
+        how, both = "mixerd serve", False
+    else:
+        cmd = [
+            sys.executable,
+            __file__,
+            "--serve-mixerd",
+            str(config),
+            str(grpc_port),
+            str(http_port),
+            str(app_port),
+        ]
+        how = "this script's --serve-mixerd (mixerd serve does not wire ext_authz or lacks an adapter yet)"
+        both = True
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_port(grpc_port, proc)
+        wait_port(http_port, proc)
+    except RuntimeError:
+        stop(proc)
+        raise RuntimeError(f"mixerd did not start ({how}):\n" + (tmp / "mixerd.log").read_text()) from None
+    return proc, how, both
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def measured(pid: int, run: Any) -> tuple[Load, float]:
+    """Run ``run()`` and return its load result and the CPU microseconds ``pid`` spent per request."""
+    before = cpu_seconds(pid)
+    load: Load = run()
+    spent = cpu_seconds(pid) - before
+    done = load.ok + load.failed
+    return load, (spent / done * 1e6 if done else float("nan"))
+
+
+def static_upstream(tmp: Path) -> tuple[NginxProcess, int]:
+    port = free_port()
+    conf = f"""
+worker_processes 1;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path tmp/body; proxy_temp_path tmp/proxy; fastcgi_temp_path tmp/fastcgi;
+    uwsgi_temp_path tmp/uwsgi; scgi_temp_path tmp/scgi;
+    server {{ listen 127.0.0.1:{port}; keepalive_requests 1000000; location / {{ return 200 "ok\\n"; }} }}
+}}
+"""
+    return start_nginx(tmp / "upstream", conf, port), port
+
+
+def run_envoy(
+    tmp: Path, name: str, authz_grpc: int, authz_http: int, upstream: int
+) -> tuple[EnvoyProcess, str]:
+    ports = {k: free_port() for k in ("admin", "grpc", "http")}
+    config = authz_config(
+        admin_port=ports["admin"],
+        grpc_listener_port=ports["grpc"],
+        http_listener_port=ports["http"],
+        authz_grpc_port=authz_grpc,
+        authz_http_port=authz_http,
+        upstream_port=upstream,
+        default_extensions={"mixerd.quotas": "requestcount"},
+    )
+    envoy = start_envoy(tmp / f"envoy-{name}", config, ports["admin"], concurrency=1)
+    return envoy, f"http://127.0.0.1:{ports['grpc']}/bench"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--duration", type=float, default=6.0, help="seconds per measurement [%(default)s]")
+    p.add_argument("--connections", type=int, default=16, help="h2load connections [%(default)s]")
+    p.add_argument("--rate", type=float, default=400.0, help="req/s of the latency runs [%(default)s]")
+    p.add_argument(
+        "--serve-mixerd", nargs=4, metavar=("CONFIG", "GRPC", "HTTP", "APP"), help=argparse.SUPPRESS
+    )
+    p.add_argument("--serve-bare", type=int, metavar="GRPC_PORT", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.serve_mixerd:
+        config, grpc_port, http_port, app_port = args.serve_mixerd
+        asyncio.run(serve_mixerd(Path(config), int(grpc_port), int(http_port), int(app_port)))
+        return 0
+    if args.serve_bare:
+        asyncio.run(serve_bare(args.serve_bare))
+        return 0
+
+    for tool in ("h2load",):
+        if shutil.which(tool) is None:
+            print(f"{tool} is not installed (apt-get install nghttp2-client); nothing measured")
+            return 0
+    nginx_binary()
+    have = set(child_adapters())
+    with_list = "listchecker" in have
+    with_quota = "memquota" in have
+    needs = {"denier"} | ({"listchecker"} if with_list else set()) | ({"memquota"} if with_quota else set())
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-ext-authz-"))
+    procs: list[subprocess.Popen[bytes]] = []
+    stoppers: list[Any] = []
+    try:
+        config = tmp / "config"
+        write_config(config, with_list, with_quota)
+        mixerd_grpc, mixerd_http, mixerd_app, bare_grpc = free_port(), free_port(), free_port(), free_port()
+        mixerd, how, both_http = start_mixerd(tmp, config, mixerd_grpc, mixerd_http, mixerd_app, needs)
+        procs.append(mixerd)
+        bare = subprocess.Popen(
+            [sys.executable, __file__, "--serve-bare", str(bare_grpc)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
+        procs.append(bare)
+        wait_port(bare_grpc, bare)
+        upstream, upstream_port = static_upstream(tmp)
+        stoppers.append(upstream.stop)
+
+        print(f"mixerd process: {how}")
+        print(
+            "policy: "
+            + (
+                "listchecker whitelist on x-user"
+                if with_list
+                else "denier on x-user: mallory (list adapter not installed)"
+            )
+            + ", deny rule on x-deny, header operation x-user-id"
+            + (
+                ", memquota quota 'requestcount' on every request"
+                if with_quota
+                else ", no quota (memquota not installed)"
+            )
+        )
+        print(
+            f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start; "
+            f"load: h2load --h1, 1 thread, {args.connections} connections, "
+            f"{args.duration:g} s per run (+1 s warm-up); upstream: nginx return 200"
+        )
+        hdrs = {"x-user": "alice"}
+        n = args.connections
+        d = args.duration
+
+        # (1) Envoy + ext_authz gRPC
+        envoy_m, url_m = run_envoy(tmp, "mixerd", mixerd_grpc, mixerd_http, upstream_port)
+        stoppers.append(envoy_m.stop)
+        assert fetch(url_m, hdrs) == 200, "an allowed request was not allowed through Envoy"
+        assert fetch(url_m, {"x-user": "mallory"}) == 403, "a denied request was not denied through Envoy"
+        assert fetch(url_m, {"x-user": "alice", "x-deny": "true"}) == 403
+        envoy_b, url_b = run_envoy(tmp, "bare", bare_grpc, mixerd_http, upstream_port)
+        stoppers.append(envoy_b.stop)
+        assert fetch(url_b, hdrs) == 200
+
+        t_m, cpu_m = measured(mixerd.pid, lambda: h2load(url_m, connections=n, duration=d, headers=hdrs))
+        t_b, cpu_b = measured(bare.pid, lambda: h2load(url_b, connections=n, duration=d, headers=hdrs))
+        lc = 4
+        l_m = h2load(url_m, connections=lc, duration=d, headers=hdrs, rps=args.rate, log=tmp / "lat-m.tsv")
+        l_b = h2load(url_b, connections=lc, duration=d, headers=hdrs, rps=args.rate, log=tmp / "lat-b.tsv")
+        envoy_m.stop()
+        envoy_b.stop()
+        print("\n(1) Envoy (1 worker) + ext_authz gRPC")
+        print(f"  throughput  mixerd          {fmt(t_m)}   authz process CPU {cpu_m:6.0f} us/check")
+        print(f"  throughput  bare OK server  {fmt(t_b)}   authz process CPU {cpu_b:6.0f} us/check")
+        print(f"  ratio mixerd / bare: {t_m.rps / t_b.rps:.2f} (goal >= 0.9)")
+        print(f"  latency at {args.rate:g} req/s ({lc} connections)")
+        print(f"    mixerd          {fmt(l_m)}")
+        print(f"    bare OK server  {fmt(l_b)}")
+        if (
+            l_m.p99_ms is not None
+            and l_b.p99_ms is not None
+            and l_m.p50_ms is not None
+            and l_b.p50_ms is not None
+        ):
+            print(
+                f"  mixerd's added latency: p50 {l_m.p50_ms - l_b.p50_ms:+.2f} ms, "
+                f"p99 {l_m.p99_ms - l_b.p99_ms:+.2f} ms (goal: p99 < 2 ms)"
+            )
+
+        # (2) nginx + auth_request
+        variants = [
+            ("mixerd HTTP endpoint (low-level server)" if both_http else "mixerd HTTP endpoint", mixerd_http)
+        ]
+        if both_http:
+            variants.append(("mixerd HTTP endpoint (application)", mixerd_app))
+        print("\n(2) nginx (1 worker) + auth_request")
+        results: list[tuple[str, Load, float | None]] = []
+        for label, port in variants:
+            front = free_port()
+            conf = auth_request_config(listen_port=front, mixerd_port=port, upstream_port=upstream_port)
+            ngx: NginxProcess = start_nginx(tmp / f"nginx-{port}", conf, front)
+            stoppers.append(ngx.stop)
+            url = f"http://127.0.0.1:{front}/bench"
+            assert fetch(url, hdrs) == 200
+            assert fetch(url, {"x-user": "alice", "x-deny": "true"}) == 403
+            load, cpu = measured(
+                mixerd.pid, lambda url=url: h2load(url, connections=n, duration=d, headers=hdrs)
+            )
+            results.append((label, load, cpu))
+            ngx.stop()
+        front = free_port()
+        conf = auth_request_config(
+            listen_port=front, mixerd_port=mixerd_http, upstream_port=upstream_port, auth_target="static"
+        )
+        ngx_b = start_nginx(tmp / "nginx-static", conf, front)
+        stoppers.append(ngx_b.stop)
+        static = h2load(f"http://127.0.0.1:{front}/bench", connections=n, duration=d, headers=hdrs)
+        ngx_b.stop()
+        for label, load, cpu in results:
+            print(f"  throughput  {label:40s} {fmt(load)}   mixerd CPU {cpu:6.0f} us/check")
+        print(f"  throughput  {'return 204':40s} {fmt(static)}")
+        for label, load, _ in results:
+            print(f"  ratio {label} / return 204: {load.rps / static.rps:.2f} (goal >= 0.9)")
+    finally:
+        for s in reversed(stoppers):
+            try:
+                s()
+            except Exception as exc:  # keep stopping the rest
+                print(f"stopping: {exc}", file=sys.stderr)
+        for proc in procs:
+            stop(proc)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,222 @@
+"""The HTTP forward-auth endpoint over a real runtime (aiohttp test client, MemoryStore config)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import BaseTestServer, TestClient, TestServer
+
+from mixerd.api.ext_authz import HttpAuthzOptions, build_http_authz_app, build_http_authz_server
+from mixerd.runtime import Runtime
+from tests.ext_authz_support import BOOM_POLICY, start_runtime
+
+MakeClient = Callable[..., Awaitable[TestClient]]  # type: ignore[type-arg]
+
+
+class _LowLevelTestServer(BaseTestServer):  # type: ignore[type-arg]
+    """Serves a ready-made ``web.Server`` (what build_http_authz_server returns)."""
+
+    def __init__(self, server: web.Server, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._low_level = server
+
+    async def _make_runner(self, **kwargs: Any) -> web.ServerRunner:
+        return web.ServerRunner(self._low_level, **kwargs)
+
+
+@pytest.fixture
+async def runtime() -> AsyncIterator[Runtime]:
+    rt = await start_runtime(BOOM_POLICY)
+    try:
+        yield rt
+    finally:
+        await rt.close()
+
+
+@pytest.fixture(params=["application", "low-level server"])
+def make_client(request: pytest.FixtureRequest) -> MakeClient:
+    """Both forms of the endpoint: ``build_http_authz_app`` and ``build_http_authz_server``."""
+
+    async def make(runtime: Runtime, options: HttpAuthzOptions | None = None) -> TestClient:  # type: ignore[type-arg]
+        if request.param == "application":
+            server: BaseTestServer = TestServer(build_http_authz_app(runtime, options))  # type: ignore[type-arg]
+        else:
+            server = _LowLevelTestServer(build_http_authz_server(runtime, options))
+        client = TestClient(server)
+        await client.start_server()
+        return client
+
+    return make
+
+
+async def test_allowed_is_200_with_an_empty_body(runtime: Runtime, make_client: MakeClient) -> None:
+    client = await make_client(runtime)
+    try:
+        for method in ("GET", "POST", "DELETE"):
+            resp = await client.request(method, "/any/path?x=1")
+            assert resp.status == 200
+            assert resp.headers["Content-Length"] == "0"
+            assert await resp.read() == b""
+            assert "x-mixerd-status" not in resp.headers
+    finally:
+        await client.close()
+
+
+async def test_header_operations_come_back_as_response_headers(
+    runtime: Runtime, make_client: MakeClient
+) -> None:
+    client = await make_client(runtime)
+    try:
+        resp = await client.get("/_mixerd", headers={"X-User": "alice", "X-Original-URI": "/orders"})
+        assert resp.status == 200
+        assert resp.headers["x-user-id"] == "alice"
+        assert resp.headers["x-authz"] == "ok"
+        assert await resp.read() == b""
+    finally:
+        await client.close()
+
+
+async def test_denied_is_403_with_a_short_text_body(runtime: Runtime, make_client: MakeClient) -> None:
+    client = await make_client(runtime)
+    try:
+        resp = await client.get("/_mixerd", headers={"X-Deny": "true", "X-User": "alice"})
+        assert resp.status == 403
+        assert resp.headers["x-mixerd-status"] == "PERMISSION_DENIED"
+        assert "x-user-id" not in resp.headers  # header operations apply only to allowed requests
+        body = await resp.text()
+        assert "blocked by x-deny" in body
+        assert len(body.encode()) <= 200
+    finally:
+        await client.close()
+
+
+async def test_namespace_from_extension_headers_selects_namespace_rules(
+    runtime: Runtime, make_client: MakeClient
+) -> None:
+    client = await make_client(runtime, HttpAuthzOptions(extension_headers=True))
+    try:
+        shop = {"X-Mixerd-Ext-Namespace": "shop", "X-Original-URI": "/admin/users"}
+        resp = await client.get("/_mixerd", headers=shop)
+        assert resp.status == 403
+        assert "admin is closed" in await resp.text()
+        resp = await client.get("/_mixerd", headers={"X-Original-URI": "/admin/users"})
+        assert resp.status == 200
+    finally:
+        await client.close()
+
+
+async def test_extension_headers_are_ignored_unless_enabled(
+    runtime: Runtime, make_client: MakeClient
+) -> None:
+    client = await make_client(runtime)
+    try:
+        resp = await client.get(
+            "/_mixerd", headers={"X-Mixerd-Ext-Namespace": "shop", "X-Original-URI": "/admin"}
+        )
+        assert resp.status == 200
+    finally:
+        await client.close()
+
+
+async def test_prefix_is_stripped_from_the_request_line(runtime: Runtime, make_client: MakeClient) -> None:
+    client = await make_client(runtime, HttpAuthzOptions(prefix="/authz", extension_headers=True))
+    try:
+        resp = await client.post("/authz/admin/x?y=1", headers={"X-Mixerd-Ext-Namespace": "shop"})
+        assert resp.status == 403
+        resp = await client.post("/authz/public", headers={"X-Mixerd-Ext-Namespace": "shop"})
+        assert resp.status == 200
+    finally:
+        await client.close()
+
+
+async def test_quota_exhaustion_is_429_with_rate_limit_headers(
+    runtime: Runtime, make_client: MakeClient
+) -> None:
+    client = await make_client(runtime, HttpAuthzOptions(extension_headers=True))
+    try:
+        q = {"X-Mixerd-Ext-mixerd.quotas": "requestcount", "X-User": "q1"}
+        for _ in range(3):
+            resp = await client.get("/_mixerd", headers=q)
+            assert resp.status == 200
+            assert resp.headers["x-user-id"] == "q1"
+        resp = await client.get("/_mixerd", headers=q)
+        assert resp.status == 429
+        assert resp.headers["x-mixerd-status"] == "RESOURCE_EXHAUSTED"
+        assert resp.headers["x-ratelimit-limit"] == "3"
+        assert resp.headers["x-ratelimit-remaining"] == "0"
+        assert int(resp.headers["retry-after"]) > 0
+        assert await resp.text() == "quota exhausted: requestcount"
+        # Another user has their own counter; requests that ask for no quota are not charged.
+        assert (await client.get("/_mixerd", headers={**q, "X-User": "q2"})).status == 200
+        assert (await client.get("/_mixerd", headers={"X-User": "q1"})).status == 200
+        # A charge larger than the limit is refused outright.
+        big = {"X-Mixerd-Ext-mixerd.quotas": "requestcount=5", "X-User": "q3"}
+        assert (await client.get("/_mixerd", headers=big)).status == 429
+    finally:
+        await client.close()
+
+
+async def test_a_failing_handler_gives_500_without_internal_details(
+    runtime: Runtime, make_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = await make_client(runtime)
+    try:
+        with caplog.at_level(logging.ERROR):
+            resp = await client.get("/_mixerd", headers={"X-Boom": "true", "X-Request-Id": "rid-7"})
+        assert resp.status == 500
+        body = await resp.text()
+        assert body == "authorization service error (request id rid-7)"
+        assert resp.headers["x-mixerd-status"] == "INTERNAL"
+        assert "hunter2" in caplog.text and "rid-7" in caplog.text
+        # Without x-request-id an id is made up, and it is the one logged.
+        caplog.clear()
+        with caplog.at_level(logging.ERROR):
+            resp = await client.get("/_mixerd", headers={"X-Boom": "true"})
+        rid = (await resp.text()).rsplit(" ", 1)[1].rstrip(")")
+        assert len(rid) == 16 and rid in caplog.text
+        # The endpoint keeps serving.
+        assert (await client.get("/_mixerd")).status == 200
+    finally:
+        await client.close()
+
+
+async def test_a_malformed_request_is_400(runtime: Runtime, make_client: MakeClient) -> None:
+    client = await make_client(runtime)
+    try:
+        resp = await client.get("/_mixerd", headers={"X-Real-IP": "999.1.1.1"})
+        assert resp.status == 400
+        assert "X-Real-IP" in await resp.text()
+        bad_quota = {"X-Mixerd-Ext-mixerd.quotas": "requestcount=0"}
+        client2 = await make_client(runtime, HttpAuthzOptions(extension_headers=True))
+        try:
+            resp = await client2.get("/_mixerd", headers=bad_quota)
+            assert resp.status == 400
+        finally:
+            await client2.close()
+        assert (await client.get("/_mixerd")).status == 200
+    finally:
+        await client.close()
+
+
+async def test_source_ip_from_x_real_ip_reaches_rules(runtime: Runtime, make_client: MakeClient) -> None:
+    extra = """
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: deny-ip, namespace: istio-system}
+spec:
+  match: source.ip == ip("192.0.2.66")
+  actions: [{handler: deny-header, instances: [denycheck]}]
+"""
+    rt = await start_runtime(extra)
+    client = await make_client(rt)
+    try:
+        assert (await client.get("/", headers={"X-Real-IP": "192.0.2.66"})).status == 403
+        assert (await client.get("/", headers={"X-Forwarded-For": "192.0.2.66, 10.0.0.1"})).status == 403
+        assert (await client.get("/", headers={"X-Real-IP": "192.0.2.67"})).status == 200
+    finally:
+        await client.close()
+        await rt.close()
