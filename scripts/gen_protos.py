@@ -36,9 +36,12 @@ INIT_DOCSTRINGS = {
 
 
 def _protoc(args: list[str]) -> None:
-    import grpc_tools  # noqa: F401  (fail early with a clear message when it is missing)
+    try:
+        import grpc_tools
+    except ImportError:
+        raise SystemExit("grpcio-tools is not installed (pip install grpcio-tools)") from None
 
-    wkt = Path(grpc_tools.__file__).resolve().parent / "_proto"
+    wkt = Path(grpc_tools.__file__).resolve().parent / "_proto"  # the well-known types
     cmd = [
         sys.executable,
         "-m",

@@ -163,9 +163,12 @@ class OverlayBag(Bag):
         self._local: dict[str, Any] = {}
 
     def get(self, name: str, default: Any = None) -> Any:
-        value = self._parent.get(name, MISSING)
+        # Local first: a generated attribute is read without asking (and, for a tracking
+        # parent, without recording an absence in) the caller's bag. ``merge`` never adds a
+        # name the parent has, so the order does not change any value.
+        value = self._local.get(name, MISSING)
         if value is MISSING:
-            return self._local.get(name, default)
+            return self._parent.get(name, default)
         return value
 
     def __getitem__(self, name: str) -> Any:
