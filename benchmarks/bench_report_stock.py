@@ -153,7 +153,9 @@ async def in_process(config: Path, batches: int) -> tuple[float, str]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--requests", type=int, default=400, help="Report requests of 100 sets [default: %(default)s]")
+    ap.add_argument(
+        "--requests", type=int, default=400, help="Report requests of 100 sets [default: %(default)s]"
+    )
     ap.add_argument("--no-profile", action="store_true", help="skip the in-process profile")
     args = ap.parse_args()
 
@@ -163,12 +165,18 @@ def main() -> int:
     for name in STOCK:
         shutil.copyfile(CONFORMANCE / "stock-telemetry-config" / "rendered" / name, config / name)
     body = tmp / "report.bin"
-    body.write_bytes(grpc_frame(build_report_request([attribute_set(i) for i in range(100)]).SerializeToString()))
+    body.write_bytes(
+        grpc_frame(build_report_request([attribute_set(i) for i in range(100)]).SerializeToString())
+    )
 
     per_cpu, per_wall, errors = served(tmp, config, body, args.requests)
-    print(f"stock telemetry config, batches of 100 compressed attribute sets over gRPC (h2load):")
-    print(f"  {per_cpu:,.0f} attribute sets per server CPU-second ({per_wall:,.0f}/s wall); report errors: {errors}")
-    print(f"  Mixer (Istio's published 0.6 vCPU per 1,000 rps): about 1,700 per vCPU-second -> {per_cpu / 1700:.1f}x")
+    print("stock telemetry config, batches of 100 compressed attribute sets over gRPC (h2load):")
+    print(
+        f"  {per_cpu:,.0f} attribute sets per server CPU-second ({per_wall:,.0f}/s wall); report errors: {errors}"
+    )
+    print(
+        f"  Mixer (Istio's published 0.6 vCPU per 1,000 rps): about 1,700 per vCPU-second -> {per_cpu / 1700:.1f}x"
+    )
     print(f"  goal >= 20,000: {'met' if per_cpu >= 20000 else 'NOT met'}")
     if not args.no_profile:
         rate, profile = asyncio.run(in_process(config, 200))

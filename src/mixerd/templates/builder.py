@@ -123,7 +123,9 @@ class _MapGetter:
 
     __slots__ = ("items", "memo_key")
 
-    def __init__(self, items: tuple[tuple[str, Callable[[Mapping[str, Any]], Any]], ...], memo_key: str) -> None:
+    def __init__(
+        self, items: tuple[tuple[str, Callable[[Mapping[str, Any]], Any]], ...], memo_key: str
+    ) -> None:
         self.items = items
         self.memo_key = memo_key
 

@@ -36,8 +36,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import enum
-from collections.abc import Mapping
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
