@@ -413,9 +413,7 @@ def test_report_independent_sets_stand_alone() -> None:
     assert all(len(m.words) == 0 for m in req.attributes)
     bags = decode_report(req)
     assert [dict(b) for b in bags] == sets
-    first = bags[0]
-    assert isinstance(first, ProtoBag) and isinstance(bags[1], ProtoBag)
-    assert first.get("absent") is None and len(first.tracker) == 0
+    assert all(type(b) is dict for b in bags)  # plain dicts: the cheapest bags to read
 
 
 def test_report_delta_sets_accumulate() -> None:

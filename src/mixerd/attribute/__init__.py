@@ -5,11 +5,13 @@ from mixerd.attribute.bag import (
     Bag,
     Condition,
     DictBag,
+    FrozenReferences,
     OverlayBag,
     Reference,
     ReferenceTracker,
     TrackedStringMap,
     TrackingBag,
+    sorted_references,
 )
 from mixerd.attribute.coerce import coerce
 from mixerd.attribute.dictionary import GLOBAL_DICTIONARY, GLOBAL_INDEX
@@ -43,6 +45,7 @@ __all__ = [
     "DNSName",
     "DictBag",
     "EmailAddress",
+    "FrozenReferences",
     "IPAddress",
     "Manifest",
     "ManifestError",
@@ -59,6 +62,7 @@ __all__ = [
     "manifest_from_resources",
     "parse_duration",
     "parse_timestamp",
+    "sorted_references",
     "stock_manifest",
     "type_of",
 ]

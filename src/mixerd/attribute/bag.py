@@ -20,6 +20,7 @@ from typing import Any, Final
 
 __all__ = [
     "MISSING",
+    "FrozenReferences",
     "Bag",
     "Condition",
     "DictBag",
@@ -28,6 +29,7 @@ __all__ = [
     "ReferenceTracker",
     "TrackedStringMap",
     "TrackingBag",
+    "sorted_references",
 ]
 
 
@@ -101,11 +103,13 @@ class ReferenceTracker:
         self._refs.clear()
         self.whole_maps.clear()
 
+    def frozen(self) -> FrozenReferences:
+        """The references so far as a hashable value (cheap; see :func:`sorted_references`)."""
+        return tuple(self._refs.items())
+
     def references(self) -> list[Reference]:
         """All references, sorted by name and key."""
-        refs = (Reference(n, k, c) for (n, k), c in self._refs.items())
-        # A whole attribute (map_key None) sorts before its map keys; None and str don't compare.
-        return sorted(refs, key=lambda r: (r.name, r.map_key is not None, r.map_key or "", r.condition))
+        return sorted_references(self.frozen())
 
     def log(self) -> list[str]:
         """Mixer's test-suite form: sorted ``name`` / ``-name`` / ``map[key]`` / ``-map[key]`` strings."""
@@ -113,6 +117,17 @@ class ReferenceTracker:
 
     def __len__(self) -> int:
         return len(self._refs)
+
+
+FrozenReferences = tuple[tuple[tuple[str, str | None], Condition], ...]
+"""What :meth:`ReferenceTracker.frozen` returns: ``((name, map_key), condition)`` pairs."""
+
+
+def sorted_references(frozen: FrozenReferences) -> list[Reference]:
+    """:class:`Reference` objects for a frozen reference set, sorted by name and key."""
+    refs = (Reference(n, k, c) for (n, k), c in frozen)
+    # A whole attribute (map_key None) sorts before its map keys; None and str don't compare.
+    return sorted(refs, key=lambda r: (r.name, r.map_key is not None, r.map_key or "", r.condition))
 
 
 class Bag(Mapping[str, Any]):

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from mixerd.adapter import CheckResult, Code, QuotaArgs, QuotaResult, Status
-from mixerd.attribute import MISSING, OverlayBag, Reference, ReferenceTracker
+from mixerd.attribute import MISSING, FrozenReferences, OverlayBag, ReferenceTracker
 from mixerd.lang import EvaluationError
 from mixerd.runtime import metrics
 from mixerd.runtime.routing import Destination, NamespaceTable, RoutingTable
@@ -83,14 +83,15 @@ class RouteDirective:
 @dataclass(frozen=True, slots=True)
 class QuotaOutcome:
     result: QuotaResult
-    references: list[Reference] | None = None
+    references: FrozenReferences | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class CheckOutcome:
     result: CheckResult
     directive: RouteDirective | None = None
-    references: list[Reference] | None = None
+    references: FrozenReferences | None = None
+    """The referenced attributes (``mixerd.attribute.sorted_references`` gives Reference objects)."""
     quotas: Mapping[str, QuotaOutcome] = field(default_factory=dict)
 
 
@@ -156,7 +157,9 @@ class Dispatcher:
         ``tracker``, when given, is the reference tracker of ``bag``: the outcome then carries
         the referenced attributes of the precondition and of each quota.
         """
-        with self.pinned() as t:
+        t = self._table
+        t.in_flight += 1
+        try:
             bag = await self._preprocess(t, bag, fail=True)
             after_preprocess = tracker.snapshot() if tracker is not None and quotas else None
             ns = request_namespace(bag)
@@ -165,7 +168,7 @@ class Dispatcher:
             directive = None
             if result.status.code == Code.OK and nt.directives:
                 directive = _directives(nt, bag)
-            references = tracker.references() if tracker is not None else None
+            references = tracker.frozen() if tracker is not None else None
             quota_out: dict[str, QuotaOutcome] = {}
             if quotas and result.status.code == Code.OK:
                 qt = t.lookup(Variety.QUOTA, ns)
@@ -177,8 +180,10 @@ class Dispatcher:
                     except DispatchError as exc:
                         _log.warning("quota %s failed: %s", name, exc)
                         qr = QuotaResult()
-                    quota_out[name] = QuotaOutcome(qr, tracker.references() if tracker is not None else None)
+                    quota_out[name] = QuotaOutcome(qr, tracker.frozen() if tracker is not None else None)
             return CheckOutcome(result, directive, references, quota_out)
+        finally:
+            t.in_flight -= 1
 
     async def _check(self, nt: NamespaceTable, bag: Mapping[str, Any]) -> CheckResult:
         answers: list[tuple[Destination, CheckResult]] = []
@@ -294,10 +299,11 @@ class Dispatcher:
                 return errors
             buffers: dict[Destination, list[Any]] = {}
             has_generators = t.has_generators
+            generated: dict[Any, Mapping[str, Any]] = {}
             for bag in bags:
                 if has_generators:
                     try:
-                        bag = await self._preprocess(t, bag, fail=False)
+                        bag = await self._preprocess(t, bag, fail=False, generated=generated)
                     except DispatchError as exc:
                         errors.append(str(exc))
                 memo: dict[str, Any] = {}
@@ -346,7 +352,20 @@ class Dispatcher:
 
     # -- attribute generation ------------------------------------------------------------------
 
-    async def _preprocess(self, t: RoutingTable, bag: Mapping[str, Any], *, fail: bool) -> Mapping[str, Any]:
+    async def _preprocess(
+        self,
+        t: RoutingTable,
+        bag: Mapping[str, Any],
+        *,
+        fail: bool,
+        generated: dict[Any, Mapping[str, Any]] | None = None,
+    ) -> Mapping[str, Any]:
+        """Run the attribute generators over ``bag``; return the bag with their attributes.
+
+        ``generated`` (reports) remembers, for the length of one request, what each generator
+        produced for each distinct instance: a sidecar's batch repeats the same source and
+        destination over and over, and a generator's answer depends only on its instance.
+        """
         if not t.has_generators:
             return bag
         nt = t.lookup(Variety.ATTRIBUTE_GENERATOR, request_namespace(bag))
@@ -359,8 +378,18 @@ class Dispatcher:
                 if g.condition is not None and not _matches(g.condition, bag):
                     continue
                 for b, mapper in zip(g.builders, g.mappers or (None,) * len(g.builders), strict=False):
+                    key: Any = None
                     try:
                         inst = b.build(bag)
+                        if generated is not None:
+                            key = (d, mapper, inst)
+                            try:
+                                mapped = generated.get(key)
+                            except TypeError:  # an instance with map fields is not hashable
+                                key = mapped = None
+                            if mapped is not None:
+                                out.merge(mapped)
+                                continue
                         outputs = d.method(inst)
                         if d.is_async:
                             outputs = await asyncio.wait_for(outputs, self.check_deadline)
@@ -371,10 +400,12 @@ class Dispatcher:
                             raise DispatchError(message) from None
                         _log.warning("%s", message)
                         continue
-                    if mapper is not None:
-                        # Bindings apply even when the generator found nothing: their
-                        # ``$out.x | default`` fallbacks still produce attributes (Mixer's behaviour).
-                        out.merge(mapper.map(outputs or {}))
+                    # Bindings apply even when the generator found nothing: their
+                    # ``$out.x | default`` fallbacks still produce attributes (Mixer's behaviour).
+                    mapped = mapper.map(outputs or {}) if mapper is not None else {}
+                    if key is not None and generated is not None:
+                        generated[key] = mapped
+                    out.merge(mapped)
         return out
 
 

@@ -294,7 +294,7 @@ class OutputMapper:
         """Evaluate the bindings over the generator's ``outputs`` (only the fields it set)."""
         get = outputs.get
         result = {attr: get(field, default) for attr, field, default in self._direct}
-        if result and MISSING in result.values():
+        if any(v is MISSING for v in result.values()):
             result = {k: v for k, v in result.items() if v is not MISSING}
         if self._bindings:
             bag = {_OUT_NAME + k: v for k, v in outputs.items()}

@@ -18,6 +18,7 @@ import grpc
 
 from mixerd._proto.mixer.v1 import check_pb2, mixer_pb2_grpc, report_pb2
 from mixerd.adapter import QuotaArgs
+from mixerd.attribute import sorted_references
 from mixerd.api.mixer_v1.convert import (
     BadRequest,
     DictionaryMismatch,
@@ -36,6 +37,7 @@ __all__ = ["MixerService"]
 _log = logging.getLogger(__name__)
 _EMPTY_REPORT = report_pb2.ReportResponse()
 _MAX_REPORT_ERRORS = 5
+_RESPONSE_CACHE_SIZE = 4096
 
 
 class MixerService(mixer_pb2_grpc.MixerServicer):  # type: ignore[misc]
@@ -50,6 +52,8 @@ class MixerService(mixer_pb2_grpc.MixerServicer):  # type: ignore[misc]
         self._report_ok = metrics.REQUESTS.labels("mixer", "Report", "OK")
         self._check_seconds = metrics.REQUEST_SECONDS.labels("mixer", "Check")
         self._report_seconds = metrics.REQUEST_SECONDS.labels("mixer", "Report")
+        self._responses: dict[Any, Any] = {}
+        """Encoded responses by (result, directive, references, whole maps, word count)."""
 
     def register(self, server: grpc.aio.Server) -> None:
         mixer_pb2_grpc.add_MixerServicer_to_server(self, server)
@@ -86,13 +90,23 @@ class MixerService(mixer_pb2_grpc.MixerServicer):  # type: ignore[misc]
             raise AssertionError("unreachable") from None
         whole_maps = bag.tracker.whole_maps
         r = outcome.result
+        key = None
+        if not outcome.quotas:
+            # The same answer to the same question encodes to the same response: reuse it (a
+            # proxy asks the same few questions over and over). Responses are never mutated.
+            key = (r, outcome.directive, outcome.references, frozenset(whole_maps), gwc)
+            cached = self._responses.get(key)
+            if cached is not None:
+                self._check_ok.inc()
+                self._check_seconds.observe(time.perf_counter() - start)
+                return cached
         response = check_pb2.CheckResponse(
             precondition=encode_precondition(
                 status_code=r.status.code,
                 message=r.status.message,
                 valid_duration=r.valid_duration,
                 valid_use_count=r.valid_use_count,
-                referenced=encode_referenced(outcome.references or (), whole_maps, gwc),
+                referenced=encode_referenced(sorted_references(outcome.references or ()), whole_maps, gwc),
                 route_directive=outcome.directive,  # type: ignore[arg-type]
             )
         )
@@ -104,9 +118,13 @@ class MixerService(mixer_pb2_grpc.MixerServicer):  # type: ignore[misc]
                     message=qr.status.message,
                     valid_duration=qr.valid_duration,
                     granted_amount=qr.amount,
-                    referenced=encode_referenced(q.references or (), whole_maps, gwc),
+                    referenced=encode_referenced(sorted_references(q.references or ()), whole_maps, gwc),
                 )
             )
+        if key is not None:
+            if len(self._responses) >= _RESPONSE_CACHE_SIZE:
+                self._responses.clear()
+            self._responses[key] = response
         self._check_ok.inc()
         self._check_seconds.observe(time.perf_counter() - start)
         return response
