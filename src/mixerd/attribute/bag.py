@@ -20,10 +20,10 @@ from typing import Any, Final
 
 __all__ = [
     "MISSING",
-    "FrozenReferences",
     "Bag",
     "Condition",
     "DictBag",
+    "FrozenReferences",
     "OverlayBag",
     "Reference",
     "ReferenceTracker",

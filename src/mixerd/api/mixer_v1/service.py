@@ -18,7 +18,6 @@ import grpc
 
 from mixerd._proto.mixer.v1 import check_pb2, mixer_pb2_grpc, report_pb2
 from mixerd.adapter import QuotaArgs
-from mixerd.attribute import sorted_references
 from mixerd.api.mixer_v1.convert import (
     BadRequest,
     DictionaryMismatch,
@@ -29,6 +28,7 @@ from mixerd.api.mixer_v1.convert import (
     encode_quota_result,
     encode_referenced,
 )
+from mixerd.attribute import sorted_references
 from mixerd.runtime import Dispatcher, DispatchError, metrics
 from mixerd.runtime.reporting import ReportPipeline
 
