@@ -92,6 +92,9 @@ class CheckOutcome:
     directive: RouteDirective | None = None
     references: FrozenReferences | None = None
     """The referenced attributes (``mixerd.attribute.sorted_references`` gives Reference objects)."""
+    reason: str = ""
+    """The first denying handler's own message, without Mixer's ``<handler>:`` prefix: what a
+    front-end may show an end user (the handler names stay internal)."""
     quotas: Mapping[str, QuotaOutcome] = field(default_factory=dict)
 
 
@@ -164,7 +167,7 @@ class Dispatcher:
             after_preprocess = tracker.snapshot() if tracker is not None and quotas else None
             ns = request_namespace(bag)
             nt = t.lookup(Variety.CHECK, ns)
-            result = await self._check(nt, bag) if nt.destinations else _OK_DEFAULT
+            result, reason = await self._check(nt, bag) if nt.destinations else (_OK_DEFAULT, "")
             directive = None
             if result.status.code == Code.OK and nt.directives:
                 directive = _directives(nt, bag)
@@ -181,11 +184,11 @@ class Dispatcher:
                         _log.warning("quota %s failed: %s", name, exc)
                         qr = QuotaResult()
                     quota_out[name] = QuotaOutcome(qr, tracker.frozen() if tracker is not None else None)
-            return CheckOutcome(result, directive, references, quota_out)
+            return CheckOutcome(result, directive, references, reason=reason, quotas=quota_out)
         finally:
             t.in_flight -= 1
 
-    async def _check(self, nt: NamespaceTable, bag: Mapping[str, Any]) -> CheckResult:
+    async def _check(self, nt: NamespaceTable, bag: Mapping[str, Any]) -> tuple[CheckResult, str]:
         answers: list[tuple[Destination, CheckResult]] = []
         pending: list[tuple[Destination, Awaitable[CheckResult]]] = []
         for d in nt.destinations:
@@ -202,8 +205,9 @@ class Dispatcher:
         if pending:
             answers.extend(await self._await_all(pending, self.check_deadline))
         if not answers:
-            return _OK_DEFAULT
+            return _OK_DEFAULT, ""
         code: int = Code.OK
+        reason = ""
         messages: list[str] = []
         duration: _dt.timedelta | None = None
         uses: int | None = None
@@ -213,13 +217,14 @@ class Dispatcher:
             if r.status.code != Code.OK:
                 if code == Code.OK:
                     code = r.status.code
+                    reason = r.status.message
                 messages.append(f"{d.name}:{r.status.message}")
             if duration is None or r.valid_duration < duration:
                 duration = r.valid_duration
             if uses is None or r.valid_use_count < uses:
                 uses = r.valid_use_count
         assert duration is not None and uses is not None
-        return CheckResult(Status(code, ", ".join(messages)), duration, uses)
+        return CheckResult(Status(code, ", ".join(messages)), duration, uses), reason
 
     async def _await_all(
         self, pending: list[tuple[Destination, Awaitable[Any]]], deadline: float

@@ -881,9 +881,10 @@ def decide(outcome: CheckOutcome, quotas: Mapping[str, QuotaArgs] | None = None)
     """Turn a dispatcher outcome (and the quotas that were requested) into a :class:`Verdict`."""
     status = outcome.result.status
     if status.code != Code.OK:
-        return Verdict(
-            status.code, http_status_for(status.code), status.message, (), (_status_header(status.code),)
-        )
+        # The denying handler's own words; the Mixer-style "<handler>:<message>" list names
+        # config internals and stays in mixerd's logs and Mixer API answers.
+        message = outcome.reason or status.message
+        return Verdict(status.code, http_status_for(status.code), message, (), (_status_header(status.code),))
     if quotas:
         for name, args in quotas.items():
             q = outcome.quotas.get(name)
