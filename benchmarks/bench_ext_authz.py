@@ -17,9 +17,8 @@ when the ``list`` adapter is installed (else a denier on ``x-user: mallory``, an
 so), a header-match deny rule, a header operation, and a memquota quota charged on every request
 (limit far above the load) when memquota is installed.
 
-mixerd runs in its own process: ``mixerd serve`` when it serves ext_authz and the adapters the
-policy needs, otherwise ``python bench_ext_authz.py --serve-mixerd`` (the same runtime and
-front-ends wired by this script), which the output names. The upstream is a static nginx server.
+mixerd runs in its own process (``mixerd serve``); the bare server too. The upstream is a static
+nginx server.
 Prints the results and exits 0; the whole run takes about 10 x ``--duration`` plus ~10 s.
 
 Usage: .venv/bin/python benchmarks/bench_ext_authz.py [--duration 6] [--connections 16] [--rate 400]
@@ -190,64 +189,7 @@ def fetch(url: str, headers: dict[str, str]) -> int:
         return int(exc.code)
 
 
-def installed_adapters() -> set[str]:
-    from importlib.metadata import entry_points
-
-    return {ep.name for ep in entry_points(group="mixerd.adapters")}
-
-
-def child_adapters() -> dict[str, Any]:
-    """Adapters for --serve-mixerd: the installed ones plus built-ins not registered yet."""
-    from mixerd.adapter import load_adapters
-
-    adapters: dict[str, Any] = dict(load_adapters())
-    try:
-        from mixerd.adapters.memquota import INFO as MEMQUOTA
-
-        adapters.setdefault("memquota", MEMQUOTA)
-    except ImportError:
-        pass
-    try:
-        from mixerd.adapters.list import INFO as LIST
-        from mixerd.adapters.list import LISTCHECKER_INFO
-
-        adapters.setdefault("list", LIST)
-        adapters.setdefault("listchecker", LISTCHECKER_INFO)
-    except ImportError:
-        pass
-    return adapters
-
-
 # --- child processes ---------------------------------------------------------------------------
-
-
-async def serve_mixerd(config: Path, grpc_port: int, http_port: int, app_port: int) -> None:
-    """mixerd's ext_authz front-ends over a runtime watching ``config``: gRPC, the HTTP endpoint
-    on aiohttp's low-level server (``http_port``) and as an application (``app_port``)."""
-    import grpc
-    from aiohttp import web
-
-    from mixerd.api.ext_authz import ExtAuthzService, build_http_authz_app, build_http_authz_server
-    from mixerd.config import FileStore
-    from mixerd.runtime import Runtime
-
-    runtime = Runtime(FileStore([config]), adapters=child_adapters())
-    await runtime.start()
-    problems = [str(e) for e in runtime.snapshot.errors] if runtime.snapshot is not None else ["no config"]
-    if problems or runtime.dispatcher.table.errors:
-        print("\n".join(["config problems:", *problems, *runtime.dispatcher.table.errors]), file=sys.stderr)
-        sys.exit(2)
-    server = grpc.aio.server(options=[("grpc.max_concurrent_streams", 1024)])
-    ExtAuthzService(runtime).register(server)
-    server.add_insecure_port(f"127.0.0.1:{grpc_port}")
-    await server.start()
-    low = web.ServerRunner(build_http_authz_server(runtime))
-    await low.setup()
-    await web.TCPSite(low, "127.0.0.1", http_port).start()
-    app = web.AppRunner(build_http_authz_app(runtime), access_log=None)
-    await app.setup()
-    await web.TCPSite(app, "127.0.0.1", app_port).start()
-    await asyncio.Event().wait()
 
 
 async def serve_bare(grpc_port: int) -> None:
@@ -343,59 +285,24 @@ def write_config(directory: Path, with_list: bool, with_quota: bool) -> None:
     (directory / "10-policy.yaml").write_text(policy)
 
 
-def mixerd_serve_usable(needs: set[str]) -> bool:
-    """True when ``mixerd serve`` wires the ext_authz front-ends and has every adapter needed."""
-    if not needs <= installed_adapters():
-        return False
-    try:
-        from mixerd.api.ext_authz import ExtAuthzService
-        from mixerd.config import MemoryStore
-        from mixerd.runtime import Runtime
-        from mixerd.server.services import build_http_authz_app, build_services
-
-        rt = Runtime(MemoryStore(), adapters={})
-        return (
-            any(isinstance(s, ExtAuthzService) for s in build_services(rt))
-            and build_http_authz_app(rt) is not None
-        )
-    except Exception:
-        return False
-
-
-def start_mixerd(
-    tmp: Path, config: Path, grpc_port: int, http_port: int, app_port: int, needs: set[str]
-) -> tuple[subprocess.Popen[bytes], str, bool]:
-    """Start mixerd; the flag says whether ``app_port`` serves the application form too."""
+def start_mixerd(tmp: Path, config: Path, grpc_port: int, http_port: int) -> subprocess.Popen[bytes]:
+    """Start ``mixerd serve`` on ``config``."""
     log = open(tmp / "mixerd.log", "wb")  # noqa: SIM115 (kept open for the child's lifetime)
-    if mixerd_serve_usable(needs):
-        mixerd_cli = shutil.which("mixerd", path=str(Path(sys.executable).parent)) or "mixerd"
-        cmd = [
-            mixerd_cli, "serve", "--config", str(config),
-            "--grpc-address", f"127.0.0.1:{grpc_port}", "--http-authz-address", f"127.0.0.1:{http_port}",
-            "--monitoring-address", f"127.0.0.1:{free_port()}", "--prometheus-address", "",
-            "--log-level", "warning",
-        ]  # fmt: skip
-        how, both = "mixerd serve", False
-    else:
-        cmd = [
-            sys.executable,
-            __file__,
-            "--serve-mixerd",
-            str(config),
-            str(grpc_port),
-            str(http_port),
-            str(app_port),
-        ]
-        how = "this script's --serve-mixerd (mixerd serve does not wire ext_authz or lacks an adapter yet)"
-        both = True
+    mixerd_cli = shutil.which("mixerd", path=str(Path(sys.executable).parent)) or "mixerd"
+    cmd = [
+        mixerd_cli, "serve", "--config", str(config),
+        "--grpc-address", f"127.0.0.1:{grpc_port}", "--http-authz-address", f"127.0.0.1:{http_port}",
+        "--monitoring-address", f"127.0.0.1:{free_port()}", "--prometheus-address", "",
+        "--log-level", "warning",
+    ]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_port(grpc_port, proc)
         wait_port(http_port, proc)
     except RuntimeError:
         stop(proc)
-        raise RuntimeError(f"mixerd did not start ({how}):\n" + (tmp / "mixerd.log").read_text()) from None
-    return proc, how, both
+        raise RuntimeError("mixerd did not start:\n" + (tmp / "mixerd.log").read_text()) from None
+    return proc
 
 
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -453,15 +360,8 @@ def main() -> int:
     p.add_argument("--duration", type=float, default=6.0, help="seconds per measurement [%(default)s]")
     p.add_argument("--connections", type=int, default=16, help="h2load connections [%(default)s]")
     p.add_argument("--rate", type=float, default=400.0, help="req/s of the latency runs [%(default)s]")
-    p.add_argument(
-        "--serve-mixerd", nargs=4, metavar=("CONFIG", "GRPC", "HTTP", "APP"), help=argparse.SUPPRESS
-    )
     p.add_argument("--serve-bare", type=int, metavar="GRPC_PORT", help=argparse.SUPPRESS)
     args = p.parse_args()
-    if args.serve_mixerd:
-        config, grpc_port, http_port, app_port = args.serve_mixerd
-        asyncio.run(serve_mixerd(Path(config), int(grpc_port), int(http_port), int(app_port)))
-        return 0
     if args.serve_bare:
         asyncio.run(serve_bare(args.serve_bare))
         return 0
@@ -471,10 +371,11 @@ def main() -> int:
             print(f"{tool} is not installed (apt-get install nghttp2-client); nothing measured")
             return 0
     nginx_binary()
-    have = set(child_adapters())
+    from mixerd.adapter import load_adapters
+
+    have = set(load_adapters())
     with_list = "listchecker" in have
     with_quota = "memquota" in have
-    needs = {"denier"} | ({"listchecker"} if with_list else set()) | ({"memquota"} if with_quota else set())
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-ext-authz-"))
     procs: list[subprocess.Popen[bytes]] = []
@@ -482,8 +383,8 @@ def main() -> int:
     try:
         config = tmp / "config"
         write_config(config, with_list, with_quota)
-        mixerd_grpc, mixerd_http, mixerd_app, bare_grpc = free_port(), free_port(), free_port(), free_port()
-        mixerd, how, both_http = start_mixerd(tmp, config, mixerd_grpc, mixerd_http, mixerd_app, needs)
+        mixerd_grpc, mixerd_http, bare_grpc = free_port(), free_port(), free_port()
+        mixerd = start_mixerd(tmp, config, mixerd_grpc, mixerd_http)
         procs.append(mixerd)
         bare = subprocess.Popen(
             [sys.executable, __file__, "--serve-bare", str(bare_grpc)],
@@ -495,7 +396,7 @@ def main() -> int:
         upstream, upstream_port = static_upstream(tmp)
         stoppers.append(upstream.stop)
 
-        print(f"mixerd process: {how}")
+        print("mixerd process: mixerd serve")
         print(
             "policy: "
             + (
@@ -555,11 +456,7 @@ def main() -> int:
             )
 
         # (2) nginx + auth_request
-        variants = [
-            ("mixerd HTTP endpoint (low-level server)" if both_http else "mixerd HTTP endpoint", mixerd_http)
-        ]
-        if both_http:
-            variants.append(("mixerd HTTP endpoint (application)", mixerd_app))
+        variants = [("mixerd HTTP endpoint", mixerd_http)]
         print("\n(2) nginx (1 worker) + auth_request")
         results: list[tuple[str, Load, float | None]] = []
         for label, port in variants:

@@ -1,9 +1,7 @@
 """Envoy rate-limit service (``ShouldRateLimit``) decisions per second: memquota vs redisquota.
 
-mixerd runs in its own process: ``mixerd serve --config DIR`` when the server wires the rate
-limit service and the quota adapters are installed, otherwise ``python bench_ratelimit.py
---serve-mixerd`` (the same runtime and RLS front-end wired by this script, with a /metrics and
-/readyz listener), which the output names. The load comes from ``h2load`` (HTTP/2 cleartext)
+mixerd runs in its own process (``mixerd serve --config DIR``), as does the bare server. The
+load comes from ``h2load`` (HTTP/2 cleartext)
 posting one pre-framed gRPC message (5-byte prefix + a serialized ``RateLimitRequest``: domain
 ``api``, one descriptor ``user=bench``) over ``--clients`` connections with ``--streams`` streams
 each. redisquota talks to a ``redis-server`` this script starts on a free loopback port.
@@ -77,90 +75,18 @@ spec:
 """
 
 
-def child_adapters() -> dict[str, Any]:
-    """Adapters for --serve-mixerd: the installed ones plus the quota adapters if not registered yet."""
-    from mixerd.adapter import load_adapters
-    from mixerd.adapters.memquota import INFO as MEMQUOTA
-    from mixerd.adapters.redisquota import INFO as REDISQUOTA
-
-    adapters: dict[str, Any] = dict(load_adapters())
-    adapters.setdefault("memquota", MEMQUOTA)
-    adapters.setdefault("redisquota", REDISQUOTA)
-    return adapters
-
-
-async def serve_mixerd(config: Path, grpc_port: int, monitoring_port: int) -> None:
-    """mixerd's rate limit service over a runtime watching ``config``, plus /metrics and /readyz."""
-    import grpc
-    from aiohttp import web
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-    from mixerd.api.ratelimit.service import RateLimitService
-    from mixerd.config import FileStore
-    from mixerd.runtime import Runtime, metrics
-
-    runtime = Runtime(FileStore([config]), adapters=child_adapters())
-    await runtime.start()
-    problems = [str(e) for e in runtime.snapshot.errors] if runtime.snapshot is not None else ["no config"]
-    if problems or runtime.dispatcher.table.errors:
-        print("\n".join(["config problems:", *problems, *runtime.dispatcher.table.errors]), file=sys.stderr)
-        sys.exit(2)
-    server = grpc.aio.server(options=[("grpc.max_concurrent_streams", 1024)])
-    RateLimitService(runtime.dispatcher).register(server)
-    server.add_insecure_port(f"127.0.0.1:{grpc_port}")
-    await server.start()
-
-    async def metrics_page(request: web.Request) -> web.Response:
-        return web.Response(
-            body=generate_latest(metrics.REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST}
-        )
-
-    async def readyz(request: web.Request) -> web.Response:
-        return web.Response(text="ready\n")
-
-    app = web.Application()
-    app.router.add_get("/metrics", metrics_page)
-    app.router.add_get("/readyz", readyz)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", monitoring_port).start()
-    await asyncio.Event().wait()
-
-
-def mixerd_serve_usable() -> bool:
-    """Whether ``mixerd serve`` wires the rate limit service and has both quota adapters."""
-    try:
-        from mixerd.adapter import load_adapters
-        from mixerd.api.ratelimit.service import RateLimitService
-        from mixerd.config import MemoryStore
-        from mixerd.runtime import Runtime
-        from mixerd.server.services import build_services
-
-        if not {"memquota", "redisquota"} <= set(load_adapters()):
-            return False
-        return any(
-            isinstance(s, RateLimitService) for s in build_services(Runtime(MemoryStore(), adapters={}))
-        )
-    except Exception:
-        return False
-
-
 def start_mixerd(
     tmp: Path, config: Path, grpc_port: int, monitoring_port: int
 ) -> tuple[subprocess.Popen[bytes], str]:
     log = tmp / f"mixerd-{grpc_port}.log"
-    if mixerd_serve_usable():
-        mixerd_cli = shutil.which("mixerd", path=str(Path(sys.executable).parent)) or "mixerd"
-        cmd = [
-            mixerd_cli, "serve", "--config", str(config),
-            "--grpc-address", f"127.0.0.1:{grpc_port}",
-            "--monitoring-address", f"127.0.0.1:{monitoring_port}",
-            "--prometheus-address", "", "--http-authz-address", "", "--log-level", "warning",
-        ]  # fmt: skip
-        how = "mixerd serve"
-    else:
-        cmd = [sys.executable, __file__, "--serve-mixerd", str(config), str(grpc_port), str(monitoring_port)]
-        how = "this script's --serve-mixerd (mixerd serve lacks the rate limit service or a quota adapter)"
+    mixerd_cli = shutil.which("mixerd", path=str(Path(sys.executable).parent)) or "mixerd"
+    cmd = [
+        mixerd_cli, "serve", "--config", str(config),
+        "--grpc-address", f"127.0.0.1:{grpc_port}",
+        "--monitoring-address", f"127.0.0.1:{monitoring_port}",
+        "--prometheus-address", "", "--http-authz-address", "", "--log-level", "warning",
+    ]  # fmt: skip
+    how = "mixerd serve"
     try:
         proc = start(cmd, grpc_port, log=log)
         wait_port(monitoring_port, proc=proc)
@@ -289,13 +215,8 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=12000)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--streams", type=int, default=32)
-    parser.add_argument("--serve-mixerd", nargs=3, metavar=("CONFIG", "GRPC_PORT", "MONITORING_PORT"))
     parser.add_argument("--serve-bare", type=int, metavar="GRPC_PORT")
     args = parser.parse_args()
-    if args.serve_mixerd:
-        config, grpc_port, monitoring_port = args.serve_mixerd
-        _run_loop(serve_mixerd(Path(config), int(grpc_port), int(monitoring_port)))
-        return 0
     if args.serve_bare:
         _run_loop(serve_bare(args.serve_bare))
         return 0
