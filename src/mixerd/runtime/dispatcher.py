@@ -92,10 +92,10 @@ class CheckOutcome:
     directive: RouteDirective | None = None
     references: FrozenReferences | None = None
     """The referenced attributes (``mixerd.attribute.sorted_references`` gives Reference objects)."""
+    quotas: Mapping[str, QuotaOutcome] = field(default_factory=dict)
     reason: str = ""
     """The first denying handler's own message, without Mixer's ``<handler>:`` prefix: what a
     front-end may show an end user (the handler names stay internal)."""
-    quotas: Mapping[str, QuotaOutcome] = field(default_factory=dict)
 
 
 def request_namespace(bag: Mapping[str, Any]) -> str:

@@ -176,7 +176,7 @@ def _compile_fields(
             valid = ", ".join(spec) or "none"
             errors.append(FieldError(fpath, f"unknown field (this template has: {valid})"))
             continue
-        getter = _compile_field(ftype, raw, fpath, manifest, errors, types, attributes)
+        getter = _compile_field(ftype, raw, fpath, f"{path}.{key}", manifest, errors, types, attributes)
         if getter is not None:
             out.append((key, getter))
     return tuple(out)
@@ -186,12 +186,15 @@ def _compile_field(
     ftype: FieldType,
     raw: Any,
     path: str,
+    type_path: str,
     manifest: Mapping[str, ValueType],
     errors: list[FieldError],
     types: dict[str, ValueType],
     attributes: set[str],
 ) -> _Getter | None:
-    short = path.removeprefix("params.")
+    """``path`` names the field as the config spells it (for errors); ``type_path`` in snake_case
+    (the key of :attr:`InstanceBuilder.types`)."""
+    short = type_path.removeprefix("params.")
     if isinstance(ftype, Message):
         sub = _compile_fields(ftype.fields, raw, path, manifest, errors, types, attributes)
         cls = ftype.cls
