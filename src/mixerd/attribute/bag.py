@@ -131,9 +131,19 @@ def sorted_references(frozen: FrozenReferences) -> list[Reference]:
 
 
 class Bag(Mapping[str, Any]):
-    """Base class of bags: a read-only mapping with a fast ``get``."""
+    """Base class of bags: a read-only mapping whose ``get`` is the primitive (and the fast path).
+
+    Subclasses implement ``get``, ``__contains__``, ``__iter__`` and ``__len__``; indexing goes
+    through ``get``, so it records references exactly as ``get`` does.
+    """
 
     __slots__ = ()
+
+    def __getitem__(self, name: str) -> Any:
+        value = self.get(name, MISSING)
+        if value is MISSING:
+            raise KeyError(name)
+        return value
 
     def names(self) -> list[str]:
         return list(self)
@@ -184,12 +194,6 @@ class OverlayBag(Bag):
         value = self._local.get(name, MISSING)
         if value is MISSING:
             return self._parent.get(name, default)
-        return value
-
-    def __getitem__(self, name: str) -> Any:
-        value = self.get(name, MISSING)
-        if value is MISSING:
-            raise KeyError(name)
         return value
 
     def __contains__(self, name: object) -> bool:
@@ -273,12 +277,6 @@ class TrackingBag(Bag):
         if isinstance(value, Mapping):
             self.tracker.whole_maps.add(name)
             return TrackedStringMap(name, value, self.tracker)
-        return value
-
-    def __getitem__(self, name: str) -> Any:
-        value = self.get(name, MISSING)
-        if value is MISSING:
-            raise KeyError(name)
         return value
 
     def __contains__(self, name: object) -> bool:

@@ -425,12 +425,6 @@ class ProtoBag(Bag):
             return TrackedStringMap(name, value, tracker)
         return value
 
-    def __getitem__(self, name: str) -> Any:
-        value = self.get(name, MISSING)
-        if value is MISSING:
-            raise KeyError(name)
-        return value
-
     def __contains__(self, name: object) -> bool:
         return name in self._values
 
