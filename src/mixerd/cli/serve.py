@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import shutil
 import sys
 
 from mixerd.server import Server, Settings, add_arguments
@@ -27,8 +29,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=run)
 
 
+def _command() -> str:
+    """How the user can run this ``mixerd`` again (``mixerd`` if that is what PATH finds)."""
+    me = sys.argv[0]
+    found = shutil.which("mixerd")
+    if me.endswith("mixerd") and not (found and os.path.samefile(found, me)):
+        return me
+    return "mixerd" if found else f"{sys.executable} -m mixerd.cli.main"
+
+
 def _banner(server: Server) -> str:
     s, ln = server.settings, server.listeners
+    cmd = _command()
     mon = f"http://127.0.0.1:{ln.monitoring_port}"
     source = ", ".join(str(p) for p in s.config) if s.config else "the embedded default config"
     lines = [
@@ -46,9 +58,10 @@ def _banner(server: Server) -> str:
     lines += [
         f"  monitoring: {mon}/metrics {mon}/readyz {mon}/debug/routes {mon}/debug/config",
         "Try it:",
-        f"  mixerd check --server 127.0.0.1:{ln.grpc_port} -a 'request.headers[x-user]=blocked'   # denied",
-        f"  mixerd check --server 127.0.0.1:{ln.grpc_port} -a 'request.headers[x-user]=alice'     # allowed",
-        f"  mixerd report --server 127.0.0.1:{ln.grpc_port} -a context.protocol=http -a response.code=200",
+        f"  {cmd} check --server 127.0.0.1:{ln.grpc_port} -a 'request.headers[x-user]=blocked'   # denied",
+        f"  {cmd} check --server 127.0.0.1:{ln.grpc_port} -a 'request.headers[x-user]=alice'     # allowed",
+        f"  {cmd} report --server 127.0.0.1:{ln.grpc_port} -a 'request.headers[x-user]=alice' "
+        "-a response.code=200",
     ]
     if ln.prometheus_port:
         lines.append(f"  curl -s http://127.0.0.1:{ln.prometheus_port}/metrics | grep mixerd_demo")
