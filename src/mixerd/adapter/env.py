@@ -17,11 +17,9 @@ class Clock(Protocol):
 
     def now(self) -> _dt.datetime:
         """Wall-clock time (UTC)."""
-        ...
 
     def monotonic(self) -> float:
         """Seconds on a clock that never goes backwards."""
-        ...
 
 
 class SystemClock:

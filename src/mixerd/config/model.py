@@ -26,11 +26,12 @@ from __future__ import annotations
 import datetime as _dt
 import enum
 import functools
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final, Literal, NamedTuple
+
+import re2
 
 from mixerd.attribute import ValueType
 
@@ -360,8 +361,10 @@ class StringMatch:
 
 
 @functools.lru_cache(maxsize=1024)
-def _compiled(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
+def _compiled(pattern: str) -> Any:
+    # RE2: linear time whatever the pattern (QuotaSpec regexes come from config, and are matched
+    # against request attributes).
+    return re2.compile(pattern)
 
 
 class QuotaCharge(NamedTuple):

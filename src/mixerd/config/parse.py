@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+import re2
 import yaml
 
 from mixerd.attribute import ValueType, parse_duration
@@ -625,9 +626,9 @@ def _string_match(raw: Any, path: str, issues: list[Issue]) -> StringMatch:
             return StringMatch()
     if regex is not None:
         try:
-            re.compile(regex)
-        except re.error as exc:
-            issues.append(Issue(regex_path, f"invalid regular expression: {exc}"))
+            re2.compile(regex)
+        except re2.error as exc:
+            issues.append(Issue(regex_path, f"invalid regular expression (RE2 syntax): {exc}"))
             return StringMatch()
     if exact is not None:
         return StringMatch(exact=exact)

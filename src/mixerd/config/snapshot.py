@@ -105,7 +105,6 @@ class AdapterCatalog(Protocol):
 
     def templates_of(self, adapter_name: str, /) -> tuple[str, ...] | None:
         """Templates the adapter supports, or ``None`` if no adapter has that name."""
-        ...
 
     def validate_params(
         self, adapter_name: str, params: Mapping[str, Any], instances: InstanceTypes, /
@@ -114,7 +113,6 @@ class AdapterCatalog(Protocol):
 
         ``instances`` are the instances the rules send to the handler (FQN -> (template, types)).
         """
-        ...
 
 
 @dataclass(frozen=True, slots=True)

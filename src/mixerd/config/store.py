@@ -68,19 +68,15 @@ class Store(Protocol):
 
     async def list(self) -> dict[Key, Resource]:
         """The current resources."""
-        ...
 
     def problems(self) -> tuple[ResourceError, ...]:
         """Current load problems (unparsable files, duplicate keys ...), to show with a snapshot."""
-        ...
 
     def watch(self) -> AsyncIterator[ChangeBatch]:
         """A new subscription: yields one batch per coalesced change until the store is closed."""
-        ...
 
     async def close(self) -> None:
         """Stop watching; every subscription ends."""
-        ...
 
 
 def apply_batch(state: dict[Key, Resource], batch: ChangeBatch) -> None:
