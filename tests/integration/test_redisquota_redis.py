@@ -280,7 +280,7 @@ async def test_scripts_are_reloaded_after_script_flush(redis_server_module: Any,
 # -- Redis stops, stalls and comes back -------------------------------------------------------
 
 TIMEOUT = 0.1
-SLACK = 0.2  # generous: CI machines have 2 cores and may be busy
+SLACK = 0.5  # generous: CI machines have 2 cores and may be busy; the point is "bounded, no hang"
 
 
 async def timed(handler: RedisQuotaHandler, amount: int = 1) -> tuple[QuotaResult, float]:
