@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -123,5 +125,21 @@ def test_malformed_request_is_rejected_and_server_stays_up(tmp_path: Path, confi
             assert err.value.code() == grpc.StatusCode.INTERNAL
 
             assert _check(stub, "alice") == 0
+
+        # The command-line client against the same server.
+        def cli(*args: str) -> subprocess.CompletedProcess[str]:
+            cmd = [sys.executable, "-m", "mixerd.cli.main", *args, "--server", mixerd.grpc_address]
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
+
+        denied = cli("check", "-a", "request.headers[x-user]=mallory")
+        assert denied.returncode == 3, denied.stderr
+        assert "mallory may not pass" in denied.stdout
+        assert denied.stdout.rstrip().endswith("=> denied (PERMISSION_DENIED)")
+        allowed = cli("check", "-a", "request.headers[x-user]=alice", "-q", "unconfigured")
+        assert allowed.returncode == 0 and allowed.stdout.rstrip().endswith("=> allowed"), allowed.stdout
+        reported = cli("report", "-a", "context.protocol=http", "--repeat", "3")
+        assert (reported.returncode, reported.stdout.strip()) == (0, "reported 3 attribute set(s)")
+        bad = cli("check", "-a", "no.such.attribute=1")
+        assert bad.returncode == 2 and "unknown attribute 'no.such.attribute'" in bad.stderr
     finally:
         assert mixerd.stop() == 0

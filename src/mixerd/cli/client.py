@@ -29,7 +29,9 @@ def register_check(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "check",
         help="send a Check (and optional quotas) to a server and print the answer",
         description="Build a Mixer CheckRequest from attributes, send it, and print status, validity, "
-        "referenced attributes, route directive and quota grants.",
+        "referenced attributes, route directive and quota grants, then what a proxy would do. "
+        "Exit status: 0 allowed, 3 denied, 4 a quota granted less than asked, 1 the call failed, "
+        "2 bad input.",
     )
     _common(p)
     p.add_argument(
@@ -91,8 +93,28 @@ def run_check(args: argparse.Namespace) -> int:
             if args.repeat > 1:
                 print(f"--- check {i + 1}")
             print(yaml.safe_dump(decode_check_response(resp), sort_keys=False).rstrip())
-            status = 0 if resp.precondition.status.code == 0 else 3
+            status, verdict = _verdict(resp, quotas, args.best_effort)
+            print(f"=> {verdict}")
     return status
+
+
+def _verdict(resp: Any, quotas: dict[str, int], best_effort: bool) -> tuple[int, str]:
+    """What a proxy would do with this answer, and the exit status that says it:
+    0 allowed, 3 denied by the precondition, 4 a quota granted less than asked."""
+    code = resp.precondition.status.code
+    if code != 0:
+        from mixerd.api.mixer_v1.convert import status_code_name
+
+        return 3, f"denied ({status_code_name(code)})"
+    short = [
+        name
+        for name, amount in quotas.items()
+        if (granted := resp.quotas[name].granted_amount if name in resp.quotas else 0) < amount
+        and not (best_effort and granted > 0)
+    ]
+    if short:
+        return 4, "quota exhausted: " + ", ".join(short)
+    return 0, "allowed"
 
 
 def run_report(args: argparse.Namespace) -> int:
