@@ -67,13 +67,17 @@ class DispatchError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class HeaderOperation:
+    """One header change for the proxy: ``operation`` 0 REPLACE, 1 REMOVE, 2 APPEND."""
+
     name: str
-    value: str
-    operation: int = 0  # 0 REPLACE, 1 REMOVE, 2 APPEND
+    value: str = ""
+    operation: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class RouteDirective:
+    """Header changes after an OK check, and optionally a response the proxy should send itself."""
+
     request_header_operations: tuple[HeaderOperation, ...] = ()
     response_header_operations: tuple[HeaderOperation, ...] = ()
     direct_response_code: int = 0

@@ -29,7 +29,6 @@ import datetime as _dt
 import enum
 import ipaddress
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Final
 
 from google.protobuf import duration_pb2, timestamp_pb2
@@ -51,6 +50,7 @@ from mixerd.attribute import (
     parse_duration,
     parse_timestamp,
 )
+from mixerd.runtime import HeaderOperation, RouteDirective
 
 __all__ = [
     "DELTA_ENCODING",
@@ -753,30 +753,11 @@ def build_report_request(
 
 
 class Operation(enum.IntEnum):
-    """What a :class:`HeaderOperation` does (``HeaderOperation.Operation`` on the wire)."""
+    """What a :class:`~mixerd.runtime.HeaderOperation` does (``HeaderOperation.Operation`` on the wire)."""
 
     REPLACE = 0
     REMOVE = 1
     APPEND = 2
-
-
-@dataclass(frozen=True, slots=True)
-class HeaderOperation:
-    """One header change: ``operation`` is 0 (REPLACE), 1 (REMOVE) or 2 (APPEND), see :class:`Operation`."""
-
-    name: str
-    value: str = ""
-    operation: int = Operation.REPLACE
-
-
-@dataclass(frozen=True, slots=True)
-class RouteDirective:
-    """Header changes for the proxy, and optionally a response it should send itself."""
-
-    request_header_operations: tuple[HeaderOperation, ...] = ()
-    response_header_operations: tuple[HeaderOperation, ...] = ()
-    direct_response_code: int = 0
-    direct_response_body: str = ""
 
 
 def encode_referenced(

@@ -107,7 +107,7 @@ class MixerService(mixer_pb2_grpc.MixerServicer):  # type: ignore[misc]
                 valid_duration=r.valid_duration,
                 valid_use_count=r.valid_use_count,
                 referenced=encode_referenced(sorted_references(outcome.references or ()), whole_maps, gwc),
-                route_directive=outcome.directive,  # type: ignore[arg-type]
+                route_directive=outcome.directive,
             )
         )
         for name, q in outcome.quotas.items():
