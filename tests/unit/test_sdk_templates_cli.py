@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -147,8 +148,33 @@ def test_settings_from_environment_and_flags() -> None:
     assert (s.grpc_address, s.ratelimit_shadow, s.check_deadline, s.config) == ("127.0.0.1:1", False, 2.5, ())
     s = Settings.from_args(parser.parse_args(["--ratelimit-shadow", "--config", "a", "-c", "b"]))
     assert s.ratelimit_shadow is True and s.config == (Path("a"), Path("b"))
-    with pytest.raises(ValueError, match="expected true or false"):
-        add_arguments(argparse.ArgumentParser(), {"MIXERD_RATELIMIT_SHADOW": "maybe"})
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, {"MIXERD_RATELIMIT_SHADOW": "maybe"})  # building the parser never fails
+    with pytest.raises(ValueError, match="MIXERD_RATELIMIT_SHADOW: expected true or false"):
+        Settings.from_args(parser.parse_args([]))
+
+
+def test_bad_environment_values_are_reported_not_raised() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "mixerd.cli.main", "serve"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "MIXERD_CHECK_DEADLINE": "soon"},
+    )
+    assert out.returncode == 2
+    assert "invalid float value 'soon' (from the flag or MIXERD_CHECK_DEADLINE)" in out.stderr
+    # Commands other than serve do not care.
+    out = subprocess.run(
+        [sys.executable, "-m", "mixerd.cli.main", "eval", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "MIXERD_RATELIMIT_SHADOW": "maybe"},
+    )
+    assert out.returncode == 0, out.stderr
 
 
 # --- command line --------------------------------------------------------------------------------

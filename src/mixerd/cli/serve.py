@@ -89,7 +89,11 @@ async def _serve(settings: Settings) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = Settings.from_args(args)
+    try:
+        settings = Settings.from_args(args)
+    except ValueError as exc:
+        print(f"mixerd: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=getattr(logging, settings.log_level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

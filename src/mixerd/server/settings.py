@@ -46,10 +46,12 @@ class Settings:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Settings:
+        """Settings from parsed flags; ``ValueError`` for a bad true/false environment value."""
         values: dict[str, Any] = {}
         for f in fields(cls):
             if hasattr(args, f.name) and getattr(args, f.name) is not None:
-                values[f.name] = getattr(args, f.name)
+                value = getattr(args, f.name)
+                values[f.name] = _bool(value, f.name) if isinstance(f.default, bool) else value
         if "config" in values:
             values["config"] = tuple(Path(p) for p in values["config"])
         return cls(**values)
@@ -114,29 +116,51 @@ def add_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, str] | 
         flag = "--" + f.name.replace("_", "-")
         help_text = _HELP.get(f.name, "") + f" Env: MIXERD_{f.name.upper()}"
         if isinstance(default, bool):
+            # A bad environment value is reported when the command runs (Settings.from_args), not
+            # while building the parser: it must not break commands that do not serve.
             parser.add_argument(
-                flag, action=argparse.BooleanOptionalAction, default=_bool(raw, default), help=help_text
+                flag, action=argparse.BooleanOptionalAction, default=raw if raw else default, help=help_text
             )
             continue
-        typ = type(default)
-        parser.add_argument(flag, type=typ, default=typ(raw) if raw is not None else default, help=help_text)
+        # A string default goes through ``type`` when the arguments are parsed, so a bad
+        # environment value is reported like a bad flag (with the variable's name).
+        parser.add_argument(
+            flag,
+            type=_typed(type(default), f"MIXERD_{f.name.upper()}"),
+            default=raw if raw is not None else default,
+            help=help_text,
+        )
+    raw = _env("allow_slow_protobuf", env)
     parser.add_argument(
         "--allow-slow-protobuf",
         action="store_true",
-        default=_bool(_env("allow_slow_protobuf", env), False),
-        help="start even if protobuf runs on its pure-Python backend (about 100x slower)",
+        default=raw if raw else False,
+        help="start even if protobuf runs on its pure-Python backend (about 100x slower). "
+        "Env: MIXERD_ALLOW_SLOW_PROTOBUF",
     )
 
 
-def _bool(raw: str | None, default: bool) -> bool:
-    if raw is None or not raw.strip():
-        return default
-    value = raw.strip().lower()
+def _typed(typ: type, env_name: str) -> Any:
+    def convert(text: str) -> Any:
+        try:
+            return typ(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"invalid {typ.__name__} value {text!r} (from the flag or {env_name})"
+            ) from None
+
+    return convert
+
+
+def _bool(raw: Any, name: str) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    value = str(raw).strip().lower()
     if value in ("1", "true", "yes", "on"):
         return True
     if value in ("0", "false", "no", "off"):
         return False
-    raise ValueError(f"expected true or false, got {raw!r}")
+    raise ValueError(f"MIXERD_{name.upper()}: expected true or false, got {raw!r}")
 
 
 def parse_address(address: str) -> tuple[str, int]:
