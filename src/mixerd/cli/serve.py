@@ -74,7 +74,7 @@ async def _serve(settings: Settings) -> int:
         await server.start()
     except (OSError, RuntimeError, ValueError) as exc:
         print(f"mixerd: {exc}", file=sys.stderr)
-        await server.runtime.close()
+        await server.stop(0)  # whatever did start (the runtime, a listener) is closed again
         return 1
     print(_banner(server), flush=True)
     stopping: list[asyncio.Task[None]] = []

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from mixerd.adapter import load_adapters
 from mixerd.attribute import builtin_manifest
-from mixerd.config import DEFAULT_NAMESPACE, Snapshot, build_snapshot, format_report, load_paths
+from mixerd.config import DEFAULT_NAMESPACE, Snapshot, build_snapshot, config_files, format_report, load_paths
 from mixerd.runtime import AdapterRegistryCatalog
 
 __all__ = ["load_snapshot", "register", "run"]
@@ -48,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
     if missing:
         print(f"error: no such file or directory: {', '.join(missing)}", file=sys.stderr)
         return 1
+    if not config_files(args.paths):
+        print(f"note: no .yaml, .yml or .json files in {', '.join(map(str, args.paths))}", file=sys.stderr)
     snapshot = load_snapshot(args.paths, args.default_namespace)
     sys.stdout.write(format_report(snapshot, show_warnings=not args.quiet, show_ignored=not args.quiet))
     return 1 if snapshot.errors else 0
