@@ -92,7 +92,6 @@ class Matcher(Protocol):
 
     def contains(self, value: str) -> bool:
         """Whether ``value`` is in the list; :class:`InvalidValueError` if it cannot be."""
-        ...
 
     def __len__(self) -> int: ...
 
