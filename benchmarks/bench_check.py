@@ -188,7 +188,7 @@ def main() -> int:
             if name == "mixerd":
                 while queued_sets(mon) < before + r.succeeded * 100:
                     time.sleep(0.05)
-                while metric(mon, "mixerd_report_queued") > 0:
+                while metric(mon, 'mixerd_report_queued{api="mixer"}') > 0:
                     time.sleep(0.05)
             report_rate[name] = r.succeeded * 100 / (cpu_seconds(proc.pid) - cpu0)
     finally:
@@ -213,7 +213,7 @@ def main() -> int:
 
 def metric(port: int, name: str) -> float:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics?adapters=0", timeout=5) as resp:
-        m = re.search(rf"^{name} ([0-9.e+]+)$", resp.read().decode(), re.M)
+        m = re.search(rf"^{re.escape(name)} ([0-9.e+]+)$", resp.read().decode(), re.M)
     return float(m.group(1)) if m else 0.0
 
 

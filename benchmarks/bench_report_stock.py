@@ -95,7 +95,7 @@ def attribute_set(i: int) -> dict[str, Any]:
 def metric(url: str, name: str) -> float:
     with urllib.request.urlopen(url, timeout=5) as resp:
         text = resp.read().decode()
-    m = re.search(rf"^{name} ([0-9.e+]+)$", text, re.M)
+    m = re.search(rf"^{re.escape(name)} ([0-9.e+]+)$", text, re.M)
     return float(m.group(1)) if m else 0.0
 
 
@@ -116,7 +116,7 @@ def served(tmp: Path, config: Path, body: Path, requests: int) -> tuple[float, f
         expected = before + result.succeeded * 100
         while metric(metrics_url, "mixerd_report_attribute_sets_total") < expected:
             time.sleep(0.05)
-        while metric(metrics_url, "mixerd_report_queued") > 0:
+        while metric(metrics_url, 'mixerd_report_queued{api="mixer"}') > 0:
             time.sleep(0.05)
         cpu, wall = cpu_seconds(proc.pid) - cpu0, time.monotonic() - t0
         errors = metric(metrics_url, "mixerd_report_errors_total")

@@ -177,7 +177,8 @@ async def _serve(service: AccessLogService) -> tuple[grpc.aio.Server, int]:
 
 
 def _dropped(reason: str) -> float:
-    return metrics.REGISTRY.get_sample_value("mixerd_accesslog_dropped_total", {"reason": reason}) or 0.0
+    labels = {"api": "accesslog", "reason": reason}
+    return metrics.REGISTRY.get_sample_value("mixerd_report_dropped_total", labels) or 0.0
 
 
 EXPECTED_LABELS = {
@@ -406,10 +407,12 @@ async def test_aclose_delivers_what_is_queued(slow: Runtime) -> None:
     GATE.open.set()
     svc = AccessLogService(slow.dispatcher, batch_entries=7)
     state = StreamState()
-    before = metrics.REGISTRY.get_sample_value("mixerd_accesslog_batches_total") or 0.0
+    before = metrics.REGISTRY.get_sample_value("mixerd_report_batches_total", {"api": "accesslog"}) or 0.0
     for _ in range(5):
         await svc.accept(state, _batch(3))
     await svc.aclose()
     assert GATE.received == 15
     # Whole messages, at most 7 entries per batch: 3+3, 3+3, 3.
-    assert (metrics.REGISTRY.get_sample_value("mixerd_accesslog_batches_total") or 0.0) - before == 3
+    assert (
+        metrics.REGISTRY.get_sample_value("mixerd_report_batches_total", {"api": "accesslog"}) or 0.0
+    ) - before == 3

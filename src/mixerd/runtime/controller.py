@@ -25,7 +25,6 @@ from mixerd.config import Snapshot, Store, build_snapshot
 from mixerd.runtime import metrics
 from mixerd.runtime.dispatcher import Dispatcher
 from mixerd.runtime.handlers import HandlerEntry, HandlerTable, build_handler_table
-from mixerd.runtime.reporting import ReportPipeline
 from mixerd.runtime.routing import RoutingTable, build_routing_table
 
 __all__ = ["AdapterRegistryCatalog", "Runtime", "RuntimeStatus", "close_handler"]
@@ -109,8 +108,6 @@ class Runtime:
         self.dispatcher = Dispatcher(
             RoutingTable(0, default_namespace, {}, {}, empty, []), check_deadline=check_deadline
         )
-        self.reports = ReportPipeline(self.dispatcher)
-        """Asynchronous report dispatch shared by every front-end."""
         self._watch_task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self.ready = False
@@ -199,14 +196,13 @@ class Runtime:
             )
 
     async def close(self) -> None:
-        """Stop watching, dispatch the reports still queued, close every handler."""
+        """Stop watching and close every handler (front-ends flush their report queues first)."""
         if self._watch_task is not None:
             self._watch_task.cancel()
             try:
                 await self._watch_task
             except (asyncio.CancelledError, Exception):
                 pass
-        await self.reports.aclose()
         await self._drain(self.dispatcher.table)
         for entry in self._handlers.entries.values():
             await close_handler(entry)

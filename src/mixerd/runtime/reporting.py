@@ -1,20 +1,34 @@
-"""Asynchronous report dispatch with bounded memory.
+"""Asynchronous report dispatch with bounded memory, shared by every front-end that reports.
 
-Front-ends hand attribute sets to a :class:`ReportPipeline` and answer their caller at once; one
-worker task takes what has queued up, in batches of up to ``batch_size`` sets, and runs them
-through :meth:`Dispatcher.report` (which calls each handler once per batch). The queue is bounded
-by a number of attribute sets: when it is full, :meth:`submit` waits up to ``max_wait`` seconds
-for room (backpressure on the caller), then drops the sets and counts them in
-``mixerd_report_dropped_total``, with a warning at most every 10 s. Nothing is dropped silently.
-:meth:`aclose` dispatches what is queued before it returns (bounded by a timeout).
+A front-end hands the attribute sets of one request (a Mixer Report, an access-log message) to
+:meth:`ReportPipeline.submit` and answers its caller; one worker task takes what is queued, whole
+submissions at a time up to ``batch_size`` sets, and runs them through ``Dispatcher.report`` (one
+call per batch: each handler is called once per batch). The worker never lingers for more: under
+load the queue fills while a batch is dispatched and batches grow by themselves; at low load
+waiting would only add latency.
+
+Backpressure, bounded: at most ``capacity`` sets are queued (plus the batch being dispatched). A
+submission that does not fit waits for room (a gRPC stream reader that waits stops reading, so
+flow control pushes back on the sender) for at most ``enqueue_timeout`` seconds; then whole
+submissions are dropped: the oldest queued ones (``drop="oldest"``, the default: fresh data is
+worth more) or the arriving one (``drop="newest"``). Every dropped set is counted in
+``mixerd_report_dropped_total{api, reason}`` and a warning with the count is logged at most every
+10 s: nothing is dropped silently. :meth:`aclose` stops taking sets, dispatches what is queued
+for at most ``flush_timeout`` seconds and counts the rest as ``reason="shutdown"``.
+
+Metrics (``mixerd.runtime.metrics.REGISTRY``), each labelled by front-end (``api``):
+``mixerd_report_queued``, ``mixerd_report_dropped_total{reason}``, ``mixerd_report_batches_total``,
+``mixerd_report_errors_total`` (problems the dispatcher reported: instances that could not be
+built, failing handlers).
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
+import enum
 import logging
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
@@ -23,135 +37,218 @@ from prometheus_client import Counter, Gauge
 from mixerd.runtime import metrics
 from mixerd.runtime.dispatcher import Dispatcher
 
-__all__ = ["ReportPipeline"]
+__all__ = ["BATCHES", "DROPPED", "QUEUED", "REPORT_ERRORS", "DropPolicy", "ReportPipeline"]
 
 _log = logging.getLogger(__name__)
 
+QUEUED: Final = Gauge(
+    "mixerd_report_queued", "Attribute sets waiting to be dispatched.", ["api"], registry=metrics.REGISTRY
+)
 DROPPED: Final = Counter(
     "mixerd_report_dropped",
-    "Attribute sets dropped because the report queue stayed full (by front-end).",
-    ["api"],
+    "Attribute sets dropped before dispatch, by front-end and reason (queue_full, shutdown, invalid).",
+    ["api", "reason"],
     registry=metrics.REGISTRY,
 )
-QUEUED: Final = Gauge(
-    "mixerd_report_queued", "Attribute sets waiting to be dispatched.", registry=metrics.REGISTRY
+BATCHES: Final = Counter(
+    "mixerd_report_batches", "Report batches dispatched, by front-end.", ["api"], registry=metrics.REGISTRY
 )
 REPORT_ERRORS: Final = Counter(
     "mixerd_report_errors",
-    "Problems while dispatching reports (instances that could not be built, handler failures).",
+    "Problems reported by the dispatcher (one per instance that could not be built or failed handler call).",
+    ["api"],
     registry=metrics.REGISTRY,
 )
 
+_WARN_INTERVAL: Final = 10.0
+
+
+class DropPolicy(enum.Enum):
+    OLDEST = "oldest"
+    NEWEST = "newest"
+
+
+class RateLimitedWarning:
+    """Logs at most once per interval, with the count of what happened in between."""
+
+    __slots__ = ("_interval", "_last", "_pending")
+
+    def __init__(self, interval: float = _WARN_INTERVAL) -> None:
+        self._interval = interval
+        self._last: float | None = None
+        self._pending = 0
+
+    def add(self, count: int, message: str) -> None:
+        self._pending += count
+        now = time.monotonic()
+        if self._last is not None and now - self._last < self._interval:
+            return
+        self._emit(message, now)
+
+    def _emit(self, message: str, now: float) -> None:
+        since = f" in the last {now - self._last:.0f}s" if self._last is not None else ""
+        _log.warning("%s: %d%s", message, self._pending, since)
+        self._last = now
+        self._pending = 0
+
+    def flush(self, message: str) -> None:
+        if self._pending:
+            self._emit(message, time.monotonic())
+
 
 class ReportPipeline:
+    """One bounded queue and one dispatch worker for a front-end's reports."""
+
     def __init__(
         self,
         dispatcher: Dispatcher,
         *,
+        api: str = "mixer",
         capacity: int = 50_000,
         batch_size: int = 1_000,
-        max_wait: float = 1.0,
+        enqueue_timeout: float = 1.0,
+        drop: DropPolicy | str = DropPolicy.OLDEST,
+        flush_timeout: float = 10.0,
     ) -> None:
+        if capacity < 1 or batch_size < 1:
+            raise ValueError("the report queue capacity and batch size must be at least 1")
         self.dispatcher = dispatcher
+        self.api = api
         self.capacity = capacity
         self.batch_size = batch_size
-        self.max_wait = max_wait
-        self._items: collections.deque[Mapping[str, Any]] = collections.deque()
-        self._ready = asyncio.Event()
-        self._room = asyncio.Event()
-        self._room.set()
+        self.enqueue_timeout = enqueue_timeout
+        self.drop = DropPolicy(drop)
+        self.flush_timeout = flush_timeout
+        self._batches: deque[Sequence[Mapping[str, Any]]] = deque()
+        self._queued = 0
+        self._wake = asyncio.Event()
+        self._space = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
         self._worker: asyncio.Task[None] | None = None
         self._closing = False
-        self._last_warning = 0.0
-        self.dropped = 0
-        self.errors = 0
+        self._drop_warning = RateLimitedWarning()
+        self._error_warning = RateLimitedWarning()
+        self._queued_gauge = QUEUED.labels(api)
+        self._batches_counter = BATCHES.labels(api)
+        self._errors_counter = REPORT_ERRORS.labels(api)
+
+    @property
+    def queued(self) -> int:
+        """Attribute sets waiting for dispatch."""
+        return self._queued
+
+    def _full(self, n: int) -> bool:
+        return self._queued > 0 and self._queued + n > self.capacity
+
+    async def submit(self, bags: Sequence[Mapping[str, Any]]) -> None:
+        """Queue the attribute sets of one request, waiting (bounded) for room."""
+        n = len(bags)
+        if not n:
+            return
+        if self._closing:
+            self.dropped(n, "shutdown")
+            return
+        if self._full(n):
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.enqueue_timeout
+            while self._full(n):
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                self._space.clear()
+                try:
+                    await asyncio.wait_for(self._space.wait(), remaining)
+                except TimeoutError:
+                    break
+            if self._full(n):
+                if self.drop is DropPolicy.NEWEST:
+                    self.dropped(n, "queue_full")
+                    return
+                while self._full(n):
+                    old = self._batches.popleft()
+                    self._queued -= len(old)
+                    self.dropped(len(old), "queue_full")
+        self._ensure_worker()
+        self._batches.append(bags)
+        self._queued += n
+        self._queued_gauge.set(self._queued)
+        self._idle.clear()
+        self._wake.set()
+
+    def dropped(self, n: int, reason: str) -> None:
+        """Count ``n`` attribute sets as dropped (front-ends also use it for entries they reject)."""
+        DROPPED.labels(self.api, reason).inc(n)
+        self._drop_warning.add(n, f"{self.api} reports dropped ({reason})")
+
+    def _take(self) -> list[Mapping[str, Any]]:
+        out: list[Mapping[str, Any]] = []
+        while self._batches and (not out or len(out) + len(self._batches[0]) <= self.batch_size):
+            batch = self._batches.popleft()
+            self._queued -= len(batch)
+            out.extend(batch)
+        self._queued_gauge.set(self._queued)
+        return out
 
     def _ensure_worker(self) -> None:
         if self._worker is None or self._worker.done():
-            self._worker = asyncio.get_running_loop().create_task(self._run(), name="mixerd-report-worker")
-
-    async def submit(self, bags: Sequence[Mapping[str, Any]], api: str = "mixer") -> int:
-        """Queue ``bags``; return how many were dropped (0 unless the queue stayed full)."""
-        if not bags:
-            return 0
-        self._ensure_worker()
-        deadline = time.monotonic() + self.max_wait
-        while len(self._items) + len(bags) > self.capacity and not self._closing:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return self._drop(len(bags), api)
-            self._room.clear()
-            try:
-                await asyncio.wait_for(self._room.wait(), remaining)
-            except TimeoutError:
-                return self._drop(len(bags), api)
-        self._items.extend(bags)
-        QUEUED.set(len(self._items))
-        self._idle.clear()
-        self._ready.set()
-        return 0
-
-    def _drop(self, n: int, api: str) -> int:
-        self.dropped += n
-        DROPPED.labels(api).inc(n)
-        now = time.monotonic()
-        if now - self._last_warning > 10:
-            self._last_warning = now
-            _log.warning(
-                "report queue full (%d attribute sets) for %.1fs: dropped %d sets (%d in total); "
-                "a handler is slower than the incoming telemetry",
-                self.capacity,
-                self.max_wait,
-                n,
-                self.dropped,
+            self._worker = asyncio.get_running_loop().create_task(
+                self._run(), name=f"mixerd-{self.api}-reports"
             )
-        return n
 
     async def _run(self) -> None:
         while True:
-            if not self._items:
+            if not self._batches:
                 self._idle.set()
-                self._ready.clear()
-                await self._ready.wait()
+                self._wake.clear()
+                await self._wake.wait()
                 continue
-            n = min(self.batch_size, len(self._items))
-            batch = [self._items.popleft() for _ in range(n)]
-            QUEUED.set(len(self._items))
-            self._room.set()
+            bags = self._take()
+            self._space.set()
             try:
-                problems = await self.dispatcher.report(batch)
-            except Exception:
+                problems = await self.dispatcher.report(bags)
+            except asyncio.CancelledError:
+                self.dropped(len(bags), "shutdown")
+                raise
+            except Exception as exc:  # the dispatcher contains handler errors; this is a bug guard
                 _log.exception("dispatching a report batch failed")
-                problems = ["dispatch failed"]
+                problems = [f"{type(exc).__name__}: {exc}"]
+            self._batches_counter.inc()
             if problems:
-                self.errors += len(problems)
-                REPORT_ERRORS.inc(len(problems))
-                _log.debug("report problems: %s", "; ".join(problems[:5]))
+                self._errors_counter.inc(len(problems))
+                self._error_warning.add(len(problems), f"{self.api} report problems (latest: {problems[-1]})")
 
     async def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until everything queued so far has been dispatched; False on timeout."""
-        if not self._items and self._idle.is_set():
-            return True
-        self._ensure_worker()
+        """Wait until everything queued so far was dispatched; False on timeout."""
+        if self._worker is None:
+            return not self._batches
         try:
             await asyncio.wait_for(self._idle.wait(), timeout)
         except TimeoutError:
             return False
         return True
 
-    async def aclose(self, timeout: float = 10.0) -> None:
-        """Dispatch what is queued (bounded), then stop the worker."""
+    async def aclose(self) -> None:
+        """Stop taking sets, dispatch what is queued (bounded by ``flush_timeout``), stop the worker."""
         self._closing = True
-        if not await self.flush(timeout):
-            left = len(self._items)
-            self._drop(left, "shutdown")
-            self._items.clear()
+        if self._worker is not None and not await self.flush(self.flush_timeout):
+            _log.warning(
+                "%s report queue not flushed within %.1fs; dropping %d attribute sets",
+                self.api,
+                self.flush_timeout,
+                self._queued,
+            )
         if self._worker is not None:
             self._worker.cancel()
             try:
                 await self._worker
             except asyncio.CancelledError:
                 pass
-        self._room.set()
+            self._worker = None
+        if self._batches:
+            self.dropped(self._queued, "shutdown")
+            self._batches.clear()
+            self._queued = 0
+            self._queued_gauge.set(0)
+        self._drop_warning.flush(f"{self.api} reports dropped")
+        self._error_warning.flush(f"{self.api} report problems")

@@ -24,7 +24,7 @@ def build_services(runtime: Runtime, settings: Settings) -> list[Any]:
     """
     s = settings
     return [
-        MixerService(runtime.dispatcher, runtime.reports),
+        MixerService(runtime.dispatcher),
         ExtAuthzService(runtime),
         RateLimitService(
             runtime.dispatcher,

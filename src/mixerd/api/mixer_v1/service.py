@@ -43,11 +43,12 @@ _RESPONSE_CACHE_SIZE = 4096
 class MixerService(mixer_pb2_grpc.MixerServicer):  # type: ignore[misc]
     """Mixer's API over the dispatcher."""
 
-    def __init__(self, dispatcher: Dispatcher, reports: ReportPipeline | None = None) -> None:
+    def __init__(self, dispatcher: Dispatcher, *, queue_reports: bool = True, **queue: Any) -> None:
         self.dispatcher = dispatcher
-        self.reports = reports
-        """When given, Report answers as soon as the request is decoded and queued; otherwise it
-        waits for the dispatch and returns its problems as UNKNOWN (Mixer's behaviour)."""
+        self.reports = ReportPipeline(dispatcher, api="mixer", **queue) if queue_reports else None
+        """With ``queue_reports`` Report answers as soon as the request is decoded and queued
+        (``queue`` are :class:`ReportPipeline` options); otherwise it waits for the dispatch and
+        returns its problems as UNKNOWN (Mixer's behaviour)."""
         self._check_ok = metrics.REQUESTS.labels("mixer", "Check", "OK")
         self._report_ok = metrics.REQUESTS.labels("mixer", "Report", "OK")
         self._check_seconds = metrics.REQUEST_SECONDS.labels("mixer", "Check")
@@ -140,7 +141,7 @@ class MixerService(mixer_pb2_grpc.MixerServicer):  # type: ignore[misc]
             await self._abort(context, "Report", grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             raise AssertionError("unreachable") from None
         if bags and self.reports is not None:
-            await self.reports.submit(bags, "mixer")
+            await self.reports.submit(bags)
         elif bags:
             errors = await self.dispatcher.report(bags)
             if errors:
