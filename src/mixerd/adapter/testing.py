@@ -20,7 +20,7 @@ from typing import Any
 from mixerd.adapter.env import Env, ManualClock
 from mixerd.adapter.registry import get_adapter
 from mixerd.adapter.results import CheckResult, QuotaArgs, QuotaResult
-from mixerd.adapter.sdk import ConfigError, Info, InstanceInfo
+from mixerd.adapter.sdk import ConfigError, Info, InstanceInfo, handler_method
 from mixerd.attribute import ValueType, stock_manifest
 from mixerd.templates import TEMPLATES, InstanceBuilder, Variety, compile_instance
 
@@ -86,7 +86,8 @@ class AdapterHarness:
 
     async def check(self, name: str, attributes: Mapping[str, Any]) -> CheckResult:
         b = self.builders[name]
-        return await call(getattr(self.handler, f"handle_{b.template.name}"), b.build(attributes))  # type: ignore[no-any-return]
+        method = getattr(self.handler, handler_method(b.template.name))
+        return await call(method, b.build(attributes))  # type: ignore[no-any-return]
 
     async def quota(
         self, name: str, attributes: Mapping[str, Any], args: QuotaArgs | None = None
@@ -96,13 +97,14 @@ class AdapterHarness:
 
     async def report(self, name: str, bags: Sequence[Mapping[str, Any]]) -> None:
         b = self.builders[name]
-        await call(getattr(self.handler, f"handle_{b.template.name}"), [b.build(a) for a in bags])
+        await call(getattr(self.handler, handler_method(b.template.name)), [b.build(a) for a in bags])
 
     async def generate(self, name: str, attributes: Mapping[str, Any]) -> Mapping[str, Any]:
         b = self.builders[name]
         if TEMPLATES[b.template.name].variety is not Variety.ATTRIBUTE_GENERATOR:
             raise TypeError(f"{b.template.name} is not an attribute generator template")
-        return await call(getattr(self.handler, f"generate_{b.template.name}"), b.build(attributes))  # type: ignore[no-any-return]
+        method = getattr(self.handler, handler_method(b.template.name, True))
+        return await call(method, b.build(attributes))  # type: ignore[no-any-return]
 
     async def close(self) -> None:
         close = getattr(self.handler, "close", None)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mixerd.adapter import Clock, ConfigError, Env, Info, InstanceInfo, SystemClock
+from mixerd.adapter import Clock, ConfigError, Env, Info, InstanceInfo, SystemClock, handler_method
 from mixerd.config import Snapshot
 from mixerd.templates import TEMPLATES, Variety
 
@@ -81,8 +81,7 @@ def _bind_methods(handler: Any, templates: Sequence[str]) -> dict[str, tuple[Cal
     methods: dict[str, tuple[Callable[..., Any], bool]] = {}
     for t in templates:
         variety = TEMPLATES[t].variety if t in TEMPLATES else None
-        name = f"generate_{t}" if variety is Variety.ATTRIBUTE_GENERATOR else f"handle_{t}"
-        fn = getattr(handler, name, None)
+        fn = getattr(handler, handler_method(t, variety is Variety.ATTRIBUTE_GENERATOR), None)
         if fn is not None:
             methods[t] = (fn, inspect.iscoroutinefunction(fn))
     return methods

@@ -9,7 +9,6 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -222,7 +221,3 @@ class Server:
             }
         body["routing_errors"] = list(self.runtime.dispatcher.table.errors)
         return web.Response(text=json.dumps(body, indent=2) + "\n", content_type="application/json")
-
-
-def config_paths_exist(paths: tuple[Path, ...]) -> list[str]:
-    return [str(p) for p in paths if not p.exists()]
