@@ -7,8 +7,7 @@ each problem as a :class:`~mixerd.adapter.sdk.ConfigError` instead of stopping a
     p = Params(config)
     max_amount = p.int("maxAmount", minimum=0)
     window = p.duration("validDuration", default=timedelta(0))
-    for i, q in p.list("quotas"):
-        ...
+    names = [q.str("name", required=True) for _, q in p.list("quotas")]
     errors = p.errors + p.unknown_fields()
 """
 

@@ -12,10 +12,10 @@ To miss nothing, subscribe first and list second::
 
     changes = store.watch()
     state = await store.list()
-    ...  # build a snapshot from state
+    use(build_snapshot(state, adapters=catalog, problems=store.problems()))
     async for batch in changes:
         apply_batch(state, batch)  # events are idempotent: replaying one that list() saw is harmless
-        ...
+        use(build_snapshot(state, adapters=catalog, problems=batch.problems))
 
 A Kubernetes CRD store fits the same protocol: ``list`` = LIST of the config kinds, ``watch`` =
 WATCH events grouped into batches.
