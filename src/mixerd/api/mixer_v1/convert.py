@@ -393,21 +393,7 @@ class ProtoBag(Bag):
         self.tracker = ReferenceTracker() if tracker is None else tracker
 
     def _convert(self, name: str, lazy: tuple[int, Any]) -> Any:
-        kind, raw = lazy
-        value: Any
-        if kind == _STRING_MAP:
-            g = self._g
-            w = self._w
-            value = {}
-            for a in raw:
-                b = raw[a]
-                value[g[a] if a >= 0 else w[~a]] = g[b] if b >= 0 else w[~b]
-        elif kind == _TIMESTAMP:
-            value = _to_datetime(raw)
-        elif kind == _DURATION:
-            value = _to_timedelta(raw)
-        else:
-            value = IPAddress(raw)
+        value = _convert_raw(lazy, self._g, self._w)
         self._values[name] = value
         return value
 
@@ -497,20 +483,25 @@ def decode_report(req: report_pb2.ReportRequest) -> list[Mapping[str, Any]]:
     return out
 
 
+def _convert_raw(lazy: tuple[int, Any], g: Sequence[str], w: Sequence[str]) -> Any:
+    """The value of an entry :func:`_index` left raw (already checked): a string map, timestamp,
+    duration or IP address."""
+    kind, raw = lazy
+    if kind == _STRING_MAP:
+        return {g[a] if a >= 0 else w[~a]: g[b] if b >= 0 else w[~b] for a, b in raw.items()}
+    if kind == _TIMESTAMP:
+        return _to_datetime(raw)
+    if kind == _DURATION:
+        return _to_timedelta(raw)
+    return IPAddress(raw)
+
+
 def _materialize(values: dict[str, Any], g: Sequence[str], w: Sequence[str]) -> dict[str, Any]:
     """Convert the values :func:`_index` left raw, in place: a plain dict is the cheapest bag to
     read (every lookup a C call), and every Report attribute set is read many times."""
     for name, value in values.items():
         if type(value) is tuple:
-            kind, raw = value
-            if kind == _STRING_MAP:
-                values[name] = {g[a] if a >= 0 else w[~a]: g[b] if b >= 0 else w[~b] for a, b in raw.items()}
-            elif kind == _TIMESTAMP:
-                values[name] = _to_datetime(raw)
-            elif kind == _DURATION:
-                values[name] = _to_timedelta(raw)
-            else:
-                values[name] = IPAddress(raw)
+            values[name] = _convert_raw(value, g, w)
     return values
 
 
