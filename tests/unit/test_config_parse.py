@@ -13,7 +13,7 @@ from mixerd.config import (
     Action,
     AttributeManifestSpec,
     HandlerSpec,
-    HeaderOperation,
+    HeaderAction,
     IgnoredResource,
     InstanceSpec,
     Issue,
@@ -84,8 +84,8 @@ spec:
     spec = camel.spec
     assert isinstance(spec, RuleSpec)
     assert spec.actions == (Action("h", ("a", "b.metric"), "act"),)
-    assert spec.request_header_operations[0].operation is HeaderOperation.REPLACE
-    assert spec.response_header_operations[0].operation is HeaderOperation.REMOVE
+    assert spec.request_header_operations[0].operation is HeaderAction.REPLACE
+    assert spec.response_header_operations[0].operation is HeaderAction.REMOVE
     assert spec.sampling == {"random": {"percentSampled": {"numerator": 5}}}
     assert camel.issues == ()
 

@@ -11,7 +11,7 @@ import pytest
 from mixerd.attribute import ValueType, stock_manifest
 from mixerd.config import (
     HandlerSpec,
-    HeaderOperation,
+    HeaderAction,
     InstanceTypes,
     Key,
     MemoryStore,
@@ -375,9 +375,9 @@ spec:
     (rule,) = snap.rules
     assert rule.actions == ()
     append, remove = rule.request_header_operations
-    assert append.operation is HeaderOperation.APPEND and append.value_texts == ("request.path",)
+    assert append.operation is HeaderAction.APPEND and append.value_texts == ("request.path",)
     assert append.values[0].result_type is ValueType.STRING
-    assert remove.operation is HeaderOperation.REMOVE and remove.values == ()
+    assert remove.operation is HeaderAction.REMOVE and remove.values == ()
 
 
 def test_out_of_process_resources_are_reported_not_supported() -> None:

@@ -14,7 +14,7 @@ from google.protobuf import json_format
 from mixerd.adapter import CheckResult, QuotaArgs, QuotaResult, Status
 from mixerd.api.ext_authz import convert
 from mixerd.attribute import IPAddress
-from mixerd.config import QuotaSpecBindingSpec, QuotaSpecSpec, parse_text
+from mixerd.config import HeaderAction, QuotaSpecBindingSpec, QuotaSpecSpec, parse_text
 from mixerd.runtime import CheckOutcome, HeaderOperation, QuotaOutcome, RouteDirective
 
 CASES_FILE = Path(__file__).resolve().parent.parent / "data" / "ext_authz_cases.yaml"
@@ -107,14 +107,18 @@ def test_quota_selection(config: str | None, case: dict[str, Any]) -> None:
         assert got == {name: QuotaArgs(amount=n) for name, n in expected.items()}
 
 
+def _op(name: str, value: str = "", action: str = "REPLACE") -> HeaderOperation:
+    return HeaderOperation(name, value, HeaderAction[action])
+
+
 def _outcome(spec: dict[str, Any]) -> CheckOutcome:
     st = spec.get("status") or {}
     directive = None
     if "directive" in spec:
         d = spec["directive"]
         directive = RouteDirective(
-            tuple(HeaderOperation(*op) for op in d.get("request", ())),
-            tuple(HeaderOperation(*op) for op in d.get("response", ())),
+            tuple(_op(*op) for op in d.get("request", ())),
+            tuple(_op(*op) for op in d.get("response", ())),
         )
     quotas = {}
     for name, q in (spec.get("quotas") or {}).items():

@@ -6,7 +6,7 @@ See :mod:`mixerd.adapter.sdk` for the contract and :mod:`mixerd.adapter.testing`
 from mixerd.adapter.env import Clock, Env, ManualClock, SystemClock
 from mixerd.adapter.params import Params, camel_case
 from mixerd.adapter.registry import ENTRY_POINT_GROUP, AdapterNotFound, get_adapter, load_adapters
-from mixerd.adapter.results import OK, CheckResult, Code, QuotaArgs, QuotaResult, Status
+from mixerd.adapter.results import OK, CheckResult, Code, QuotaArgs, QuotaResult, Status, code_name
 from mixerd.adapter.sdk import Builder, ConfigError, Handler, Info, InstanceInfo, handler_method
 from mixerd.adapter.values import stringify
 
@@ -30,6 +30,7 @@ __all__ = [
     "Status",
     "SystemClock",
     "camel_case",
+    "code_name",
     "get_adapter",
     "handler_method",
     "load_adapters",

@@ -14,6 +14,7 @@ __all__ = [
     "QuotaArgs",
     "QuotaResult",
     "Status",
+    "code_name",
 ]
 
 
@@ -39,6 +40,14 @@ class Code(enum.IntEnum):
     UNAUTHENTICATED = 16
 
 
+_CODE_NAMES: Final = tuple(c.name for c in Code)
+
+
+def code_name(code: int) -> str:
+    """The gRPC name of a status code (``7`` -> ``"PERMISSION_DENIED"``), or the number as text."""
+    return _CODE_NAMES[code] if 0 <= code < len(_CODE_NAMES) else str(code)
+
+
 @dataclass(frozen=True, slots=True)
 class Status:
     """A status: a gRPC code and a message for people."""
@@ -51,10 +60,7 @@ class Status:
         return self.code == Code.OK
 
     def __str__(self) -> str:
-        try:
-            name = Code(self.code).name
-        except ValueError:
-            name = str(self.code)
+        name = code_name(self.code)
         return name if not self.message else f"{name}: {self.message}"
 
 

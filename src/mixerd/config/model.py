@@ -54,7 +54,7 @@ __all__ = [
     "AttributeManifestSpec",
     "Connection",
     "HandlerSpec",
-    "HeaderOperation",
+    "HeaderAction",
     "HeaderOperationTemplate",
     "IgnoredResource",
     "InstanceSpec",
@@ -270,7 +270,11 @@ class Action:
     name: str = ""
 
 
-class HeaderOperation(enum.IntEnum):
+class HeaderAction(enum.IntEnum):
+    """What a header operation does, with the numbers of Istio's ``Rule.HeaderOperationTemplate.Operation``
+    and of the Mixer v1 wire's ``HeaderOperation.Operation`` (the same three values). The one type of
+    this concept: config, snapshot, routing table, dispatcher and every wire encoder carry it."""
+
     REPLACE = 0
     REMOVE = 1
     APPEND = 2
@@ -282,7 +286,7 @@ class HeaderOperationTemplate:
 
     name: str
     values: tuple[str, ...] = ()
-    operation: HeaderOperation = HeaderOperation.REPLACE
+    operation: HeaderAction = HeaderAction.REPLACE
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,7 +50,7 @@ from mixerd.config.model import (
     AttributeManifestSpec,
     Connection,
     HandlerSpec,
-    HeaderOperation,
+    HeaderAction,
     HeaderOperationTemplate,
     IgnoredResource,
     InstanceSpec,
@@ -495,16 +495,16 @@ def _header_ops(f: _Fields, name: str) -> tuple[HeaderOperationTemplate, ...]:
         values = _expressions(h, "values")
         opath, raw_op = h.raw("operation")
         h.done()
-        operation = HeaderOperation.REPLACE
+        operation = HeaderAction.REPLACE
         if raw_op is not None:
             try:
                 operation = (
-                    HeaderOperation(raw_op)
+                    HeaderAction(raw_op)
                     if isinstance(raw_op, int) and not isinstance(raw_op, bool)
-                    else HeaderOperation[str(raw_op).upper()]
+                    else HeaderAction[str(raw_op).upper()]
                 )
             except (KeyError, ValueError):
-                valid = ", ".join(o.name for o in HeaderOperation)
+                valid = ", ".join(o.name for o in HeaderAction)
                 f.issues.append(Issue(opath, f"unknown operation {raw_op!r} (expected one of {valid})"))
         ops.append(HeaderOperationTemplate(header, values, operation))
     return tuple(ops)

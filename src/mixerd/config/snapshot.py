@@ -54,7 +54,7 @@ from mixerd.config.model import (
     AttributeManifestSpec,
     Connection,
     HandlerSpec,
-    HeaderOperation,
+    HeaderAction,
     HeaderOperationTemplate,
     IgnoredResource,
     InstanceSpec,
@@ -193,7 +193,7 @@ class ResolvedAction:
 @dataclass(frozen=True, slots=True, eq=False)
 class CompiledHeaderOperation:
     name: str
-    operation: HeaderOperation
+    operation: HeaderAction
     values: tuple[Expression, ...]
     value_texts: tuple[str, ...]
 
@@ -583,7 +583,7 @@ class _Builder:
             path = f"spec.{field_name}[{i}]"
             if not op.name:
                 ok = False  # already reported by the parser ("missing")
-            if op.operation is HeaderOperation.REMOVE:
+            if op.operation is HeaderAction.REMOVE:
                 if op.values:
                     self.warn(r, f"{path}.values", "ignored: a REMOVE operation takes no values")
                 out.append(CompiledHeaderOperation(op.name, op.operation, (), ()))

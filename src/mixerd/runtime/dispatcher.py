@@ -33,6 +33,7 @@ from typing import Any, Final
 
 from mixerd.adapter import CheckResult, Code, QuotaArgs, QuotaResult, Status
 from mixerd.attribute import MISSING, FrozenReferences, OverlayBag, ReferenceTracker
+from mixerd.config import HeaderAction
 from mixerd.lang import EvaluationError
 from mixerd.runtime import metrics
 from mixerd.runtime.routing import Destination, NamespaceTable, RoutingTable
@@ -67,11 +68,11 @@ class DispatchError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class HeaderOperation:
-    """One header change for the proxy: ``operation`` 0 REPLACE, 1 REMOVE, 2 APPEND."""
+    """One header change for the proxy (a rule's operation with its value evaluated)."""
 
     name: str
     value: str = ""
-    operation: int = 0
+    operation: HeaderAction = HeaderAction.REPLACE
 
 
 @dataclass(frozen=True, slots=True)
@@ -456,8 +457,8 @@ def _directives(nt: NamespaceTable, bag: Mapping[str, Any]) -> RouteDirective | 
             continue
         for ops, out in ((dg.request_ops, req), (dg.response_ops, resp)):
             for op in ops:
-                if op.operation == 1:
-                    out.append(HeaderOperation(op.name, "", 1))
+                if op.operation is HeaderAction.REMOVE:
+                    out.append(HeaderOperation(op.name, "", HeaderAction.REMOVE))
                     continue
                 for expr in op.values:
                     try:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from mixerd.config import Snapshot
+from mixerd.config import CompiledHeaderOperation, Snapshot
 from mixerd.lang import Expression
 from mixerd.runtime import metrics
 from mixerd.runtime.handlers import HandlerEntry, HandlerTable
@@ -26,7 +26,6 @@ from mixerd.templates import TEMPLATES, InstanceBuilder, OutputMapper, Variety
 __all__ = [
     "Destination",
     "DirectiveGroup",
-    "HeaderOp",
     "InstanceGroup",
     "NamespaceTable",
     "RoutingTable",
@@ -66,18 +65,11 @@ class Destination:
 
 
 @dataclass(frozen=True, slots=True)
-class HeaderOp:
-    name: str
-    values: tuple[Expression, ...]
-    operation: int  # 0 REPLACE, 1 REMOVE, 2 APPEND
-
-
-@dataclass(frozen=True, slots=True)
 class DirectiveGroup:
     rule: str
     condition: Expression | None
-    request_ops: tuple[HeaderOp, ...]
-    response_ops: tuple[HeaderOp, ...]
+    request_ops: tuple[CompiledHeaderOperation, ...]
+    response_ops: tuple[CompiledHeaderOperation, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +155,7 @@ class RoutingTable:
                     lines.append(f"    directives of rule {dg.rule} match {cond}")
                     for side, ops in (("request", dg.request_ops), ("response", dg.response_ops)):
                         for op in ops:
-                            verb = ("REPLACE", "REMOVE", "APPEND")[op.operation]
+                            verb = op.operation.name
                             values = ", ".join(v.text for v in op.values)
                             lines.append(f"      {side} {verb} {op.name} {values}".rstrip())
         if self.errors:
@@ -217,12 +209,8 @@ def build_routing_table(snapshot: Snapshot, handlers: HandlerTable, default_name
                 )
                 ns_acc = acc.setdefault(variety, {}).setdefault(ns, _Acc())
                 ns_acc.destinations.setdefault((entry.name, template), []).append(group)
-        req = tuple(
-            HeaderOp(o.name, tuple(o.values), int(o.operation)) for o in rule.request_header_operations
-        )
-        resp = tuple(
-            HeaderOp(o.name, tuple(o.values), int(o.operation)) for o in rule.response_header_operations
-        )
+        req = rule.request_header_operations
+        resp = rule.response_header_operations
         if req or resp:
             any_directives.setdefault(ns, []).append(DirectiveGroup(rule.key.fqn, rule.match, req, resp))
 

@@ -142,9 +142,16 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.auth.v3 import external_auth_pb2
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from mixerd.adapter import Code, QuotaArgs
+from mixerd.adapter import Code, QuotaArgs, code_name
 from mixerd.attribute import MISSING, Bag, IPAddress
-from mixerd.config import IstioService, QuotaRule, QuotaSpecBindingSpec, QuotaSpecSpec, StringMatch
+from mixerd.config import (
+    HeaderAction,
+    IstioService,
+    QuotaRule,
+    QuotaSpecBindingSpec,
+    QuotaSpecSpec,
+    StringMatch,
+)
 from mixerd.runtime import CheckOutcome, HeaderOperation
 
 __all__ = [
@@ -199,7 +206,6 @@ _ERROR_STATUS: Final[Mapping[int, int]] = {Code.UNAVAILABLE: 503, Code.DEADLINE_
 
 _OVERWRITE: Final = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _APPEND: Final = base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD
-_REPLACE, _REMOVE, _APPEND_OP = 0, 1, 2
 
 _HOP_BY_HOP: Final = frozenset(
     {
@@ -791,13 +797,6 @@ def http_status_for(code: int) -> int:
     return HTTP_STATUS.get(code, 403)
 
 
-def _code_name(code: int) -> str:
-    try:
-        return Code(code).name
-    except ValueError:
-        return str(code)
-
-
 def _short(text: str) -> str:
     data = text.encode("utf-8")
     if len(data) <= MAX_BODY:
@@ -830,14 +829,14 @@ class Verdict:
         """The client body of a denial or error (empty when allowed)."""
         if self.allowed:
             return ""
-        return _short(self.message or _code_name(self.code))
+        return _short(self.message or code_name(self.code))
 
 
 _ALLOW: Final = Verdict(Code.OK, 200)
 
 
 def _status_header(code: int) -> HeaderOperation:
-    return HeaderOperation("x-mixerd-status", _code_name(code))
+    return HeaderOperation("x-mixerd-status", code_name(code))
 
 
 def _rate_limit_headers(
@@ -940,7 +939,7 @@ def error_verdict(code: int, request_id: str) -> Verdict:
 def _option(op: HeaderOperation) -> Any:
     return base_pb2.HeaderValueOption(
         header=base_pb2.HeaderValue(key=op.name, value=op.value),
-        append_action=_APPEND if op.operation == _APPEND_OP else _OVERWRITE,
+        append_action=_APPEND if op.operation is HeaderAction.APPEND else _OVERWRITE,
     )
 
 
@@ -956,12 +955,12 @@ def encode_grpc(v: Verdict) -> Any:
         ok = resp.ok_response
         ok.SetInParent()
         for op in v.request_headers:
-            if op.operation == _REMOVE:
+            if op.operation is HeaderAction.REMOVE:
                 ok.headers_to_remove.append(op.name)
             else:
                 ok.headers.append(_option(op))
         for op in v.response_headers:
-            if op.operation != _REMOVE:
+            if op.operation is not HeaderAction.REMOVE:
                 ok.response_headers_to_add.append(_option(op))
         return resp
     resp.status.code = v.code
@@ -998,11 +997,11 @@ def encode_http(v: Verdict) -> HttpAnswer:
             for op in ops:
                 if op.name[:1] == ":":
                     continue  # pseudo-headers cannot travel as HTTP/1 header fields
-                if op.operation == _REMOVE:
+                if op.operation is HeaderAction.REMOVE:
                     if upstream:
                         removed.append(op.name)
                     continue
-                if op.operation == _REPLACE:
+                if op.operation is HeaderAction.REPLACE:
                     key = op.name.lower()
                     group = [f for f in group if f[0].lower() != key]
                 group.append((op.name, op.value))

@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 from multidict import CIMultiDict
 
-from mixerd.adapter import Code
+from mixerd.adapter import Code, code_name
 from mixerd.api.ext_authz.convert import (
     BadRequest,
     HttpAnswer,
@@ -62,11 +62,7 @@ class _Endpoint:
     def _count(self, code: int) -> None:
         c = self._counters.get(code)
         if c is None:
-            try:
-                name = Code(code).name
-            except ValueError:
-                name = str(code)
-            c = self._counters[code] = metrics.REQUESTS.labels("http_authz", "Check", name)
+            c = self._counters[code] = metrics.REQUESTS.labels("http_authz", "Check", code_name(code))
         c.inc()
 
     async def handle(self, request: web.BaseRequest) -> web.Response:

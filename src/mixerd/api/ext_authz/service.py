@@ -19,7 +19,7 @@ from typing import Any, Final
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 
-from mixerd.adapter import Code
+from mixerd.adapter import Code, code_name
 from mixerd.api.ext_authz.convert import (
     BadRequest,
     CheckRequestBag,
@@ -90,11 +90,7 @@ class ExtAuthzService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ig
     def _count(self, code: int) -> None:
         c = self._counters.get(code)
         if c is None:
-            try:
-                name = Code(code).name
-            except ValueError:
-                name = str(code)
-            c = self._counters[code] = metrics.REQUESTS.labels("ext_authz", "Check", name)
+            c = self._counters[code] = metrics.REQUESTS.labels("ext_authz", "Check", code_name(code))
         c.inc()
 
     async def Check(self, request: Any, context: Any) -> Any:  # gRPC method name

@@ -50,6 +50,7 @@ from mixerd.attribute import (
     parse_duration,
     parse_timestamp,
 )
+from mixerd.config import HeaderAction
 from mixerd.runtime import HeaderOperation, RouteDirective
 
 __all__ = [
@@ -897,7 +898,7 @@ def decode_route_directive(directive: check_pb2.RouteDirective) -> RouteDirectiv
     """A wire ``RouteDirective`` as a :class:`RouteDirective`."""
 
     def ops(items: Iterable[check_pb2.HeaderOperation]) -> tuple[HeaderOperation, ...]:
-        return tuple(HeaderOperation(op.name, op.value, int(op.operation)) for op in items)
+        return tuple(HeaderOperation(op.name, op.value, HeaderAction(op.operation)) for op in items)
 
     return RouteDirective(
         request_header_operations=ops(directive.request_header_operations),
@@ -917,7 +918,7 @@ def _readable_directive(directive: RouteDirective) -> dict[str, Any]:
             {
                 "name": op.name,
                 "value": op.value,
-                "operation": Operation(op.operation).name if op.operation in (0, 1, 2) else str(op.operation),
+                "operation": op.operation.name,
             }
             for op in items
         ]
