@@ -1,4 +1,4 @@
-"""Data-driven tests of mixerd.api.ext_authz.convert (cases in tests/data/ext_authz_cases.yaml)."""
+"""Data-driven tests of mixerd.api.ext_authz (request, quotas, verdict) (cases in tests/data/ext_authz_cases.yaml)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from envoy.service.auth.v3 import external_auth_pb2
 from google.protobuf import json_format
 
 from mixerd.adapter import CheckResult, QuotaArgs, QuotaResult, Status
-from mixerd.api.ext_authz import convert
+from mixerd.api.ext_authz import quotas as quota_mod
+from mixerd.api.ext_authz import request as request_mod
+from mixerd.api.ext_authz import verdict as verdict_mod
 from mixerd.attribute import IPAddress
 from mixerd.config import HeaderAction, QuotaSpecBindingSpec, QuotaSpecSpec, parse_text
 from mixerd.runtime import CheckOutcome, HeaderOperation, QuotaOutcome, RouteDirective
@@ -46,19 +48,19 @@ def _plain(attrs: dict[str, Any]) -> dict[str, Any]:
 def test_check_request_attributes(case: dict[str, Any]) -> None:
     request = json_format.ParseDict(case["request"], external_auth_pb2.CheckRequest())
     if "error" in case:
-        with pytest.raises(convert.BadRequest) as info:
-            attrs = convert.check_request_attributes(request)
-            convert.quota_args(attrs)
+        with pytest.raises(request_mod.BadRequest) as info:
+            attrs = request_mod.check_request_attributes(request)
+            quota_mod.quota_args(attrs)
         assert case["error"] in str(info.value)
         return
-    attrs = convert.check_request_attributes(request)
+    attrs = request_mod.check_request_attributes(request)
     assert _plain(attrs) == case["attributes"]
 
 
 @pytest.mark.parametrize("case", _ids("http_requests"))
 def test_http_request_attributes(case: dict[str, Any]) -> None:
     def run() -> dict[str, Any]:
-        return convert.http_request_attributes(
+        return request_mod.http_request_attributes(
             case["method"],
             case["target"],
             [(k, v) for k, v in case["headers"]],
@@ -68,16 +70,16 @@ def test_http_request_attributes(case: dict[str, Any]) -> None:
         )
 
     if "error" in case:
-        with pytest.raises(convert.BadRequest) as info:
+        with pytest.raises(request_mod.BadRequest) as info:
             run()
         assert case["error"] in str(info.value)
         return
     assert _plain(run()) == case["attributes"]
 
 
-def _plan(config: str | None) -> convert.QuotaPlan:
+def _plan(config: str | None) -> quota_mod.QuotaPlan:
     if not config:
-        return convert.QuotaPlan()
+        return quota_mod.QuotaPlan()
     parsed = parse_text(config)
     assert not parsed.errors
     assert all(not r.issues for r in parsed.resources), [r.issues for r in parsed.resources]
@@ -85,7 +87,7 @@ def _plan(config: str | None) -> convert.QuotaPlan:
         (r.key.namespace, r.key.name): r.spec for r in parsed.resources if isinstance(r.spec, QuotaSpecSpec)
     }
     bindings = [r.spec for r in parsed.resources if isinstance(r.spec, QuotaSpecBindingSpec)]
-    return convert.QuotaPlan.build(specs, bindings)
+    return quota_mod.QuotaPlan.build(specs, bindings)
 
 
 def _quota_cases() -> list[Any]:
@@ -99,7 +101,7 @@ def _quota_cases() -> list[Any]:
 
 @pytest.mark.parametrize(("config", "case"), _quota_cases())
 def test_quota_selection(config: str | None, case: dict[str, Any]) -> None:
-    got = convert.quota_args(case["attributes"], _plan(config))
+    got = quota_mod.quota_args(case["attributes"], _plan(config))
     expected = case["quotas"]
     if expected is None:
         assert got is None
@@ -141,21 +143,21 @@ def _outcome(spec: dict[str, Any]) -> CheckOutcome:
 @pytest.mark.parametrize("case", _ids("verdicts"))
 def test_verdicts(case: dict[str, Any]) -> None:
     if "error" in case:
-        verdict = convert.error_verdict(case["error"]["code"], case["error"]["request_id"])
+        verdict = verdict_mod.error_verdict(case["error"]["code"], case["error"]["request_id"])
     else:
         requested = {n: QuotaArgs(amount=a) for n, a in (case.get("requested") or {}).items()}
-        verdict = convert.decide(_outcome(case["outcome"]), requested or None)
-    got = json_format.MessageToDict(convert.encode_grpc(verdict))
+        verdict = verdict_mod.decide(_outcome(case["outcome"]), requested or None)
+    got = json_format.MessageToDict(verdict_mod.encode_grpc(verdict))
     assert got == case["grpc"]
-    answer = convert.encode_http(verdict)
+    answer = verdict_mod.encode_http(verdict)
     assert answer.status == case["http"]["status"]
     assert [list(h) for h in answer.headers] == case["http"]["headers"]
     assert answer.body == case["http"]["body"]
-    assert len(answer.body.encode()) <= convert.MAX_BODY
+    assert len(answer.body.encode()) <= verdict_mod.MAX_BODY
 
 
 def test_long_messages_are_cut_on_a_character_boundary() -> None:
-    v = convert.decide(CheckOutcome(CheckResult(Status(7, "é" * 150))))
+    v = verdict_mod.decide(CheckOutcome(CheckResult(Status(7, "é" * 150))))
     assert v.body == "é" * 98 + "..."
     assert v.message == "é" * 150  # the gRPC status keeps the whole message
 
@@ -163,7 +165,7 @@ def test_long_messages_are_cut_on_a_character_boundary() -> None:
 def test_status_mapping_covers_every_code() -> None:
     expected = {3: 400, 16: 401, 7: 403, 9: 403, 5: 404, 8: 429, 14: 503, 4: 504}
     for code in range(1, 17):
-        assert convert.http_status_for(code) == expected.get(code, 403)
+        assert verdict_mod.http_status_for(code) == expected.get(code, 403)
 
 
 @pytest.mark.parametrize(
@@ -171,10 +173,10 @@ def test_status_mapping_covers_every_code() -> None:
     [("a", {"a": 1}), ("a=2,b", {"a": 2, "b": 1}), (" a = 3 ,, a=1 ", {"a": 3}), ("", {})],
 )
 def test_parse_quota_list(text: str, expected: dict[str, int]) -> None:
-    assert convert.parse_quota_list(text) == expected
+    assert quota_mod.parse_quota_list(text) == expected
 
 
 @pytest.mark.parametrize("text", ["=2", "a=x", "a=-1", "a=0", "a=\u00b2", "a=1" + "0" * 18])
 def test_parse_quota_list_rejects(text: str) -> None:
-    with pytest.raises(convert.BadRequest):
-        convert.parse_quota_list(text)
+    with pytest.raises(request_mod.BadRequest):
+        quota_mod.parse_quota_list(text)

@@ -1,7 +1,7 @@
 """The HTTP forward-auth endpoint: Envoy ext_authz ``http_service``, nginx ``auth_request`` and
 Traefik ForwardAuth, all on one endpoint that answers any method on any path.
 
-The request is turned into attributes by :func:`~mixerd.api.ext_authz.convert.http_request_attributes`
+The request is turned into attributes by :class:`~mixerd.api.ext_authz.request.HttpRequestBag`
 and checked like a gRPC ext_authz call; the answer is 200 with an empty body (so the proxy keeps
 its connection alive) and the injected headers when allowed, the mapped status with a short text
 body and ``x-mixerd-status`` when denied, 500 (503/504) with only a request id when the check
@@ -20,16 +20,10 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from mixerd.adapter import Code, code_name
-from mixerd.api.ext_authz.convert import (
-    BadRequest,
-    HttpAnswer,
-    HttpRequestBag,
-    decide,
-    encode_http,
-    error_verdict,
-    quota_args,
-)
+from mixerd.api.ext_authz.quotas import quota_args
+from mixerd.api.ext_authz.request import BadRequest, HttpRequestBag
 from mixerd.api.ext_authz.service import QuotaPlanCache, error_request_id
+from mixerd.api.ext_authz.verdict import HttpAnswer, decide, encode_http, error_verdict
 from mixerd.runtime import DispatchError, Runtime, metrics
 
 __all__ = ["HttpAuthzOptions", "build_http_authz_app", "build_http_authz_server"]
@@ -44,7 +38,7 @@ class HttpAuthzOptions:
     ``prefix``: a path prefix to strip from the request line when no ``X-Original-URI`` /
     ``X-Forwarded-Uri`` is sent (Envoy's ``http_service.path_prefix``). ``extension_headers``:
     read ``X-Mixerd-Ext-<key>`` headers as context extensions (only when the proxy sets or
-    clears them; see :mod:`mixerd.api.ext_authz.convert`).
+    clears them; see :mod:`mixerd.api.ext_authz.request`).
     """
 
     prefix: str = ""

@@ -1,7 +1,7 @@
 """The ``envoy.service.auth.v3.Authorization`` servicer (Envoy's ext_authz filter, gRPC mode).
 
 Every call becomes one ``Dispatcher.check`` with the quotas the request is charged (see
-:mod:`mixerd.api.ext_authz.convert`). Outcomes: an allow or a denial is a normal response; a
+:mod:`mixerd.api.ext_authz.quotas`). Outcomes: an allow or a denial is a normal response; a
 check that could not be evaluated (a failing handler, a deadline) is an ``error_response``
 whose body only carries a request id, the details being logged under that id; a malformed
 request is answered with gRPC INVALID_ARGUMENT. None of them stops the server.
@@ -20,15 +20,9 @@ import grpc
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 
 from mixerd.adapter import Code, code_name
-from mixerd.api.ext_authz.convert import (
-    BadRequest,
-    CheckRequestBag,
-    QuotaPlan,
-    decide,
-    encode_grpc,
-    error_verdict,
-    quota_args,
-)
+from mixerd.api.ext_authz.quotas import QuotaPlan, quota_args
+from mixerd.api.ext_authz.request import BadRequest, CheckRequestBag
+from mixerd.api.ext_authz.verdict import decide, encode_grpc, error_verdict
 from mixerd.config import QuotaSpecBindingSpec, QuotaSpecSpec, Snapshot
 from mixerd.runtime import DispatchError, Runtime, metrics
 

@@ -1,10 +1,9 @@
-"""Envoy external authorization (ext_authz) and forward-auth requests <-> mixerd values.
+"""Envoy external authorization requests -> attribute bags (pure).
 
-No I/O, no asyncio, no clock (the caller passes ``now``), so the gRPC servicer, the HTTP
-endpoint, tests and benchmarks share it. Requests become lazy bags (:class:`CheckRequestBag`,
-:class:`HttpRequestBag`): the cheap attributes are read up front (and malformed input rejected
-there), maps, timestamps and parsed paths only when a rule reads them. Answers are frozen values
-(:class:`Verdict`, :class:`HttpAnswer`) encoded for either wire.
+Requests become lazy bags (:class:`CheckRequestBag` for gRPC ext_authz, :class:`HttpRequestBag`
+for HTTP forward-auth): the cheap attributes are read up front (and malformed input rejected
+there), maps, timestamps and parsed paths only when a rule reads them. No I/O, no clock (the
+caller passes ``now``).
 
 gRPC ``envoy.service.auth.v3.CheckRequest`` -> attributes
 ==========================================================
@@ -58,49 +57,6 @@ attribute                          from
 Peer ``service`` (Envoy's ``--service-cluster``) and the request body are not mapped. A malformed
 request (an address that is not an IP, a bad ``mixerd.quotas`` list) raises :class:`BadRequest`.
 
-Quotas charged by a Check
-=========================
-
-Two sources, merged (the larger charge wins when both name the same quota):
-
-* ``QuotaSpecBinding`` / ``QuotaSpec`` resources (:class:`QuotaPlan`): a binding applies when one
-  of its services matches the request: ``service`` (an FQDN) must equal
-  ``destination.service.host``; otherwise ``name`` and ``namespace`` (empty or ``*`` match
-  anything) must equal ``destination.service.name`` and ``destination.service.namespace`` (else
-  ``destination.namespace``, else the default namespace); ``labels`` must be a subset of
-  ``destination.labels``; ``domain`` is not checked. Through ext_authz these service attributes
-  come from the context extensions above. A spec rule applies when it has no ``match`` clause or
-  one clause matches: every attribute of the clause is present and its text matches the
-  ``StringMatch`` (``exact``/``prefix``/``regex``, a full match); ``name[key]`` reads one key of a
-  STRING_MAP attribute (``request.headers[x-user]``).
-* context extension ``mixerd.quotas`` = ``name[=amount],...`` (amount defaults to 1).
-
-A quota is denied (``RESOURCE_EXHAUSTED``, HTTP 429, "quota exhausted: <name>") when its handler
-grants less than the charge; a quota whose handler answers with a non-OK status is denied with that
-status. Quotas carry no deduplication id (Envoy does not retry ext_authz calls by default, and
-neither ``x-request-id`` nor Envoy's stream id is unique enough to deduplicate on safely).
-
-Decision -> ``CheckResponse``
-=============================
-
-* allowed: ``status.code`` 0; ``ok_response.headers`` from the rules' request header operations
-  (REPLACE -> ``OVERWRITE_IF_EXISTS_OR_ADD``, APPEND -> ``APPEND_IF_EXISTS_OR_ADD``),
-  ``headers_to_remove`` from REMOVE, ``response_headers_to_add`` from the response header
-  operations (REMOVE cannot be expressed there and is ignored).
-* denied: ``status`` = the gRPC code and message; ``denied_response.status`` = the HTTP status of
-  :data:`HTTP_STATUS` (others 403), body = the message (at most :data:`MAX_BODY` bytes; the code
-  name when there is no message), header ``x-mixerd-status: <CODE NAME>``, plus for an exhausted
-  quota ``x-ratelimit-limit``/``-remaining``/``-reset`` and ``retry-after`` when the handler
-  says them.
-* error (the check could not be evaluated): ``status`` = the error's code (INTERNAL, or
-  DEADLINE_EXCEEDED/UNAVAILABLE), ``error_response`` with HTTP 500 (504, 503) and the body
-  ``authorization service error (request id <id>)``: the details go to mixerd's log only. Envoy
-  1.40 sends that status and body to the client (unless ``failure_mode_allow``); the id is
-  ``x-request-id`` when the request has one.
-
-FAILED_PRECONDITION maps to **403**, not the 400 of Google's canonical mapping: it is the
-``denier`` adapter's default status, i.e. a policy denial, and nginx would turn a 400 into a 500.
-
 HTTP forward-auth (Envoy ``http_service``, nginx ``auth_request``, Traefik ForwardAuth)
 ======================================================================================
 
@@ -115,49 +71,24 @@ every other header minus hop-by-hop headers, ``host`` and the control headers ab
 ``extension_headers`` enabled, ``X-Mixerd-Ext-<key>: value`` headers become context extension
 ``<key>`` (``X-Mixerd-Ext-Namespace``, ``X-Mixerd-Ext-mixerd.quotas``); enable it only when the
 proxy sets or clears those headers, since clients could send them too.
-
-:func:`encode_http`: allowed -> 200 with an empty body, request header operations as response
-headers (REMOVE -> ``x-envoy-auth-headers-to-remove``; pseudo-headers such as ``:path`` cannot
-be expressed and are left out), so the proxy can copy them upstream
-(Envoy ``allowed_upstream_headers``, nginx ``auth_request_set``); response header operations are
-sent the same way (Envoy ``allowed_client_headers_on_success``). Denied -> the mapped status, a
-short text body and ``x-mixerd-status``. nginx honours only 401 and 403 from ``auth_request``;
-any other status (429, 503 ...) becomes a 500 there.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import functools
-import math
-import re
 import socket
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, ClassVar, Final
 from urllib.parse import parse_qsl
 
-from envoy.config.core.v3 import base_pb2
-from envoy.service.auth.v3 import external_auth_pb2
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from mixerd.adapter import Code, QuotaArgs, code_name
 from mixerd.attribute import MISSING, Bag, IPAddress
-from mixerd.config import (
-    HeaderAction,
-    IstioService,
-    QuotaRule,
-    QuotaSpecBindingSpec,
-    QuotaSpecSpec,
-    StringMatch,
-)
-from mixerd.runtime import CheckOutcome, HeaderOperation
 
 __all__ = [
     "EXTENSION_HEADER_PREFIX",
-    "HTTP_STATUS",
-    "MAX_BODY",
     "NAMESPACE_EXTENSION",
     "QUOTAS_EXTENSION",
     "REPORTER_KIND_EXTENSION",
@@ -165,19 +96,9 @@ __all__ = [
     "SERVICE_HOST_EXTENSION",
     "BadRequest",
     "CheckRequestBag",
-    "HttpAnswer",
     "HttpRequestBag",
-    "QuotaPlan",
-    "Verdict",
     "check_request_attributes",
-    "decide",
-    "encode_grpc",
-    "encode_http",
-    "error_verdict",
     "http_request_attributes",
-    "http_status_for",
-    "parse_quota_list",
-    "quota_args",
 ]
 
 REPORTER_KIND_EXTENSION: Final = "mixerd.reporter.kind"
@@ -186,26 +107,6 @@ NAMESPACE_EXTENSION: Final = "namespace"
 SERVICE_EXTENSION: Final = "service"
 SERVICE_HOST_EXTENSION: Final = "service.host"
 EXTENSION_HEADER_PREFIX: Final = "x-mixerd-ext-"
-
-MAX_BODY: Final = 200
-"""Longest denial body, in bytes (the message is cut on a character boundary)."""
-
-HTTP_STATUS: Final[Mapping[int, int]] = {
-    Code.INVALID_ARGUMENT: 400,
-    Code.UNAUTHENTICATED: 401,
-    Code.PERMISSION_DENIED: 403,
-    Code.FAILED_PRECONDITION: 403,
-    Code.NOT_FOUND: 404,
-    Code.RESOURCE_EXHAUSTED: 429,
-    Code.UNAVAILABLE: 503,
-    Code.DEADLINE_EXCEEDED: 504,
-}
-"""HTTP status of a denial by gRPC code; any other code gives 403."""
-
-_ERROR_STATUS: Final[Mapping[int, int]] = {Code.UNAVAILABLE: 503, Code.DEADLINE_EXCEEDED: 504}
-
-_OVERWRITE: Final = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
-_APPEND: Final = base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD
 
 _HOP_BY_HOP: Final = frozenset(
     {
@@ -632,381 +533,3 @@ def http_request_attributes(
     return HttpRequestBag(
         method, target, headers, now=now, prefix=prefix, extension_headers=extension_headers
     ).materialize()
-
-
-# --- quotas -------------------------------------------------------------------------------------
-
-
-def parse_quota_list(text: str, where: str = f"context extension {QUOTAS_EXTENSION}") -> dict[str, int]:
-    """``name[=amount],...`` -> {name: amount}; raises :class:`BadRequest` naming ``where``."""
-    out: dict[str, int] = {}
-    for item in text.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        name, sep, amount = item.partition("=")
-        name = name.strip()
-        if not name:
-            raise BadRequest(f"{where}: {item!r} has no quota name")
-        if sep:
-            amount = amount.strip()
-            if not (amount.isascii() and amount.isdigit()) or len(amount) > 18 or int(amount) < 1:
-                raise BadRequest(f"{where}: amount of {name!r} must be a positive integer, got {amount!r}")
-            n = int(amount)
-        else:
-            n = 1
-        out[name] = max(out.get(name, 0), n)
-    return out
-
-
-def _attr_text(attrs: Mapping[str, Any], name: str) -> str | None:
-    if name.endswith("]") and "[" in name:
-        base, _, key = name[:-1].partition("[")
-        m = attrs.get(base)
-        if not isinstance(m, Mapping):
-            return None
-        v = m.get(key.strip("\"'"))
-        return None if v is None else str(v)
-    v = attrs.get(name, MISSING)
-    if v is MISSING or v is None:
-        return None
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    return v if isinstance(v, str) else str(v)
-
-
-def _rule_matches(rule: QuotaRule, attrs: Mapping[str, Any]) -> bool:
-    if not rule.match:
-        return True
-    return any(all(_clause_matches(n, m, attrs) for n, m in clause.items()) for clause in rule.match)
-
-
-def _clause_matches(name: str, m: StringMatch, attrs: Mapping[str, Any]) -> bool:
-    text = _attr_text(attrs, name)
-    return text is not None and m.matches(text)
-
-
-def _wild(pattern: str, value: str | None) -> bool:
-    return not pattern or pattern == "*" or pattern == value
-
-
-def _service_matches(svc: IstioService, attrs: Mapping[str, Any], default_namespace: str) -> bool:
-    if svc.service:
-        return svc.service == attrs.get("destination.service.host")
-    if not _wild(svc.name, attrs.get("destination.service.name")):
-        return False
-    ns = attrs.get("destination.service.namespace") or attrs.get("destination.namespace") or default_namespace
-    if not _wild(svc.namespace, ns):
-        return False
-    if svc.labels:
-        labels = attrs.get("destination.labels")
-        if not isinstance(labels, Mapping):
-            return False
-        return all(labels.get(k) == v for k, v in svc.labels.items())
-    return True
-
-
-@dataclass(frozen=True, slots=True)
-class _Binding:
-    services: tuple[IstioService, ...]
-    rules: tuple[QuotaRule, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class QuotaPlan:
-    """The quotas a Check charges, from ``QuotaSpecBinding`` and ``QuotaSpec`` resources.
-
-    Build it once per config snapshot with :meth:`build`; :meth:`select` is cheap when the config
-    has no bindings.
-    """
-
-    bindings: tuple[_Binding, ...] = ()
-    default_namespace: str = "istio-system"
-
-    @classmethod
-    def build(
-        cls,
-        specs: Mapping[tuple[str, str], QuotaSpecSpec],
-        bindings: Iterable[QuotaSpecBindingSpec],
-        *,
-        default_namespace: str = "istio-system",
-    ) -> QuotaPlan:
-        """``specs`` maps (namespace, name) to a spec; a binding naming a missing spec skips it."""
-        out: list[_Binding] = []
-        for b in bindings:
-            rules: list[QuotaRule] = []
-            for ref in b.quota_specs:
-                spec = specs.get((ref.namespace, ref.name))
-                if spec is not None:
-                    rules.extend(spec.rules)
-            if rules and b.services:
-                out.append(_Binding(tuple(b.services), tuple(rules)))
-        return cls(tuple(out), default_namespace)
-
-    def select(self, attrs: Mapping[str, Any]) -> dict[str, int]:
-        """{quota name: charge} for a request (the largest charge when several rules name it)."""
-        out: dict[str, int] = {}
-        for b in self.bindings:
-            if not any(_service_matches(s, attrs, self.default_namespace) for s in b.services):
-                continue
-            for rule in b.rules:
-                if _rule_matches(rule, attrs):
-                    for q in rule.quotas:
-                        if q.charge > out.get(q.quota, 0):
-                            out[q.quota] = q.charge
-        return out
-
-
-_NO_PLAN: Final = QuotaPlan()
-
-
-@functools.lru_cache(maxsize=256)
-def _extension_quotas(text: str) -> Mapping[str, QuotaArgs]:
-    return MappingProxyType({name: QuotaArgs(amount=n) for name, n in parse_quota_list(text).items()})
-
-
-def quota_args(attrs: Mapping[str, Any], plan: QuotaPlan = _NO_PLAN) -> Mapping[str, QuotaArgs] | None:
-    """The quotas to request with a Check: the plan's and ``mixerd.quotas`` merged (None if none).
-
-    Raises :class:`BadRequest` for a malformed ``mixerd.quotas``.
-    """
-    if isinstance(attrs, _RequestBag):
-        text = attrs.extension(QUOTAS_EXTENSION)
-    else:
-        ext = attrs.get("context.extensions")
-        text = ext.get(QUOTAS_EXTENSION) if ext else None
-    if not plan.bindings:
-        if not text:
-            return None
-        return _extension_quotas(text) or None
-    amounts = plan.select(attrs)
-    if text:
-        for name, args in _extension_quotas(text).items():
-            if args.amount > amounts.get(name, 0):
-                amounts[name] = args.amount
-    if not amounts:
-        return None
-    return {name: QuotaArgs(amount=n) for name, n in amounts.items()}
-
-
-# --- decisions ----------------------------------------------------------------------------------
-
-
-def http_status_for(code: int) -> int:
-    """HTTP status of a denial with gRPC ``code`` (:data:`HTTP_STATUS`, else 403)."""
-    return HTTP_STATUS.get(code, 403)
-
-
-def _short(text: str) -> str:
-    data = text.encode("utf-8")
-    if len(data) <= MAX_BODY:
-        return text
-    return data[: MAX_BODY - 3].decode("utf-8", "ignore") + "..."
-
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    """A decision ready to encode for either wire: allow (``code`` 0), deny, or error.
-
-    ``request_headers`` are header operations for the upstream request (allow only);
-    ``response_headers`` go to the client (response operations when allowed; ``x-mixerd-status``
-    and rate-limit headers when denied).
-    """
-
-    code: int
-    http_status: int
-    message: str = ""
-    request_headers: tuple[HeaderOperation, ...] = ()
-    response_headers: tuple[HeaderOperation, ...] = ()
-    error: bool = False
-
-    @property
-    def allowed(self) -> bool:
-        return self.code == Code.OK
-
-    @property
-    def body(self) -> str:
-        """The client body of a denial or error (empty when allowed)."""
-        if self.allowed:
-            return ""
-        return _short(self.message or code_name(self.code))
-
-
-_ALLOW: Final = Verdict(Code.OK, 200)
-
-
-def _status_header(code: int) -> HeaderOperation:
-    return HeaderOperation("x-mixerd-status", code_name(code))
-
-
-def _rate_limit_headers(
-    limit: int | None, remaining: int | None, reset: _dt.timedelta | None
-) -> list[HeaderOperation]:
-    out: list[HeaderOperation] = []
-    if limit is not None:
-        out.append(HeaderOperation("x-ratelimit-limit", str(limit)))
-    if remaining is not None:
-        out.append(HeaderOperation("x-ratelimit-remaining", str(max(remaining, 0))))
-    if reset is not None:
-        seconds = str(max(math.ceil(reset.total_seconds()), 0))
-        out.append(HeaderOperation("x-ratelimit-reset", seconds))
-        out.append(HeaderOperation("retry-after", seconds))
-    return out
-
-
-_HEADER_NAME: Final = re.compile(r":?[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-
-
-def _valid_ops(ops: tuple[HeaderOperation, ...]) -> tuple[HeaderOperation, ...]:
-    """``ops`` without operations no proxy would accept: a name that is not an HTTP token (a
-    leading ``:`` allowed), a value with CR, LF or NUL."""
-    for op in ops:
-        v = op.value
-        if _HEADER_NAME.fullmatch(op.name) is None or "\r" in v or "\n" in v or "\0" in v:
-            break
-    else:
-        return ops
-    return tuple(
-        op
-        for op in ops
-        if _HEADER_NAME.fullmatch(op.name) is not None
-        and "\r" not in op.value
-        and "\n" not in op.value
-        and "\0" not in op.value
-    )
-
-
-def decide(outcome: CheckOutcome, quotas: Mapping[str, QuotaArgs] | None = None) -> Verdict:
-    """Turn a dispatcher outcome (and the quotas that were requested) into a :class:`Verdict`."""
-    status = outcome.result.status
-    if status.code != Code.OK:
-        # The denying handler's own words; the Mixer-style "<handler>:<message>" list names
-        # config internals and stays in mixerd's logs and Mixer API answers.
-        message = outcome.reason or status.message
-        return Verdict(status.code, http_status_for(status.code), message, (), (_status_header(status.code),))
-    if quotas:
-        for name, args in quotas.items():
-            q = outcome.quotas.get(name)
-            if q is None:
-                continue
-            r = q.result
-            if r.status.code != Code.OK:
-                message = f"quota {name}: {r.status.message}" if r.status.message else f"quota {name}"
-                return Verdict(
-                    r.status.code,
-                    http_status_for(r.status.code),
-                    message,
-                    (),
-                    (
-                        _status_header(r.status.code),
-                        *_rate_limit_headers(r.limit, r.remaining, r.reset_after),
-                    ),
-                )
-            if r.amount < args.amount:
-                code = Code.RESOURCE_EXHAUSTED
-                return Verdict(
-                    code,
-                    429,
-                    f"quota exhausted: {name}",
-                    (),
-                    (_status_header(code), *_rate_limit_headers(r.limit, r.remaining, r.reset_after)),
-                )
-    d = outcome.directive
-    if d is None:
-        return _ALLOW
-    return Verdict(
-        Code.OK, 200, "", _valid_ops(d.request_header_operations), _valid_ops(d.response_header_operations)
-    )
-
-
-def error_verdict(code: int, request_id: str) -> Verdict:
-    """The verdict for a check that could not be evaluated: no internal detail, only an id."""
-    if code == Code.OK:
-        code = Code.INTERNAL
-    return Verdict(
-        code,
-        _ERROR_STATUS.get(code, 500),
-        f"authorization service error (request id {request_id})",
-        (),
-        (_status_header(code),),
-        error=True,
-    )
-
-
-# --- encoders -----------------------------------------------------------------------------------
-
-
-def _option(op: HeaderOperation) -> Any:
-    return base_pb2.HeaderValueOption(
-        header=base_pb2.HeaderValue(key=op.name, value=op.value),
-        append_action=_APPEND if op.operation is HeaderAction.APPEND else _OVERWRITE,
-    )
-
-
-@functools.lru_cache(maxsize=1024)
-def encode_grpc(v: Verdict) -> Any:
-    """A :class:`Verdict` as an ``envoy.service.auth.v3.CheckResponse``.
-
-    Answers are cached by verdict (most checks give one of a few verdicts), so the returned
-    message is shared: treat it as read-only.
-    """
-    resp = external_auth_pb2.CheckResponse()
-    if v.allowed:
-        ok = resp.ok_response
-        ok.SetInParent()
-        for op in v.request_headers:
-            if op.operation is HeaderAction.REMOVE:
-                ok.headers_to_remove.append(op.name)
-            else:
-                ok.headers.append(_option(op))
-        for op in v.response_headers:
-            if op.operation is not HeaderAction.REMOVE:
-                ok.response_headers_to_add.append(_option(op))
-        return resp
-    resp.status.code = v.code
-    resp.status.message = v.message
-    denied = resp.error_response if v.error else resp.denied_response
-    denied.status.code = v.http_status
-    denied.body = v.body
-    for op in v.response_headers:
-        denied.headers.append(_option(op))
-    return resp
-
-
-@dataclass(frozen=True, slots=True)
-class HttpAnswer:
-    """An HTTP forward-auth answer: status, header fields (in order, names may repeat), body."""
-
-    status: int
-    headers: tuple[tuple[str, str], ...]
-    body: str
-
-
-_HTTP_ALLOW: Final = HttpAnswer(200, (), "")
-
-
-def encode_http(v: Verdict) -> HttpAnswer:
-    """A :class:`Verdict` as an HTTP answer (see the module docstring)."""
-    if v.allowed:
-        if not v.request_headers and not v.response_headers:
-            return _HTTP_ALLOW
-        fields: list[tuple[str, str]] = []
-        removed: list[str] = []
-        for ops, upstream in ((v.request_headers, True), (v.response_headers, False)):
-            group: list[tuple[str, str]] = []
-            for op in ops:
-                if op.name[:1] == ":":
-                    continue  # pseudo-headers cannot travel as HTTP/1 header fields
-                if op.operation is HeaderAction.REMOVE:
-                    if upstream:
-                        removed.append(op.name)
-                    continue
-                if op.operation is HeaderAction.REPLACE:
-                    key = op.name.lower()
-                    group = [f for f in group if f[0].lower() != key]
-                group.append((op.name, op.value))
-            fields.extend(group)
-        if removed:
-            fields.append(("x-envoy-auth-headers-to-remove", ", ".join(removed)))
-        return HttpAnswer(200, tuple(fields), "")
-    return HttpAnswer(v.http_status, tuple((op.name, op.value) for op in v.response_headers), v.body)
