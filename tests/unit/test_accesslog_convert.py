@@ -14,17 +14,15 @@ from envoy.service.accesslog.v3 import als_pb2
 from google.protobuf import json_format
 
 from mixerd.api.accesslog.convert import (
-    RESPONSE_FLAGS,
     StreamContext,
     StreamState,
     TcpBytes,
     convert_http,
     is_intermediate,
-    parse_cluster,
     parse_reporter_kinds,
-    response_flags,
     stream_context,
 )
+from mixerd.api.envoy.attributes import RESPONSE_FLAGS, parse_cluster, response_flags
 from mixerd.attribute import DictBag, IPAddress, builtin_manifest, parse_duration, parse_timestamp, type_of
 
 CASES = yaml.safe_load((Path(__file__).parent.parent / "data" / "accesslog_cases.yaml").read_text())["cases"]

@@ -6,7 +6,6 @@ The attribute mapping is documented in :mod:`mixerd.api.accesslog.convert`.
 """
 
 from mixerd.api.accesslog.convert import (
-    RESPONSE_FLAGS,
     Converted,
     StreamContext,
     StreamState,
@@ -14,14 +13,11 @@ from mixerd.api.accesslog.convert import (
     convert_http,
     convert_message,
     convert_tcp,
-    parse_cluster,
     parse_reporter_kinds,
-    response_flags,
     stream_context,
 )
 
 __all__ = [
-    "RESPONSE_FLAGS",
     "Converted",
     "StreamContext",
     "StreamState",
@@ -29,8 +25,6 @@ __all__ = [
     "convert_http",
     "convert_message",
     "convert_tcp",
-    "parse_cluster",
     "parse_reporter_kinds",
-    "response_flags",
     "stream_context",
 ]

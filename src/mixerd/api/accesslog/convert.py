@@ -17,7 +17,11 @@ The ``identifier`` of the first message of a stream is kept as a :class:`StreamC
 * An Istio sidecar node id (``sidecar~10.0.0.1~reviews-v1-5f9b.default~default.svc.cluster.local``)
   gives ``context.reporter.uid`` = ``kubernetes://reviews-v1-5f9b.default``, which is also the
   ``destination.uid`` of inbound and the ``source.uid`` of outbound entries (what
-  ``kubernetesenv`` looks pods up by).
+  ``kubernetesenv`` looks pods up by); its namespace is the ``destination.namespace`` of inbound
+  and the ``source.namespace`` of outbound entries (it selects the namespace's rules).
+
+The rules Envoy's front-ends share (principals, paths and query, dynamic metadata, cluster names,
+response flags, timestamps) are decided once in :mod:`mixerd.api.envoy.attributes`.
 
 Every entry
 ===========
@@ -34,8 +38,8 @@ attribute                         from
                                   no namespace); an Istio cluster without a host (``inbound|9080||``)
                                   gives nothing; any other cluster name gives only
                                   ``destination.service.name`` = the cluster name
-``source.principal``              first URI SAN of ``tls_properties.peer_certificate_properties``,
-                                  without ``spiffe://`` (Istio's form: ``cluster.local/ns/x/sa/y``)
+``source.principal``,             first URI SAN of ``tls_properties.peer_certificate_properties``,
+``source.user``                   without ``spiffe://`` (Istio's form: ``cluster.local/ns/x/sa/y``)
 ``destination.principal``         inbound only: first URI SAN of the local certificate, same form
 ``connection.mtls``               the downstream peer presented a certificate
 ``connection.requested_server_name``  ``tls_properties.tls_sni_hostname``
@@ -43,11 +47,12 @@ attribute                         from
                                   (``UH``, ``UF,URX``, ``-`` when none): see :data:`RESPONSE_FLAGS`
 ``context.reporter.kind``/``.uid``  see above
 ``context.time``                  ``start_time`` + ``duration`` (when the entry was complete)
+``request.metadata``              ``metadata.filter_metadata`` flattened as ext_authz does it
+                                  (``<namespace>:<dotted.path>`` -> text)
 ``mixerd.authz.metadata``         the ext_authz filter's dynamic metadata
-                                  (``filter_metadata["envoy.filters.http.ext_authz"]``), flattened to
-                                  strings: numbers as JSON numbers, booleans ``true``/``false``,
-                                  structs and lists as compact JSON. Correlates a decision with
-                                  its transaction (e.g. a ``user`` the authz service returned).
+                                  (``filter_metadata["envoy.filters.http.ext_authz"]``), flattened
+                                  the same way without the namespace prefix. Correlates a decision
+                                  with its transaction (e.g. a ``user`` the authz service returned).
 ``accesslog.log_name``,           the stream's identifier
 ``accesslog.node.id``,
 ``accesslog.node.cluster``
@@ -89,22 +94,32 @@ totals when there is none), ``connection.duration``. UDP session entries map the
 from __future__ import annotations
 
 import datetime as _dt
-import functools
-import ipaddress
-import json
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
-from urllib.parse import parse_qsl
 
 from envoy.data.accesslog.v3 import accesslog_pb2
 
+from mixerd.api.envoy.attributes import (
+    AUTHZ_METADATA_NAMESPACE,
+    duration,
+    first_uri_san,
+    flatten_metadata,
+    flatten_struct,
+    node_identity,
+    parse_cluster,
+    parse_ip,
+    protocol,
+    query_params,
+    response_flags,
+    set_principal,
+    timestamp,
+    url_path,
+)
 from mixerd.attribute import DictBag, IPAddress
 
 __all__ = [
-    "AUTHZ_METADATA_NAMESPACE",
-    "RESPONSE_FLAGS",
     "Converted",
     "StreamContext",
     "StreamState",
@@ -113,54 +128,9 @@ __all__ = [
     "convert_message",
     "convert_tcp",
     "is_intermediate",
-    "parse_cluster",
     "parse_reporter_kinds",
-    "response_flags",
     "stream_context",
 ]
-
-AUTHZ_METADATA_NAMESPACE: Final = "envoy.filters.http.ext_authz"
-
-RESPONSE_FLAGS: Final[tuple[tuple[str, str, str], ...]] = (
-    # (ResponseFlags field, %RESPONSE_FLAGS% short name, long name), in Envoy's output order
-    # (Envoy's CORE_RESPONSE_FLAGS, which is the field order of the proto).
-    ("failed_local_healthcheck", "LH", "FailedLocalHealthCheck"),
-    ("no_healthy_upstream", "UH", "NoHealthyUpstream"),
-    ("upstream_request_timeout", "UT", "UpstreamRequestTimeout"),
-    ("local_reset", "LR", "LocalReset"),
-    ("upstream_remote_reset", "UR", "UpstreamRemoteReset"),
-    ("upstream_connection_failure", "UF", "UpstreamConnectionFailure"),
-    ("upstream_connection_termination", "UC", "UpstreamConnectionTermination"),
-    ("upstream_overflow", "UO", "UpstreamOverflow"),
-    ("no_route_found", "NR", "NoRouteFound"),
-    ("delay_injected", "DI", "DelayInjected"),
-    ("fault_injected", "FI", "FaultInjected"),
-    ("rate_limited", "RL", "RateLimited"),
-    ("unauthorized_details", "UAEX", "UnauthorizedExternalService"),
-    ("rate_limit_service_error", "RLSE", "RateLimitServiceError"),
-    ("downstream_connection_termination", "DC", "DownstreamConnectionTermination"),
-    ("upstream_retry_limit_exceeded", "URX", "UpstreamRetryLimitExceeded"),
-    ("stream_idle_timeout", "SI", "StreamIdleTimeout"),
-    ("invalid_envoy_request_headers", "IH", "InvalidEnvoyRequestHeaders"),
-    ("downstream_protocol_error", "DPE", "DownstreamProtocolError"),
-    ("upstream_max_stream_duration_reached", "UMSDR", "UpstreamMaxStreamDurationReached"),
-    ("response_from_cache_filter", "RFCF", "ResponseFromCacheFilter"),
-    ("no_filter_config_found", "NFCF", "NoFilterConfigFound"),
-    ("duration_timeout", "DT", "DurationTimeout"),
-    ("upstream_protocol_error", "UPE", "UpstreamProtocolError"),
-    ("no_cluster_found", "NC", "NoClusterFound"),
-    ("overload_manager", "OM", "OverloadManagerTerminated"),
-    ("dns_resolution_failure", "DF", "DnsResolutionFailed"),
-    ("downstream_remote_reset", "DR", "DownstreamRemoteReset"),
-)
-"""Envoy's response flags (``%RESPONSE_FLAGS%``, access log docs). Envoy's ``DO`` (DropOverload)
-has no field in ``ResponseFlags`` and so never reaches ALS. A field added to the proto later
-shows up under its field name until it is added here."""
-
-_FLAG_BY_NUMBER: Final[dict[int, str]] = {
-    accesslog_pb2.ResponseFlags.DESCRIPTOR.fields_by_name[field].number: short
-    for field, short, _ in RESPONSE_FLAGS
-}
 
 _T = accesslog_pb2.AccessLogType
 _INTERMEDIATE_HTTP: Final = frozenset(
@@ -188,7 +158,6 @@ _METHODS: Final = {
 }
 _EPOCH: Final = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
 _KINDS: Final = ("inbound", "outbound")
-_SPIFFE: Final = "spiffe://"
 
 
 # -- per stream ------------------------------------------------------------------------------
@@ -204,6 +173,8 @@ class StreamContext:
     reporter_kind: str | None = None
     """The kind configured for ``log_name``; None: infer from the cluster name, else inbound."""
     reporter_uid: str = ""
+    reporter_namespace: str = ""
+    """The reporting workload's namespace, from an Istio sidecar node id."""
 
 
 def stream_context(identifier: Any, reporter_kinds: Mapping[str, str] | None = None) -> StreamContext:
@@ -211,12 +182,9 @@ def stream_context(identifier: Any, reporter_kinds: Mapping[str, str] | None = N
     node = identifier.node
     log_name: str = identifier.log_name
     node_id: str = node.id
-    uid = ""
-    parts = node_id.split("~")
-    if len(parts) == 4 and parts[2]:
-        uid = "kubernetes://" + parts[2]
+    identity = node_identity(node_id)
     kind = (reporter_kinds or {}).get(log_name)
-    return StreamContext(log_name, node_id, node.cluster, kind, uid)
+    return StreamContext(log_name, node_id, node.cluster, kind, identity.uid, identity.namespace)
 
 
 def parse_reporter_kinds(text: str) -> dict[str, str]:
@@ -265,96 +233,13 @@ class TcpBytes:
 # -- helpers ---------------------------------------------------------------------------------
 
 
-def response_flags(common: Any) -> str:
-    """Envoy's ``%RESPONSE_FLAGS%`` string of an entry's ``common_properties``."""
-    if not common.HasField("response_flags"):
-        return "-"
-    names = [_FLAG_BY_NUMBER.get(f.number, f.name) for f, _ in common.response_flags.ListFields()]
-    return ",".join(names) if names else "-"
-
-
-def parse_cluster(cluster: str) -> tuple[str | None, str | None, str | None, str | None]:
-    """``(kind, host, name, namespace)`` of an upstream cluster name (see the module docstring)."""
-    parts = cluster.split("|")
-    if len(parts) == 4 and parts[0] in ("inbound", "outbound"):
-        kind, host = parts[0], parts[3]
-        if not host:
-            return kind, None, None, None
-        labels = host.split(".")
-        if len(labels) >= 3 and labels[2] == "svc":
-            return kind, host, labels[0], labels[1]
-        return kind, host, host, None
-    return None, None, cluster or None, None
-
-
-@functools.lru_cache(maxsize=4096)
-def _ip(text: str) -> IPAddress | None:
-    try:
-        return IPAddress(ipaddress.ip_address(text).packed)
-    except ValueError:
-        return None
-
-
 def _socket(address: Any) -> tuple[IPAddress | None, int, str]:
     sa = address.socket_address
     text: str = sa.address
     if not text:
         return None, 0, ""
     port = int(sa.port_value)
-    return _ip(text), port, f"{text}:{port}" if ":" not in text else f"[{text}]:{port}"
-
-
-def _timestamp(ts: Any) -> _dt.datetime:
-    return _EPOCH + _dt.timedelta(seconds=ts.seconds, microseconds=ts.nanos // 1000)
-
-
-def _duration(d: Any) -> _dt.timedelta:
-    return _dt.timedelta(seconds=d.seconds, microseconds=d.nanos // 1000)
-
-
-def _principal(cert: Any) -> str:
-    for san in cert.subject_alt_name:
-        uri: str = san.uri
-        if uri:
-            return uri[len(_SPIFFE) :] if uri.startswith(_SPIFFE) else uri
-    return ""
-
-
-def _number(n: float) -> int | float:
-    return int(n) if n.is_integer() and abs(n) < 2**53 else n
-
-
-def _plain(value: Any) -> Any:
-    """A ``google.protobuf.Value`` as plain JSON-able Python (integral numbers as ints)."""
-    kind = value.WhichOneof("kind")
-    if kind == "string_value":
-        return value.string_value
-    if kind == "number_value":
-        return _number(value.number_value)
-    if kind == "bool_value":
-        return bool(value.bool_value)
-    if kind == "struct_value":
-        return {k: _plain(v) for k, v in value.struct_value.fields.items()}
-    if kind == "list_value":
-        return [_plain(v) for v in value.list_value.values]
-    return None
-
-
-def _flatten_struct(struct: Any) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for key, value in struct.fields.items():
-        kind = value.WhichOneof("kind")
-        if kind == "string_value":
-            out[key] = value.string_value
-        elif kind == "bool_value":
-            out[key] = "true" if value.bool_value else "false"
-        elif kind == "number_value":
-            out[key] = str(_number(value.number_value))
-        elif kind in ("struct_value", "list_value"):
-            out[key] = json.dumps(_plain(value), separators=(",", ":"), sort_keys=True)
-        else:
-            out[key] = ""
-    return out
+    return parse_ip(text), port, f"{text}:{port}" if ":" not in text else f"[{text}]:{port}"
 
 
 def _common(c: Any, ctx: StreamContext, out: dict[str, Any]) -> tuple[str, _dt.timedelta | None]:
@@ -370,6 +255,8 @@ def _common(c: Any, ctx: StreamContext, out: dict[str, Any]) -> tuple[str, _dt.t
     if ctx.reporter_uid:
         out["context.reporter.uid"] = ctx.reporter_uid
         out["destination.uid" if reporter == "inbound" else "source.uid"] = ctx.reporter_uid
+    if ctx.reporter_namespace:
+        out["destination.namespace" if reporter == "inbound" else "source.namespace"] = ctx.reporter_namespace
     if cluster:
         out["accesslog.upstream_cluster"] = cluster
     if host is not None:
@@ -411,13 +298,9 @@ def _common(c: Any, ctx: StreamContext, out: dict[str, Any]) -> tuple[str, _dt.t
         if tls.HasField("peer_certificate_properties"):
             peer = tls.peer_certificate_properties
             mtls = bool(peer.subject_alt_name) or bool(peer.subject)
-            principal = _principal(peer)
-            if principal:
-                out["source.principal"] = principal
+            set_principal(out, "source", first_uri_san(peer))
         if reporter == "inbound" and tls.HasField("local_certificate_properties"):
-            principal = _principal(tls.local_certificate_properties)
-            if principal:
-                out["destination.principal"] = principal
+            set_principal(out, "destination", first_uri_san(tls.local_certificate_properties))
     out["connection.mtls"] = mtls
     out["context.proxy_error_code"] = response_flags(c)
 
@@ -425,16 +308,19 @@ def _common(c: Any, ctx: StreamContext, out: dict[str, Any]) -> tuple[str, _dt.t
         out["accesslog.custom_tags"] = dict(c.custom_tags)
     if c.HasField("metadata"):
         fm = c.metadata.filter_metadata
+        metadata = flatten_metadata(fm)
+        if metadata is not None:
+            out["request.metadata"] = metadata
         if AUTHZ_METADATA_NAMESPACE in fm:
-            out["mixerd.authz.metadata"] = _flatten_struct(fm[AUTHZ_METADATA_NAMESPACE])
+            out["mixerd.authz.metadata"] = flatten_struct(fm[AUTHZ_METADATA_NAMESPACE])
 
-    duration = _duration(c.duration) if c.HasField("duration") else None
-    if duration is None and c.HasField("time_to_last_downstream_tx_byte"):
-        duration = _duration(c.time_to_last_downstream_tx_byte)
+    elapsed = duration(c.duration) if c.HasField("duration") else None
+    if elapsed is None and c.HasField("time_to_last_downstream_tx_byte"):
+        elapsed = duration(c.time_to_last_downstream_tx_byte)
     if c.HasField("start_time"):
-        start = _timestamp(c.start_time)
-        out["context.time"] = start + duration if duration is not None else start
-    return reporter, duration
+        start = timestamp(c.start_time)
+        out["context.time"] = start + elapsed if elapsed is not None else start
+    return reporter, elapsed
 
 
 # -- entries ---------------------------------------------------------------------------------
@@ -449,7 +335,7 @@ def convert_http(entry: Any, ctx: StreamContext) -> dict[str, Any]:
     """The attributes of one ``HTTPAccessLogEntry``."""
     c = entry.common_properties
     out: dict[str, Any] = {}
-    _, duration = _common(c, ctx, out)
+    _, elapsed = _common(c, ctx, out)
     req = entry.request
     resp = entry.response
 
@@ -463,10 +349,10 @@ def convert_http(entry: Any, ctx: StreamContext) -> dict[str, Any]:
     path: str = req.path
     if path:
         out["request.path"] = path
-        url_path, sep, query = path.partition("?")
-        out["request.url_path"] = url_path
-        if sep:
-            out["request.query_params"] = dict(parse_qsl(query, keep_blank_values=True))
+        out["request.url_path"] = url_path(path)
+        params = query_params(path)
+        if params is not None:
+            out["request.query_params"] = params
     if req.user_agent:
         out["request.useragent"] = req.user_agent
     if req.referer:
@@ -498,17 +384,16 @@ def convert_http(entry: Any, ctx: StreamContext) -> dict[str, Any]:
         if message is not None:
             out["response.grpc_message"] = message
 
-    content_type = request_headers.get("content-type") or response_headers.get("content-type") or ""
-    grpc = content_type.startswith("application/grpc") or grpc_status is not None
-    out["context.protocol"] = "grpc" if grpc else "http"
+    content_type = request_headers.get("content-type") or response_headers.get("content-type")
+    out["context.protocol"] = protocol(content_type, grpc_status is not None)
 
     if c.HasField("start_time"):
-        start = _timestamp(c.start_time)
+        start = timestamp(c.start_time)
         out["request.time"] = start
-        if duration is not None:
-            out["response.time"] = start + duration
-    if duration is not None:
-        out["response.duration"] = duration
+        if elapsed is not None:
+            out["response.time"] = start + elapsed
+    if elapsed is not None:
+        out["response.duration"] = elapsed
     return out
 
 
@@ -516,7 +401,7 @@ def convert_tcp(entry: Any, ctx: StreamContext, tracker: TcpBytes | None = None)
     """The attributes of one ``TCPAccessLogEntry``."""
     c = entry.common_properties
     out: dict[str, Any] = {}
-    _, duration = _common(c, ctx, out)
+    _, elapsed = _common(c, ctx, out)
     out["context.protocol"] = "tcp"
     event = _TCP_EVENTS.get(c.access_log_type)
     if event is None:
@@ -534,8 +419,8 @@ def convert_tcp(entry: Any, ctx: StreamContext, tracker: TcpBytes | None = None)
         received, sent = tracker.delta(connection, received, sent, closing=event == "close")
     out["connection.received.bytes"] = received
     out["connection.sent.bytes"] = sent
-    if duration is not None:
-        out["connection.duration"] = duration
+    if elapsed is not None:
+        out["connection.duration"] = elapsed
     return out
 
 

@@ -3,7 +3,9 @@
 Requests become lazy bags (:class:`CheckRequestBag` for gRPC ext_authz, :class:`HttpRequestBag`
 for HTTP forward-auth): the cheap attributes are read up front (and malformed input rejected
 there), maps, timestamps and parsed paths only when a rule reads them. No I/O, no clock (the
-caller passes ``now``).
+caller passes ``now``). Every rule that Envoy's other front-ends share (principals, paths and
+query, header-derived attributes, text that is not UTF-8, dynamic metadata) is decided once in
+:mod:`mixerd.api.envoy.attributes`; the tables below say where each attribute comes from.
 
 gRPC ``envoy.service.auth.v3.CheckRequest`` -> attributes
 ==========================================================
@@ -11,26 +13,27 @@ gRPC ``envoy.service.auth.v3.CheckRequest`` -> attributes
 =================================  ===============================================================
 attribute                          from
 =================================  ===============================================================
-``source.ip``                      ``source.address.socket_address.address`` (there is no
-                                   ``source.port`` in the vocabulary; the port is not mapped)
-``destination.ip``                 ``destination.address.socket_address.address``
-``destination.port``               ``destination.address.socket_address.port_value``
-``source.principal``               ``source.principal`` (the peer certificate's URI SAN, e.g.
-                                   ``spiffe://cluster.local/ns/default/sa/web``)
-``source.user``                    the same value (the deprecated Istio name, still in the vocabulary)
-``destination.principal``          ``destination.principal``
+``source.ip``, ``source.port``     ``source.address.socket_address``
+``destination.ip``,                ``destination.address.socket_address``
+``destination.port``
+``source.principal``               ``source.principal`` without ``spiffe://`` (Istio's form:
+                                   ``cluster.local/ns/default/sa/web``)
+``source.user``                    the same value (Mixer's older name, used by Istio 1.4 samples)
+``destination.principal``          ``destination.principal``, same form
 ``source.labels`` /                peer ``labels``, when Envoy sends any
 ``destination.labels``
 ``request.headers``                every header except pseudo-headers (``:authority`` ...), keys
                                    lower-case; repeated headers arrive joined with ``,``; with
                                    ``encode_raw_headers`` the raw ``header_map`` is read instead
+                                   (invalid UTF-8 becomes U+FFFD)
 ``request.host``                   ``http.host``, else ``:authority``
 ``request.method``                 ``http.method``, else ``:method``
 ``request.path``                   ``http.path``, else ``:path`` (with the query string)
 ``request.scheme``                 ``http.scheme``, else ``:scheme``
 ``request.url_path``               the path without query string and fragment
-``request.query_params``           the query string, percent-decoded as
-                                   ``application/x-www-form-urlencoded``; first value per key
+``request.query_params``           the query (without fragment), percent-decoded as
+                                   ``application/x-www-form-urlencoded``; first value per key;
+                                   absent when there is no query
 ``request.id``                     header ``x-request-id`` (not ``http.id``, Envoy's stream id)
 ``request.time``                   ``request.time``
 ``request.size``                   ``http.size`` when >= 0
@@ -50,8 +53,8 @@ attribute                          from
 ``destination.service.host``       context extension ``service.host``
 ``request.metadata``               ``metadata_context.filter_metadata`` flattened to
                                    ``<filter namespace>:<dotted field path>`` -> text (strings as
-                                   they are, numbers and booleans in their JSON form; lists and
-                                   nulls are left out). ``route_metadata_context`` is not mapped.
+                                   they are, numbers and booleans in JSON form, lists as compact
+                                   JSON, nulls left out). ``route_metadata_context`` is not mapped.
 =================================  ===============================================================
 
 Peer ``service`` (Envoy's ``--service-cluster``) and the request body are not mapped. A malformed
@@ -70,21 +73,30 @@ trustworthy as the proxy that sets them (nginx: ``proxy_set_header X-Real-IP $re
 every other header minus hop-by-hop headers, ``host`` and the control headers above. With
 ``extension_headers`` enabled, ``X-Mixerd-Ext-<key>: value`` headers become context extension
 ``<key>`` (``X-Mixerd-Ext-Namespace``, ``X-Mixerd-Ext-mixerd.quotas``); enable it only when the
-proxy sets or clears those headers, since clients could send them too.
+proxy sets or clears those headers, since clients could send them too. Header text that an HTTP
+server could not decode as UTF-8 becomes U+FFFD, as the same bytes do over gRPC.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import functools
-import socket
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any, ClassVar, Final
-from urllib.parse import parse_qsl
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from mixerd.api.envoy.attributes import (
+    HEADER_ATTRIBUTES,
+    flatten_metadata,
+    join_headers,
+    parse_ip,
+    protocol,
+    query_params,
+    set_principal,
+    url_path,
+    wire_text,
+)
 from mixerd.attribute import MISSING, Bag, IPAddress
 
 __all__ = [
@@ -139,26 +151,12 @@ class BadRequest(ValueError):
 
 # --- requests -----------------------------------------------------------------------------------
 
-_V4_MAPPED: Final = b"\x00" * 10 + b"\xff\xff"
-
-
-@functools.lru_cache(maxsize=4096)
-def _parse_ip(text: str) -> IPAddress:
-    try:
-        return IPAddress(_V4_MAPPED + socket.inet_pton(socket.AF_INET, text))
-    except OSError:
-        pass
-    try:
-        return IPAddress(socket.inet_pton(socket.AF_INET6, text))
-    except OSError:
-        return IPAddress.parse(text)  # scoped IPv6 (fe80::1%eth0); raises ValueError if not an IP
-
 
 def _ip(text: str, where: str) -> IPAddress:
-    try:
-        return _parse_ip(text)
-    except ValueError:
-        raise BadRequest(f"{where}: not an IP address: {text[:64]!r}") from None
+    ip = parse_ip(text)
+    if ip is None:
+        raise BadRequest(f"{where}: not an IP address: {text[:64]!r}")
+    return ip
 
 
 _NO_EXTENSIONS: Final[Mapping[str, str]] = MappingProxyType({})
@@ -169,30 +167,13 @@ _ABSENT: Final[Any] = object()
 
 def _url_path(bag: _RequestBag) -> Any:
     path = bag._values.get("request.path")
-    if path is None:
-        return MISSING
-    cut = len(path)
-    for sep in "?#":
-        i = path.find(sep)
-        if 0 <= i < cut:
-            cut = i
-    return path[:cut]
+    return MISSING if path is None else url_path(path)
 
 
 def _query_params(bag: _RequestBag) -> Any:
     path = bag._values.get("request.path")
-    if path is None:
-        return MISSING
-    params: dict[str, str] = {}
-    q = path.find("?")
-    if q >= 0:
-        query = path[q + 1 :]
-        h = query.find("#")
-        if h >= 0:
-            query = query[:h]
-        for key, value in parse_qsl(query, keep_blank_values=True):
-            params.setdefault(key, value)
-    return params
+    params = None if path is None else query_params(path)
+    return MISSING if params is None else params
 
 
 class _RequestBag(Bag):
@@ -266,38 +247,22 @@ def _set_extension_attributes(values: dict[str, Any], ext: Mapping[str, str]) ->
 
 def _header_attribute(header: str) -> Callable[[_RequestBag], Any]:
     def derive(bag: _RequestBag) -> Any:
-        return bag._headers.get(header, MISSING)
+        value = bag._headers.get(header)
+        return MISSING if value is None else wire_text(value)
 
     return derive
 
 
 def _protocol(bag: _RequestBag) -> Any:
-    ct = bag._headers.get("content-type")
-    return "grpc" if ct is not None and ct.startswith("application/grpc") else "http"
+    return protocol(bag._headers.get("content-type"))
 
 
 _HEADER_DERIVED: Final[Mapping[str, Callable[[Any], Any]]] = {
-    "request.id": _header_attribute("x-request-id"),
-    "request.useragent": _header_attribute("user-agent"),
-    "request.referer": _header_attribute("referer"),
+    **{name: _header_attribute(header) for name, header in HEADER_ATTRIBUTES.items()},
     "context.protocol": _protocol,
     "request.url_path": _url_path,
     "request.query_params": _query_params,
 }
-
-
-def _flatten(prefix: str, value: Any, out: dict[str, str]) -> None:
-    kind = value.WhichOneof("kind")
-    if kind == "string_value":
-        out[prefix] = value.string_value
-    elif kind == "bool_value":
-        out[prefix] = "true" if value.bool_value else "false"
-    elif kind == "number_value":
-        n = value.number_value
-        out[prefix] = str(int(n)) if n.is_integer() and abs(n) < 2**53 else repr(n)
-    elif kind == "struct_value":
-        for key, child in value.struct_value.fields.items():
-            _flatten(f"{prefix}.{key}", child, out)
 
 
 class _HeaderView(Mapping[str, str]):
@@ -346,13 +311,10 @@ def _grpc_extensions(bag: _RequestBag) -> Any:
 
 def _grpc_metadata(bag: _RequestBag) -> Any:
     ctx = bag._src
-    if not ctx.HasField("metadata_context") or not ctx.metadata_context.filter_metadata:
+    if not ctx.HasField("metadata_context"):
         return MISSING
-    out: dict[str, str] = {}
-    for ns, struct in ctx.metadata_context.filter_metadata.items():
-        for key, value in struct.fields.items():
-            _flatten(f"{ns}:{key}", value, out)
-    return out
+    out = flatten_metadata(ctx.metadata_context.filter_metadata)
+    return MISSING if out is None else out
 
 
 def _labels(side: str) -> Callable[[_RequestBag], Any]:
@@ -369,12 +331,9 @@ def _peer(values: dict[str, Any], peer: Any, side: str) -> None:
         sa = addr.socket_address
         if sa.address:
             values[side + ".ip"] = _ip(sa.address, f"attributes.{side}.address.socket_address.address")
-        if side == "destination" and sa.port_value:
-            values["destination.port"] = sa.port_value
-    if peer.principal:
-        values[side + ".principal"] = peer.principal
-        if side == "source":
-            values["source.user"] = peer.principal
+        if sa.port_value:
+            values[side + ".port"] = sa.port_value
+    set_principal(values, side, peer.principal)
 
 
 class CheckRequestBag(_RequestBag):
@@ -407,14 +366,10 @@ class CheckRequestBag(_RequestBag):
         http = ctx.request.http
         headers = http.headers
         if not headers and http.HasField("header_map"):
-            raw: dict[str, str] = {}
-            for hv in http.header_map.headers:
-                key = hv.key.lower()
-                value = hv.raw_value.decode("utf-8", "replace") if hv.raw_value else hv.value
-                prev = raw.get(key)
-                raw[key] = value if prev is None else prev + "," + value
-            headers = raw
-            values["request.headers"] = {k: v for k, v in raw.items() if k[:1] != ":"}
+            pairs = [(hv.key, hv.raw_value or hv.value) for hv in http.header_map.headers]
+            joined = join_headers(pairs)
+            values["request.headers"] = joined
+            headers = {**{k: wire_text(v) for k, v in pairs if k[:1] == ":"}, **joined}
         host = http.host or headers.get(":authority")
         if host:
             values["request.host"] = host
@@ -444,14 +399,14 @@ def check_request_attributes(request: Any) -> dict[str, Any]:
 
 
 def _http_headers(bag: _RequestBag) -> Any:
-    out: dict[str, str] = {}
-    for name, value in bag._src.items():
-        key = name.lower()
-        if key in _HOP_BY_HOP or key.startswith(EXTENSION_HEADER_PREFIX):
-            continue
-        prev = out.get(key)
-        out[key] = value if prev is None else prev + "," + value
-    return out
+    return join_headers(
+        (
+            (name, value)
+            for name, value in bag._src.items()
+            if not name.lower().startswith(EXTENSION_HEADER_PREFIX)
+        ),
+        _HOP_BY_HOP,
+    )
 
 
 class HttpRequestBag(_RequestBag):
@@ -480,10 +435,15 @@ class HttpRequestBag(_RequestBag):
     ) -> None:
         if not isinstance(headers, CIMultiDictProxy | CIMultiDict):
             headers = CIMultiDict(headers)
-        get = headers.get
+        raw_get = headers.get
+
+        def get(name: str) -> str | None:
+            value = raw_get(name)
+            return None if value is None else wire_text(value)
+
         uri = get("x-original-uri") or get("x-forwarded-uri")
         if not uri:
-            uri = target
+            uri = wire_text(target)
             if prefix and uri.startswith(prefix):
                 uri = uri[len(prefix) :]
                 if not uri.startswith("/"):
@@ -514,7 +474,7 @@ class HttpRequestBag(_RequestBag):
             for name, value in headers.items():
                 key = name.lower()
                 if key.startswith(EXTENSION_HEADER_PREFIX):
-                    ext[key[len(EXTENSION_HEADER_PREFIX) :]] = value
+                    ext[key[len(EXTENSION_HEADER_PREFIX) :]] = wire_text(value)
         values["context.extensions"] = ext
         _set_extension_attributes(values, ext)
         super().__init__(headers, values, headers, ext)
