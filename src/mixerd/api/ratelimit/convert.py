@@ -16,11 +16,18 @@ attribute                       type        value
                                             given twice keeps its last value)
 ``ratelimit.descriptor_key``    STRING      the entries joined in order, ``k1=v1,k2=v2``
 ``destination.namespace``       STRING      only when the descriptor has an entry ``namespace``
+``source.ip``                   IP_ADDRESS  entry ``remote_address`` (Envoy's
+                                            ``remote_address`` action), when it is an IP
+``destination.service.host``,   STRING      entry ``destination_cluster`` (Envoy's
+``.name``, ``.namespace``                   ``destination_cluster`` action), an Istio cluster
+                                            name read as the access-log service reads it
 ==============================  ==========  ================================================
 
 No other attribute is set (no ``request.headers``: Envoy sends only the descriptors). Put what a
 limit depends on into descriptor entries with Envoy's rate-limit actions (``request_headers``,
-``remote_address``, ``generic_key``, ``header_value_match``, metadata ...).
+``remote_address``, ``generic_key``, ``header_value_match``, metadata ...). The entries that
+become Istio attributes are read by the shared Envoy mapping (:mod:`mixerd.api.envoy.attributes`),
+so ``source.ip`` here is the value ext_authz and the access log give for the same request.
 
 * **Quota name.** The allocation charges the quota named by the value of the entry with key
   ``quota`` if there is one, else the ``domain``. As with Mixer's Check, a quota name selects the
@@ -104,6 +111,7 @@ from envoy.service.ratelimit.v3 import rls_pb2
 from google.protobuf import duration_pb2
 
 from mixerd.adapter import Code, QuotaResult
+from mixerd.api.envoy.attributes import parse_cluster, parse_ip
 from mixerd.attribute import DictBag
 
 __all__ = [
@@ -201,6 +209,20 @@ def decode_request(request: Any) -> tuple[Allocation, ...]:
         namespace = entries.get("namespace")
         if namespace:
             values["destination.namespace"] = namespace
+        remote = entries.get("remote_address")
+        if remote:
+            ip = parse_ip(remote)
+            if ip is not None:
+                values["source.ip"] = ip
+        cluster = entries.get("destination_cluster")
+        if cluster:
+            _, host, name, ns = parse_cluster(cluster)
+            if host is not None:
+                values["destination.service.host"] = host
+            if name is not None:
+                values["destination.service.name"] = name
+            if ns is not None:
+                values["destination.service.namespace"] = ns
         out.append(
             Allocation(
                 quota=entries.get("quota") or domain,
