@@ -18,9 +18,7 @@ from mixerd.adapter.testing import AdapterHarness
 from mixerd.adapters.redisquota import INFO, RedisQuotaHandler
 from mixerd.templates import QuotaInstance as Instance
 from tests.conformance_data import conformance_dir
-from tests.integration.redis_server import redis_server_module, start_redis
-
-__all__ = ["redis_server_module"]  # a fixture, used by name
+from tests.support.redis_server import start_redis
 
 
 @cache

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .mixerd_proc import free_port, wait_for
+from tests.support.net import free_port, wait_for
+from tests.support.proc import stop_process
 
 __all__ = ["PrometheusServer", "start_prometheus"]
 
@@ -37,13 +38,7 @@ class PrometheusServer:
         return bool(active) and all(t["health"] == "up" for t in active)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, timeout=15)
 
 
 def start_prometheus(tmp: Path, scrape_port: int, scrape_interval: str = "1s") -> PrometheusServer:

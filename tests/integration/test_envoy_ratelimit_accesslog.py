@@ -33,9 +33,9 @@ from mixerd.api.accesslog.service import AccessLogService
 from mixerd.api.ratelimit.service import RateLimitService
 from mixerd.config import MemoryStore, parse_text
 from mixerd.runtime import Runtime, metrics
+from tests.support.net import free_port
 
 from .envoy_proc import EnvoyProcess, envoy_binary, start_envoy
-from .mixerd_proc import free_port
 
 CONFORMANCE = Path(
     os.environ.get("MIXERD_CONFORMANCE_DIR") or Path(__file__).parents[3] / "shared" / "conformance"

@@ -20,10 +20,6 @@ from mixerd.adapter.env import Clock
 from mixerd.adapters.redisquota import INFO, RedisQuotaHandler
 from mixerd.adapters.redisquota.policy import RETRY_INTERVAL, THRESHOLD
 from mixerd.templates import QuotaInstance as Instance
-from tests.integration.redis_server import redis_server, redis_server_module
-
-__all__ = ["redis_server", "redis_server_module"]  # fixtures, used by name
-
 
 FIXED = {"name": "q", "maxAmount": 50, "validDuration": "60s"}
 ROLLING = {

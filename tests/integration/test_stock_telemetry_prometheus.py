@@ -22,8 +22,9 @@ from mixerd._proto.mixer.v1 import mixer_pb2_grpc
 from mixerd.api.mixer_v1.convert import build_report_request
 from mixerd.attribute import IPAddress
 from tests.conformance_data import conformance_dir
+from tests.support.net import wait_for
 
-from .mixerd_proc import start_mixerd, wait_for
+from .mixerd_proc import start_mixerd
 from .prometheus_server import start_prometheus
 
 PODS = Path(__file__).resolve().parents[1] / "data" / "pods.yaml"
