@@ -27,7 +27,7 @@ from mixerd.adapters.prometheus import (
 from mixerd.adapters.prometheus.config import bucket_bounds
 from mixerd.attribute import URI, DNSName, EmailAddress, IPAddress, load_manifests, parse_timestamp, type_of
 from mixerd.templates import MetricInstance, compile_instance
-from tests.conformance_data import conformance_dir
+from tests.conformance_data import conformance_dir, params
 
 CONFORMANCE = conformance_dir()
 DATA: dict[str, Any] = json.loads((CONFORMANCE / "prometheus_cases.json").read_text())
@@ -52,13 +52,13 @@ def cases(table: str) -> list[Any]:
     """The table's cases as test params; those in prometheus_unsupported.yaml are skipped with
     their reason (and checked by test_unsupported_entries_are_real_and_still_differ)."""
     unsupported = UNSUPPORTED.get(table, {})
-    params = []
+    out = []
     for case in DATA[table]:
         marks = [pytest.mark.conformance(f"prometheus[{table}]")]
         if case["id"] in unsupported:
             marks.append(pytest.mark.skip(reason=f"unsupported: {unsupported[case['id']]}"))
-        params.append(pytest.param(case, id=case["id"], marks=marks))
-    return params
+        out.append(pytest.param(case, id=case["id"], marks=marks))
+    return out
 
 
 def decode(value: Any, go_type: str | None = None) -> Any:
@@ -76,15 +76,6 @@ def decode(value: Any, go_type: str | None = None) -> Any:
         raise AssertionError(f"unexpected value type {kind}")
     if go_type in _GO_STRING_TYPES:
         return _GO_STRING_TYPES[go_type](value)
-    return value
-
-
-def go_duration(value: Any) -> Any:
-    """Durations in configs: the conformance encoding -> the Go text mixerd params accept."""
-    if isinstance(value, dict) and value.get("@type") == "duration":
-        return value["value"]
-    if isinstance(value, dict):
-        return {k: go_duration(v) for k, v in value.items()}
     return value
 
 
@@ -182,7 +173,7 @@ def test_handle_metric_failures(case: dict[str, Any]) -> None:
 def test_validate_expiration_policy(case: dict[str, Any]) -> None:
     config: dict[str, Any] = {"metrics": []}
     if case["metricsExpirationPolicy"] is not None:
-        config["metricsExpirationPolicy"] = go_duration(case["metricsExpirationPolicy"])
+        config["metricsExpirationPolicy"] = params(case["metricsExpirationPolicy"])
     errors = make_info(PrometheusExporter()).builder(config, {}).validate()
     assert bool(errors) == case["expect_validation_error"], errors
 
@@ -262,12 +253,12 @@ def scenario_resources(case: Mapping[str, Any]) -> tuple[dict[str, Any], dict[st
 
 @pytest.mark.parametrize("case", cases("integration_scenarios"))
 def test_integration_scenario(case: dict[str, Any]) -> None:
-    params, specs = scenario_resources(case)
+    handler_params, specs = scenario_resources(case)
     manifest = load_manifests((CONFORMANCE / "istio-attributes.yaml").read_text())
     builders = {name: compile_instance(name, "metric", spec, manifest) for name, spec in specs.items()}
     infos = {name: InstanceInfo(name, "metric", dict(b.types)) for name, b in builders.items()}
     runner = Runner()
-    builder = runner.info.builder(params, infos)
+    builder = runner.info.builder(handler_params, infos)
     assert builder.validate() == []
     handler = runner.build(builder)
     for call in case["calls"]:
