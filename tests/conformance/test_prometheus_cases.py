@@ -24,7 +24,7 @@ from mixerd.adapters.prometheus import (
     make_info,
     stringify,
 )
-from mixerd.adapters.prometheus.config import bucket_bounds
+from mixerd.adapters.prometheus.config import bucket_bounds, safe_name
 from mixerd.attribute import URI, DNSName, EmailAddress, IPAddress, load_manifests, parse_timestamp, type_of
 from mixerd.templates import MetricInstance, compile_instance
 from tests.conformance_data import conformance_dir, params
@@ -178,11 +178,74 @@ def test_validate_expiration_policy(case: dict[str, Any]) -> None:
     assert bool(errors) == case["expect_validation_error"], errors
 
 
+GO_DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+"""client_golang's ``prometheus.DefBuckets``: Mixer's bounds for a DISTRIBUTION without ``buckets``."""
+
+
+def expected_definition(metric: Mapping[str, Any]) -> dict[str, Any]:
+    """What Mixer's prometheus adapter (``Build``) registers for one ``metrics[]`` entry, worked
+    out from the entry itself; the conformance data has no table of built definitions."""
+    name = metric.get("name")
+    if not name:
+        # Mixer names the metric after the whole instanceName; mixerd, on purpose, after the
+        # instance's short name (the first part of ``name.kind.namespace``: see the
+        # mixerd.adapters.prometheus docstring). The case data's two-dot "the.counter.nodesc"
+        # therefore exports istio_the where Mixer exported istio_the_counter_nodesc.
+        instance = metric["instanceName"]
+        name = instance.rsplit(".", 2)[0] if instance.count(".") >= 2 else instance
+    namespace = safe_name(metric["namespace"]) if metric.get("namespace") else "istio"
+    bounds: tuple[float, ...] = ()
+    if metric["kind"] == "DISTRIBUTION":
+        buckets = metric.get("buckets") or {}
+        # the rules of the data's schema (bucket_cases): n finite buckets have n + 1 bounds
+        if "explicitBuckets" in buckets:
+            bounds = tuple(buckets["explicitBuckets"]["bounds"])
+        elif "linearBuckets" in buckets:
+            lb = buckets["linearBuckets"]
+            bounds = tuple(lb["offset"] + i * lb["width"] for i in range(lb["numFiniteBuckets"] + 1))
+        elif "exponentialBuckets" in buckets:
+            eb = buckets["exponentialBuckets"]
+            bounds = tuple(eb["scale"] * eb["growthFactor"] ** i for i in range(eb["numFiniteBuckets"] + 1))
+        else:
+            bounds = GO_DEFAULT_BUCKETS
+    return {
+        "name": f"{namespace}_{safe_name(name)}",
+        "kind": metric["kind"],
+        "help": metric.get("description") or name,  # Mixer: the (unsanitised) name when there is none
+        "label_names": tuple(safe_name(label) for label in metric.get("labelNames", [])),
+        "bounds": pytest.approx(bounds),
+    }
+
+
+def assert_builds_definitions(handler: PrometheusHandler, metrics: list[dict[str, Any]]) -> None:
+    """The handler exports exactly one metric per ``metrics[]`` entry, defined as Mixer did."""
+    for metric in metrics:
+        (vec,) = handler.metrics_for(metric["instanceName"])
+        d = vec.definition
+        got = {
+            "name": d.name,
+            "kind": d.kind.name,
+            "help": d.help,
+            "label_names": d.label_names,
+            "bounds": d.bounds,
+        }
+        assert got == expected_definition(metric), metric
+
+
+def test_expected_definition_of_a_named_metric() -> None:
+    """``name``, ``namespace`` and default buckets, which no build_ok case exercises together."""
+    metric = {"instanceName": "rc.instance.ns", "name": "a-b.c", "namespace": "my-ns", "kind": "DISTRIBUTION"}
+    want = expected_definition(metric)
+    assert (want["name"], want["help"], want["label_names"]) == ("myns_ab_c", "a-b.c", ())
+    assert want["bounds"] == GO_DEFAULT_BUCKETS
+
+
 @pytest.mark.parametrize("case", cases("build_ok_cases"))
 def test_build_ok(case: dict[str, Any]) -> None:
     runner = Runner()
     result = runner.validate_and_build(case["metrics"])
     assert isinstance(result, PrometheusHandler), result
+    assert_builds_definitions(result, case["metrics"])
     runner.close()
 
 
@@ -195,6 +258,7 @@ def test_build_ok_cases_one_after_another() -> None:
             continue
         result = runner.validate_and_build(case["metrics"])
         assert isinstance(result, PrometheusHandler), (case["id"], result)
+        assert_builds_definitions(result, case["metrics"])
     runner.close()
 
 
