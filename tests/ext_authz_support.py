@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -18,13 +17,13 @@ from mixerd.adapter import Builder, CheckResult, ConfigError, Env, Info, load_ad
 from mixerd.api.ext_authz import ExtAuthzService, HttpAuthzOptions, build_http_authz_app
 from mixerd.config import MemoryStore, parse_text
 from mixerd.runtime import Runtime
+from tests.support.net import free_port
 
 __all__ = [
     "BOOM_POLICY",
     "InProcessMixerd",
     "Upstream",
     "adapters_for_tests",
-    "free_port",
     "policy_text",
     "start_mixerd_in_process",
     "start_upstream",
@@ -51,12 +50,6 @@ spec:
   actions: [{handler: boom, instances: [boomcheck]}]
 """
 """A rule whose handler raises (``x-boom: true``): exercises the error path."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def policy_text(*extra: str) -> str:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
-import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -44,22 +43,9 @@ from mixerd.lang import (
     parse,
 )
 from mixerd.lang.syntax import ConstantError, new_constant
+from tests.conformance_data import conformance_file
 
-
-def _conformance_dir() -> Path:
-    env = os.environ.get("MIXERD_CONFORMANCE_DIR")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[3] / "shared" / "conformance"
-
-
-CONFORMANCE = _conformance_dir()
-if not (CONFORMANCE / "expressions.json").is_file():
-    # The conformance data is the specification: without it this suite fails, it never skips.
-    raise RuntimeError(
-        f"conformance data not found in {CONFORMANCE}: put shared/conformance beside the repository "
-        "or set MIXERD_CONFORMANCE_DIR"
-    )
+CONFORMANCE = conformance_file("expressions.json").parent
 
 CASES: list[dict[str, Any]] = json.loads((CONFORMANCE / "expressions.json").read_text("utf-8"))["cases"]
 CASES_BY_ID = {case["id"]: case for case in CASES}

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
-import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -20,22 +19,9 @@ import yaml
 from mixerd.attribute import IPAddress, parse_timestamp
 from mixerd.lang import EvaluationError, compile
 from mixerd.lang import functions as fns
+from tests.conformance_data import conformance_file
 
-
-def _conformance_dir() -> Path:
-    env = os.environ.get("MIXERD_CONFORMANCE_DIR")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[3] / "shared" / "conformance"
-
-
-CONFORMANCE = _conformance_dir()
-if not (CONFORMANCE / "extern_functions.json").is_file():
-    # The conformance data is the specification: without it this suite fails, it never skips.
-    raise RuntimeError(
-        f"conformance data not found in {CONFORMANCE}: put shared/conformance beside the repository "
-        "or set MIXERD_CONFORMANCE_DIR"
-    )
+CONFORMANCE = conformance_file("extern_functions.json").parent
 
 CASES: list[dict[str, Any]] = json.loads((CONFORMANCE / "extern_functions.json").read_text("utf-8"))["cases"]
 UNSUPPORTED: dict[str, str] = (

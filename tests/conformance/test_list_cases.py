@@ -19,10 +19,8 @@ import asyncio
 import base64
 import datetime as dt
 import json
-import os
 from collections.abc import AsyncIterator, Mapping
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,12 +32,7 @@ from mixerd.adapter.testing import AdapterHarness
 from mixerd.adapters.list import LISTCHECKER_INFO, ListHandler
 from mixerd.adapters.list.config import parse_params
 from mixerd.attribute import IPAddress, load_manifests
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def conformance_dir() -> Path:
-    return Path(os.environ.get("MIXERD_CONFORMANCE_DIR") or REPO.parent / "shared" / "conformance")
+from tests.conformance_data import conformance_dir, params
 
 
 @cache
@@ -51,17 +44,6 @@ def cases() -> dict[str, Any]:
 def mixer_testdata_manifest() -> dict[str, Any]:
     """mixer/testdata/config/attributes.yaml: the manifest Mixer's integration tests load."""
     return dict(load_manifests((conformance_dir() / "istio-attributes.yaml").read_text()))
-
-
-def params(value: Any) -> Any:
-    """Handler params from the JSON: durations as the Go duration strings users write."""
-    if isinstance(value, dict):
-        if value.get("@type") == "duration":
-            return value["value"]
-        return {k: params(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [params(v) for v in value]
-    return value
 
 
 def decode(value: Any) -> Any:

@@ -16,7 +16,7 @@ from mixerd.adapters.memquota import INFO, MemQuotaHandler
 from mixerd.adapters.memquota.rolling_window import RollingWindow
 from mixerd.attribute import IPAddress
 from mixerd.templates import QuotaInstance as Instance
-from tests.conformance_data import conformance_dir
+from tests.conformance_data import conformance_dir, params
 
 
 @cache
@@ -45,17 +45,6 @@ def decode(value: Any) -> Any:
     if kind == "go_expr" and value["source"] == "time.Now()":
         return FIXED_NOW_DIMENSION
     raise AssertionError(f"no decoding for {value}")
-
-
-def params(value: Any) -> Any:
-    """Handler params from the JSON: durations as Go duration strings, as users write them."""
-    if isinstance(value, dict):
-        if value.get("@type") == "duration":
-            return value["value"]
-        return {k: params(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [params(v) for v in value]
-    return value
 
 
 def build(config: Mapping[str, Any], names: list[str], clock: ManualClock) -> MemQuotaHandler:

@@ -24,10 +24,10 @@ from mixerd.adapters.prometheus import (
     make_info,
     stringify,
 )
-from mixerd.adapters.prometheus.config import bucket_bounds
+from mixerd.adapters.prometheus.config import bucket_bounds, safe_name
 from mixerd.attribute import URI, DNSName, EmailAddress, IPAddress, load_manifests, parse_timestamp, type_of
 from mixerd.templates import MetricInstance, compile_instance
-from tests.conformance_data import conformance_dir
+from tests.conformance_data import conformance_dir, params
 
 CONFORMANCE = conformance_dir()
 DATA: dict[str, Any] = json.loads((CONFORMANCE / "prometheus_cases.json").read_text())
@@ -52,13 +52,13 @@ def cases(table: str) -> list[Any]:
     """The table's cases as test params; those in prometheus_unsupported.yaml are skipped with
     their reason (and checked by test_unsupported_entries_are_real_and_still_differ)."""
     unsupported = UNSUPPORTED.get(table, {})
-    params = []
+    out = []
     for case in DATA[table]:
         marks = [pytest.mark.conformance(f"prometheus[{table}]")]
         if case["id"] in unsupported:
             marks.append(pytest.mark.skip(reason=f"unsupported: {unsupported[case['id']]}"))
-        params.append(pytest.param(case, id=case["id"], marks=marks))
-    return params
+        out.append(pytest.param(case, id=case["id"], marks=marks))
+    return out
 
 
 def decode(value: Any, go_type: str | None = None) -> Any:
@@ -76,15 +76,6 @@ def decode(value: Any, go_type: str | None = None) -> Any:
         raise AssertionError(f"unexpected value type {kind}")
     if go_type in _GO_STRING_TYPES:
         return _GO_STRING_TYPES[go_type](value)
-    return value
-
-
-def go_duration(value: Any) -> Any:
-    """Durations in configs: the conformance encoding -> the Go text mixerd params accept."""
-    if isinstance(value, dict) and value.get("@type") == "duration":
-        return value["value"]
-    if isinstance(value, dict):
-        return {k: go_duration(v) for k, v in value.items()}
     return value
 
 
@@ -182,9 +173,71 @@ def test_handle_metric_failures(case: dict[str, Any]) -> None:
 def test_validate_expiration_policy(case: dict[str, Any]) -> None:
     config: dict[str, Any] = {"metrics": []}
     if case["metricsExpirationPolicy"] is not None:
-        config["metricsExpirationPolicy"] = go_duration(case["metricsExpirationPolicy"])
+        config["metricsExpirationPolicy"] = params(case["metricsExpirationPolicy"])
     errors = make_info(PrometheusExporter()).builder(config, {}).validate()
     assert bool(errors) == case["expect_validation_error"], errors
+
+
+GO_DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+"""client_golang's ``prometheus.DefBuckets``: Mixer's bounds for a DISTRIBUTION without ``buckets``."""
+
+
+def expected_definition(metric: Mapping[str, Any]) -> dict[str, Any]:
+    """What Mixer's prometheus adapter (``Build``) registers for one ``metrics[]`` entry, worked
+    out from the entry itself; the conformance data has no table of built definitions."""
+    name = metric.get("name")
+    if not name:
+        # Mixer names the metric after the whole instanceName; mixerd, on purpose, after the
+        # instance's short name (the first part of ``name.kind.namespace``: see the
+        # mixerd.adapters.prometheus docstring). The case data's two-dot "the.counter.nodesc"
+        # therefore exports istio_the where Mixer exported istio_the_counter_nodesc.
+        instance = metric["instanceName"]
+        name = instance.rsplit(".", 2)[0] if instance.count(".") >= 2 else instance
+    namespace = safe_name(metric["namespace"]) if metric.get("namespace") else "istio"
+    bounds: tuple[float, ...] = ()
+    if metric["kind"] == "DISTRIBUTION":
+        buckets = metric.get("buckets") or {}
+        # the rules of the data's schema (bucket_cases): n finite buckets have n + 1 bounds
+        if "explicitBuckets" in buckets:
+            bounds = tuple(buckets["explicitBuckets"]["bounds"])
+        elif "linearBuckets" in buckets:
+            lb = buckets["linearBuckets"]
+            bounds = tuple(lb["offset"] + i * lb["width"] for i in range(lb["numFiniteBuckets"] + 1))
+        elif "exponentialBuckets" in buckets:
+            eb = buckets["exponentialBuckets"]
+            bounds = tuple(eb["scale"] * eb["growthFactor"] ** i for i in range(eb["numFiniteBuckets"] + 1))
+        else:
+            bounds = GO_DEFAULT_BUCKETS
+    return {
+        "name": f"{namespace}_{safe_name(name)}",
+        "kind": metric["kind"],
+        "help": metric.get("description") or name,  # Mixer: the (unsanitised) name when there is none
+        "label_names": tuple(safe_name(label) for label in metric.get("labelNames", [])),
+        "bounds": pytest.approx(bounds),
+    }
+
+
+def assert_builds_definitions(handler: PrometheusHandler, metrics: list[dict[str, Any]]) -> None:
+    """The handler exports exactly one metric per ``metrics[]`` entry, defined as Mixer did."""
+    for metric in metrics:
+        (vec,) = handler.metrics_for(metric["instanceName"])
+        d = vec.definition
+        got = {
+            "name": d.name,
+            "kind": d.kind.name,
+            "help": d.help,
+            "label_names": d.label_names,
+            "bounds": d.bounds,
+        }
+        assert got == expected_definition(metric), metric
+
+
+def test_expected_definition_of_a_named_metric() -> None:
+    """``name``, ``namespace`` and default buckets, which no build_ok case exercises together."""
+    metric = {"instanceName": "rc.instance.ns", "name": "a-b.c", "namespace": "my-ns", "kind": "DISTRIBUTION"}
+    want = expected_definition(metric)
+    assert (want["name"], want["help"], want["label_names"]) == ("myns_ab_c", "a-b.c", ())
+    assert want["bounds"] == GO_DEFAULT_BUCKETS
 
 
 @pytest.mark.parametrize("case", cases("build_ok_cases"))
@@ -192,6 +245,7 @@ def test_build_ok(case: dict[str, Any]) -> None:
     runner = Runner()
     result = runner.validate_and_build(case["metrics"])
     assert isinstance(result, PrometheusHandler), result
+    assert_builds_definitions(result, case["metrics"])
     runner.close()
 
 
@@ -204,6 +258,7 @@ def test_build_ok_cases_one_after_another() -> None:
             continue
         result = runner.validate_and_build(case["metrics"])
         assert isinstance(result, PrometheusHandler), (case["id"], result)
+        assert_builds_definitions(result, case["metrics"])
     runner.close()
 
 
@@ -262,12 +317,12 @@ def scenario_resources(case: Mapping[str, Any]) -> tuple[dict[str, Any], dict[st
 
 @pytest.mark.parametrize("case", cases("integration_scenarios"))
 def test_integration_scenario(case: dict[str, Any]) -> None:
-    params, specs = scenario_resources(case)
+    handler_params, specs = scenario_resources(case)
     manifest = load_manifests((CONFORMANCE / "istio-attributes.yaml").read_text())
     builders = {name: compile_instance(name, "metric", spec, manifest) for name, spec in specs.items()}
     infos = {name: InstanceInfo(name, "metric", dict(b.types)) for name, b in builders.items()}
     runner = Runner()
-    builder = runner.info.builder(params, infos)
+    builder = runner.info.builder(handler_params, infos)
     assert builder.validate() == []
     handler = runner.build(builder)
     for call in case["calls"]:

@@ -17,26 +17,13 @@ from mixerd.adapter import Code, ConfigError, Env, InstanceInfo, ManualClock, Qu
 from mixerd.adapter.testing import AdapterHarness
 from mixerd.adapters.redisquota import INFO, RedisQuotaHandler
 from mixerd.templates import QuotaInstance as Instance
-from tests.conformance_data import conformance_dir
-from tests.integration.redis_server import redis_server_module, start_redis
-
-__all__ = ["redis_server_module"]  # a fixture, used by name
+from tests.conformance_data import conformance_dir, params
+from tests.support.redis_server import start_redis
 
 
 @cache
 def cases() -> dict[str, Any]:
     return json.loads((conformance_dir() / "redisquota_cases.json").read_text())  # type: ignore[no-any-return]
-
-
-def params(value: Any) -> Any:
-    """Handler params from the JSON: durations as Go duration strings, as users write them."""
-    if isinstance(value, dict):
-        if value.get("@type") == "duration":
-            return value["value"]
-        return {k: params(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [params(v) for v in value]
-    return value
 
 
 def build(config: Mapping[str, Any], clock: ManualClock) -> tuple[RedisQuotaHandler, Env]:

@@ -3,36 +3,16 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["MixerdProcess", "free_port", "start_mixerd", "wait_for"]
+from tests.support.net import free_port, wait_for
+from tests.support.proc import stop_process
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05, what: str = "condition"):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-            if last:
-                return last
-        except Exception as exc:  # keep polling; report the last failure
-            last = exc
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+__all__ = ["MixerdProcess", "start_mixerd"]
 
 
 @dataclass
@@ -58,14 +38,8 @@ class MixerdProcess:
         return self.log_path.read_text(errors="replace")
 
     def stop(self, timeout: float = 20.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                raise AssertionError("mixerd did not exit within 20s of SIGTERM:\n" + self.log()) from None
+        if not stop_process(self.proc, timeout=timeout):
+            raise AssertionError(f"mixerd did not exit within {timeout:g}s of SIGTERM:\n" + self.log())
         return self.proc.returncode
 
 

@@ -12,11 +12,13 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.support.net import port_open
+from tests.support.proc import stop_process
 
 __all__ = ["NginxProcess", "auth_request_config", "nginx_binary", "start_nginx"]
 
@@ -99,13 +101,7 @@ class NginxProcess:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGQUIT)  # graceful: finish requests, then exit
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, sig=signal.SIGQUIT)  # graceful: finish requests, then exit
 
 
 def start_nginx(prefix: Path, config_text: str, port: int, *, timeout: float = 10.0) -> NginxProcess:
@@ -135,10 +131,8 @@ def start_nginx(prefix: Path, config_text: str, port: int, *, timeout: float = 1
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(f"nginx exited with {proc.returncode}:\n{np.log()[-4000:]}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return np
-        except OSError:
-            time.sleep(0.05)
+        if port_open(port):
+            return np
+        time.sleep(0.05)
     np.stop()
     raise AssertionError(f"nginx did not listen on {port} within {timeout}s:\n{np.log()[-4000:]}")

@@ -17,9 +17,10 @@ import aiohttp
 import pytest
 
 from tests.ext_authz_support import Upstream, start_upstream
+from tests.support.net import free_port
 
 from .envoy_proc import start_envoy
-from .mixerd_proc import MixerdProcess, free_port, start_mixerd
+from .mixerd_proc import MixerdProcess, start_mixerd
 from .nginx_proc import start_nginx
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"

@@ -20,10 +20,10 @@ from tests.ext_authz_support import (
     BOOM_POLICY,
     InProcessMixerd,
     Upstream,
-    free_port,
     start_mixerd_in_process,
     start_upstream,
 )
+from tests.support.net import free_port
 
 from .envoy_proc import EnvoyProcess, authz_config, start_envoy
 

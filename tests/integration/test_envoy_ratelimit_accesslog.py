@@ -22,7 +22,6 @@ import aiohttp
 import grpc
 import pytest
 import yaml
-from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from mixerd.adapter import load_adapters
@@ -33,9 +32,10 @@ from mixerd.api.accesslog.service import AccessLogService
 from mixerd.api.ratelimit.service import RateLimitService
 from mixerd.config import MemoryStore, parse_text
 from mixerd.runtime import Runtime, metrics
+from tests.ext_authz_support import start_upstream
+from tests.support.net import free_port
 
 from .envoy_proc import EnvoyProcess, envoy_binary, start_envoy
-from .mixerd_proc import free_port
 
 CONFORMANCE = Path(
     os.environ.get("MIXERD_CONFORMANCE_DIR") or Path(__file__).parents[3] / "shared" / "conformance"
@@ -225,18 +225,9 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     grpc_port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
 
-    async def hello(request: web.Request) -> web.Response:
-        return web.Response(text="hello")
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", hello)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    upstream_port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", upstream_port).start()
-
+    upstream = await start_upstream()
     admin, listener = free_port(), free_port()
-    config = envoy_config(admin=admin, listener=listener, mixerd=grpc_port, upstream=upstream_port)
+    config = envoy_config(admin=admin, listener=listener, mixerd=grpc_port, upstream=upstream.port)
     envoy = await asyncio.to_thread(start_envoy, tmp_path / "envoy", config, admin)
     session = aiohttp.ClientSession()
     try:
@@ -246,7 +237,7 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
         envoy.stop()
         await server.stop(1)
         await als.aclose()
-        await runner.cleanup()
+        await upstream.stop()
         await runtime.close()
 
 

@@ -9,7 +9,6 @@ handler starts by itself has finished; the next periodic one is ``refreshInterva
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +19,7 @@ from aiohttp import web
 from mixerd.adapter import Code, ManualClock
 from mixerd.adapter.testing import AdapterHarness
 from mixerd.adapters.list import INFO, ListHandler, ListUnavailableError
+from tests.support.net import free_port
 
 
 @dataclass
@@ -70,12 +70,6 @@ async def provider() -> AsyncIterator[Provider]:
     p.url = f"http://127.0.0.1:{port}/list"
     yield p
     await p.stop()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Checker:

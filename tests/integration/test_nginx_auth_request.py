@@ -17,10 +17,10 @@ import pytest
 from tests.ext_authz_support import (
     InProcessMixerd,
     Upstream,
-    free_port,
     start_mixerd_in_process,
     start_upstream,
 )
+from tests.support.net import free_port
 
 from .nginx_proc import NginxProcess, auth_request_config, start_nginx
 

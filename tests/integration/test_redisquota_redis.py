@@ -20,10 +20,6 @@ from mixerd.adapter.env import Clock
 from mixerd.adapters.redisquota import INFO, RedisQuotaHandler
 from mixerd.adapters.redisquota.policy import RETRY_INTERVAL, THRESHOLD
 from mixerd.templates import QuotaInstance as Instance
-from tests.integration.redis_server import redis_server, redis_server_module
-
-__all__ = ["redis_server", "redis_server_module"]  # fixtures, used by name
-
 
 FIXED = {"name": "q", "maxAmount": 50, "validDuration": "60s"}
 ROLLING = {
@@ -49,6 +45,15 @@ class Handlers:
         assert isinstance(handler, RedisQuotaHandler)
         self._built.append((handler, env))
         return handler
+
+    async def settled(self, timeout: float = 5.0) -> None:
+        """Wait until every handler's background work (the script preload spawned by ``build``)
+        is over. A test that stops or stalls Redis waits for this first: a preload still in flight
+        would meet the outage too and count a failed call of its own."""
+        deadline = time.monotonic() + timeout
+        while busy := [env.name for _, env in self._built if env.task_count]:
+            assert time.monotonic() < deadline, f"background tasks still running after {timeout}s: {busy}"
+            await asyncio.sleep(0.01)
 
     async def close(self) -> None:
         for handler, env in self._built:
@@ -294,6 +299,7 @@ async def test_fail_open_while_redis_is_down_then_back(redis_server: Any, handle
     h = handlers.build(redis_server.address, dict(FIXED, maxAmount=5), clock, timeout="100ms")
     assert await h.load_scripts()
     assert [(await ask(h)).amount for _ in range(3)] == [1, 1, 1]
+    await handlers.settled()
 
     redis_server.stop()
     for _ in range(10):
@@ -322,6 +328,7 @@ async def test_fail_close_while_redis_is_down_then_back(redis_server: Any, handl
     clock = ManualClock()
     h = handlers.build(redis_server.address, FIXED, clock, timeout="100ms", failurePolicy="FAIL_CLOSE")
     assert (await ask(h)).amount == 1
+    await handlers.settled()
     redis_server.stop()
     for _ in range(5):
         r, took = await timed(h)
@@ -340,6 +347,7 @@ async def test_a_stalled_redis_costs_at_most_the_timeout(redis_server: Any, hand
     # while Redis is healthy, or the failure count below would be off.
     h = handlers.build(redis_server.address, FIXED, ManualClock(), timeout="300ms")
     assert (await ask(h, 5)).amount == 5
+    await handlers.settled()  # the script preload is done (it answered) before Redis stalls
     assert h.stats.failures == 0
     assert redis_command(redis_server.port, "CLIENT", "PAUSE", "1500", "ALL").startswith(b"+OK")
     for _ in range(2):  # below the threshold: each call waits on Redis, and gives up in time

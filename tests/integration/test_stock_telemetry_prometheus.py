@@ -22,8 +22,9 @@ from mixerd._proto.mixer.v1 import mixer_pb2_grpc
 from mixerd.api.mixer_v1.convert import build_report_request
 from mixerd.attribute import IPAddress
 from tests.conformance_data import conformance_dir
+from tests.support.net import wait_for
 
-from .mixerd_proc import start_mixerd, wait_for
+from .mixerd_proc import start_mixerd
 from .prometheus_server import start_prometheus
 
 PODS = Path(__file__).resolve().parents[1] / "data" / "pods.yaml"
@@ -183,17 +184,19 @@ def test_stock_config_series_in_prometheus(tmp_path: Path, stock_config: Path) -
     try:
         validation = mixerd.http("/debug/config")
         assert '"errors": []' in validation, validation
-        prometheus = start_prometheus(tmp_path, mixerd.prometheus_port)
+        prometheus = start_prometheus(tmp_path, mixerd.prometheus_port)  # returns after a first scrape
 
         sets = [inbound_http()] * 3 + [outbound_unknown()] * 2 + [probe()] * 4
         sets += [tcp("open", 0, 0), tcp("continue", 1000, 200), tcp("close", 24, 8)]
         with grpc.insecure_channel(mixerd.grpc_address) as channel:
             mixer_pb2_grpc.MixerStub(channel).Report(build_report_request(sets), timeout=10)
 
-        def scraped() -> list[dict[str, Any]]:
-            return prometheus.query("istio_requests_total") if prometheus.targets_up() else []
-
-        wait_for(lambda: len(scraped()) == 2, timeout=20, what="istio_requests_total in Prometheus")
+        # the series appear with the next scrape after the report
+        wait_for(
+            lambda: len(prometheus.query("istio_requests_total")) == 2,
+            timeout=20,
+            what="istio_requests_total in Prometheus",
+        )
         requests = _series(prometheus.query("istio_requests_total"))
         assert requests == {
             frozenset(HTTP_INBOUND_LABELS.items()): 3.0,

@@ -33,6 +33,7 @@ from mixerd.adapters.kubernetesenv.kubeapi import (
 from mixerd.adapters.kubernetesenv.sources import FileSource, load_pods_file
 from mixerd.attribute import IPAddress, stock_manifest
 from mixerd.templates import TEMPLATES, KubernetesInstance, compile_instance, compile_output_mapper
+from tests.conformance_data import conformance_dir
 
 REPO = Path(__file__).resolve().parents[2]
 PODS = REPO / "tests" / "data" / "pods.yaml"
@@ -43,10 +44,6 @@ RATINGS = "kubernetes://ratings-0.default"
 DEBUG = "kubernetes://debug-shell.tools"
 EXPORTER = "kubernetes://node-exporter-abcde.kube-system"
 OUTPUT_FIELDS = set(TEMPLATES["kubernetes"].outputs)
-
-
-def conformance_dir() -> Path:
-    return Path(os.environ.get("MIXERD_CONFORMANCE_DIR") or REPO.parent / "shared" / "conformance")
 
 
 def pod(name: str, ns: str = "default", **fields: Any) -> dict[str, Any]:

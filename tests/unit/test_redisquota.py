@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import socket
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -25,6 +24,7 @@ from mixerd.adapters.redisquota.dims import dimension_strings, redis_key
 from mixerd.adapters.redisquota.policy import OutageTracker
 from mixerd.adapters.redisquota.scripts import ScriptReply
 from mixerd.templates import QuotaInstance as Instance
+from tests.support.net import free_port
 
 QUOTA = {"name": "q", "maxAmount": 10, "validDuration": "10s"}
 
@@ -205,12 +205,6 @@ def test_recovery_is_logged_only_for_reported_outages() -> None:
 # -- the handler, with nothing listening --------------------------------------------------------
 
 
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 async def built() -> AsyncIterator[list[tuple[RedisQuotaHandler, Env]]]:
     made: list[tuple[RedisQuotaHandler, Env]] = []
@@ -221,7 +215,7 @@ async def built() -> AsyncIterator[list[tuple[RedisQuotaHandler, Env]]]:
 
 
 def make(made: list[tuple[RedisQuotaHandler, Env]], clock: ManualClock, **params: Any) -> RedisQuotaHandler:
-    config = {"quotas": [QUOTA], "redisServerUrl": f"127.0.0.1:{closed_port()}", **params}
+    config = {"quotas": [QUOTA], "redisServerUrl": f"127.0.0.1:{free_port()}", **params}
     builder = INFO.builder(config, {})
     assert builder.validate() == []
     env = Env("redisquota.unit", clock=clock)

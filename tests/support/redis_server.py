@@ -1,16 +1,9 @@
 """A real ``redis-server`` for tests: started on a free loopback port in a temp dir, without
 persistence, and stopped (or restarted on the same port) on demand.
 
-Use it from a test module (or a conftest) as a fixture::
-
-    @pytest.fixture
-    def redis(tmp_path):
-        server = start_redis(tmp_path)
-        yield server
-        server.stop()
-
-or take the ready-made ``redis_server`` / ``redis_server_module`` fixtures by importing them.
-A missing ``redis-server`` fails the test (CI installs it), it never skips.
+Tests take it through the ``redis_server`` / ``redis_server_module`` fixtures of tests/conftest.py,
+or call :func:`start_redis` themselves (and ``stop()`` it). A missing ``redis-server`` fails the
+test (CI installs it), it never skips.
 """
 
 from __future__ import annotations
@@ -19,12 +12,14 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-__all__ = ["RedisProcess", "find_redis_server", "redis_server", "redis_server_module", "start_redis"]
+from tests.support.net import free_port
+from tests.support.proc import stop_process
+
+__all__ = ["RedisProcess", "find_redis_server", "start_redis"]
 
 START_TIMEOUT = 10.0
 
@@ -42,12 +37,6 @@ def find_redis_server() -> str:
     return path
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _ping(port: int, timeout: float = 0.2) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
@@ -62,7 +51,7 @@ class RedisProcess:
 
     def __init__(self, directory: Path, port: int | None = None) -> None:
         self.directory = directory
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.host = "127.0.0.1"
         self._binary = find_redis_server()
         self._proc: subprocess.Popen[bytes] | None = None
@@ -114,12 +103,7 @@ class RedisProcess:
         proc, self._proc = self._proc, None
         if proc is None or proc.poll() is not None:
             return
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        stop_process(proc, timeout=5)
 
     def flush(self) -> None:
         """Delete every key (``FLUSHALL``)."""
@@ -132,23 +116,3 @@ class RedisProcess:
 def start_redis(directory: Path, port: int | None = None) -> RedisProcess:
     """Start a ``redis-server`` keeping its files in ``directory``."""
     return RedisProcess(directory, port).start()
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisProcess]:
-    """A fresh server for one test."""
-    server = start_redis(tmp_path / "redis")
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
-def redis_server_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
-    """One server for a whole test module (call ``flush()`` between tests that need it empty)."""
-    server = start_redis(tmp_path_factory.mktemp("redis"))
-    try:
-        yield server
-    finally:
-        server.stop()

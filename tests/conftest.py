@@ -1,0 +1,30 @@
+"""Fixtures shared by every test suite (helpers to import are in tests/support/)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.redis_server import RedisProcess, start_redis
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisProcess]:
+    """A fresh ``redis-server`` for one test."""
+    server = start_redis(tmp_path / "redis")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def redis_server_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+    """One ``redis-server`` for a whole test module (call ``flush()`` between tests that need it empty)."""
+    server = start_redis(tmp_path_factory.mktemp("redis"))
+    try:
+        yield server
+    finally:
+        server.stop()

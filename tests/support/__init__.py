@@ -1,0 +1,1 @@
+"""Helpers shared by the test suites (plain modules: import them; the fixtures are in tests/conftest.py)."""
