@@ -12,7 +12,14 @@ from envoy.service.ratelimit.v3 import rls_pb2
 from google.protobuf import json_format
 
 from mixerd.adapter import QuotaResult, Status
-from mixerd.api.ratelimit.convert import Allocation, decide, decode_request, encode_response, limit_unit
+from mixerd.api.ratelimit.convert import (
+    Allocation,
+    BadRequest,
+    decide,
+    decode_request,
+    encode_response,
+    limit_unit,
+)
 from mixerd.attribute import DictBag, builtin_manifest, parse_duration, type_of
 
 CASES = yaml.safe_load((Path(__file__).parent.parent / "data" / "ratelimit_cases.yaml").read_text())
@@ -30,6 +37,11 @@ def _duration(text: str | None) -> dt.timedelta | None:
 @pytest.mark.parametrize("case", CASES["decode"], ids=_ids(CASES["decode"]))
 def test_decode(case: dict[str, Any]) -> None:
     request = json_format.ParseDict(case["request"], rls_pb2.RateLimitRequest())
+    if "error" in case:
+        with pytest.raises(BadRequest) as info:
+            decode_request(request)
+        assert str(info.value) == case["error"]
+        return
     got = decode_request(request)
     want = case["allocations"]
     assert len(got) == len(want)
@@ -99,6 +111,8 @@ def test_decision_codes() -> None:
 def test_every_attribute_produced_is_declared_with_its_type() -> None:
     manifest = builtin_manifest()
     for case in CASES["decode"]:
+        if "error" in case:
+            continue
         for a in decode_request(json_format.ParseDict(case["request"], rls_pb2.RateLimitRequest())):
             for name, value in a.bag.items():
                 assert name in manifest, f"{name} is not in the stock or mixerd manifest"

@@ -271,13 +271,26 @@ async def test_failure_mode_error_fails_the_call_for_envoy_to_decide(runtime: Ru
         RateLimitService(runtime.dispatcher, failure_mode="deny")
 
 
-async def test_unconfigured_quota_and_empty_request_are_ok(runtime: Runtime) -> None:
+async def test_unconfigured_quota_is_ok(runtime: Runtime) -> None:
     svc = RateLimitService(runtime.dispatcher)
     resp = await svc.ShouldRateLimit(_request("nobody", {"user": "x"}), _Context())
     assert resp.overall_code == OK
     assert not resp.statuses[0].HasField("current_limit")
-    resp = await svc.ShouldRateLimit(_request("api"), _Context())
-    assert resp.overall_code == OK and not resp.statuses
+
+
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        (_request("api"), "rate limit descriptor list must not be empty"),
+        (_request("", {"user": "x"}), "rate limit domain must not be empty"),
+        (_request("api", {"": "x"}), "descriptors[0].entries[0]: the key must not be empty"),
+    ],
+)
+async def test_nonsense_requests_are_invalid_arguments(runtime: Runtime, request_: Any, message: str) -> None:
+    ctx = _Context()
+    with pytest.raises(_Aborted):
+        await RateLimitService(runtime.dispatcher).ShouldRateLimit(request_, ctx)
+    assert ctx.code == grpc.StatusCode.INVALID_ARGUMENT and ctx.details == message
 
 
 async def test_a_namespace_entry_brings_that_namespace_config(runtime: Runtime) -> None:

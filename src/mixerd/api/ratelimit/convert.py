@@ -117,6 +117,7 @@ from mixerd.attribute import DictBag
 __all__ = [
     "QUOTA_HEADER",
     "Allocation",
+    "BadRequest",
     "Decision",
     "decide",
     "decode_request",
@@ -188,15 +189,29 @@ class Decision:
         return "OVER_LIMIT" if self.over_limit else "OK"
 
 
+class BadRequest(ValueError):
+    """A request the service refuses (answered INVALID_ARGUMENT); the message says what is wrong."""
+
+
 def decode_request(request: Any) -> tuple[Allocation, ...]:
-    """The allocations of a ``RateLimitRequest``, one per descriptor, in order."""
+    """The allocations of a ``RateLimitRequest``, one per descriptor, in order.
+
+    Raises :class:`BadRequest`, as envoyproxy/ratelimit refuses them, for an empty domain, an
+    empty descriptor list and an entry without a key.
+    """
     domain: str = request.domain
+    if not domain:
+        raise BadRequest("rate limit domain must not be empty")
+    if not request.descriptors:
+        raise BadRequest("rate limit descriptor list must not be empty")
     default_amount = int(request.hits_addend) or 1
     out: list[Allocation] = []
-    for d in request.descriptors:
+    for i, d in enumerate(request.descriptors):
         entries: dict[str, str] = {}
         parts: list[str] = []
-        for e in d.entries:
+        for j, e in enumerate(d.entries):
+            if not e.key:
+                raise BadRequest(f"descriptors[{i}].entries[{j}]: the key must not be empty")
             entries[e.key] = e.value
             parts.append(f"{e.key}={e.value}")
         key = ",".join(parts)

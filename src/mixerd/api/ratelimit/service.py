@@ -49,6 +49,7 @@ from prometheus_client import Counter
 from mixerd.adapter import QuotaArgs
 from mixerd.api.ratelimit.convert import (
     Allocation,
+    BadRequest,
     Decision,
     decide,
     decode_request,
@@ -115,7 +116,13 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[m
     async def ShouldRateLimit(self, request: Any, context: Any) -> Any:
         start = time.perf_counter()
         decisions: list[Decision] = []
-        for a in decode_request(request):
+        try:
+            allocations = decode_request(request)
+        except BadRequest as exc:
+            metrics.REQUESTS.labels("ratelimit", "ShouldRateLimit", "INVALID_ARGUMENT").inc()
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            raise AssertionError("unreachable") from None
+        for a in allocations:
             d = await self._allocate(a)
             if d.error and self.failure_mode is FailureMode.ERROR:
                 metrics.REQUESTS.labels("ratelimit", "ShouldRateLimit", "UNAVAILABLE").inc()
