@@ -8,11 +8,13 @@ from mixerd.adapter.params import Params, camel_case
 from mixerd.adapter.registry import ENTRY_POINT_GROUP, AdapterNotFound, get_adapter, load_adapters
 from mixerd.adapter.results import OK, CheckResult, Code, QuotaArgs, QuotaResult, Status, code_name
 from mixerd.adapter.sdk import Builder, ConfigError, Handler, Info, InstanceInfo, handler_method
+from mixerd.adapter.secrets import REDACTED, redact_url
 from mixerd.adapter.values import stringify
 
 __all__ = [
     "ENTRY_POINT_GROUP",
     "OK",
+    "REDACTED",
     "AdapterNotFound",
     "Builder",
     "CheckResult",
@@ -34,5 +36,6 @@ __all__ = [
     "get_adapter",
     "handler_method",
     "load_adapters",
+    "redact_url",
     "stringify",
 ]

@@ -42,6 +42,7 @@ from mixerd.adapter import (
     Handler,
     InstanceInfo,
     Status,
+    redact_url,
 )
 from mixerd.adapters.list.config import ListParams, parse_params
 from mixerd.adapters.list.fetch import FetchError, fetch_list
@@ -119,7 +120,7 @@ class ListHandler(Handler):
         )
 
     def _unavailable(self) -> ListUnavailableError:
-        url = self.params.provider_url
+        url = redact_url(self.params.provider_url)
         expired = self._matcher is not None
         if expired:
             self._purge()
@@ -132,7 +133,7 @@ class ListHandler(Handler):
     def _purge(self) -> None:
         self._log.warning(
             "purging the list from %s: no successful refresh for %s (ttl); last error: %s",
-            self.params.provider_url,
+            redact_url(self.params.provider_url),
             self.params.ttl,
             self._last_error,
         )
@@ -180,18 +181,20 @@ class ListHandler(Handler):
             return self._failed(str(exc))
         digest = hashlib.sha256(body).digest()
         if digest == self._digest and self._matcher is not None:
-            self._log.debug("the list from %s is unchanged", params.provider_url)
+            self._log.debug("the list from %s is unchanged", redact_url(params.provider_url))
             self._succeeded()
             return True
         try:
             matcher = await asyncio.to_thread(self._compile, body)
         except (ListParseError, EntryError) as exc:
-            return self._failed(f"could not parse the list from {params.provider_url}: {exc}")
+            return self._failed(f"could not parse the list from {redact_url(params.provider_url)}: {exc}")
         self._matcher = matcher
         self._digest = digest
         self.builds += 1
         self._succeeded()
-        self._log.info("installed the list from %s: %d entries", params.provider_url, len(matcher))
+        self._log.info(
+            "installed the list from %s: %d entries", redact_url(params.provider_url), len(matcher)
+        )
         return True
 
     def _compile(self, body: bytes) -> Matcher:

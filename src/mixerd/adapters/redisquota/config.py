@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from mixerd.adapter import ConfigError, InstanceInfo, Params
+from mixerd.adapter import ConfigError, InstanceInfo, Params, redact_url
 from mixerd.attribute import format_duration
 
 __all__ = [
@@ -221,5 +221,6 @@ def parse_config(
             try:
                 address = parse_address(url)
             except ValueError as exc:
-                fail(url_key, f"invalid redis server url {url!r}: {exc}")
+                shown = redact_url(url)
+                fail(url_key, f"invalid redis server url {shown!r}: {str(exc).replace(url, shown)}")
     return RedisQuotaConfig(tuple(quotas), address, pool_size, timeout, policy), errors

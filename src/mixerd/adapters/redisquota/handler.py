@@ -183,9 +183,10 @@ class RedisQuotaHandler(Handler):
         """The failure policy's answer."""
         if self._policy is FailurePolicy.FAIL_CLOSE:
             self.stats.fail_close_denials += 1
-            what = "unreachable" if unreachable else "failed"
+            # The caller learns that the backend is unavailable, not where it is or what it said:
+            # the address and the error are in mixerd's log (see _failed).
             return QuotaResult(
-                status=Status(Code.UNAVAILABLE, f"redisquota: redis at {self._where} {what}: {reason}")
+                status=Status(Code.UNAVAILABLE, "redisquota: quota backend unavailable (FAIL_CLOSE)")
             )
         # fail open: behave as if the window had room, but never beyond the configured maximum
         if args.best_effort:
