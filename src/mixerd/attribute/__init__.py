@@ -25,12 +25,14 @@ from mixerd.attribute.manifest import (
 )
 from mixerd.attribute.types import (
     URI,
+    V4_MAPPED_PREFIX,
     DNSName,
     EmailAddress,
     IPAddress,
     ValueType,
     format_duration,
     parse_duration,
+    parse_ip,
     parse_timestamp,
     type_of,
 )
@@ -40,6 +42,7 @@ __all__ = [
     "GLOBAL_INDEX",
     "MISSING",
     "URI",
+    "V4_MAPPED_PREFIX",
     "Bag",
     "Condition",
     "DNSName",
@@ -61,6 +64,7 @@ __all__ = [
     "load_manifests",
     "manifest_from_resources",
     "parse_duration",
+    "parse_ip",
     "parse_timestamp",
     "sorted_references",
     "stock_manifest",

@@ -13,6 +13,7 @@ from mixerd.attribute.types import (
     IPAddress,
     ValueType,
     parse_duration,
+    parse_ip,
     parse_timestamp,
 )
 
@@ -61,7 +62,7 @@ def coerce(value: Any, value_type: ValueType) -> Any:
                 return _dt.timedelta(seconds=value)
             return parse_duration(str(value))
         if t is ValueType.IP_ADDRESS:
-            return value if isinstance(value, IPAddress) else IPAddress.parse(str(value))
+            return value if isinstance(value, IPAddress) else parse_ip(str(value).strip())
         if t is ValueType.DNS_NAME:
             return DNSName(_scalar_text(value))
         if t is ValueType.EMAIL_ADDRESS:

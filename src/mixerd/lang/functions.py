@@ -34,7 +34,7 @@ from typing import Any, Final
 import idna
 import re2
 
-from mixerd.attribute import URI, DNSName, EmailAddress, IPAddress, ValueType, parse_timestamp
+from mixerd.attribute import URI, DNSName, EmailAddress, IPAddress, ValueType, parse_ip, parse_timestamp
 from mixerd.lang.errors import EvaluationError
 from mixerd.lang.syntax import go_quote
 
@@ -96,39 +96,14 @@ class Function:
 
 # --- IP addresses and timestamps ---------------------------------------------------------------
 
-_V4_MAPPED: Final = b"\x00" * 10 + b"\xff\xff"
-
 
 def ip(text: str) -> IPAddress:
-    """``ip(s)``: Go's ``net.ParseIP``; an IPv4 address gives its 16-byte IPv4-mapped form."""
-    packed = _parse_ipv4(text) if "." in text and ":" not in text else _parse_ipv6(text)
-    if packed is None:
-        raise EvaluationError(f"could not convert {text} to IP_ADDRESS")
-    return IPAddress(packed)
-
-
-def _parse_ipv4(text: str) -> bytes | None:
-    parts = text.split(".")
-    if len(parts) != 4:
-        return None
-    out = bytearray()
-    for part in parts:
-        # Go 1.13 accepts leading zeros ("010" is 10), nothing but ASCII digits.
-        if not part or not (part.isascii() and part.isdigit()) or int(part) > 255:
-            return None
-        out.append(int(part))
-    return _V4_MAPPED + bytes(out)
-
-
-def _parse_ipv6(text: str) -> bytes | None:
-    import ipaddress
-
-    if not text or "%" in text or text.strip() != text or not text.isascii():
-        return None
+    """``ip(s)``: Go's ``net.ParseIP`` (see :func:`mixerd.attribute.parse_ip`); an IPv4 address gives
+    its 16-byte IPv4-mapped form."""
     try:
-        return ipaddress.IPv6Address(text).packed
-    except ValueError:
-        return None
+        return parse_ip(text)
+    except ValueError as exc:
+        raise EvaluationError(str(exc)) from None
 
 
 def ip_equal(a: IPAddress, b: IPAddress) -> bool:

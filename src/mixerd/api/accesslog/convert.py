@@ -89,8 +89,6 @@ totals when there is none), ``connection.duration``. UDP session entries map the
 from __future__ import annotations
 
 import datetime as _dt
-import functools
-import ipaddress
 import json
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -100,7 +98,7 @@ from urllib.parse import parse_qsl
 
 from envoy.data.accesslog.v3 import accesslog_pb2
 
-from mixerd.attribute import DictBag, IPAddress
+from mixerd.attribute import DictBag, IPAddress, parse_ip
 
 __all__ = [
     "AUTHZ_METADATA_NAMESPACE",
@@ -287,10 +285,9 @@ def parse_cluster(cluster: str) -> tuple[str | None, str | None, str | None, str
     return None, None, cluster or None, None
 
 
-@functools.lru_cache(maxsize=4096)
 def _ip(text: str) -> IPAddress | None:
     try:
-        return IPAddress(ipaddress.ip_address(text).packed)
+        return parse_ip(text)
     except ValueError:
         return None
 

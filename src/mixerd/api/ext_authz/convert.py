@@ -131,7 +131,6 @@ import datetime as _dt
 import functools
 import math
 import re
-import socket
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -143,7 +142,7 @@ from envoy.service.auth.v3 import external_auth_pb2
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from mixerd.adapter import Code, QuotaArgs
-from mixerd.attribute import MISSING, Bag, IPAddress
+from mixerd.attribute import MISSING, Bag, IPAddress, parse_ip
 from mixerd.config import IstioService, QuotaRule, QuotaSpecBindingSpec, QuotaSpecSpec, StringMatch
 from mixerd.runtime import CheckOutcome, HeaderOperation
 
@@ -232,24 +231,10 @@ class BadRequest(ValueError):
 
 # --- requests -----------------------------------------------------------------------------------
 
-_V4_MAPPED: Final = b"\x00" * 10 + b"\xff\xff"
-
-
-@functools.lru_cache(maxsize=4096)
-def _parse_ip(text: str) -> IPAddress:
-    try:
-        return IPAddress(_V4_MAPPED + socket.inet_pton(socket.AF_INET, text))
-    except OSError:
-        pass
-    try:
-        return IPAddress(socket.inet_pton(socket.AF_INET6, text))
-    except OSError:
-        return IPAddress.parse(text)  # scoped IPv6 (fe80::1%eth0); raises ValueError if not an IP
-
 
 def _ip(text: str, where: str) -> IPAddress:
     try:
-        return _parse_ip(text)
+        return parse_ip(text)
     except ValueError:
         raise BadRequest(f"{where}: not an IP address: {text[:64]!r}") from None
 
