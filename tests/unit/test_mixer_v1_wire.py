@@ -11,29 +11,30 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from mixerd._proto.mixer.v1 import attributes_pb2, check_pb2, report_pb2
-from mixerd.api.mixer_v1.convert import (
+from mixerd.api.mixer_v1.client import (
+    build_check_request,
+    build_report_request,
+    decode_check_response,
+    decode_referenced,
+    decode_route_directive,
+    encode_attributes,
+    status_code_name,
+)
+from mixerd.api.mixer_v1.decode import ProtoBag, decode_report
+from mixerd.api.mixer_v1.encode import (
+    encode_precondition,
+    encode_quota_result,
+    encode_referenced,
+    encode_route_directive,
+)
+from mixerd.api.mixer_v1.wire import (
     DELTA_ENCODING,
     GLOBAL_WORD_COUNT,
     INDEPENDENT_ENCODING,
     BadRequest,
     DictionaryMismatch,
-    HeaderOperation,
     Operation,
-    ProtoBag,
-    RouteDirective,
-    build_check_request,
-    build_report_request,
     check_dictionary,
-    decode_check_response,
-    decode_referenced,
-    decode_report,
-    decode_route_directive,
-    encode_attributes,
-    encode_precondition,
-    encode_quota_result,
-    encode_referenced,
-    encode_route_directive,
-    status_code_name,
 )
 from mixerd.attribute import (
     GLOBAL_DICTIONARY,
@@ -46,6 +47,8 @@ from mixerd.attribute import (
     TrackedStringMap,
     ValueType,
 )
+from mixerd.cli.attrs import typed_attributes
+from mixerd.runtime import HeaderOperation, RouteDirective
 
 CA = attributes_pb2.CompressedAttributes
 SM = attributes_pb2.StringMap
@@ -160,16 +163,54 @@ def test_manifest_converts_text_to_declared_types() -> None:
 
 
 @pytest.mark.parametrize(
+    ("vtype", "text"),
+    [
+        (ValueType.INT64, "404"),
+        (ValueType.INT64, "0x10"),  # base prefixes, as attribute.coerce reads them
+        (ValueType.INT64, "010"),  # ambiguous: rejected by both
+        (ValueType.INT64, " 7 "),
+        (ValueType.BOOL, "true"),
+        (ValueType.BOOL, "YES"),
+        (ValueType.BOOL, "0"),
+        (ValueType.BOOL, "maybe"),
+        (ValueType.DOUBLE, "1e3"),
+        (ValueType.STRING, 12),
+        (ValueType.IP_ADDRESS, " 010.0.0.1"),
+        (ValueType.IP_ADDRESS, "fe80::1%eth0"),
+        (ValueType.DURATION, "1m30s"),
+        (ValueType.DURATION, 2),
+        (ValueType.TIMESTAMP, "2020-01-01T00:00:00+01:00"),
+    ],
+)
+def test_client_encoding_and_command_line_agree(vtype: ValueType, text: Any) -> None:
+    """``encode_attributes`` with a manifest converts values as ``mixerd check`` does (attribute.coerce)."""
+    manifest = {"x": vtype}
+    try:
+        expected: Any = typed_attributes({"x": text}, manifest)
+    except ValueError as exc:
+        expected = str(exc)
+    try:
+        got: Any = ProtoBag(encode_attributes({"x": text}, manifest)).to_dict()
+    except ValueError as exc:
+        got = str(exc)
+    if isinstance(expected, str):
+        assert isinstance(got, str), got
+        assert got.startswith("attribute x: ") and got.endswith(f"is not a valid {vtype.name}")
+    else:
+        assert got == expected
+
+
+@pytest.mark.parametrize(
     ("values", "manifest", "message"),
     [
         ({"x": object()}, None, "attribute x: cannot send a object value"),
         ({"x": 1 << 63}, None, "attribute x: 9223372036854775808 does not fit in 64 bits"),
         ({"x": {"k": 1}}, None, "attribute x: a string map holds strings, not 'k': 1"),
         ({"x": b"\x01\x02"}, None, "attribute x: an IP address has 4 or 16 bytes, not 2"),
-        ({"x": "ten"}, {"x": ValueType.INT64}, "attribute x: 'ten' is not a valid INT64 value"),
-        ({"x": True}, {"x": ValueType.INT64}, "attribute x: True is not a valid INT64 value"),
-        ({"x": 1}, {"x": ValueType.STRING}, "attribute x: 1 is not a valid STRING value"),
-        ({"x": "nope"}, {"x": ValueType.IP_ADDRESS}, "attribute x: 'nope' is not a valid IP_ADDRESS value"),
+        ({"x": "ten"}, {"x": ValueType.INT64}, "attribute x: 'ten' is not a valid INT64"),
+        ({"x": True}, {"x": ValueType.INT64}, "attribute x: True is not a valid INT64"),
+        ({"x": None}, {"x": ValueType.STRING}, "attribute x: None is not a valid STRING"),
+        ({"x": "nope"}, {"x": ValueType.IP_ADDRESS}, "attribute x: 'nope' is not a valid IP_ADDRESS"),
     ],
 )
 def test_encoding_rejects_values_it_cannot_send(
