@@ -754,3 +754,31 @@ def test_build_check_request() -> None:
 
 def test_repr_shows_the_values() -> None:
     assert repr(ProtoBag(encode_attributes({"response.code": 1}))) == "ProtoBag({'response.code': 1})"
+
+
+@pytest.mark.parametrize("overlay", [False, True], ids=["bag", "overlay"])
+def test_error_explanations_do_not_leak_into_referenced_attributes(overlay: bool) -> None:
+    """When an evaluation fails, the compiler re-reads attributes to explain why; those reads are
+    not references. The proxy gets exactly what the evaluation itself read (as Mixer sends)."""
+    from mixerd.attribute import OverlayBag
+    from mixerd.lang import EvaluationError, compile
+
+    manifest = {"custom.flag": ValueType.BOOL, "custom.n": ValueType.INT64, "custom.m": ValueType.INT64}
+    # Evaluation reads custom.flag (false), skips custom.n, then fails on custom.m (a string);
+    # the explanation walks custom.flag, custom.n, custom.m.
+    expr = compile("conditional(custom.flag, custom.n, custom.m + 1)", manifest)
+
+    def referenced(values: dict[str, Any]) -> tuple[Any, list[str]]:
+        bag = ProtoBag(encode_attributes(values))
+        try:
+            result: Any = expr.evaluate(OverlayBag(bag) if overlay else bag)
+        except EvaluationError as exc:
+            result = exc
+        wire = encode_referenced(bag.tracker.references(), bag.tracker.whole_maps, GLOBAL_WORD_COUNT)
+        return result, decode_referenced(wire)
+
+    failed, failed_refs = referenced({"custom.flag": False, "custom.m": "20"})
+    assert isinstance(failed, EvaluationError) and "error converting value" in failed.message
+    ok, ok_refs = referenced({"custom.flag": False, "custom.m": 20})
+    assert ok == 21
+    assert failed_refs == ok_refs == ["custom.flag", "custom.m"]

@@ -9,9 +9,11 @@ from mixerd.attribute.bag import (
     OverlayBag,
     Reference,
     ReferenceTracker,
+    ReferenceTracking,
     TrackedStringMap,
     TrackingBag,
     sorted_references,
+    tracker_of,
 )
 from mixerd.attribute.coerce import coerce
 from mixerd.attribute.dictionary import GLOBAL_DICTIONARY, GLOBAL_INDEX
@@ -55,6 +57,7 @@ __all__ = [
     "OverlayBag",
     "Reference",
     "ReferenceTracker",
+    "ReferenceTracking",
     "TrackedStringMap",
     "TrackingBag",
     "ValueType",
@@ -68,5 +71,6 @@ __all__ = [
     "parse_timestamp",
     "sorted_references",
     "stock_manifest",
+    "tracker_of",
     "type_of",
 ]

@@ -24,7 +24,7 @@ from mixerd.api.mixer_v1.wire import (
     index_problem,
     to_timedelta,
 )
-from mixerd.attribute import MISSING, Bag, IPAddress, ReferenceTracker, TrackedStringMap
+from mixerd.attribute import Bag, IPAddress, ReferenceTracker, TrackingBag
 
 __all__ = ["ProtoBag", "decode_report"]
 
@@ -196,7 +196,40 @@ def _index(msg: Any, g: Sequence[str], w: Sequence[str], where: str) -> dict[str
 # --- ProtoBag ----------------------------------------------------------------------------------
 
 
-class ProtoBag(Bag):
+class _CompressedValues(Bag):
+    """The attributes of one message, converted on first read; records nothing."""
+
+    __slots__ = ("_g", "_values", "_w")
+
+    def __init__(self, values: dict[str, Any], g: Sequence[str], w: Sequence[str]) -> None:
+        self._values = values
+        self._g = g
+        self._w = w
+
+    def get(self, name: str, default: Any = None) -> Any:
+        value = self._values.get(name, default)
+        if type(value) is tuple and value is not default:
+            value = self._values[name] = _convert_raw(value, self._g, self._w)
+        return value
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._values
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def to_dict(self) -> dict[str, Any]:
+        values = self._values
+        for name, value in list(values.items()):
+            if type(value) is tuple:
+                values[name] = _convert_raw(value, self._g, self._w)
+        return dict(values)
+
+
+class ProtoBag(TrackingBag):
     """An attribute bag over one ``CompressedAttributes`` message.
 
     Building the bag checks every dictionary index (and the shape of every timestamp, duration
@@ -204,22 +237,19 @@ class ProtoBag(Bag):
     dispatched. Values that need converting (timestamps, durations, IP addresses, string maps)
     are converted when first read.
 
-    With ``track=True`` every ``get`` is recorded in :attr:`tracker`: ``ABSENCE`` or ``EXACT``,
-    and for a string map its name goes into ``tracker.whole_maps`` and the map comes back as a
-    :class:`~mixerd.attribute.TrackedStringMap` whose key lookups are recorded as ``name[key]``.
-    ``track=False`` (Report) keeps ``get`` as cheap as possible; the tracker then stays empty.
+    Reference tracking is :class:`~mixerd.attribute.TrackingBag`'s, over the lazily converted
+    values: with ``track=True`` every ``get`` is recorded in :attr:`tracker` (``ABSENCE`` or
+    ``EXACT``; a string map's name goes into ``tracker.whole_maps`` and the map comes back as a
+    :class:`~mixerd.attribute.TrackedStringMap` recording ``name[key]`` lookups).
+    ``track=False`` reads without recording; the tracker then stays empty.
 
     ``default_words`` is the word list used when the message has none of its own (Report's
     request-level ``default_words``). ``where`` prefixes error messages.
     """
 
-    __slots__ = ("_g", "_values", "_w", "tracker")
+    __slots__ = ()
 
-    tracker: ReferenceTracker
-    """The references recorded by ``get`` (always empty when the bag does not track)."""
-    _g: Sequence[str]
-    _w: Sequence[str]
-    _values: dict[str, Any]
+    _inner: _CompressedValues
 
     def __new__(
         cls,
@@ -231,7 +261,6 @@ class ProtoBag(Bag):
         tracker: ReferenceTracker | None = None,
         where: str = "attributes",
     ) -> ProtoBag:
-        # An untracking bag is a subclass whose get() has no tracking branch at all.
         return object.__new__(cls if track or cls is not ProtoBag else _UntrackedProtoBag)
 
     def __init__(
@@ -247,46 +276,11 @@ class ProtoBag(Bag):
         g = global_words(global_word_count)
         own = attributes.words
         w: Sequence[str] = tuple(own) if own else default_words
-        self._g = g
-        self._w = w
-        self._values = _index(attributes, g, w, where)
-        self.tracker = ReferenceTracker() if tracker is None else tracker
-
-    def _convert(self, name: str, lazy: tuple[int, Any]) -> Any:
-        value = _convert_raw(lazy, self._g, self._w)
-        self._values[name] = value
-        return value
-
-    def get(self, name: str, default: Any = None) -> Any:
-        value = self._values.get(name, MISSING)
-        tracker = self.tracker
-        if value is MISSING:
-            tracker.record(name, False)
-            return default
-        if type(value) is tuple:
-            value = self._convert(name, value)
-        tracker.record(name, True)
-        if type(value) is dict:
-            tracker.whole_maps.add(name)
-            return TrackedStringMap(name, value, tracker)
-        return value
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._values
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._values)
-
-    def __len__(self) -> int:
-        return len(self._values)
+        super().__init__(_CompressedValues(_index(attributes, g, w, where), g, w), tracker)
 
     def to_dict(self) -> dict[str, Any]:
         """Every attribute, converted (string maps as plain dicts), without recording references."""
-        values = self._values
-        for name, value in list(values.items()):
-            if type(value) is tuple:
-                self._convert(name, value)
-        return dict(values)
+        return self._inner.to_dict()
 
     def __repr__(self) -> str:
         return f"ProtoBag({self.to_dict()!r})"
@@ -298,10 +292,7 @@ class _UntrackedProtoBag(ProtoBag):
     __slots__ = ()
 
     def get(self, name: str, default: Any = None) -> Any:
-        value = self._values.get(name, default)
-        if type(value) is tuple and value is not default:
-            return self._convert(name, value)
-        return value
+        return self._inner.get(name, default)
 
 
 # --- Report ------------------------------------------------------------------------------------
