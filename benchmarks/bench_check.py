@@ -29,7 +29,7 @@ import grpc
 from _util import MIXERD, H2Load, cpu_seconds, free_port, grpc_frame, h2load, start, stop, table
 
 from mixerd._proto.mixer.v1 import mixer_pb2_grpc
-from mixerd.api.mixer_v1.convert import build_check_request, build_report_request
+from mixerd.api.mixer_v1.client import build_check_request, build_report_request
 from mixerd.attribute import IPAddress
 
 CONFIG = """

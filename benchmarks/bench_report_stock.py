@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _util import CONFORMANCE, MIXERD, REPO, cpu_seconds, free_port, grpc_frame, h2load, start, stop
 
-from mixerd.api.mixer_v1.convert import build_report_request
+from mixerd.api.mixer_v1.client import build_report_request
 from mixerd.attribute import IPAddress
 
 PODS = REPO / "tests" / "data" / "pods.yaml"
@@ -129,7 +129,7 @@ async def in_process(config: Path, batches: int) -> tuple[float, str]:
     import os
 
     os.environ["MIXERD_KUBERNETESENV_PODS_FILE"] = str(PODS)
-    from mixerd.api.mixer_v1.convert import decode_report
+    from mixerd.api.mixer_v1.decode import decode_report
     from mixerd.config import FileStore
     from mixerd.runtime import Runtime
 

@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from mixerd._proto.mixer.v1 import mixer_pb2_grpc
-from mixerd.api.mixer_v1.convert import build_check_request, build_report_request
+from mixerd.api.mixer_v1.client import build_check_request, build_report_request
 from tests.support.net import wait_for
 
 from .mixerd_proc import start_mixerd

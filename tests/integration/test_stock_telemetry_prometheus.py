@@ -19,7 +19,7 @@ import grpc
 import pytest
 
 from mixerd._proto.mixer.v1 import mixer_pb2_grpc
-from mixerd.api.mixer_v1.convert import build_report_request
+from mixerd.api.mixer_v1.client import build_report_request
 from mixerd.attribute import IPAddress
 from tests.conformance_data import conformance_dir
 from tests.support.net import wait_for

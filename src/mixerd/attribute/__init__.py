@@ -9,9 +9,11 @@ from mixerd.attribute.bag import (
     OverlayBag,
     Reference,
     ReferenceTracker,
+    ReferenceTracking,
     TrackedStringMap,
     TrackingBag,
     sorted_references,
+    tracker_of,
 )
 from mixerd.attribute.coerce import coerce
 from mixerd.attribute.dictionary import GLOBAL_DICTIONARY, GLOBAL_INDEX
@@ -25,12 +27,14 @@ from mixerd.attribute.manifest import (
 )
 from mixerd.attribute.types import (
     URI,
+    V4_MAPPED_PREFIX,
     DNSName,
     EmailAddress,
     IPAddress,
     ValueType,
     format_duration,
     parse_duration,
+    parse_ip,
     parse_timestamp,
     type_of,
 )
@@ -40,6 +44,7 @@ __all__ = [
     "GLOBAL_INDEX",
     "MISSING",
     "URI",
+    "V4_MAPPED_PREFIX",
     "Bag",
     "Condition",
     "DNSName",
@@ -52,6 +57,7 @@ __all__ = [
     "OverlayBag",
     "Reference",
     "ReferenceTracker",
+    "ReferenceTracking",
     "TrackedStringMap",
     "TrackingBag",
     "ValueType",
@@ -61,8 +67,10 @@ __all__ = [
     "load_manifests",
     "manifest_from_resources",
     "parse_duration",
+    "parse_ip",
     "parse_timestamp",
     "sorted_references",
     "stock_manifest",
+    "tracker_of",
     "type_of",
 ]

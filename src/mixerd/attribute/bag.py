@@ -5,18 +5,28 @@ expressions call it for every attribute they read. "Absent" is distinct from eve
 missing attribute is simply not in the mapping (``get`` returns the default).
 
 Reference tracking answers "which attributes did this decision depend on?", the recipe a proxy
-uses to cache a Check result (Mixer's ``ReferencedAttributes``). A :class:`ReferenceTracker`
-records each lookup as ABSENCE or EXACT; string-map lookups made through a tracked map are
-recorded per key as ``name[key]``. Wire front-ends wrap their messages in lazy bags of their own
-(any ``Mapping`` works); :class:`TrackingBag` adds tracking to any of them.
+uses to cache a Check result (Mixer's ``ReferencedAttributes``). It is one mechanism:
+
+* a :class:`ReferenceTracker` records each lookup as ABSENCE or EXACT; string-map lookups made
+  through a tracked map are recorded per key as ``name[key]``;
+* :class:`TrackingBag` is the only bag that records: it wraps any attribute mapping (wire
+  front-ends wrap their lazy bags, or subclass it, as Mixer's API ``ProtoBag`` does);
+* a bag that reads through a tracking bag (:class:`OverlayBag`) exposes the same ``tracker``
+  (the :class:`ReferenceTracking` protocol), and :func:`tracker_of` finds it for any mapping;
+* reads that must not count as references (re-reading attributes to explain an error) happen
+  inside ``tracker.untracked()``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime as _dt
 import enum
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
+
+from mixerd.attribute.types import IPAddress
 
 __all__ = [
     "MISSING",
@@ -27,9 +37,11 @@ __all__ = [
     "OverlayBag",
     "Reference",
     "ReferenceTracker",
+    "ReferenceTracking",
     "TrackedStringMap",
     "TrackingBag",
     "sorted_references",
+    "tracker_of",
 ]
 
 
@@ -103,6 +115,21 @@ class ReferenceTracker:
         self._refs.clear()
         self.whole_maps.clear()
 
+    @contextlib.contextmanager
+    def untracked(self) -> Iterator[None]:
+        """Reads made inside the block leave no reference behind (and no whole-map mark).
+
+        For reads that are not part of a decision, such as re-reading attributes to explain
+        why an evaluation failed: the proxy must not cache on attributes nobody decided on.
+        """
+        refs = dict(self._refs)
+        maps = set(self.whole_maps)
+        try:
+            yield
+        finally:
+            self._refs = refs
+            self.whole_maps = maps
+
     def frozen(self) -> FrozenReferences:
         """The references so far as a hashable value (cheap; see :func:`sorted_references`)."""
         return tuple(self._refs.items())
@@ -128,6 +155,20 @@ def sorted_references(frozen: FrozenReferences) -> list[Reference]:
     refs = (Reference(n, k, c) for (n, k), c in frozen)
     # A whole attribute (map_key None) sorts before its map keys; None and str don't compare.
     return sorted(refs, key=lambda r: (r.name, r.map_key is not None, r.map_key or "", r.condition))
+
+
+class ReferenceTracking(Protocol):
+    """A bag whose reads are recorded: ``tracker`` is the :class:`ReferenceTracker` they go to
+    (``None`` when the bag reads through an untracked one, as an :class:`OverlayBag` may)."""
+
+    @property
+    def tracker(self) -> ReferenceTracker | None: ...
+
+
+def tracker_of(bag: Mapping[str, Any]) -> ReferenceTracker | None:
+    """The tracker that records reads of ``bag`` (see :class:`ReferenceTracking`), or ``None``."""
+    tracker = getattr(bag, "tracker", None)
+    return tracker if isinstance(tracker, ReferenceTracker) else None
 
 
 class Bag(Mapping[str, Any]):
@@ -186,6 +227,11 @@ class OverlayBag(Bag):
     def __init__(self, parent: Mapping[str, Any]) -> None:
         self._parent = parent
         self._local: dict[str, Any] = {}
+
+    @property
+    def tracker(self) -> ReferenceTracker | None:
+        """The parent's tracker: reads of the parent's attributes through this bag record there."""
+        return tracker_of(self._parent)
 
     def get(self, name: str, default: Any = None) -> Any:
         # Local first: a generated attribute is read without asking (and, for a tracking
@@ -259,10 +305,21 @@ class TrackedStringMap(Mapping[str, str]):
         return f"TrackedStringMap({self._name!r}, {dict(self._map)!r})"
 
 
+_PLAIN: Final = frozenset({str, int, float, bool, _dt.datetime, _dt.timedelta, IPAddress})
+"""Exact types of attribute values that are certainly not string maps (a cheap test first)."""
+
+
 class TrackingBag(Bag):
-    """Wraps any attribute mapping and records every ``get`` in a :class:`ReferenceTracker`."""
+    """Wraps any attribute mapping and records every ``get`` in a :class:`ReferenceTracker`.
+
+    A string-map value comes back as a :class:`TrackedStringMap` (its key lookups are recorded
+    as ``name[key]``) and its name goes into ``tracker.whole_maps``.
+    """
 
     __slots__ = ("_inner", "tracker")
+
+    _inner: Mapping[str, Any]
+    tracker: ReferenceTracker
 
     def __init__(self, inner: Mapping[str, Any], tracker: ReferenceTracker | None = None) -> None:
         self._inner = inner
@@ -270,14 +327,16 @@ class TrackingBag(Bag):
 
     def get(self, name: str, default: Any = None) -> Any:
         value = self._inner.get(name, MISSING)
+        tracker = self.tracker
         if value is MISSING:
-            self.tracker.record(name, False)
+            tracker.record(name, False)
             return default
-        self.tracker.record(name, True)
-        if isinstance(value, Mapping):
-            self.tracker.whole_maps.add(name)
-            return TrackedStringMap(name, value, self.tracker)
-        return value
+        tracker.record(name, True)
+        t = type(value)
+        if t in _PLAIN or (t is not dict and not isinstance(value, Mapping)):
+            return value
+        tracker.whole_maps.add(name)
+        return TrackedStringMap(name, value, tracker)
 
     def __contains__(self, name: object) -> bool:
         return name in self._inner

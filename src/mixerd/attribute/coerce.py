@@ -1,8 +1,13 @@
-"""Turning loosely typed input (command-line text, YAML values) into typed attribute values."""
+"""Turning loosely typed input (command-line text, YAML values) into typed attribute values.
+
+The one conversion of loose input: the command line, test scenarios and the Mixer v1 client
+encoder (:func:`mixerd.api.mixer_v1.client.encode_attributes` with a manifest) all use it.
+"""
 
 from __future__ import annotations
 
 import datetime as _dt
+import ipaddress
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,6 +18,7 @@ from mixerd.attribute.types import (
     IPAddress,
     ValueType,
     parse_duration,
+    parse_ip,
     parse_timestamp,
 )
 
@@ -61,7 +67,13 @@ def coerce(value: Any, value_type: ValueType) -> Any:
                 return _dt.timedelta(seconds=value)
             return parse_duration(str(value))
         if t is ValueType.IP_ADDRESS:
-            return value if isinstance(value, IPAddress) else IPAddress.parse(str(value))
+            if isinstance(value, IPAddress):
+                return value
+            if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address):
+                return IPAddress(value.packed)
+            if isinstance(value, bytes | bytearray):
+                return IPAddress(bytes(value))
+            return parse_ip(str(value).strip())
         if t is ValueType.DNS_NAME:
             return DNSName(_scalar_text(value))
         if t is ValueType.EMAIL_ADDRESS:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import enum
+import functools
 import ipaddress
 import re
 import socket
@@ -35,12 +36,14 @@ from typing import Any, Final
 
 __all__ = [
     "URI",
+    "V4_MAPPED_PREFIX",
     "DNSName",
     "EmailAddress",
     "IPAddress",
     "ValueType",
     "format_duration",
     "parse_duration",
+    "parse_ip",
     "parse_timestamp",
     "type_of",
 ]
@@ -93,20 +96,14 @@ class IPAddress:
             raise ValueError(f"an IP address has 4 or 16 bytes, not {len(packed)}")
         object.__setattr__(self, "packed", bytes(packed))
         key = packed
-        if len(packed) == 16 and packed[:12] == _V4_PREFIX:
+        if len(packed) == 16 and packed[:12] == V4_MAPPED_PREFIX:
             key = packed[12:]
         object.__setattr__(self, "_key", bytes(key))
 
     @classmethod
     def parse(cls, text: str) -> IPAddress:
-        """Parse dotted IPv4 or IPv6 text. IPv4 gives the 16-byte mapped form, as Go's ``net.ParseIP``."""
-        try:
-            addr = ipaddress.ip_address(text.strip() if text != text.strip() else text)
-        except ValueError:
-            raise ValueError(f"could not convert {text} to IP_ADDRESS") from None
-        if isinstance(addr, ipaddress.IPv4Address):
-            return cls(_V4_PREFIX + addr.packed)
-        return cls(addr.packed)
+        """Parse IP address text: the same as :func:`parse_ip`."""
+        return parse_ip(text)
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("IPAddress is immutable")
@@ -138,7 +135,61 @@ class IPAddress:
         return ipaddress.IPv6Address(self._key)
 
 
-_V4_PREFIX: Final = b"\x00" * 10 + b"\xff\xff"
+V4_MAPPED_PREFIX: Final = b"\x00" * 10 + b"\xff\xff"
+"""The first 12 bytes of the 16-byte IPv4-mapped form of an IPv4 address (``::ffff:a.b.c.d``)."""
+
+_AF_INET: Final = socket.AF_INET
+_AF_INET6: Final = socket.AF_INET6
+_inet_pton: Final = socket.inet_pton
+
+
+@functools.lru_cache(maxsize=4096)
+def parse_ip(text: str) -> IPAddress:
+    """Parse the text of an IP address, as Go 1.13's ``net.ParseIP`` (what Mixer's ``ip()`` does).
+
+    This is mixerd's one IP address parser: the expression function ``ip()``, wire front-ends,
+    adapters and configuration all use it. The semantics:
+
+    * IPv4 in dotted-decimal form (exactly four parts of ASCII digits, each at most 255) gives
+      the 16-byte IPv4-mapped form (:data:`V4_MAPPED_PREFIX` + the 4 bytes), so
+      ``parse_ip("1.2.3.4") == parse_ip("::ffff:1.2.3.4")``. Leading zeros are accepted and
+      read as decimal (``"010.0.0.1"`` is ``10.0.0.1``), as Go before 1.17 did and Mixer's
+      conformance tables require.
+    * IPv6 in any RFC 4291 text form, including an embedded dotted IPv4 tail, gives 16 bytes.
+    * Everything else raises ``ValueError`` (``could not convert <text> to IP_ADDRESS``):
+      surrounding whitespace (callers with loose input, such as
+      :func:`~mixerd.attribute.coerce`, strip it first), non-ASCII digits, hexadecimal or octal
+      forms, CIDR suffixes, and **scoped IPv6 addresses** such as ``fe80::1%eth0``. Go rejects
+      the zone and an :class:`IPAddress` has nowhere to keep it; Envoy formats socket
+      addresses without a zone, so a zoned address on the wire is malformed input.
+
+    Results are cached (the hot path parses the same few addresses over and over); an
+    :class:`IPAddress` is immutable, so sharing one is safe.
+    """
+    try:
+        return IPAddress(V4_MAPPED_PREFIX + _inet_pton(_AF_INET, text))
+    except (OSError, ValueError, UnicodeError):
+        pass
+    packed = _parse_ipv4_leading_zeros(text) if ":" not in text else None
+    if packed is None:
+        try:
+            packed = _inet_pton(_AF_INET6, text)
+        except (OSError, ValueError, UnicodeError):
+            raise ValueError(f"could not convert {text} to IP_ADDRESS") from None
+    return IPAddress(packed)
+
+
+def _parse_ipv4_leading_zeros(text: str) -> bytes | None:
+    """Dotted IPv4 that the C library rejects only for its leading zeros (Go 1.13 accepts them)."""
+    parts = text.split(".")
+    if len(parts) != 4:
+        return None
+    out = bytearray()
+    for part in parts:
+        if not part or not (part.isascii() and part.isdigit()) or int(part) > 255:
+            return None
+        out.append(int(part))
+    return V4_MAPPED_PREFIX + bytes(out)
 
 
 class DNSName(str):

@@ -70,7 +70,7 @@ def run_check(args: argparse.Namespace) -> int:
     import yaml
 
     from mixerd._proto.mixer.v1 import mixer_pb2_grpc
-    from mixerd.api.mixer_v1.convert import build_check_request, decode_check_response
+    from mixerd.api.mixer_v1.client import build_check_request, decode_check_response
 
     values = _load(args)
     if values is None:
@@ -103,7 +103,7 @@ def _verdict(resp: Any, quotas: dict[str, int], best_effort: bool) -> tuple[int,
     0 allowed, 3 denied by the precondition, 4 a quota granted less than asked."""
     code = resp.precondition.status.code
     if code != 0:
-        from mixerd.api.mixer_v1.convert import status_code_name
+        from mixerd.api.mixer_v1.client import status_code_name
 
         return 3, f"denied ({status_code_name(code)})"
     short = [
@@ -119,7 +119,7 @@ def _verdict(resp: Any, quotas: dict[str, int], best_effort: bool) -> tuple[int,
 
 def run_report(args: argparse.Namespace) -> int:
     from mixerd._proto.mixer.v1 import mixer_pb2_grpc
-    from mixerd.api.mixer_v1.convert import build_report_request
+    from mixerd.api.mixer_v1.client import build_report_request
 
     values = _load(args)
     if values is None:

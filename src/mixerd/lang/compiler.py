@@ -43,6 +43,7 @@ it (Mixer checked every read); surplus function arguments are a compile error (s
 from __future__ import annotations
 
 import builtins
+import contextlib
 import datetime as _dt
 import functools
 import math
@@ -60,6 +61,7 @@ from mixerd.attribute import (
     ReferenceTracker,
     TrackingBag,
     ValueType,
+    tracker_of,
 )
 from mixerd.lang import functions as fns
 from mixerd.lang.checker import check_generatable, infer_types
@@ -120,10 +122,13 @@ def _conforms(value: Any, value_type: ValueType) -> bool:
 def _diagnose(
     reads: tuple[tuple[str, ValueType, int], ...], attributes: Mapping[str, Any], exc: BaseException
 ) -> EvaluationError:
-    """Explain an unexpected exception: usually a bag value whose type is not the manifest's."""
-    tracker = attributes.tracker if isinstance(attributes, TrackingBag) else None
-    state = tracker.snapshot() if tracker is not None else None
-    try:
+    """Explain an unexpected exception: usually a bag value whose type is not the manifest's.
+
+    The attributes are re-read to find the culprit; those reads are not references (the
+    decision did not depend on them), so a tracking bag records none of them.
+    """
+    tracker = tracker_of(attributes)
+    with tracker.untracked() if tracker is not None else contextlib.nullcontext():
         for name, value_type, position in reads:
             try:
                 value = attributes.get(name, MISSING)
@@ -133,9 +138,6 @@ def _diagnose(
                 return EvaluationError(
                     f"error converting value to {_EXPECTED[value_type][1]}: '{value}'", position
                 )
-    finally:
-        if tracker is not None and state is not None:
-            tracker.restore(state)
     return EvaluationError(f"evaluation failed: {type(exc).__name__}: {exc}")
 
 

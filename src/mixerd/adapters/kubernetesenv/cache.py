@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final
 
-from mixerd.attribute import IPAddress
+from mixerd.attribute import IPAddress, parse_ip
 
 __all__ = [
     "KUBE_PREFIX",
@@ -146,7 +146,7 @@ def _ip(text: str, what: str) -> IPAddress | None:
     if not text:
         return None
     try:
-        return IPAddress.parse(text)
+        return parse_ip(text)
     except ValueError:
         raise ValueError(f"{what}: '{text}' is not an IP address") from None
 
@@ -259,7 +259,7 @@ def _is_ip(text: str) -> IPAddress | None:
     if not text or text.startswith(KUBE_PREFIX) or not (text[0].isdigit() or ":" in text):
         return None
     try:
-        return IPAddress.parse(text)
+        return parse_ip(text)
     except ValueError:
         return None
 

@@ -37,7 +37,7 @@ from typing import Any, Final, Protocol
 import re2
 import yaml
 
-from mixerd.attribute import IPAddress
+from mixerd.attribute import V4_MAPPED_PREFIX, IPAddress, parse_ip
 
 __all__ = [
     "REGEX_SET_SIZE",
@@ -112,7 +112,7 @@ def _parse_network(entry: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
         if "/" in text:
             network = ipaddress.ip_network(text, strict=False)
         else:
-            network = ipaddress.ip_network(ipaddress.ip_address(text))
+            network = ipaddress.ip_network(parse_ip(text).address)
     except ValueError:
         raise ValueError(f"'{entry}' is not an IP address or CIDR range") from None
     if isinstance(network, ipaddress.IPv6Network):
@@ -163,7 +163,6 @@ class StringMatcher:
 
 _V4: Final = 4
 _V6: Final = 6
-_V4_MAPPED: Final = bytes(10) + b"\xff\xff"
 
 
 class IpMatcher:
@@ -191,10 +190,10 @@ class IpMatcher:
 
     def contains(self, value: str) -> bool:
         try:
-            addr = ipaddress.ip_address(value)
+            ip = parse_ip(value)
         except ValueError:
             raise InvalidValueError(f"{value} is not a valid IP address") from None
-        return self.contains_address(addr)
+        return self.contains_ip(ip)
 
     def contains_address(self, addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         if addr.version == _V6:
@@ -206,7 +205,7 @@ class IpMatcher:
     def contains_ip(self, ip: IPAddress) -> bool:
         """Membership of a Mixer IP value, read straight from its 4 or 16 bytes."""
         packed = ip.packed
-        if len(packed) == 16 and not packed.startswith(_V4_MAPPED):
+        if len(packed) == 16 and not packed.startswith(V4_MAPPED_PREFIX):
             return self._lookup(False, int.from_bytes(packed))
         if len(packed) not in (4, 16):
             raise InvalidValueError(f"{ip} is not a valid IP address")

@@ -29,7 +29,7 @@ from json.encoder import encode_basestring
 from typing import Any, Final
 
 from mixerd.adapters.stdio.config import Level
-from mixerd.attribute import IPAddress, format_duration
+from mixerd.attribute import V4_MAPPED_PREFIX, IPAddress, format_duration
 
 __all__ = ["LEVEL_NAMES", "format_line", "format_time", "json_line", "json_value", "text_line", "text_value"]
 
@@ -72,12 +72,11 @@ def _ip(value: IPAddress) -> str:
     packed = value.packed
     if len(packed) == 4:
         return socket.inet_ntoa(packed)
-    if len(packed) == 16 and packed[:12] == _V4_MAPPED:
+    if len(packed) == 16 and packed[:12] == V4_MAPPED_PREFIX:
         return socket.inet_ntoa(packed[12:])
     return str(value)
 
 
-_V4_MAPPED: Final = b"\x00" * 10 + b"\xff\xff"
 _EXACT: Final[dict[type, Callable[[Any], str]]] = {
     str: _quote,
     bool: lambda v: "true" if v else "false",

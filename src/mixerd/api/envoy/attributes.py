@@ -20,7 +20,7 @@ Principals
     is taken); a principal that is not a SPIFFE URI is kept as it is.
 
 Addresses
-    ``*.ip`` is parsed by :meth:`mixerd.attribute.IPAddress.parse` (the one parse), ``*.port``
+    ``*.ip`` is parsed by :func:`mixerd.attribute.parse_ip` (the one parse, Go's rules), ``*.port``
     is the port number when Envoy sends one. An address that is not an IP is the caller's fault:
     ext_authz answers INVALID_ARGUMENT, the access-log service leaves the attribute out (one bad
     entry must not lose a stream).
@@ -77,7 +77,6 @@ Timestamps and durations
 from __future__ import annotations
 
 import datetime as _dt
-import functools
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -87,6 +86,7 @@ from urllib.parse import unquote_plus
 from envoy.data.accesslog.v3 import accesslog_pb2
 
 from mixerd.attribute import IPAddress
+from mixerd.attribute import parse_ip as _parse_ip
 
 __all__ = [
     "AUTHZ_METADATA_NAMESPACE",
@@ -186,11 +186,11 @@ def first_uri_san(cert: Any) -> str:
     return ""
 
 
-@functools.lru_cache(maxsize=4096)
 def parse_ip(text: str) -> IPAddress | None:
-    """An address as Envoy writes it, or None when it is not an IP address."""
+    """An address as Envoy writes it (:func:`mixerd.attribute.parse_ip`, the one parse, cached),
+    or None when it is not an IP address."""
     try:
-        return IPAddress.parse(text)
+        return _parse_ip(text)
     except ValueError:
         return None
 

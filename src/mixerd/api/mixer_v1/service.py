@@ -18,16 +18,9 @@ import grpc
 
 from mixerd._proto.mixer.v1 import check_pb2, mixer_pb2_grpc, report_pb2
 from mixerd.adapter import QuotaArgs
-from mixerd.api.mixer_v1.convert import (
-    BadRequest,
-    DictionaryMismatch,
-    ProtoBag,
-    check_dictionary,
-    decode_report,
-    encode_precondition,
-    encode_quota_result,
-    encode_referenced,
-)
+from mixerd.api.mixer_v1.decode import ProtoBag, decode_report
+from mixerd.api.mixer_v1.encode import encode_precondition, encode_quota_result, encode_referenced
+from mixerd.api.mixer_v1.wire import BadRequest, DictionaryMismatch, check_dictionary
 from mixerd.attribute import sorted_references
 from mixerd.runtime import Dispatcher, DispatchError, metrics
 from mixerd.runtime.reporting import ReportPipeline

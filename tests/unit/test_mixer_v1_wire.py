@@ -11,29 +11,28 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from mixerd._proto.mixer.v1 import attributes_pb2, check_pb2, report_pb2
-from mixerd.api.mixer_v1.convert import (
+from mixerd.api.mixer_v1.client import (
+    build_check_request,
+    build_report_request,
+    decode_check_response,
+    decode_referenced,
+    decode_route_directive,
+    encode_attributes,
+    status_code_name,
+)
+from mixerd.api.mixer_v1.decode import ProtoBag, decode_report
+from mixerd.api.mixer_v1.encode import (
+    encode_precondition,
+    encode_quota_result,
+    encode_referenced,
+)
+from mixerd.api.mixer_v1.wire import (
     DELTA_ENCODING,
     GLOBAL_WORD_COUNT,
     INDEPENDENT_ENCODING,
     BadRequest,
     DictionaryMismatch,
-    HeaderOperation,
-    Operation,
-    ProtoBag,
-    RouteDirective,
-    build_check_request,
-    build_report_request,
     check_dictionary,
-    decode_check_response,
-    decode_referenced,
-    decode_report,
-    decode_route_directive,
-    encode_attributes,
-    encode_precondition,
-    encode_quota_result,
-    encode_referenced,
-    encode_route_directive,
-    status_code_name,
 )
 from mixerd.attribute import (
     GLOBAL_DICTIONARY,
@@ -46,6 +45,9 @@ from mixerd.attribute import (
     TrackedStringMap,
     ValueType,
 )
+from mixerd.cli.attrs import typed_attributes
+from mixerd.config import HeaderAction
+from mixerd.runtime import HeaderOperation, RouteDirective
 
 CA = attributes_pb2.CompressedAttributes
 SM = attributes_pb2.StringMap
@@ -160,16 +162,54 @@ def test_manifest_converts_text_to_declared_types() -> None:
 
 
 @pytest.mark.parametrize(
+    ("vtype", "text"),
+    [
+        (ValueType.INT64, "404"),
+        (ValueType.INT64, "0x10"),  # base prefixes, as attribute.coerce reads them
+        (ValueType.INT64, "010"),  # ambiguous: rejected by both
+        (ValueType.INT64, " 7 "),
+        (ValueType.BOOL, "true"),
+        (ValueType.BOOL, "YES"),
+        (ValueType.BOOL, "0"),
+        (ValueType.BOOL, "maybe"),
+        (ValueType.DOUBLE, "1e3"),
+        (ValueType.STRING, 12),
+        (ValueType.IP_ADDRESS, " 010.0.0.1"),
+        (ValueType.IP_ADDRESS, "fe80::1%eth0"),
+        (ValueType.DURATION, "1m30s"),
+        (ValueType.DURATION, 2),
+        (ValueType.TIMESTAMP, "2020-01-01T00:00:00+01:00"),
+    ],
+)
+def test_client_encoding_and_command_line_agree(vtype: ValueType, text: Any) -> None:
+    """``encode_attributes`` with a manifest converts values as ``mixerd check`` does (attribute.coerce)."""
+    manifest = {"x": vtype}
+    try:
+        expected: Any = typed_attributes({"x": text}, manifest)
+    except ValueError as exc:
+        expected = str(exc)
+    try:
+        got: Any = ProtoBag(encode_attributes({"x": text}, manifest)).to_dict()
+    except ValueError as exc:
+        got = str(exc)
+    if isinstance(expected, str):
+        assert isinstance(got, str), got
+        assert got.startswith("attribute x: ") and got.endswith(f"is not a valid {vtype.name}")
+    else:
+        assert got == expected
+
+
+@pytest.mark.parametrize(
     ("values", "manifest", "message"),
     [
         ({"x": object()}, None, "attribute x: cannot send a object value"),
         ({"x": 1 << 63}, None, "attribute x: 9223372036854775808 does not fit in 64 bits"),
         ({"x": {"k": 1}}, None, "attribute x: a string map holds strings, not 'k': 1"),
         ({"x": b"\x01\x02"}, None, "attribute x: an IP address has 4 or 16 bytes, not 2"),
-        ({"x": "ten"}, {"x": ValueType.INT64}, "attribute x: 'ten' is not a valid INT64 value"),
-        ({"x": True}, {"x": ValueType.INT64}, "attribute x: True is not a valid INT64 value"),
-        ({"x": 1}, {"x": ValueType.STRING}, "attribute x: 1 is not a valid STRING value"),
-        ({"x": "nope"}, {"x": ValueType.IP_ADDRESS}, "attribute x: 'nope' is not a valid IP_ADDRESS value"),
+        ({"x": "ten"}, {"x": ValueType.INT64}, "attribute x: 'ten' is not a valid INT64"),
+        ({"x": True}, {"x": ValueType.INT64}, "attribute x: True is not a valid INT64"),
+        ({"x": None}, {"x": ValueType.STRING}, "attribute x: None is not a valid STRING"),
+        ({"x": "nope"}, {"x": ValueType.IP_ADDRESS}, "attribute x: 'nope' is not a valid IP_ADDRESS"),
     ],
 )
 def test_encoding_rejects_values_it_cannot_send(
@@ -581,10 +621,10 @@ def test_snapshot_and_restore_go_through_the_bags_tracker() -> None:
 def test_precondition_and_quota_results() -> None:
     referenced = encode_referenced([Reference("request.path", None, Condition.EXACT)], (), GLOBAL_WORD_COUNT)
     directive = RouteDirective(
-        request_header_operations=(HeaderOperation(":path", "/v2", Operation.REPLACE),),
+        request_header_operations=(HeaderOperation(":path", "/v2", HeaderAction.REPLACE),),
         response_header_operations=(
-            HeaderOperation("x-debug", operation=Operation.REMOVE),
-            HeaderOperation("x-trace", "1", 2),
+            HeaderOperation("x-debug", operation=HeaderAction.REMOVE),
+            HeaderOperation("x-trace", "1", HeaderAction.APPEND),
         ),
         direct_response_code=302,
         direct_response_body="moved",
@@ -604,7 +644,7 @@ def test_precondition_and_quota_results() -> None:
     assert pre.route_directive == check_pb2.RouteDirective(
         request_header_operations=[check_pb2.HeaderOperation(name=":path", value="/v2")],
         response_header_operations=[
-            check_pb2.HeaderOperation(name="x-debug", operation=check_pb2.HeaderOperation.REMOVE),
+            check_pb2.HeaderOperation(name="x-debug", operation=check_pb2.HeaderOperation.Operation.REMOVE),
             check_pb2.HeaderOperation(name="x-trace", value="1", operation=check_pb2.HeaderOperation.APPEND),
         ],
         direct_response_code=302,
@@ -621,9 +661,9 @@ def test_precondition_and_quota_results() -> None:
     assert not quota.HasField("referenced_attributes")
 
 
-def test_route_directive_rejects_unknown_operations() -> None:
-    with pytest.raises(ValueError, match="unknown header operation 7"):
-        encode_route_directive(RouteDirective(request_header_operations=(HeaderOperation("a", "b", 7),)))
+def test_header_actions_have_the_wire_numbers() -> None:
+    wire = check_pb2.HeaderOperation.Operation
+    assert {a.name: int(a) for a in HeaderAction} == {n: wire.Value(n) for n in wire.keys()}  # noqa: SIM118
 
 
 def test_decode_check_response() -> None:
@@ -713,3 +753,31 @@ def test_build_check_request() -> None:
 
 def test_repr_shows_the_values() -> None:
     assert repr(ProtoBag(encode_attributes({"response.code": 1}))) == "ProtoBag({'response.code': 1})"
+
+
+@pytest.mark.parametrize("overlay", [False, True], ids=["bag", "overlay"])
+def test_error_explanations_do_not_leak_into_referenced_attributes(overlay: bool) -> None:
+    """When an evaluation fails, the compiler re-reads attributes to explain why; those reads are
+    not references. The proxy gets exactly what the evaluation itself read (as Mixer sends)."""
+    from mixerd.attribute import OverlayBag
+    from mixerd.lang import EvaluationError, compile
+
+    manifest = {"custom.flag": ValueType.BOOL, "custom.n": ValueType.INT64, "custom.m": ValueType.INT64}
+    # Evaluation reads custom.flag (false), skips custom.n, then fails on custom.m (a string);
+    # the explanation walks custom.flag, custom.n, custom.m.
+    expr = compile("conditional(custom.flag, custom.n, custom.m + 1)", manifest)
+
+    def referenced(values: dict[str, Any]) -> tuple[Any, list[str]]:
+        bag = ProtoBag(encode_attributes(values))
+        try:
+            result: Any = expr.evaluate(OverlayBag(bag) if overlay else bag)
+        except EvaluationError as exc:
+            result = exc
+        wire = encode_referenced(bag.tracker.references(), bag.tracker.whole_maps, GLOBAL_WORD_COUNT)
+        return result, decode_referenced(wire)
+
+    failed, failed_refs = referenced({"custom.flag": False, "custom.m": "20"})
+    assert isinstance(failed, EvaluationError) and "error converting value" in failed.message
+    ok, ok_refs = referenced({"custom.flag": False, "custom.m": 20})
+    assert ok == 21
+    assert failed_refs == ok_refs == ["custom.flag", "custom.m"]

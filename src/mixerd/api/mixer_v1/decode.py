@@ -1,0 +1,356 @@
+"""Decoding Mixer v1 requests on the server: compressed attributes into bags, Reports into dicts.
+
+Pure functions and classes (no I/O, no asyncio). :class:`ProtoBag` is a lazy attribute bag over
+one ``CompressedAttributes`` message (optionally recording references, for Check);
+:func:`decode_report` turns a ``ReportRequest`` into one plain dict per attribute set.
+Malformed messages raise :class:`~mixerd.api.mixer_v1.wire.BadRequest` naming the field; a
+caller that claims more global words than mixerd knows raises
+:class:`~mixerd.api.mixer_v1.wire.DictionaryMismatch`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Final
+
+from mixerd._proto.mixer.v1 import attributes_pb2, report_pb2
+from mixerd.api.mixer_v1.wire import (
+    EPOCH,
+    INDEPENDENT_ENCODING,
+    BadRequest,
+    check_dictionary,
+    global_words,
+    index_problem,
+    to_timedelta,
+)
+from mixerd.attribute import Bag, IPAddress, ReferenceTracker, TrackingBag
+
+__all__ = ["ProtoBag", "decode_report"]
+
+_timedelta: Final = _dt.timedelta  # called as (days, seconds, microseconds): positional is faster
+_TIMESTAMP_MIN: Final = -62_135_596_800  # 0001-01-01T00:00:00Z
+_TIMESTAMP_MAX: Final = 253_402_300_799  # 9999-12-31T23:59:59Z
+_DURATION_MAX: Final = 315_576_000_000  # 10,000 years, the documented range of Duration
+_NANOS: Final = 1_000_000_000
+
+# Kinds of the values a ProtoBag converts on first use. Until then the bag holds a
+# (kind, raw) tuple; a tuple is never an attribute value, so the type test is exact.
+_TIMESTAMP: Final = 0
+_DURATION: Final = 1
+_IP: Final = 2
+_STRING_MAP: Final = 3
+
+
+def _timestamp_problem(seconds: int, nanos: int) -> str | None:
+    if not _TIMESTAMP_MIN <= seconds <= _TIMESTAMP_MAX:
+        return f"seconds {seconds} is outside the supported range (years 1 to 9999)"
+    if not 0 <= nanos < _NANOS:
+        return f"nanos {nanos} is outside 0..999999999"
+    return None
+
+
+def _duration_problem(seconds: int, nanos: int) -> str | None:
+    if not -_DURATION_MAX <= seconds <= _DURATION_MAX:
+        return f"seconds {seconds} is outside the supported range (+-10000 years)"
+    if not -_NANOS < nanos < _NANOS:
+        return f"nanos {nanos} is outside -999999999..999999999"
+    if (seconds > 0 and nanos < 0) or (seconds < 0 and nanos > 0):
+        return f"seconds {seconds} and nanos {nanos} have different signs"
+    return None
+
+
+def _to_datetime(ts: Any) -> _dt.datetime:
+    return EPOCH + _timedelta(0, ts.seconds, ts.nanos // 1000)
+
+
+# Mixer's probe order, and each typed map's field name for error messages.
+_FIELDS: Final = ("strings", "string_maps", "int64s", "doubles", "bools", "timestamps", "durations", "bytes")
+
+
+def _diagnose(msg: Any, g: Sequence[str], w: Sequence[str], where: str) -> BadRequest:
+    """Find the first problem of a message the fast index builder rejected, and describe it."""
+    seen: dict[str, str] = {}
+    for field in _FIELDS:
+        container = getattr(msg, field)
+        for key in sorted(container):
+            problem = index_problem(key, g, w)
+            if problem is not None:
+                return BadRequest(f"{where}.{field}", problem)
+            name = g[key] if key >= 0 else w[~key]
+            if name in seen:
+                if seen[name] == field:
+                    problem = f"attribute {name!r} appears twice"
+                else:
+                    problem = f"attribute {name!r} appears in both {seen[name]} and {field}"
+                return BadRequest(f"{where}.{field}", problem)
+            seen[name] = field
+            value = container[key]
+            here = f"{where}.{field}[{name}]"
+            if field == "strings":
+                problem = index_problem(value, g, w)
+                if problem is not None:
+                    return BadRequest(here, "value " + problem)
+            elif field == "string_maps":
+                entries = value.entries
+                for k in sorted(entries):
+                    problem = index_problem(k, g, w)
+                    if problem is not None:
+                        return BadRequest(here, "key " + problem)
+                    problem = index_problem(entries[k], g, w)
+                    if problem is not None:
+                        return BadRequest(here, "value " + problem)
+            elif field == "timestamps":
+                problem = _timestamp_problem(value.seconds, value.nanos)
+                if problem is not None:
+                    return BadRequest(here, problem)
+            elif field == "durations":
+                problem = _duration_problem(value.seconds, value.nanos)
+                if problem is not None:
+                    return BadRequest(here, problem)
+            elif field == "bytes" and len(value) not in (0, 4, 16):
+                return BadRequest(here, f"an IP address has 4 or 16 bytes, not {len(value)}")
+    return BadRequest(where, "malformed compressed attributes")
+
+
+def _index(msg: Any, g: Sequence[str], w: Sequence[str], where: str) -> dict[str, Any]:
+    """Validate ``msg`` and map each attribute name to its value or to a (kind, raw) tuple.
+
+    Strings and numbers are stored as is (reading them is the check). Timestamps, durations,
+    IP addresses and string maps are checked here and converted on first use. Any problem sends
+    the message to :func:`_diagnose`, which names it; the fast path does no bookkeeping beyond
+    what the conversion does anyway (an out-of-range index raises ``IndexError`` by itself).
+    """
+    # Reading a value out of a upb map costs several times more than iterating its keys, and
+    # getitem in a plain loop is the cheapest way to read (cheaper than items() or dict()).
+    values: dict[str, Any] = {}
+    count = 0
+    try:
+        m = msg.strings
+        n = len(m)
+        if n:
+            count = n
+            for k in m:
+                v = m[k]
+                values[g[k] if k >= 0 else w[~k]] = g[v] if v >= 0 else w[~v]
+        m = msg.string_maps
+        n = len(m)
+        if n:
+            count += n
+            lo = -len(w)
+            hi = len(g)
+            for k in m:
+                entries = m[k].entries
+                for a in entries:
+                    b = entries[a]
+                    if not (lo <= a < hi and lo <= b < hi):
+                        raise IndexError
+                values[g[k] if k >= 0 else w[~k]] = (_STRING_MAP, entries)
+        for m in (msg.int64s, msg.doubles, msg.bools):
+            n = len(m)
+            if n:
+                count += n
+                for k in m:
+                    values[g[k] if k >= 0 else w[~k]] = m[k]
+        m = msg.timestamps
+        n = len(m)
+        if n:
+            count += n
+            for k in m:
+                t = m[k]
+                if not (_TIMESTAMP_MIN <= t.seconds <= _TIMESTAMP_MAX and 0 <= t.nanos < _NANOS):
+                    raise IndexError
+                values[g[k] if k >= 0 else w[~k]] = (_TIMESTAMP, t)
+        m = msg.durations
+        n = len(m)
+        if n:
+            count += n
+            for k in m:
+                d = m[k]
+                seconds = d.seconds
+                nanos = d.nanos
+                if not (
+                    -_DURATION_MAX <= seconds <= _DURATION_MAX
+                    and -_NANOS < nanos < _NANOS
+                    and (seconds <= 0 or nanos >= 0)
+                    and (seconds >= 0 or nanos <= 0)
+                ):
+                    raise IndexError
+                values[g[k] if k >= 0 else w[~k]] = (_DURATION, d)
+        m = msg.bytes
+        n = len(m)
+        if n:
+            count += n
+            for k in m:
+                b = m[k]
+                if len(b) not in (0, 4, 16):
+                    raise IndexError
+                values[g[k] if k >= 0 else w[~k]] = (_IP, b)
+    except IndexError:
+        raise _diagnose(msg, g, w, where) from None
+    if len(values) != count:
+        raise _diagnose(msg, g, w, where)
+    return values
+
+
+# --- ProtoBag ----------------------------------------------------------------------------------
+
+
+class _CompressedValues(Bag):
+    """The attributes of one message, converted on first read; records nothing."""
+
+    __slots__ = ("_g", "_values", "_w")
+
+    def __init__(self, values: dict[str, Any], g: Sequence[str], w: Sequence[str]) -> None:
+        self._values = values
+        self._g = g
+        self._w = w
+
+    def get(self, name: str, default: Any = None) -> Any:
+        value = self._values.get(name, default)
+        if type(value) is tuple and value is not default:
+            value = self._values[name] = _convert_raw(value, self._g, self._w)
+        return value
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._values
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def to_dict(self) -> dict[str, Any]:
+        values = self._values
+        for name, value in list(values.items()):
+            if type(value) is tuple:
+                values[name] = _convert_raw(value, self._g, self._w)
+        return dict(values)
+
+
+class ProtoBag(TrackingBag):
+    """An attribute bag over one ``CompressedAttributes`` message.
+
+    Building the bag checks every dictionary index (and the shape of every timestamp, duration
+    and IP address) once, so a malformed message raises :class:`BadRequest` before anything is
+    dispatched. Values that need converting (timestamps, durations, IP addresses, string maps)
+    are converted when first read.
+
+    Reference tracking is :class:`~mixerd.attribute.TrackingBag`'s, over the lazily converted
+    values: with ``track=True`` every ``get`` is recorded in :attr:`tracker` (``ABSENCE`` or
+    ``EXACT``; a string map's name goes into ``tracker.whole_maps`` and the map comes back as a
+    :class:`~mixerd.attribute.TrackedStringMap` recording ``name[key]`` lookups).
+    ``track=False`` reads without recording; the tracker then stays empty.
+
+    ``default_words`` is the word list used when the message has none of its own (Report's
+    request-level ``default_words``). ``where`` prefixes error messages.
+    """
+
+    __slots__ = ()
+
+    _inner: _CompressedValues
+
+    def __new__(
+        cls,
+        attributes: attributes_pb2.CompressedAttributes,
+        *,
+        global_word_count: int = 0,
+        default_words: Sequence[str] = (),
+        track: bool = True,
+        tracker: ReferenceTracker | None = None,
+        where: str = "attributes",
+    ) -> ProtoBag:
+        return object.__new__(cls if track or cls is not ProtoBag else _UntrackedProtoBag)
+
+    def __init__(
+        self,
+        attributes: attributes_pb2.CompressedAttributes,
+        *,
+        global_word_count: int = 0,
+        default_words: Sequence[str] = (),
+        track: bool = True,
+        tracker: ReferenceTracker | None = None,
+        where: str = "attributes",
+    ) -> None:
+        g = global_words(global_word_count)
+        own = attributes.words
+        w: Sequence[str] = tuple(own) if own else default_words
+        super().__init__(_CompressedValues(_index(attributes, g, w, where), g, w), tracker)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every attribute, converted (string maps as plain dicts), without recording references."""
+        return self._inner.to_dict()
+
+    def __repr__(self) -> str:
+        return f"ProtoBag({self.to_dict()!r})"
+
+
+class _UntrackedProtoBag(ProtoBag):
+    """A :class:`ProtoBag` built with ``track=False``: ``get`` records nothing."""
+
+    __slots__ = ()
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self._inner.get(name, default)
+
+
+# --- Report ------------------------------------------------------------------------------------
+
+
+def decode_report(req: report_pb2.ReportRequest) -> list[Mapping[str, Any]]:
+    """The attribute bags of a ``ReportRequest``, one per attribute set, in order.
+
+    Each bag is a plain ``dict`` of converted values (nobody tracks references in a Report, and
+    a dict is the cheapest mapping to read). A set without words of its own uses
+    ``default_words``. With ``INDEPENDENT_ENCODING`` each set stands alone; with
+    ``DELTA_ENCODING`` (the proto default) set *i* is the attributes of sets 0..i applied in
+    order, later values replacing earlier ones.
+
+    Raises :class:`DictionaryMismatch` for a too-large ``global_word_count`` and
+    :class:`BadRequest` (naming ``attributes[i]...``) for a malformed set.
+    """
+    sets = req.attributes
+    if not sets:
+        check_dictionary(req.global_word_count)
+        return []
+    gwc = req.global_word_count
+    default = tuple(req.default_words)
+    g = global_words(gwc)
+    if req.repeated_attributes_semantics == INDEPENDENT_ENCODING:
+        out: list[Mapping[str, Any]] = []
+        for i, msg in enumerate(sets):
+            own = msg.words
+            w = tuple(own) if own else default
+            out.append(_materialize(_index(msg, g, w, f"attributes[{i}]"), g, w))
+        return out
+    out = []
+    accumulated: dict[str, Any] = {}
+    for i, msg in enumerate(sets):
+        own = msg.words
+        w = tuple(own) if own else default
+        accumulated.update(_materialize(_index(msg, g, w, f"attributes[{i}]"), g, w))
+        out.append(dict(accumulated))
+    return out
+
+
+def _convert_raw(lazy: tuple[int, Any], g: Sequence[str], w: Sequence[str]) -> Any:
+    """The value of an entry :func:`_index` left raw (already checked): a string map, timestamp,
+    duration or IP address."""
+    kind, raw = lazy
+    if kind == _STRING_MAP:
+        return {g[a] if a >= 0 else w[~a]: g[b] if b >= 0 else w[~b] for a, b in raw.items()}
+    if kind == _TIMESTAMP:
+        return _to_datetime(raw)
+    if kind == _DURATION:
+        return to_timedelta(raw)
+    return IPAddress(raw)
+
+
+def _materialize(values: dict[str, Any], g: Sequence[str], w: Sequence[str]) -> dict[str, Any]:
+    """Convert the values :func:`_index` left raw, in place: a plain dict is the cheapest bag to
+    read (every lookup a C call), and every Report attribute set is read many times."""
+    for name, value in values.items():
+        if type(value) is tuple:
+            values[name] = _convert_raw(value, g, w)
+    return values
