@@ -336,3 +336,50 @@ async def test_bad_config_change_keeps_serving_the_rest() -> None:
         assert out.result.status.code == 7  # handler a still denies
     finally:
         await rt.close()
+
+
+async def test_a_config_swap_during_a_check_neither_mixes_tables_nor_skips_the_drain() -> None:
+    Spy.calls = []
+    store = store_of(spy_config(("slow", {"tag": "v1", "delay": 0.2, "code": 7, "message": "old"})))
+    rt = Runtime(store, adapters={**load_adapters(), "spy": SPY}, drain_timeout=5)
+    await rt.start()
+    try:
+        old = rt.dispatcher.table
+        check = asyncio.create_task(rt.dispatcher.check(DictBag({})))
+        await asyncio.sleep(0.05)  # the check waits for its handler
+        assert old.in_flight == 1
+        parsed = parse_text(spy_config(("slow", {"tag": "v2"})), file="x")
+        store.replace(parsed.resources)
+        reload = asyncio.create_task(rt.reload())
+        await asyncio.sleep(0.05)
+        assert rt.dispatcher.table is not old  # the new table is in force ...
+        assert ("close", "v1") not in Spy.calls  # ... but the old handler is not closed under the check
+        assert not reload.done()
+        out = await check
+        assert out.result.status == Status(7, "slow.handler.istio-system:old")  # all of it on the old table
+        await reload
+        assert old.in_flight == 0 and ("close", "v1") in Spy.calls
+        out = await rt.dispatcher.check(DictBag({}))
+        assert out.result.status.code == Code.OK
+    finally:
+        await rt.close()
+
+
+async def test_warnings_about_unconfigured_quotas_are_bounded(caplog: pytest.LogCaptureFixture) -> None:
+    rt = spy_runtime(spy_config(("a", {"tag": "a"})))
+    await rt.start()
+    try:
+        d = rt.dispatcher
+        d._max_warned_quotas = 3
+        with caplog.at_level("WARNING", logger="mixerd.runtime.dispatcher"):
+            for name in ("q1", "q2", "q1", "q3", "q4", "q2", "q4"):
+                r = await d.quota(DictBag({}), name, QuotaArgs(amount=2))
+                assert r.amount == 2
+        warned = [r.getMessage() for r in caplog.records if "is not configured" in r.getMessage()]
+        # q1 q2 warned; q1 again suppressed (and refreshed); q3 warned; q4 warned, q2 forgotten
+        # (the least recently requested); q2 warned again, q1 forgotten; q4 still remembered.
+        assert [w.split("'")[1] for w in warned] == ["q1", "q2", "q3", "q4", "q2"]
+        assert d.suppressed_quota_warnings == 2
+        assert len(d._warned_quotas) == 3
+    finally:
+        await rt.close()

@@ -14,7 +14,7 @@ The table is immutable once built; the dispatcher pins one table per request.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mixerd.config import CompiledHeaderOperation, Snapshot
@@ -76,10 +76,9 @@ class DirectiveGroup:
 class NamespaceTable:
     destinations: tuple[Destination, ...] = ()
     directives: tuple[DirectiveGroup, ...] = ()
-    quota_index: Mapping[str, tuple[tuple[Destination, InstanceGroup, InstanceBuilder], ...]] = field(
-        default_factory=dict
-    )
-    """QUOTA tables only: lower-cased short instance name -> where that quota is routed."""
+    quota_index: Mapping[str, tuple[Destination, ...]] = field(default_factory=dict)
+    """QUOTA tables only: lower-cased short instance name -> the destinations that quota is routed
+    to, each restricted to the instances of that name (in routing order)."""
 
 
 _EMPTY = NamespaceTable()
@@ -251,12 +250,15 @@ def _short_name(fqn: str) -> str:
     return fqn.split(".", 1)[0].lower()
 
 
-def _quota_index(
-    dests: tuple[Destination, ...],
-) -> dict[str, tuple[tuple[Destination, InstanceGroup, InstanceBuilder], ...]]:
-    index: dict[str, list[tuple[Destination, InstanceGroup, InstanceBuilder]]] = {}
+def _quota_index(dests: tuple[Destination, ...]) -> dict[str, tuple[Destination, ...]]:
+    index: dict[str, list[Destination]] = {}
     for d in dests:
-        for g in d.groups:
-            for b in g.builders:
-                index.setdefault(_short_name(b.name), []).append((d, g, b))
+        names = {_short_name(b.name) for g in d.groups for b in g.builders}
+        for name in sorted(names):
+            groups = []
+            for g in d.groups:
+                builders = tuple(b for b in g.builders if _short_name(b.name) == name)
+                if builders:
+                    groups.append(InstanceGroup(g.rule, g.condition, builders, (), g.action_name))
+            index.setdefault(name, []).append(replace(d, groups=tuple(groups)))
     return {k: tuple(v) for k, v in index.items()}
