@@ -383,3 +383,40 @@ async def test_warnings_about_unconfigured_quotas_are_bounded(caplog: pytest.Log
         assert len(d._warned_quotas) == 3
     finally:
         await rt.close()
+
+
+QUOTA_SPEC = """
+apiVersion: config.istio.io/v1alpha2
+kind: QuotaSpec
+metadata: {name: users, namespace: istio-system}
+spec:
+  rules:
+  - match: [{clause: {"request.headers[x-user]": {prefix: spec-}, "request.path": {exact: /a}}}]
+    quotas: [{quota: requestcount, charge: 2}]
+---
+apiVersion: config.istio.io/v1alpha2
+kind: QuotaSpecBinding
+metadata: {name: everyone, namespace: istio-system}
+spec:
+  services: [{name: "*"}]
+  quotaSpecs: [{name: users}]
+"""
+
+
+async def test_the_quota_plan_is_built_and_pinned_with_the_routing_table() -> None:
+    store = store_of(spy_config(("a", {"tag": "a"})))
+    rt = Runtime(store, adapters={**load_adapters(), "spy": SPY})
+    await rt.start()
+    try:
+        attrs = {"request.path": "/a", **headers(x_user="spec-1")}
+        with rt.dispatcher.pinned() as old:
+            assert old.quota_plan.select(attrs) == {}
+            store.set(*parse_text(QUOTA_SPEC).resources)
+            await rt.reload()
+            new = rt.dispatcher.table
+            assert new is not old and old.quota_plan.select(attrs) == {}  # the pinned table keeps its plan
+        assert new.quota_plan.select(attrs) == {"requestcount": 2}
+        assert new.quota_plan.select({**attrs, "request.path": "/b"}) == {}
+        assert new.quota_plan.select({"request.path": "/a", **headers(x_user="bob")}) == {}
+    finally:
+        await rt.close()

@@ -14,11 +14,13 @@ from mixerd.runtime.dispatcher import (
     request_namespace,
 )
 from mixerd.runtime.handlers import HandlerEntry, HandlerTable, build_handler_table, handler_signature
+from mixerd.runtime.quotas import EMPTY_QUOTA_PLAN, QuotaPlan
 from mixerd.runtime.routing import RoutingTable, build_routing_table
 
 __all__ = [
     "DEFAULT_VALID_DURATION",
     "DEFAULT_VALID_USE_COUNT",
+    "EMPTY_QUOTA_PLAN",
     "AdapterRegistryCatalog",
     "CheckOutcome",
     "DispatchError",
@@ -27,6 +29,7 @@ __all__ = [
     "HandlerTable",
     "HeaderOperation",
     "QuotaOutcome",
+    "QuotaPlan",
     "RouteDirective",
     "RoutingTable",
     "Runtime",

@@ -8,7 +8,9 @@ namespace: they are put in front of each namespace's own list, and a namespace w
 its own uses the default table. (As in Mixer, header-operation directives of the default
 namespace are not copied into namespaces that have rules of their own.)
 
-The table is immutable once built; the dispatcher pins one table per request.
+The table is immutable once built; the dispatcher pins one table per request. It also carries the
+config's :class:`~mixerd.runtime.quotas.QuotaPlan` (which quotas a Check charges), built with it,
+so what a request is charged and where it is routed always come from the same config.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from mixerd.config import CompiledHeaderOperation, Snapshot
 from mixerd.lang import Expression
 from mixerd.runtime import metrics
 from mixerd.runtime.handlers import HandlerEntry, HandlerTable
+from mixerd.runtime.quotas import EMPTY_QUOTA_PLAN, QuotaPlan
 from mixerd.templates import TEMPLATES, InstanceBuilder, OutputMapper, Variety
 
 __all__ = [
@@ -96,6 +99,7 @@ class RoutingTable:
         "has_generators",
         "id",
         "in_flight",
+        "quota_plan",
     )
 
     def __init__(
@@ -106,6 +110,7 @@ class RoutingTable:
         defaults: dict[Variety, NamespaceTable],
         handlers: HandlerTable,
         errors: list[str],
+        quota_plan: QuotaPlan = EMPTY_QUOTA_PLAN,
     ) -> None:
         self.id = id
         self.default_namespace = default_namespace
@@ -113,6 +118,8 @@ class RoutingTable:
         self._defaults = defaults
         self.handlers = handlers
         self.errors = errors
+        self.quota_plan = quota_plan
+        """What a Check is charged (``QuotaSpec``/``QuotaSpecBinding`` of the same config)."""
         self.in_flight = 0
         self.has_generators = self.has(Variety.ATTRIBUTE_GENERATOR)
         """Whether any attribute generator is routed (requests skip preprocessing otherwise)."""
@@ -170,7 +177,8 @@ class _Acc:
 
 
 def build_routing_table(snapshot: Snapshot, handlers: HandlerTable, default_namespace: str) -> RoutingTable:
-    """Route every satisfied rule action of ``snapshot`` to the live handlers of ``handlers``."""
+    """Route every satisfied rule action of ``snapshot`` to the live handlers of ``handlers``, and
+    compile the snapshot's quota plan."""
     errors: list[str] = list(handlers.errors)
     acc: dict[Variety, dict[str, _Acc]] = {}
     any_directives: dict[str, list[DirectiveGroup]] = {}
@@ -231,7 +239,8 @@ def build_routing_table(snapshot: Snapshot, handlers: HandlerTable, default_name
             )
             for ns, t in built.items()
         }
-    return RoutingTable(snapshot.id, default_namespace, namespaces, defaults, handlers, errors)
+    plan = QuotaPlan.of_snapshot(snapshot, default_namespace)
+    return RoutingTable(snapshot.id, default_namespace, namespaces, defaults, handlers, errors, plan)
 
 
 def _finish(variety: Variety, a: _Acc, handlers: HandlerTable) -> NamespaceTable:
