@@ -18,6 +18,7 @@ from mixerd.adapter import (
     ConfigError,
     Env,
     Info,
+    ManualClock,
     QuotaArgs,
     Status,
     load_adapters,
@@ -25,6 +26,7 @@ from mixerd.adapter import (
 from mixerd.attribute import DictBag, TrackingBag
 from mixerd.config import MemoryStore, parse_text
 from mixerd.runtime import DispatchError, Runtime, request_namespace
+from mixerd.runtime.reporting import RateLimitedWarning
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 GOLDEN = DATA / "golden"
@@ -420,3 +422,39 @@ async def test_the_quota_plan_is_built_and_pinned_with_the_routing_table() -> No
         assert new.quota_plan.select({"request.path": "/a", **headers(x_user="bob")}) == {}
     finally:
         await rt.close()
+
+
+async def test_two_runtimes_in_one_process_count_independently() -> None:
+    a = spy_runtime(spy_config(("h", {"tag": "a"})))
+    b = spy_runtime(spy_config(("h", {"tag": "b"})))
+    await a.start()
+    await b.start()
+    try:
+        assert a.metrics.registry is not b.metrics.registry
+        for _ in range(3):
+            await a.dispatcher.check(DictBag({}))
+        await b.dispatcher.check(DictBag({}))
+        await b.dispatcher.quota(DictBag({}), "nosuchquota", QuotaArgs(amount=1))
+        labels = {"handler": "h.handler.istio-system", "template": "checknothing"}
+        assert a.metrics.value("mixerd_dispatches_total", labels) == 3
+        assert b.metrics.value("mixerd_dispatches_total", labels) == 1
+        assert a.metrics.value("mixerd_unconfigured_quota_requests_total") == 0
+        assert b.metrics.value("mixerd_unconfigured_quota_requests_total") == 1
+        assert a.metrics.value("mixerd_handlers_built_total") == 1
+        # Front-end metrics live in the runtime's registry too, created once per registry.
+        assert a.metrics.counter("mixerd_x", "x.") is a.metrics.counter("mixerd_x", "x.")
+        assert a.metrics.counter("mixerd_x", "x.") is not b.metrics.counter("mixerd_x", "x.")
+    finally:
+        await a.close()
+        await b.close()
+
+
+def test_the_report_warning_is_spaced_on_the_clock_it_is_given(caplog: pytest.LogCaptureFixture) -> None:
+    clock = ManualClock()
+    w = RateLimitedWarning(clock, interval=10)
+    with caplog.at_level("WARNING", logger="mixerd.runtime.reporting"):
+        w.add(2, "dropped")
+        w.add(3, "dropped")
+        clock.advance(10)
+        w.add(1, "dropped")
+    assert [r.getMessage() for r in caplog.records] == ["dropped: 2", "dropped: 4 in the last 10s"]

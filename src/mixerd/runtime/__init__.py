@@ -14,6 +14,7 @@ from mixerd.runtime.dispatcher import (
     request_namespace,
 )
 from mixerd.runtime.handlers import HandlerEntry, HandlerTable, build_handler_table, handler_signature
+from mixerd.runtime.metrics import RuntimeMetrics
 from mixerd.runtime.quotas import EMPTY_QUOTA_PLAN, QuotaPlan
 from mixerd.runtime.routing import RoutingTable, build_routing_table
 
@@ -33,6 +34,7 @@ __all__ = [
     "RouteDirective",
     "RoutingTable",
     "Runtime",
+    "RuntimeMetrics",
     "RuntimeStatus",
     "build_handler_table",
     "build_routing_table",

@@ -32,11 +32,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from mixerd.adapter import CheckResult, Code, QuotaArgs, QuotaResult, Status
+from mixerd.adapter import CheckResult, Clock, Code, QuotaArgs, QuotaResult, Status, SystemClock
 from mixerd.attribute import MISSING, FrozenReferences, OverlayBag, ReferenceTracker
 from mixerd.config import HeaderAction
 from mixerd.lang import EvaluationError
-from mixerd.runtime import metrics
+from mixerd.runtime.metrics import RuntimeMetrics
 from mixerd.runtime.routing import Destination, InstanceGroup, NamespaceTable, RoutingTable
 from mixerd.templates import InstanceBuildError, Variety
 
@@ -133,8 +133,14 @@ class Dispatcher:
         check_deadline: float = 1.0,
         report_deadline: float = 10.0,
         max_warned_quotas: int = _MAX_WARNED_QUOTAS,
+        metrics: RuntimeMetrics | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self._table = table
+        self.metrics = metrics or RuntimeMetrics()
+        """Where requests are counted: the runtime's; front-ends built on this dispatcher use it."""
+        self.clock: Clock = clock or SystemClock()
+        """The runtime's clock, for the front-ends built on this dispatcher."""
         self.check_deadline = check_deadline
         self.report_deadline = report_deadline
         self._warned_quotas: OrderedDict[str, None] = OrderedDict()
@@ -167,7 +173,8 @@ class Dispatcher:
 
     @staticmethod
     def _handler_failed(d: Destination, exc: BaseException) -> DispatchError:
-        metrics.DISPATCH_ERRORS.labels(d.name, d.template).inc()
+        """Count and log a failed handler call; the error to raise or collect."""
+        d.dispatch_errors.inc()
         _log.error("handler %s (%s) failed: %s: %s", d.name, d.template, type(exc).__name__, exc)
         return DispatchError(f"handler {d.name} failed: {type(exc).__name__}: {exc}")
 
@@ -197,7 +204,7 @@ class Dispatcher:
         out: list[tuple[Destination, Any]] = []
         for (d, _), task in zip(pending, tasks, strict=True):
             if task in not_done:
-                metrics.DISPATCH_ERRORS.labels(d.name, d.template).inc()
+                d.dispatch_errors.inc()
                 err = DispatchError(
                     f"handler {d.name} did not answer within {deadline:g}s", Code.DEADLINE_EXCEEDED
                 )
@@ -325,6 +332,7 @@ class Dispatcher:
     def _warn_unconfigured(self, name: str) -> None:
         """Warn once per quota name; names come from requests, so at most ``max_warned_quotas``
         are remembered (least recently requested forgotten first)."""
+        self.metrics.unconfigured_quotas.inc()
         warned = self._warned_quotas
         if name in warned:
             warned.move_to_end(name)
@@ -340,7 +348,7 @@ class Dispatcher:
     async def report(self, bags: Sequence[Mapping[str, Any]]) -> list[str]:
         """Dispatch the report instances of every attribute set; return the problems (empty if none)."""
         errors: list[str] = []
-        metrics.REPORT_ATTRIBUTE_SETS.inc(len(bags))
+        self.metrics.report_attribute_sets.inc(len(bags))
 
         def build_failed(d: Destination, exc: InstanceBuildError) -> None:
             errors.append(str(exc))
@@ -411,7 +419,7 @@ class Dispatcher:
             _log.warning("%s", message)
 
         def build_failed(d: Destination, exc: InstanceBuildError) -> None:
-            metrics.DISPATCH_ERRORS.labels(d.name, d.template).inc()
+            d.dispatch_errors.inc()
             failed(f"{d.name}: {type(exc).__name__}: {exc}")
 
         # A plain dict (reports) stays a plain dict: lookups in it cost no Python call.

@@ -21,8 +21,8 @@ from typing import Any
 
 from mixerd.config import CompiledHeaderOperation, Snapshot
 from mixerd.lang import Expression
-from mixerd.runtime import metrics
 from mixerd.runtime.handlers import HandlerEntry, HandlerTable
+from mixerd.runtime.metrics import RuntimeMetrics
 from mixerd.runtime.quotas import EMPTY_QUOTA_PLAN, QuotaPlan
 from mixerd.templates import TEMPLATES, InstanceBuilder, OutputMapper, Variety
 
@@ -58,13 +58,14 @@ class Destination:
     method: Callable[..., Any]
     is_async: bool
     groups: tuple[InstanceGroup, ...]
-    name: str = ""
-    dispatches: Any = None
+    dispatches: Any
     """This destination's child of ``mixerd_dispatches_total`` (bound once, not per call)."""
+    dispatch_errors: Any
+    """This destination's child of ``mixerd_dispatch_errors_total``."""
+    name: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "name", self.handler.name)
-        object.__setattr__(self, "dispatches", metrics.DISPATCHES.labels(self.handler.name, self.template))
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,9 +177,16 @@ class _Acc:
     directives: list[DirectiveGroup] = field(default_factory=list)
 
 
-def build_routing_table(snapshot: Snapshot, handlers: HandlerTable, default_namespace: str) -> RoutingTable:
+def build_routing_table(
+    snapshot: Snapshot,
+    handlers: HandlerTable,
+    default_namespace: str,
+    metrics: RuntimeMetrics | None = None,
+) -> RoutingTable:
     """Route every satisfied rule action of ``snapshot`` to the live handlers of ``handlers``, and
-    compile the snapshot's quota plan."""
+    compile the snapshot's quota plan. ``metrics``: where the destinations count their calls (the
+    runtime's; by default a registry of their own)."""
+    metrics = metrics or RuntimeMetrics()
     errors: list[str] = list(handlers.errors)
     acc: dict[Variety, dict[str, _Acc]] = {}
     any_directives: dict[str, list[DirectiveGroup]] = {}
@@ -228,7 +236,7 @@ def build_routing_table(snapshot: Snapshot, handlers: HandlerTable, default_name
     namespaces: dict[Variety, dict[str, NamespaceTable]] = {}
     defaults: dict[Variety, NamespaceTable] = {}
     for variety, per_ns in acc.items():
-        built = {ns: _finish(variety, a, handlers) for ns, a in per_ns.items()}
+        built = {ns: _finish(variety, a, handlers, metrics) for ns, a in per_ns.items()}
         default = built.pop(default_namespace, _EMPTY)
         defaults[variety] = default
         namespaces[variety] = {
@@ -243,14 +251,24 @@ def build_routing_table(snapshot: Snapshot, handlers: HandlerTable, default_name
     return RoutingTable(snapshot.id, default_namespace, namespaces, defaults, handlers, errors, plan)
 
 
-def _finish(variety: Variety, a: _Acc, handlers: HandlerTable) -> NamespaceTable:
+def _finish(variety: Variety, a: _Acc, handlers: HandlerTable, metrics: RuntimeMetrics) -> NamespaceTable:
     dests = []
     for (handler_name, template), groups in sorted(a.destinations.items()):
         entry = handlers.entries[handler_name]
         found = entry.method(template)
         assert found is not None  # checked while grouping
         method, is_async = found
-        dests.append(Destination(entry, template, method, is_async, tuple(groups)))
+        dests.append(
+            Destination(
+                entry,
+                template,
+                method,
+                is_async,
+                tuple(groups),
+                metrics.dispatches.labels(handler_name, template),
+                metrics.dispatch_errors.labels(handler_name, template),
+            )
+        )
     table = tuple(dests)
     return NamespaceTable(table, tuple(a.directives), _quota_index(table) if variety is Variety.QUOTA else {})
 

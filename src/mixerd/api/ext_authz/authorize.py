@@ -10,10 +10,10 @@ handled here too) and returns a :class:`~mixerd.api.ext_authz.verdict.Verdict`:
    could not be evaluated (``DispatchError``) becomes an error verdict carrying only a request id,
    the details being logged once under that id.
 
-Each request is counted in ``mixerd_requests_total{api, method="Check", code}`` and timed in
-``mixerd_request_duration_seconds``; a malformed request (:class:`BadRequest`, raised to the
-front-end to answer on its wire) counts as INVALID_ARGUMENT. The front-ends keep only their wire
-decoding and encoding.
+Each request is counted in ``mixerd_requests_total{api, method="Check", code}`` and timed (on the
+runtime's clock) in ``mixerd_request_duration_seconds`` of the runtime's registry; a malformed
+request (:class:`BadRequest`, raised to the front-end to answer on its wire) counts as
+INVALID_ARGUMENT. The front-ends keep only their wire decoding and encoding.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from mixerd.adapter import Code, code_name
 from mixerd.api.ext_authz.quotas import quota_args
 from mixerd.api.ext_authz.request import BadRequest
 from mixerd.api.ext_authz.verdict import Verdict, decide, error_verdict
-from mixerd.runtime import DispatchError, Runtime, metrics
+from mixerd.runtime import DispatchError, Runtime
 
 __all__ = ["Authorizer", "error_request_id"]
 
@@ -53,13 +53,14 @@ class Authorizer:
         self.dispatcher = runtime.dispatcher
         self.clock = runtime.clock
         self.api = api
-        self._seconds = metrics.REQUEST_SECONDS.labels(api, "Check")
+        self._requests = runtime.metrics.requests
+        self._seconds = runtime.metrics.request_seconds.labels(api, "Check")
         self._counters: dict[int, Any] = {}
 
     def _count(self, code: int) -> None:
         c = self._counters.get(code)
         if c is None:
-            c = self._counters[code] = metrics.REQUESTS.labels(self.api, "Check", code_name(code))
+            c = self._counters[code] = self._requests.labels(self.api, "Check", code_name(code))
         c.inc()
 
     async def authorize(self, decode: Callable[[], Mapping[str, Any]]) -> Verdict:

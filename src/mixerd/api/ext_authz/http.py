@@ -11,7 +11,6 @@ could not be evaluated, and 400 for a malformed request (a bad ``X-Real-IP`` ...
 
 from __future__ import annotations
 
-import datetime as _dt
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -47,13 +46,14 @@ class _Endpoint:
 
     async def handle(self, request: web.BaseRequest) -> web.Response:
         options = self.options
+        clock = self.runtime.clock
 
         def decode() -> HttpRequestBag:
             return HttpRequestBag(
                 request.method,
                 request.raw_path,
                 request.headers,
-                now=_dt.datetime.now(_dt.UTC),
+                now=clock.now(),
                 prefix=options.prefix,
                 extension_headers=options.extension_headers,
             )
