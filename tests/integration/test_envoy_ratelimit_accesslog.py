@@ -31,7 +31,7 @@ from mixerd.adapters.prometheus import PrometheusExporter, make_info
 from mixerd.api.accesslog.service import AccessLogService
 from mixerd.api.ratelimit.service import RateLimitService
 from mixerd.config import MemoryStore, parse_text
-from mixerd.runtime import Runtime, metrics
+from mixerd.runtime import Runtime
 from tests.ext_authz_support import start_upstream
 from tests.support.net import free_port
 
@@ -252,13 +252,8 @@ def requests_total(exporter: PrometheusExporter) -> dict[str, tuple[float, dict[
 
 async def test_rate_limit_and_access_logs_through_envoy(stack: Stack) -> None:
     started = time.monotonic()
-    over_before = (
-        metrics.REGISTRY.get_sample_value(
-            "mixerd_ratelimit_decisions_total",
-            {"domain": "api", "quota": "api", "code": "OVER_LIMIT", "shadow": "false"},
-        )
-        or 0.0
-    )
+    over_labels = {"domain": "api", "quota": "api", "code": "OVER_LIMIT", "shadow": "false"}
+    over_before = stack.runtime.metrics.value("mixerd_ratelimit_decisions_total", over_labels)
 
     async def get(user: str) -> tuple[int, Any]:
         async with stack.session.get(stack.url, headers={"x-user": user}) as resp:
@@ -279,10 +274,7 @@ async def test_rate_limit_and_access_logs_through_envoy(stack: Stack) -> None:
     # Another user has a counter of its own.
     status, _ = await get("alice")
     assert status == 200
-    over = metrics.REGISTRY.get_sample_value(
-        "mixerd_ratelimit_decisions_total",
-        {"domain": "api", "quota": "api", "code": "OVER_LIMIT", "shadow": "false"},
-    )
+    over = stack.runtime.metrics.value("mixerd_ratelimit_decisions_total", over_labels)
     assert over == over_before + 1
 
     # Envoy flushes its access-log buffer every 0.2 s; the entries move the stock series.

@@ -38,6 +38,11 @@ class Handlers:
         self._built: list[tuple[RedisQuotaHandler, Env]] = []
 
     def build(self, address: str, quota: Mapping[str, Any], clock: Clock, **params: Any) -> RedisQuotaHandler:
+        """A handler on ``address``. Tests of counting semantics get a 2 s timeout: with the
+        default 100 ms, a first call that opens its connection on a busy machine can time out and
+        be answered by the failure policy, which is not what they test. The outage tests set the
+        timeout they measure explicitly."""
+        params.setdefault("timeout", "2s")
         builder = INFO.builder({"quotas": [quota], "redisServerUrl": address, **params}, {})
         assert builder.validate() == []
         env = Env("redisquota.it", clock=clock)

@@ -23,7 +23,7 @@ from mixerd.adapters.prometheus import PrometheusExporter, make_info
 from mixerd.api.accesslog.convert import StreamState
 from mixerd.api.accesslog.service import AccessLogService
 from mixerd.config import MemoryStore, parse_text
-from mixerd.runtime import Runtime, metrics
+from mixerd.runtime import Runtime
 
 CONFORMANCE = Path(
     os.environ.get("MIXERD_CONFORMANCE_DIR") or Path(__file__).parents[3] / "shared" / "conformance"
@@ -176,9 +176,8 @@ async def _serve(service: AccessLogService) -> tuple[grpc.aio.Server, int]:
     return server, port
 
 
-def _dropped(reason: str) -> float:
-    labels = {"api": "accesslog", "reason": reason}
-    return metrics.REGISTRY.get_sample_value("mixerd_report_dropped_total", labels) or 0.0
+def _dropped(rt: Runtime, reason: str) -> float:
+    return rt.metrics.value("mixerd_report_dropped_total", {"api": "accesslog", "reason": reason})
 
 
 EXPECTED_LABELS = {
@@ -351,14 +350,14 @@ def _batch(n: int) -> Any:
 async def test_a_slow_handler_gets_bounded_backpressure_and_counted_drops(slow: Runtime, drop: str) -> None:
     svc = AccessLogService(slow.dispatcher, queue_entries=10, batch_entries=5, enqueue_timeout=0.1, drop=drop)
     state = StreamState()
-    before = _dropped("queue_full")
+    before = _dropped(slow, "queue_full")
     waits = []
     for _ in range(6):  # 30 entries: 5 in flight (held), 10 queued, 15 dropped
         start = time.monotonic()
         await svc.accept(state, _batch(5))
         waits.append(time.monotonic() - start)
         await asyncio.sleep(0)  # let the worker take the first batch
-    assert _dropped("queue_full") - before == 15
+    assert _dropped(slow, "queue_full") - before == 15
     assert svc.queued == 10
     # Readers wait for room, but never longer than the bound.
     assert max(waits) < 0.5
@@ -372,7 +371,7 @@ async def test_a_slow_handler_gets_bounded_backpressure_and_counted_drops(slow: 
 async def test_waiting_readers_proceed_as_soon_as_there_is_room(slow: Runtime) -> None:
     svc = AccessLogService(slow.dispatcher, queue_entries=5, batch_entries=5, enqueue_timeout=5)
     state = StreamState()
-    before = _dropped("queue_full")
+    before = _dropped(slow, "queue_full")
     await svc.accept(state, _batch(5))
     await asyncio.sleep(0)
     await svc.accept(state, _batch(5))  # fills the queue
@@ -383,23 +382,23 @@ async def test_waiting_readers_proceed_as_soon_as_there_is_room(slow: Runtime) -
     await asyncio.wait_for(blocked, 2)
     assert await svc.flush(5)
     assert GATE.received == 15
-    assert _dropped("queue_full") == before
+    assert _dropped(slow, "queue_full") == before
     await svc.aclose()
 
 
 async def test_aclose_flushes_within_its_bound_and_counts_the_rest(slow: Runtime) -> None:
     svc = AccessLogService(slow.dispatcher, queue_entries=100, batch_entries=5, flush_timeout=0.1)
     state = StreamState()
-    before = _dropped("shutdown")
+    before = _dropped(slow, "shutdown")
     for _ in range(3):
         await svc.accept(state, _batch(5))
         await asyncio.sleep(0)
     start = time.monotonic()
     await svc.aclose()
     assert time.monotonic() - start < 1.0
-    assert _dropped("shutdown") - before == 15  # 5 in flight + 10 queued
+    assert _dropped(slow, "shutdown") - before == 15  # 5 in flight + 10 queued
     await svc.accept(state, _batch(2))  # after close: counted, not queued
-    assert _dropped("shutdown") - before == 17
+    assert _dropped(slow, "shutdown") - before == 17
     assert svc.queued == 0
 
 
@@ -407,12 +406,10 @@ async def test_aclose_delivers_what_is_queued(slow: Runtime) -> None:
     GATE.open.set()
     svc = AccessLogService(slow.dispatcher, batch_entries=7)
     state = StreamState()
-    before = metrics.REGISTRY.get_sample_value("mixerd_report_batches_total", {"api": "accesslog"}) or 0.0
+    before = slow.metrics.value("mixerd_report_batches_total", {"api": "accesslog"})
     for _ in range(5):
         await svc.accept(state, _batch(3))
     await svc.aclose()
     assert GATE.received == 15
     # Whole messages, at most 7 entries per batch: 3+3, 3+3, 3.
-    assert (
-        metrics.REGISTRY.get_sample_value("mixerd_report_batches_total", {"api": "accesslog"}) or 0.0
-    ) - before == 3
+    assert slow.metrics.value("mixerd_report_batches_total", {"api": "accesslog"}) - before == 3

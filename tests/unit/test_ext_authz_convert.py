@@ -17,7 +17,7 @@ from mixerd.api.ext_authz import request as request_mod
 from mixerd.api.ext_authz import verdict as verdict_mod
 from mixerd.attribute import IPAddress
 from mixerd.config import HeaderAction, QuotaSpecBindingSpec, QuotaSpecSpec, parse_text
-from mixerd.runtime import CheckOutcome, HeaderOperation, QuotaOutcome, RouteDirective
+from mixerd.runtime import CheckOutcome, HeaderOperation, QuotaOutcome, QuotaPlan, RouteDirective
 
 CASES_FILE = Path(__file__).resolve().parent.parent / "data" / "ext_authz_cases.yaml"
 
@@ -77,9 +77,9 @@ def test_http_request_attributes(case: dict[str, Any]) -> None:
     assert _plain(run()) == case["attributes"]
 
 
-def _plan(config: str | None) -> quota_mod.QuotaPlan:
+def _plan(config: str | None) -> QuotaPlan:
     if not config:
-        return quota_mod.QuotaPlan()
+        return QuotaPlan()
     parsed = parse_text(config)
     assert not parsed.errors
     assert all(not r.issues for r in parsed.resources), [r.issues for r in parsed.resources]
@@ -87,7 +87,7 @@ def _plan(config: str | None) -> quota_mod.QuotaPlan:
         (r.key.namespace, r.key.name): r.spec for r in parsed.resources if isinstance(r.spec, QuotaSpecSpec)
     }
     bindings = [r.spec for r in parsed.resources if isinstance(r.spec, QuotaSpecBindingSpec)]
-    return quota_mod.QuotaPlan.build(specs, bindings)
+    return QuotaPlan.build(specs, bindings)
 
 
 def _quota_cases() -> list[Any]:

@@ -23,7 +23,7 @@ from mixerd.adapter import (
 from mixerd.adapters.memquota import INFO as MEMQUOTA
 from mixerd.api.ratelimit.service import RateLimitService
 from mixerd.config import MemoryStore, parse_text
-from mixerd.runtime import Runtime, metrics
+from mixerd.runtime import Runtime
 
 OK = rls_pb2.RateLimitResponse.OK
 OVER_LIMIT = rls_pb2.RateLimitResponse.OVER_LIMIT
@@ -161,18 +161,18 @@ def _request(domain: str, *descriptors: dict[str, str], hits: int = 0) -> Any:
     return req
 
 
-def _decisions(**labels: str) -> float:
-    return metrics.REGISTRY.get_sample_value("mixerd_ratelimit_decisions_total", labels) or 0.0
+def _decisions(runtime: Runtime, **labels: str) -> float:
+    return runtime.metrics.value("mixerd_ratelimit_decisions_total", labels)
 
 
-def _errors(domain: str) -> float:
-    return metrics.REGISTRY.get_sample_value("mixerd_ratelimit_errors_total", {"domain": domain}) or 0.0
+def _errors(runtime: Runtime, domain: str) -> float:
+    return runtime.metrics.value("mixerd_ratelimit_errors_total", {"domain": domain})
 
 
 async def test_allowed_up_to_the_limit_then_over_limit(runtime: Runtime) -> None:
     svc = RateLimitService(runtime.dispatcher)
-    over_before = _decisions(domain="api", quota="api", code="OVER_LIMIT", shadow="false")
-    ok_before = _decisions(domain="api", quota="api", code="OK", shadow="false")
+    over_before = _decisions(runtime, domain="api", quota="api", code="OVER_LIMIT", shadow="false")
+    ok_before = _decisions(runtime, domain="api", quota="api", code="OK", shadow="false")
     remaining = []
     for _ in range(3):
         resp = await svc.ShouldRateLimit(_request("api", {"user": "bob"}), _Context())
@@ -198,8 +198,10 @@ async def test_allowed_up_to_the_limit_then_over_limit(runtime: Runtime) -> None
     assert (await svc.ShouldRateLimit(_request("api", {"user": "alice"}), _Context())).overall_code == OK
     vip = [(await svc.ShouldRateLimit(_request("api", {"user": "vip"}), _Context())) for _ in range(6)]
     assert [r.overall_code for r in vip] == [OK] * 5 + [OVER_LIMIT]
-    assert _decisions(domain="api", quota="api", code="OVER_LIMIT", shadow="false") - over_before == 2
-    assert _decisions(domain="api", quota="api", code="OK", shadow="false") - ok_before == 9
+    assert (
+        _decisions(runtime, domain="api", quota="api", code="OVER_LIMIT", shadow="false") - over_before == 2
+    )
+    assert _decisions(runtime, domain="api", quota="api", code="OK", shadow="false") - ok_before == 9
 
 
 async def test_the_window_resets_on_the_runtime_clock(runtime: Runtime) -> None:
@@ -224,12 +226,12 @@ async def test_hits_addend_and_several_descriptors(runtime: Runtime) -> None:
 
 async def test_shadow_mode_never_denies_but_counts(runtime: Runtime) -> None:
     svc = RateLimitService(runtime.dispatcher, shadow=True)
-    before = _decisions(domain="api", quota="api", code="OVER_LIMIT", shadow="true")
+    before = _decisions(runtime, domain="api", quota="api", code="OVER_LIMIT", shadow="true")
     codes = [(await svc.ShouldRateLimit(_request("api", {"user": "sam"}), _Context())) for _ in range(5)]
     assert [r.overall_code for r in codes] == [OK] * 5
     assert [r.statuses[0].limit_remaining for r in codes] == [2, 1, 0, 0, 0]
     assert all(not r.response_headers_to_add for r in codes)
-    assert _decisions(domain="api", quota="api", code="OVER_LIMIT", shadow="true") - before == 2
+    assert _decisions(runtime, domain="api", quota="api", code="OVER_LIMIT", shadow="true") - before == 2
 
 
 async def test_shadow_per_domain_and_per_descriptor(runtime: Runtime) -> None:
@@ -249,15 +251,35 @@ async def test_shadow_per_domain_and_per_descriptor(runtime: Runtime) -> None:
 
 async def test_a_failing_handler_is_answered_ok_and_counted(runtime: Runtime) -> None:
     svc = RateLimitService(runtime.dispatcher)
-    before = _errors("api")
-    decided = _decisions(domain="api", quota="fragile", code="ERROR", shadow="false")
+    before = _errors(runtime, "api")
+    decided = _decisions(runtime, domain="api", quota="fragile", code="ERROR", shadow="false")
     resp = await svc.ShouldRateLimit(_request("api", {"quota": "fragile"}, {"user": "bob"}), _Context())
     assert resp.overall_code == OK
     assert [s.code for s in resp.statuses] == [OK, OK]
     assert not resp.statuses[0].HasField("current_limit")
     assert resp.statuses[1].current_limit.requests_per_unit == 3  # the other descriptor was still charged
-    assert _errors("api") - before == 1
-    assert _decisions(domain="api", quota="fragile", code="ERROR", shadow="false") - decided == 1
+    assert _errors(runtime, "api") - before == 1
+    assert _decisions(runtime, domain="api", quota="fragile", code="ERROR", shadow="false") - decided == 1
+
+
+async def test_failure_warnings_are_spaced_on_the_runtime_clock(
+    runtime: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    svc = RateLimitService(runtime.dispatcher)
+    clock = runtime.clock
+    assert isinstance(clock, ManualClock)
+
+    async def fail() -> None:
+        await svc.ShouldRateLimit(_request("api", {"quota": "fragile"}), _Context())
+
+    with caplog.at_level("WARNING", logger="mixerd.api.ratelimit.service"):
+        await fail()
+        await fail()  # within 10 s of the runtime's clock: counted, not logged
+        clock.advance(11)
+        await fail()
+    warnings = [r.getMessage() for r in caplog.records if "quota fragile" in r.getMessage()]
+    assert len(warnings) == 2
+    assert "(1 more since the last warning)" in warnings[1]
 
 
 async def test_failure_mode_error_fails_the_call_for_envoy_to_decide(runtime: Runtime) -> None:

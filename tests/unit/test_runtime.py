@@ -18,6 +18,7 @@ from mixerd.adapter import (
     ConfigError,
     Env,
     Info,
+    ManualClock,
     QuotaArgs,
     Status,
     load_adapters,
@@ -25,6 +26,7 @@ from mixerd.adapter import (
 from mixerd.attribute import DictBag, TrackingBag
 from mixerd.config import MemoryStore, parse_text
 from mixerd.runtime import DispatchError, Runtime, request_namespace
+from mixerd.runtime.reporting import RateLimitedWarning
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 GOLDEN = DATA / "golden"
@@ -336,3 +338,123 @@ async def test_bad_config_change_keeps_serving_the_rest() -> None:
         assert out.result.status.code == 7  # handler a still denies
     finally:
         await rt.close()
+
+
+async def test_a_config_swap_during_a_check_neither_mixes_tables_nor_skips_the_drain() -> None:
+    Spy.calls = []
+    store = store_of(spy_config(("slow", {"tag": "v1", "delay": 0.2, "code": 7, "message": "old"})))
+    rt = Runtime(store, adapters={**load_adapters(), "spy": SPY}, drain_timeout=5)
+    await rt.start()
+    try:
+        old = rt.dispatcher.table
+        check = asyncio.create_task(rt.dispatcher.check(DictBag({})))
+        await asyncio.sleep(0.05)  # the check waits for its handler
+        assert old.in_flight == 1
+        parsed = parse_text(spy_config(("slow", {"tag": "v2"})), file="x")
+        store.replace(parsed.resources)
+        reload = asyncio.create_task(rt.reload())
+        await asyncio.sleep(0.05)
+        assert rt.dispatcher.table is not old  # the new table is in force ...
+        assert ("close", "v1") not in Spy.calls  # ... but the old handler is not closed under the check
+        assert not reload.done()
+        out = await check
+        assert out.result.status == Status(7, "slow.handler.istio-system:old")  # all of it on the old table
+        await reload
+        assert old.in_flight == 0 and ("close", "v1") in Spy.calls
+        out = await rt.dispatcher.check(DictBag({}))
+        assert out.result.status.code == Code.OK
+    finally:
+        await rt.close()
+
+
+async def test_warnings_about_unconfigured_quotas_are_bounded(caplog: pytest.LogCaptureFixture) -> None:
+    rt = spy_runtime(spy_config(("a", {"tag": "a"})))
+    await rt.start()
+    try:
+        d = rt.dispatcher
+        d._max_warned_quotas = 3
+        with caplog.at_level("WARNING", logger="mixerd.runtime.dispatcher"):
+            for name in ("q1", "q2", "q1", "q3", "q4", "q2", "q4"):
+                r = await d.quota(DictBag({}), name, QuotaArgs(amount=2))
+                assert r.amount == 2
+        warned = [r.getMessage() for r in caplog.records if "is not configured" in r.getMessage()]
+        # q1 q2 warned; q1 again suppressed (and refreshed); q3 warned; q4 warned, q2 forgotten
+        # (the least recently requested); q2 warned again, q1 forgotten; q4 still remembered.
+        assert [w.split("'")[1] for w in warned] == ["q1", "q2", "q3", "q4", "q2"]
+        assert d.suppressed_quota_warnings == 2
+        assert len(d._warned_quotas) == 3
+    finally:
+        await rt.close()
+
+
+QUOTA_SPEC = """
+apiVersion: config.istio.io/v1alpha2
+kind: QuotaSpec
+metadata: {name: users, namespace: istio-system}
+spec:
+  rules:
+  - match: [{clause: {"request.headers[x-user]": {prefix: spec-}, "request.path": {exact: /a}}}]
+    quotas: [{quota: requestcount, charge: 2}]
+---
+apiVersion: config.istio.io/v1alpha2
+kind: QuotaSpecBinding
+metadata: {name: everyone, namespace: istio-system}
+spec:
+  services: [{name: "*"}]
+  quotaSpecs: [{name: users}]
+"""
+
+
+async def test_the_quota_plan_is_built_and_pinned_with_the_routing_table() -> None:
+    store = store_of(spy_config(("a", {"tag": "a"})))
+    rt = Runtime(store, adapters={**load_adapters(), "spy": SPY})
+    await rt.start()
+    try:
+        attrs = {"request.path": "/a", **headers(x_user="spec-1")}
+        with rt.dispatcher.pinned() as old:
+            assert old.quota_plan.select(attrs) == {}
+            store.set(*parse_text(QUOTA_SPEC).resources)
+            await rt.reload()
+            new = rt.dispatcher.table
+            assert new is not old and old.quota_plan.select(attrs) == {}  # the pinned table keeps its plan
+        assert new.quota_plan.select(attrs) == {"requestcount": 2}
+        assert new.quota_plan.select({**attrs, "request.path": "/b"}) == {}
+        assert new.quota_plan.select({"request.path": "/a", **headers(x_user="bob")}) == {}
+    finally:
+        await rt.close()
+
+
+async def test_two_runtimes_in_one_process_count_independently() -> None:
+    a = spy_runtime(spy_config(("h", {"tag": "a"})))
+    b = spy_runtime(spy_config(("h", {"tag": "b"})))
+    await a.start()
+    await b.start()
+    try:
+        assert a.metrics.registry is not b.metrics.registry
+        for _ in range(3):
+            await a.dispatcher.check(DictBag({}))
+        await b.dispatcher.check(DictBag({}))
+        await b.dispatcher.quota(DictBag({}), "nosuchquota", QuotaArgs(amount=1))
+        labels = {"handler": "h.handler.istio-system", "template": "checknothing"}
+        assert a.metrics.value("mixerd_dispatches_total", labels) == 3
+        assert b.metrics.value("mixerd_dispatches_total", labels) == 1
+        assert a.metrics.value("mixerd_unconfigured_quota_requests_total") == 0
+        assert b.metrics.value("mixerd_unconfigured_quota_requests_total") == 1
+        assert a.metrics.value("mixerd_handlers_built_total") == 1
+        # Front-end metrics live in the runtime's registry too, created once per registry.
+        assert a.metrics.counter("mixerd_x", "x.") is a.metrics.counter("mixerd_x", "x.")
+        assert a.metrics.counter("mixerd_x", "x.") is not b.metrics.counter("mixerd_x", "x.")
+    finally:
+        await a.close()
+        await b.close()
+
+
+def test_the_report_warning_is_spaced_on_the_clock_it_is_given(caplog: pytest.LogCaptureFixture) -> None:
+    clock = ManualClock()
+    w = RateLimitedWarning(clock, interval=10)
+    with caplog.at_level("WARNING", logger="mixerd.runtime.reporting"):
+        w.add(2, "dropped")
+        w.add(3, "dropped")
+        clock.advance(10)
+        w.add(1, "dropped")
+    assert [r.getMessage() for r in caplog.records] == ["dropped: 2", "dropped: 4 in the last 10s"]

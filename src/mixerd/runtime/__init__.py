@@ -14,11 +14,14 @@ from mixerd.runtime.dispatcher import (
     request_namespace,
 )
 from mixerd.runtime.handlers import HandlerEntry, HandlerTable, build_handler_table, handler_signature
+from mixerd.runtime.metrics import RuntimeMetrics
+from mixerd.runtime.quotas import EMPTY_QUOTA_PLAN, QuotaPlan
 from mixerd.runtime.routing import RoutingTable, build_routing_table
 
 __all__ = [
     "DEFAULT_VALID_DURATION",
     "DEFAULT_VALID_USE_COUNT",
+    "EMPTY_QUOTA_PLAN",
     "AdapterRegistryCatalog",
     "CheckOutcome",
     "DispatchError",
@@ -27,9 +30,11 @@ __all__ = [
     "HandlerTable",
     "HeaderOperation",
     "QuotaOutcome",
+    "QuotaPlan",
     "RouteDirective",
     "RoutingTable",
     "Runtime",
+    "RuntimeMetrics",
     "RuntimeStatus",
     "build_handler_table",
     "build_routing_table",

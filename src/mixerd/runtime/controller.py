@@ -22,9 +22,9 @@ from typing import Any
 from mixerd.adapter import Clock, Info, InstanceInfo, SystemClock, load_adapters
 from mixerd.attribute import builtin_manifest
 from mixerd.config import Snapshot, Store, build_snapshot
-from mixerd.runtime import metrics
 from mixerd.runtime.dispatcher import Dispatcher
 from mixerd.runtime.handlers import HandlerEntry, HandlerTable, build_handler_table
+from mixerd.runtime.metrics import RuntimeMetrics
 from mixerd.runtime.routing import RoutingTable, build_routing_table
 
 __all__ = ["AdapterRegistryCatalog", "Runtime", "RuntimeStatus", "close_handler"]
@@ -69,8 +69,8 @@ class RuntimeStatus:
     ready: bool
 
 
-async def close_handler(entry: HandlerEntry) -> None:
-    """Close one handler, containing its failures."""
+async def close_handler(entry: HandlerEntry, metrics: RuntimeMetrics | None = None) -> None:
+    """Close one handler, containing its failures (counted in ``metrics`` when given)."""
     try:
         close = getattr(entry.handler, "close", None)
         if close is not None:
@@ -80,11 +80,14 @@ async def close_handler(entry: HandlerEntry) -> None:
     except Exception:
         _log.exception("closing handler %s failed", entry.name)
     await entry.env.aclose()
-    metrics.HANDLERS_CLOSED.inc()
+    if metrics is not None:
+        metrics.handlers_closed.inc()
 
 
 class Runtime:
-    """Owns the store watch, the handler table and the dispatcher."""
+    """Owns the store watch, the handler table and the dispatcher, and what every component of
+    one mixerd shares: its clock (:attr:`clock`, a ``ManualClock`` in tests) and its metrics
+    (:attr:`metrics`, a registry per runtime). The dispatcher carries both to the front-ends."""
 
     def __init__(
         self,
@@ -100,13 +103,17 @@ class Runtime:
         self.default_namespace = default_namespace
         self.adapters = adapters if adapters is not None else load_adapters()
         self.catalog = AdapterRegistryCatalog(self.adapters)
-        self.clock = clock or SystemClock()
+        self.clock: Clock = clock or SystemClock()
+        self.metrics = RuntimeMetrics()
         self.drain_timeout = drain_timeout
         empty = HandlerTable({}, [])
         self._handlers = empty
         self.snapshot: Snapshot | None = None
         self.dispatcher = Dispatcher(
-            RoutingTable(0, default_namespace, {}, {}, empty, []), check_deadline=check_deadline
+            RoutingTable(0, default_namespace, {}, {}, empty, []),
+            check_deadline=check_deadline,
+            metrics=self.metrics,
+            clock=self.clock,
         )
         self._watch_task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
@@ -152,17 +159,18 @@ class Runtime:
             ignored=ignored,
         )
         handlers = build_handler_table(snapshot, self.adapters, self._handlers, clock=self.clock)
-        table = build_routing_table(snapshot, handlers, self.default_namespace)
+        table = build_routing_table(snapshot, handlers, self.default_namespace, self.metrics)
         retired = handlers.retired_since(self._handlers)
         old = self.dispatcher.swap(table)
         self._handlers = handlers
         self.snapshot = snapshot
         self.generation += 1
-        metrics.HANDLERS_BUILT.inc(handlers.built)
-        metrics.HANDLERS_REUSED.inc(handlers.reused)
-        metrics.CONFIG_GENERATION.set(snapshot.id)
+        m = self.metrics
+        m.handlers_built.inc(handlers.built)
+        m.handlers_reused.inc(handlers.reused)
+        m.config_generation.set(snapshot.id)
         problems = len(snapshot.errors) + len(table.errors)
-        metrics.CONFIG_ERRORS.set(problems)
+        m.config_errors.set(problems)
         _log.info(
             "config %s in force: %d rules, %d handlers (%d built, %d reused, %d retired), %d problems",
             snapshot.id,
@@ -178,7 +186,7 @@ class Runtime:
         if retired:
             await self._drain(old)
             for entry in retired:
-                await close_handler(entry)
+                await close_handler(entry, self.metrics)
         return table
 
     async def _drain(self, old: RoutingTable) -> None:
@@ -205,7 +213,7 @@ class Runtime:
                 pass
         await self._drain(self.dispatcher.table)
         for entry in self._handlers.entries.values():
-            await close_handler(entry)
+            await close_handler(entry, self.metrics)
         self._handlers = HandlerTable({}, [])
         close = getattr(self.store, "close", None)
         if close is not None:

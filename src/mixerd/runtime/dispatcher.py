@@ -26,17 +26,18 @@ from __future__ import annotations
 import asyncio
 import datetime as _dt
 import logging
-from collections.abc import Awaitable, Iterator, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from mixerd.adapter import CheckResult, Code, QuotaArgs, QuotaResult, Status
+from mixerd.adapter import CheckResult, Clock, Code, QuotaArgs, QuotaResult, Status, SystemClock
 from mixerd.attribute import MISSING, FrozenReferences, OverlayBag, ReferenceTracker
 from mixerd.config import HeaderAction
 from mixerd.lang import EvaluationError
-from mixerd.runtime import metrics
-from mixerd.runtime.routing import Destination, NamespaceTable, RoutingTable
+from mixerd.runtime.metrics import RuntimeMetrics
+from mixerd.runtime.routing import Destination, InstanceGroup, NamespaceTable, RoutingTable
 from mixerd.templates import InstanceBuildError, Variety
 
 __all__ = [
@@ -56,6 +57,7 @@ _log = logging.getLogger(__name__)
 DEFAULT_VALID_DURATION: Final = _dt.timedelta(minutes=1)
 DEFAULT_VALID_USE_COUNT: Final = 10000
 _UNCONFIGURED_QUOTA_VALIDITY: Final = _dt.timedelta(minutes=1)
+_MAX_WARNED_QUOTAS: Final = 1000
 
 
 class DispatchError(Exception):
@@ -117,7 +119,12 @@ _OK_DEFAULT: Final = CheckResult(Status(), DEFAULT_VALID_DURATION, DEFAULT_VALID
 
 
 class Dispatcher:
-    """Holds the routing table in force and runs requests through it."""
+    """Holds the routing table in force and runs requests through it.
+
+    Every call pins the table in force when it starts (:meth:`pinned`) and uses it to the end,
+    however long its handlers take: a config swap never mixes two tables in one request, and the
+    controller's drain waits for the requests still using a retired table.
+    """
 
     def __init__(
         self,
@@ -125,11 +132,21 @@ class Dispatcher:
         *,
         check_deadline: float = 1.0,
         report_deadline: float = 10.0,
+        max_warned_quotas: int = _MAX_WARNED_QUOTAS,
+        metrics: RuntimeMetrics | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self._table = table
+        self.metrics = metrics or RuntimeMetrics()
+        """Where requests are counted: the runtime's; front-ends built on this dispatcher use it."""
+        self.clock: Clock = clock or SystemClock()
+        """The runtime's clock, for the front-ends built on this dispatcher."""
         self.check_deadline = check_deadline
         self.report_deadline = report_deadline
-        self._warned_quotas: set[str] = set()
+        self._warned_quotas: OrderedDict[str, None] = OrderedDict()
+        self._max_warned_quotas = max_warned_quotas
+        self.suppressed_quota_warnings = 0
+        """Requests for an unconfigured quota not logged because its name was warned about."""
 
     # -- table management -------------------------------------------------------------------
 
@@ -143,13 +160,71 @@ class Dispatcher:
         return old
 
     @contextmanager
-    def pinned(self) -> Iterator[RoutingTable]:
-        t = self._table
+    def pinned(self, table: RoutingTable | None = None) -> Iterator[RoutingTable]:
+        """Count a request as using ``table`` (default: the table in force) while the block runs."""
+        t = self._table if table is None else table
         t.in_flight += 1
         try:
             yield t
         finally:
             t.in_flight -= 1
+
+    # -- calling handlers ------------------------------------------------------------------------
+
+    @staticmethod
+    def _handler_failed(d: Destination, exc: BaseException) -> DispatchError:
+        """Count and log a failed handler call; the error to raise or collect."""
+        d.dispatch_errors.inc()
+        _log.error("handler %s (%s) failed: %s: %s", d.name, d.template, type(exc).__name__, exc)
+        return DispatchError(f"handler {d.name} failed: {type(exc).__name__}: {exc}")
+
+    def _call(self, d: Destination, *args: Any) -> Any:
+        """Call ``d``'s handler method: its answer, or an awaitable one for an asynchronous method.
+
+        Raises :class:`DispatchError` (counted and logged) when the call itself raises.
+        """
+        try:
+            return d.method(*args)
+        except Exception as exc:
+            raise self._handler_failed(d, exc) from None
+
+    async def _await_all(
+        self, pending: Sequence[tuple[Destination, Awaitable[Any]]], deadline: float
+    ) -> list[tuple[Destination, Any]]:
+        """Await the asynchronous answers concurrently under one deadline, in the given order.
+
+        A call that failed or did not answer in time is counted in ``mixerd_dispatch_errors``
+        and its answer is the :class:`DispatchError` describing it (the caller raises it or
+        collects it).
+        """
+        tasks = [asyncio.ensure_future(aw) for _, aw in pending]
+        _, not_done = await asyncio.wait(tasks, timeout=deadline)
+        for task in not_done:
+            task.cancel()
+        out: list[tuple[Destination, Any]] = []
+        for (d, _), task in zip(pending, tasks, strict=True):
+            if task in not_done:
+                d.dispatch_errors.inc()
+                err = DispatchError(
+                    f"handler {d.name} did not answer within {deadline:g}s", Code.DEADLINE_EXCEEDED
+                )
+                out.append((d, err))
+            elif task.cancelled():
+                out.append((d, self._handler_failed(d, asyncio.CancelledError())))
+            elif (exc := task.exception()) is not None:
+                out.append((d, self._handler_failed(d, exc)))
+            else:
+                out.append((d, task.result()))
+        return out
+
+    async def _answer(self, d: Destination, *args: Any) -> Any:
+        """One handler call, awaited under the check deadline; raises :class:`DispatchError`."""
+        r = self._call(d, *args)
+        if d.is_async:
+            ((_, r),) = await self._await_all(((d, r),), self.check_deadline)
+            if isinstance(r, DispatchError):
+                raise r
+        return r
 
     # -- check ---------------------------------------------------------------------------------
 
@@ -159,15 +234,16 @@ class Dispatcher:
         *,
         quotas: Mapping[str, QuotaArgs] | None = None,
         tracker: ReferenceTracker | None = None,
+        table: RoutingTable | None = None,
     ) -> CheckOutcome:
         """Run a Check (and, when it passes, the requested quotas) against ``bag``.
 
         ``tracker``, when given, is the reference tracker of ``bag``: the outcome then carries
-        the referenced attributes of the precondition and of each quota.
+        the referenced attributes of the precondition and of each quota. ``table``, when given,
+        is a table the caller pinned (``with dispatcher.pinned() as t``) to derive the quotas
+        from (its quota plan): the Check then runs on that same table.
         """
-        t = self._table
-        t.in_flight += 1
-        try:
+        with self.pinned(table) as t:
             bag = await self._preprocess(t, bag, fail=True)
             after_preprocess = tracker.snapshot() if tracker is not None and quotas else None
             ns = request_namespace(bag)
@@ -190,25 +266,23 @@ class Dispatcher:
                         qr = QuotaResult()
                     quota_out[name] = QuotaOutcome(qr, tracker.frozen() if tracker is not None else None)
             return CheckOutcome(result, directive, references, reason=reason, quotas=quota_out)
-        finally:
-            t.in_flight -= 1
 
     async def _check(self, nt: NamespaceTable, bag: Mapping[str, Any]) -> tuple[CheckResult, str]:
-        answers: list[tuple[Destination, CheckResult]] = []
-        pending: list[tuple[Destination, Awaitable[CheckResult]]] = []
+        answers: list[tuple[Destination, Any]] = []
+        pending: list[tuple[Destination, Awaitable[Any]]] = []
         for d in nt.destinations:
-            for inst in _matching_instances(d, bag, strict=True):
+            for _, _, inst in _instances(d, bag, _raise_build_error):
                 d.dispatches.inc()
-                try:
-                    r = d.method(inst)
-                except Exception as exc:
-                    raise self._handler_failed(d, exc) from None
+                r = self._call(d, inst)
                 if d.is_async:
                     pending.append((d, r))
                 else:
                     answers.append((d, r))
         if pending:
-            answers.extend(await self._await_all(pending, self.check_deadline))
+            for d, r in await self._await_all(pending, self.check_deadline):
+                if isinstance(r, DispatchError):
+                    raise r
+                answers.append((d, r))
         if not answers:
             return _OK_DEFAULT, ""
         code: int = Code.OK
@@ -231,32 +305,6 @@ class Dispatcher:
         assert duration is not None and uses is not None
         return CheckResult(Status(code, ", ".join(messages)), duration, uses), reason
 
-    async def _await_all(
-        self, pending: list[tuple[Destination, Awaitable[Any]]], deadline: float
-    ) -> list[tuple[Destination, Any]]:
-        tasks = [asyncio.ensure_future(aw) for _, aw in pending]
-        _, not_done = await asyncio.wait(tasks, timeout=deadline)
-        for task in not_done:
-            task.cancel()
-        out: list[tuple[Destination, Any]] = []
-        for (d, _), task in zip(pending, tasks, strict=True):
-            if task in not_done:
-                metrics.DISPATCH_ERRORS.labels(d.name, d.template).inc()
-                raise DispatchError(
-                    f"handler {d.name} did not answer within {deadline:g}s", Code.DEADLINE_EXCEEDED
-                )
-            exc = task.exception()
-            if exc is not None:
-                raise self._handler_failed(d, exc)
-            out.append((d, task.result()))
-        return out
-
-    @staticmethod
-    def _handler_failed(d: Destination, exc: BaseException) -> DispatchError:
-        metrics.DISPATCH_ERRORS.labels(d.name, d.template).inc()
-        _log.error("handler %s (%s) failed: %s: %s", d.name, d.template, type(exc).__name__, exc)
-        return DispatchError(f"handler {d.name} failed: {type(exc).__name__}: {exc}")
-
     # -- quota ---------------------------------------------------------------------------------
 
     async def quota(self, bag: Mapping[str, Any], name: str, args: QuotaArgs) -> QuotaResult:
@@ -270,40 +318,41 @@ class Dispatcher:
     ) -> QuotaResult:
         hits = nt.quota_index.get(name.lower())
         if not hits:
-            if name not in self._warned_quotas:
-                self._warned_quotas.add(name)
-                _log.warning("Requested quota '%s' is not configured; granting it", name)
+            self._warn_unconfigured(name)
             return QuotaResult(valid_duration=_UNCONFIGURED_QUOTA_VALIDITY, amount=args.amount)
-        for d, g, b in hits:
-            if g.condition is not None and not _matches(g.condition, bag):
-                continue
-            try:
-                inst = b.build(bag)
-            except InstanceBuildError as exc:
-                raise DispatchError(str(exc)) from None
-            d.dispatches.inc()
-            try:
-                r = d.method(inst, args)
-                if d.is_async:
-                    r = await asyncio.wait_for(r, self.check_deadline)
-            except TimeoutError:
-                metrics.DISPATCH_ERRORS.labels(d.name, d.template).inc()
-                raise DispatchError(
-                    f"handler {d.name} did not answer within {self.check_deadline:g}s", Code.DEADLINE_EXCEEDED
-                ) from None
-            except Exception as exc:
-                raise self._handler_failed(d, exc) from None
-            if not isinstance(r, QuotaResult):
-                raise DispatchError(f"handler {d.name} returned {type(r).__name__}, not a QuotaResult")
-            return r
+        for d in hits:
+            for _, _, inst in _instances(d, bag, _raise_build_error):
+                d.dispatches.inc()
+                r = await self._answer(d, inst, args)
+                if not isinstance(r, QuotaResult):
+                    raise DispatchError(f"handler {d.name} returned {type(r).__name__}, not a QuotaResult")
+                return r
         return QuotaResult(valid_duration=_UNCONFIGURED_QUOTA_VALIDITY, amount=args.amount)
+
+    def _warn_unconfigured(self, name: str) -> None:
+        """Warn once per quota name; names come from requests, so at most ``max_warned_quotas``
+        are remembered (least recently requested forgotten first)."""
+        self.metrics.unconfigured_quotas.inc()
+        warned = self._warned_quotas
+        if name in warned:
+            warned.move_to_end(name)
+            self.suppressed_quota_warnings += 1
+            return
+        warned[name] = None
+        if len(warned) > self._max_warned_quotas:
+            warned.popitem(last=False)
+        _log.warning("Requested quota '%s' is not configured; granting it", name)
 
     # -- report --------------------------------------------------------------------------------
 
     async def report(self, bags: Sequence[Mapping[str, Any]]) -> list[str]:
         """Dispatch the report instances of every attribute set; return the problems (empty if none)."""
         errors: list[str] = []
-        metrics.REPORT_ATTRIBUTE_SETS.inc(len(bags))
+        self.metrics.report_attribute_sets.inc(len(bags))
+
+        def build_failed(d: Destination, exc: InstanceBuildError) -> None:
+            errors.append(str(exc))
+
         with self.pinned() as t:
             if not t.has(Variety.REPORT):
                 return errors
@@ -319,45 +368,26 @@ class Dispatcher:
                 memo: dict[str, Any] = {}
                 nt = t.lookup(Variety.REPORT, request_namespace(bag))
                 for d in nt.destinations:
-                    for g in d.groups:
-                        cond = g.condition
-                        if cond is not None:
-                            try:
-                                if not cond.evaluate(bag):
-                                    continue
-                            except EvaluationError:
-                                continue
-                        for b in g.builders:
-                            try:
-                                inst = b.build(bag, memo)
-                            except InstanceBuildError as exc:
-                                errors.append(str(exc))
-                                continue
-                            buf = buffers.get(d)
-                            if buf is None:
-                                buffers[d] = [inst]
-                            else:
-                                buf.append(inst)
+                    for _, _, inst in _instances(d, bag, build_failed, memo):
+                        buf = buffers.get(d)
+                        if buf is None:
+                            buffers[d] = [inst]
+                        else:
+                            buf.append(inst)
             pending: list[tuple[Destination, Awaitable[Any]]] = []
             for d, instances in buffers.items():
                 d.dispatches.inc(len(instances))
                 try:
-                    r = d.method(instances)
-                except Exception as exc:
-                    errors.append(str(self._handler_failed(d, exc)))
+                    r = self._call(d, instances)
+                except DispatchError as exc:
+                    errors.append(str(exc))
                     continue
                 if d.is_async:
                     pending.append((d, r))
             if pending:
-                tasks = [asyncio.ensure_future(aw) for _, aw in pending]
-                _, not_done = await asyncio.wait(tasks, timeout=self.report_deadline)
-                for (d, _), task in zip(pending, tasks, strict=True):
-                    if task in not_done:
-                        task.cancel()
-                        metrics.DISPATCH_ERRORS.labels(d.name, d.template).inc()
-                        errors.append(f"handler {d.name} did not finish within {self.report_deadline:g}s")
-                    elif task.exception() is not None:
-                        errors.append(str(self._handler_failed(d, task.exception())))  # type: ignore[arg-type]
+                for _, r in await self._await_all(pending, self.report_deadline):
+                    if isinstance(r, DispatchError):
+                        errors.append(str(r))
         return errors
 
     # -- attribute generation ------------------------------------------------------------------
@@ -381,41 +411,43 @@ class Dispatcher:
         nt = t.lookup(Variety.ATTRIBUTE_GENERATOR, request_namespace(bag))
         if not nt.destinations:
             return bag
+
+        def failed(message: str) -> None:
+            message = f"preprocessing attributes failed: {message}"
+            if fail:
+                raise DispatchError(message)
+            _log.warning("%s", message)
+
+        def build_failed(d: Destination, exc: InstanceBuildError) -> None:
+            d.dispatch_errors.inc()
+            failed(f"{d.name}: {type(exc).__name__}: {exc}")
+
         # A plain dict (reports) stays a plain dict: lookups in it cost no Python call.
         out: _DictOverlay | OverlayBag = _DictOverlay(bag) if type(bag) is dict else OverlayBag(bag)
         for d in nt.destinations:
-            for g in d.groups:
-                if g.condition is not None and not _matches(g.condition, bag):
-                    continue
-                for b, mapper in zip(g.builders, g.mappers or (None,) * len(g.builders), strict=False):
-                    key: Any = None
+            for g, i, inst in _instances(d, bag, build_failed):
+                mapper = g.mappers[i] if g.mappers else None
+                key: Any = None
+                if generated is not None:
+                    key = (d, mapper, inst)
                     try:
-                        inst = b.build(bag)
-                        if generated is not None:
-                            key = (d, mapper, inst)
-                            try:
-                                mapped = generated.get(key)
-                            except TypeError:  # an instance with map fields is not hashable
-                                key = mapped = None
-                            if mapped is not None:
-                                out.merge(mapped)
-                                continue
-                        outputs = d.method(inst)
-                        if d.is_async:
-                            outputs = await asyncio.wait_for(outputs, self.check_deadline)
-                    except Exception as exc:
-                        metrics.DISPATCH_ERRORS.labels(d.name, d.template).inc()
-                        message = f"preprocessing attributes failed: {d.name}: {type(exc).__name__}: {exc}"
-                        if fail:
-                            raise DispatchError(message) from None
-                        _log.warning("%s", message)
+                        mapped = generated.get(key)
+                    except TypeError:  # an instance with map fields is not hashable
+                        key = mapped = None
+                    if mapped is not None:
+                        out.merge(mapped)
                         continue
-                    # Bindings apply even when the generator found nothing: their
-                    # ``$out.x | default`` fallbacks still produce attributes (Mixer's behaviour).
-                    mapped = mapper.map(outputs or {}) if mapper is not None else {}
-                    if key is not None and generated is not None:
-                        generated[key] = mapped
-                    out.merge(mapped)
+                try:
+                    outputs = await self._answer(d, inst)
+                except DispatchError as exc:
+                    failed(str(exc))
+                    continue
+                # Bindings apply even when the generator found nothing: their
+                # ``$out.x | default`` fallbacks still produce attributes (Mixer's behaviour).
+                mapped = mapper.map(outputs or {}) if mapper is not None else {}
+                if key is not None and generated is not None:
+                    generated[key] = mapped
+                out.merge(mapped)
         return out
 
 
@@ -437,16 +469,29 @@ def _matches(cond: Any, bag: Mapping[str, Any]) -> bool:
         return False
 
 
-def _matching_instances(d: Destination, bag: Mapping[str, Any], *, strict: bool) -> Iterator[Any]:
+def _raise_build_error(d: Destination, exc: InstanceBuildError) -> None:
+    raise DispatchError(str(exc)) from None
+
+
+def _instances(
+    d: Destination,
+    bag: Mapping[str, Any],
+    build_failed: Callable[[Destination, InstanceBuildError], None],
+    memo: dict[str, Any] | None = None,
+) -> Iterator[tuple[InstanceGroup, int, Any]]:
+    """The instances ``bag`` gives ``d``: (group, builder index, instance) for every builder of
+    every group whose match condition holds. An instance that cannot be built goes to
+    ``build_failed`` (which raises or records it) and is skipped."""
     for g in d.groups:
         if g.condition is not None and not _matches(g.condition, bag):
             continue
-        for b in g.builders:
+        for i, b in enumerate(g.builders):
             try:
-                yield b.build(bag)
+                inst = b.build(bag, memo)
             except InstanceBuildError as exc:
-                if strict:
-                    raise DispatchError(str(exc)) from None
+                build_failed(d, exc)
+                continue
+            yield g, i, inst
 
 
 def _directives(nt: NamespaceTable, bag: Mapping[str, Any]) -> RouteDirective | None:

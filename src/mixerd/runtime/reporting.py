@@ -16,7 +16,8 @@ worth more) or the arriving one (``drop="newest"``). Every dropped set is counte
 10 s: nothing is dropped silently. :meth:`aclose` stops taking sets, dispatches what is queued
 for at most ``flush_timeout`` seconds and counts the rest as ``reason="shutdown"``.
 
-Metrics (``mixerd.runtime.metrics.REGISTRY``), each labelled by front-end (``api``):
+Metrics (the runtime's :class:`~mixerd.runtime.metrics.RuntimeMetrics`, from the dispatcher), each
+labelled by front-end (``api``):
 ``mixerd_report_queued``, ``mixerd_report_dropped_total{reason}``, ``mixerd_report_batches_total``,
 ``mixerd_report_errors_total`` (problems the dispatcher reported: instances that could not be
 built, failing handlers).
@@ -27,38 +28,16 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from prometheus_client import Counter, Gauge
-
-from mixerd.runtime import metrics
+from mixerd.adapter import Clock
 from mixerd.runtime.dispatcher import Dispatcher
 
-__all__ = ["BATCHES", "DROPPED", "QUEUED", "REPORT_ERRORS", "DropPolicy", "ReportPipeline"]
+__all__ = ["DropPolicy", "RateLimitedWarning", "ReportPipeline"]
 
 _log = logging.getLogger(__name__)
-
-QUEUED: Final = Gauge(
-    "mixerd_report_queued", "Attribute sets waiting to be dispatched.", ["api"], registry=metrics.REGISTRY
-)
-DROPPED: Final = Counter(
-    "mixerd_report_dropped",
-    "Attribute sets dropped before dispatch, by front-end and reason (queue_full, shutdown, invalid).",
-    ["api", "reason"],
-    registry=metrics.REGISTRY,
-)
-BATCHES: Final = Counter(
-    "mixerd_report_batches", "Report batches dispatched, by front-end.", ["api"], registry=metrics.REGISTRY
-)
-REPORT_ERRORS: Final = Counter(
-    "mixerd_report_errors",
-    "Problems reported by the dispatcher (one per instance that could not be built or failed handler call).",
-    ["api"],
-    registry=metrics.REGISTRY,
-)
 
 _WARN_INTERVAL: Final = 10.0
 
@@ -69,18 +48,19 @@ class DropPolicy(enum.Enum):
 
 
 class RateLimitedWarning:
-    """Logs at most once per interval, with the count of what happened in between."""
+    """Logs at most once per interval (on ``clock``), with the count of what happened in between."""
 
-    __slots__ = ("_interval", "_last", "_pending")
+    __slots__ = ("_clock", "_interval", "_last", "_pending")
 
-    def __init__(self, interval: float = _WARN_INTERVAL) -> None:
+    def __init__(self, clock: Clock, interval: float = _WARN_INTERVAL) -> None:
+        self._clock = clock
         self._interval = interval
         self._last: float | None = None
         self._pending = 0
 
     def add(self, count: int, message: str) -> None:
         self._pending += count
-        now = time.monotonic()
+        now = self._clock.monotonic()
         if self._last is not None and now - self._last < self._interval:
             return
         self._emit(message, now)
@@ -93,7 +73,7 @@ class RateLimitedWarning:
 
     def flush(self, message: str) -> None:
         if self._pending:
-            self._emit(message, time.monotonic())
+            self._emit(message, self._clock.monotonic())
 
 
 class ReportPipeline:
@@ -127,11 +107,13 @@ class ReportPipeline:
         self._idle.set()
         self._worker: asyncio.Task[None] | None = None
         self._closing = False
-        self._drop_warning = RateLimitedWarning()
-        self._error_warning = RateLimitedWarning()
-        self._queued_gauge = QUEUED.labels(api)
-        self._batches_counter = BATCHES.labels(api)
-        self._errors_counter = REPORT_ERRORS.labels(api)
+        self._drop_warning = RateLimitedWarning(dispatcher.clock)
+        self._error_warning = RateLimitedWarning(dispatcher.clock)
+        m = dispatcher.metrics
+        self._dropped = m.report_dropped
+        self._queued_gauge = m.report_queued.labels(api)
+        self._batches_counter = m.report_batches.labels(api)
+        self._errors_counter = m.report_errors.labels(api)
 
     @property
     def queued(self) -> int:
@@ -178,7 +160,7 @@ class ReportPipeline:
 
     def dropped(self, n: int, reason: str) -> None:
         """Count ``n`` attribute sets as dropped (front-ends also use it for entries they reject)."""
-        DROPPED.labels(self.api, reason).inc(n)
+        self._dropped.labels(self.api, reason).inc(n)
         self._drop_warning.add(n, f"{self.api} reports dropped ({reason})")
 
     def _take(self) -> list[Mapping[str, Any]]:

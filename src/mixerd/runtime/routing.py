@@ -8,19 +8,22 @@ namespace: they are put in front of each namespace's own list, and a namespace w
 its own uses the default table. (As in Mixer, header-operation directives of the default
 namespace are not copied into namespaces that have rules of their own.)
 
-The table is immutable once built; the dispatcher pins one table per request.
+The table is immutable once built; the dispatcher pins one table per request. It also carries the
+config's :class:`~mixerd.runtime.quotas.QuotaPlan` (which quotas a Check charges), built with it,
+so what a request is charged and where it is routed always come from the same config.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mixerd.config import CompiledHeaderOperation, Snapshot
 from mixerd.lang import Expression
-from mixerd.runtime import metrics
 from mixerd.runtime.handlers import HandlerEntry, HandlerTable
+from mixerd.runtime.metrics import RuntimeMetrics
+from mixerd.runtime.quotas import EMPTY_QUOTA_PLAN, QuotaPlan
 from mixerd.templates import TEMPLATES, InstanceBuilder, OutputMapper, Variety
 
 __all__ = [
@@ -55,13 +58,14 @@ class Destination:
     method: Callable[..., Any]
     is_async: bool
     groups: tuple[InstanceGroup, ...]
-    name: str = ""
-    dispatches: Any = None
+    dispatches: Any
     """This destination's child of ``mixerd_dispatches_total`` (bound once, not per call)."""
+    dispatch_errors: Any
+    """This destination's child of ``mixerd_dispatch_errors_total``."""
+    name: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "name", self.handler.name)
-        object.__setattr__(self, "dispatches", metrics.DISPATCHES.labels(self.handler.name, self.template))
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,10 +80,9 @@ class DirectiveGroup:
 class NamespaceTable:
     destinations: tuple[Destination, ...] = ()
     directives: tuple[DirectiveGroup, ...] = ()
-    quota_index: Mapping[str, tuple[tuple[Destination, InstanceGroup, InstanceBuilder], ...]] = field(
-        default_factory=dict
-    )
-    """QUOTA tables only: lower-cased short instance name -> where that quota is routed."""
+    quota_index: Mapping[str, tuple[Destination, ...]] = field(default_factory=dict)
+    """QUOTA tables only: lower-cased short instance name -> the destinations that quota is routed
+    to, each restricted to the instances of that name (in routing order)."""
 
 
 _EMPTY = NamespaceTable()
@@ -97,6 +100,7 @@ class RoutingTable:
         "has_generators",
         "id",
         "in_flight",
+        "quota_plan",
     )
 
     def __init__(
@@ -107,6 +111,7 @@ class RoutingTable:
         defaults: dict[Variety, NamespaceTable],
         handlers: HandlerTable,
         errors: list[str],
+        quota_plan: QuotaPlan = EMPTY_QUOTA_PLAN,
     ) -> None:
         self.id = id
         self.default_namespace = default_namespace
@@ -114,6 +119,8 @@ class RoutingTable:
         self._defaults = defaults
         self.handlers = handlers
         self.errors = errors
+        self.quota_plan = quota_plan
+        """What a Check is charged (``QuotaSpec``/``QuotaSpecBinding`` of the same config)."""
         self.in_flight = 0
         self.has_generators = self.has(Variety.ATTRIBUTE_GENERATOR)
         """Whether any attribute generator is routed (requests skip preprocessing otherwise)."""
@@ -170,8 +177,16 @@ class _Acc:
     directives: list[DirectiveGroup] = field(default_factory=list)
 
 
-def build_routing_table(snapshot: Snapshot, handlers: HandlerTable, default_namespace: str) -> RoutingTable:
-    """Route every satisfied rule action of ``snapshot`` to the live handlers of ``handlers``."""
+def build_routing_table(
+    snapshot: Snapshot,
+    handlers: HandlerTable,
+    default_namespace: str,
+    metrics: RuntimeMetrics | None = None,
+) -> RoutingTable:
+    """Route every satisfied rule action of ``snapshot`` to the live handlers of ``handlers``, and
+    compile the snapshot's quota plan. ``metrics``: where the destinations count their calls (the
+    runtime's; by default a registry of their own)."""
+    metrics = metrics or RuntimeMetrics()
     errors: list[str] = list(handlers.errors)
     acc: dict[Variety, dict[str, _Acc]] = {}
     any_directives: dict[str, list[DirectiveGroup]] = {}
@@ -221,7 +236,7 @@ def build_routing_table(snapshot: Snapshot, handlers: HandlerTable, default_name
     namespaces: dict[Variety, dict[str, NamespaceTable]] = {}
     defaults: dict[Variety, NamespaceTable] = {}
     for variety, per_ns in acc.items():
-        built = {ns: _finish(variety, a, handlers) for ns, a in per_ns.items()}
+        built = {ns: _finish(variety, a, handlers, metrics) for ns, a in per_ns.items()}
         default = built.pop(default_namespace, _EMPTY)
         defaults[variety] = default
         namespaces[variety] = {
@@ -232,17 +247,28 @@ def build_routing_table(snapshot: Snapshot, handlers: HandlerTable, default_name
             )
             for ns, t in built.items()
         }
-    return RoutingTable(snapshot.id, default_namespace, namespaces, defaults, handlers, errors)
+    plan = QuotaPlan.of_snapshot(snapshot, default_namespace)
+    return RoutingTable(snapshot.id, default_namespace, namespaces, defaults, handlers, errors, plan)
 
 
-def _finish(variety: Variety, a: _Acc, handlers: HandlerTable) -> NamespaceTable:
+def _finish(variety: Variety, a: _Acc, handlers: HandlerTable, metrics: RuntimeMetrics) -> NamespaceTable:
     dests = []
     for (handler_name, template), groups in sorted(a.destinations.items()):
         entry = handlers.entries[handler_name]
         found = entry.method(template)
         assert found is not None  # checked while grouping
         method, is_async = found
-        dests.append(Destination(entry, template, method, is_async, tuple(groups)))
+        dests.append(
+            Destination(
+                entry,
+                template,
+                method,
+                is_async,
+                tuple(groups),
+                metrics.dispatches.labels(handler_name, template),
+                metrics.dispatch_errors.labels(handler_name, template),
+            )
+        )
     table = tuple(dests)
     return NamespaceTable(table, tuple(a.directives), _quota_index(table) if variety is Variety.QUOTA else {})
 
@@ -251,12 +277,15 @@ def _short_name(fqn: str) -> str:
     return fqn.split(".", 1)[0].lower()
 
 
-def _quota_index(
-    dests: tuple[Destination, ...],
-) -> dict[str, tuple[tuple[Destination, InstanceGroup, InstanceBuilder], ...]]:
-    index: dict[str, list[tuple[Destination, InstanceGroup, InstanceBuilder]]] = {}
+def _quota_index(dests: tuple[Destination, ...]) -> dict[str, tuple[Destination, ...]]:
+    index: dict[str, list[Destination]] = {}
     for d in dests:
-        for g in d.groups:
-            for b in g.builders:
-                index.setdefault(_short_name(b.name), []).append((d, g, b))
+        names = {_short_name(b.name) for g in d.groups for b in g.builders}
+        for name in sorted(names):
+            groups = []
+            for g in d.groups:
+                builders = tuple(b for b in g.builders if _short_name(b.name) == name)
+                if builders:
+                    groups.append(InstanceGroup(g.rule, g.condition, builders, (), g.action_name))
+            index.setdefault(name, []).append(replace(d, groups=tuple(groups)))
     return {k: tuple(v) for k, v in index.items()}

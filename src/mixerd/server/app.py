@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from mixerd import __version__
 from mixerd.config import FileStore, MemoryStore, Store, parse_text
-from mixerd.runtime import Runtime, metrics
+from mixerd.runtime import Runtime
 from mixerd.server.settings import Settings, parse_address
 
 __all__ = ["Server", "default_config_text", "protobuf_backend"]
@@ -182,7 +182,7 @@ class Server:
         return app
 
     async def _self_metrics(self, request: web.Request) -> web.Response:
-        body = generate_latest(metrics.REGISTRY)
+        body = generate_latest(self.runtime.metrics.registry)
         exporter = _prometheus_exporter()
         if exporter is not None and request.query.get("adapters", "1") != "0":
             body += exporter.render()

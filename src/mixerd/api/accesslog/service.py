@@ -30,7 +30,7 @@ see :func:`~mixerd.api.accesslog.convert.parse_reporter_kinds`), ``MIXERD_ACCESS
 (10000), ``MIXERD_ACCESSLOG_BATCH_ENTRIES`` (100), ``MIXERD_ACCESSLOG_ENQUEUE_TIMEOUT`` (1 s),
 ``MIXERD_ACCESSLOG_DROP`` (``oldest``).
 
-Metrics (``mixerd.runtime.metrics.REGISTRY``): ``mixerd_accesslog_entries_total{kind}`` (``http``,
+Metrics (the runtime's registry, from the dispatcher): ``mixerd_accesslog_entries_total{kind}`` (``http``,
 ``tcp``, ``http_intermediate`` = received but skipped), ``mixerd_accesslog_streams``,
 ``mixerd_requests_total{api="accesslog"}`` per finished stream, and the pipeline's
 ``mixerd_report_{queued,dropped_total,batches_total,errors_total}{api="accesslog"}`` (a
@@ -45,23 +45,14 @@ from typing import Any, Final
 
 import grpc
 from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
-from prometheus_client import Counter, Gauge
 
 from mixerd.api.accesslog.convert import StreamState
-from mixerd.runtime import Dispatcher, metrics
+from mixerd.runtime import Dispatcher
 from mixerd.runtime.reporting import DropPolicy, ReportPipeline
 
-__all__ = ["ENTRIES", "STREAMS", "AccessLogService", "DropPolicy"]
+__all__ = ["AccessLogService", "DropPolicy"]
 
 _log = logging.getLogger(__name__)
-
-ENTRIES: Final = Counter(
-    "mixerd_accesslog_entries",
-    "Access-log entries received over ALS, by kind (http_intermediate: skipped intermediate entries).",
-    ["kind"],
-    registry=metrics.REGISTRY,
-)
-STREAMS: Final = Gauge("mixerd_accesslog_streams", "Open ALS streams.", registry=metrics.REGISTRY)
 
 _EMPTY: Final = als_pb2.StreamAccessLogsResponse()
 
@@ -91,8 +82,15 @@ class AccessLogService(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[m
             drop=drop,
             flush_timeout=flush_timeout,
         )
-        self._entries = {k: ENTRIES.labels(k) for k in ("http", "tcp", "http_intermediate")}
-        self._stream_ok = metrics.REQUESTS.labels("accesslog", "StreamAccessLogs", "OK")
+        m = dispatcher.metrics
+        entries = m.counter(
+            "mixerd_accesslog_entries",
+            "Access-log entries received over ALS, by kind (http_intermediate: skipped intermediate entries).",
+            ["kind"],
+        )
+        self._entries = {k: entries.labels(k) for k in ("http", "tcp", "http_intermediate")}
+        self._streams = m.gauge("mixerd_accesslog_streams", "Open ALS streams.")
+        self._stream_ok = m.requests.labels("accesslog", "StreamAccessLogs", "OK")
 
     def register(self, server: grpc.aio.Server) -> None:
         als_pb2_grpc.add_AccessLogServiceServicer_to_server(self, server)
@@ -106,12 +104,12 @@ class AccessLogService(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[m
 
     async def StreamAccessLogs(self, request_iterator: Any, context: Any) -> Any:
         state = StreamState(self.reporter_kinds)
-        STREAMS.inc()
+        self._streams.inc()
         try:
             async for message in request_iterator:
                 await self.accept(state, message)
         finally:
-            STREAMS.dec()
+            self._streams.dec()
         self._stream_ok.inc()
         return _EMPTY
 

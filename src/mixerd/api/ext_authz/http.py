@@ -2,33 +2,26 @@
 Traefik ForwardAuth, all on one endpoint that answers any method on any path.
 
 The request is turned into attributes by :class:`~mixerd.api.ext_authz.request.HttpRequestBag`
-and checked like a gRPC ext_authz call; the answer is 200 with an empty body (so the proxy keeps
-its connection alive) and the injected headers when allowed, the mapped status with a short text
+and checked like a gRPC ext_authz call (by the shared
+:class:`~mixerd.api.ext_authz.authorize.Authorizer`); the answer is 200 with an empty body (so the
+proxy keeps its connection alive) and the injected headers when allowed, the mapped status with a short text
 body and ``x-mixerd-status`` when denied, 500 (503/504) with only a request id when the check
 could not be evaluated, and 400 for a malformed request (a bad ``X-Real-IP`` ...).
 """
 
 from __future__ import annotations
 
-import datetime as _dt
-import logging
-import time
 from dataclasses import dataclass
-from typing import Any
 
 from aiohttp import web
 from multidict import CIMultiDict
 
-from mixerd.adapter import Code, code_name
-from mixerd.api.ext_authz.quotas import quota_args
+from mixerd.api.ext_authz.authorize import Authorizer
 from mixerd.api.ext_authz.request import BadRequest, HttpRequestBag
-from mixerd.api.ext_authz.service import QuotaPlanCache, error_request_id
-from mixerd.api.ext_authz.verdict import HttpAnswer, decide, encode_http, error_verdict
-from mixerd.runtime import DispatchError, Runtime, metrics
+from mixerd.api.ext_authz.verdict import HttpAnswer, encode_http
+from mixerd.runtime import Runtime
 
 __all__ = ["HttpAuthzOptions", "build_http_authz_app", "build_http_authz_server"]
-
-_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,43 +42,27 @@ class _Endpoint:
     def __init__(self, runtime: Runtime, options: HttpAuthzOptions) -> None:
         self.runtime = runtime
         self.options = options
-        self.plans = QuotaPlanCache(runtime)
-        self._seconds = metrics.REQUEST_SECONDS.labels("http_authz", "Check")
-        self._counters: dict[int, Any] = {}
-
-    def _count(self, code: int) -> None:
-        c = self._counters.get(code)
-        if c is None:
-            c = self._counters[code] = metrics.REQUESTS.labels("http_authz", "Check", code_name(code))
-        c.inc()
+        self.authorizer = Authorizer(runtime, "http_authz")
 
     async def handle(self, request: web.BaseRequest) -> web.Response:
-        start = time.perf_counter()
-        try:
-            bag = HttpRequestBag(
+        options = self.options
+        clock = self.runtime.clock
+
+        def decode() -> HttpRequestBag:
+            return HttpRequestBag(
                 request.method,
                 request.raw_path,
                 request.headers,
-                now=_dt.datetime.now(_dt.UTC),
-                prefix=self.options.prefix,
-                extension_headers=self.options.extension_headers,
+                now=clock.now(),
+                prefix=options.prefix,
+                extension_headers=options.extension_headers,
             )
-            quotas = quota_args(bag, self.plans.get())
-        except BadRequest as exc:
-            self._count(Code.INVALID_ARGUMENT)
-            return web.Response(status=400, text=f"bad request: {exc}"[:300])
+
         try:
-            outcome = await self.runtime.dispatcher.check(bag, quotas=quotas)
-        except DispatchError as exc:
-            rid = error_request_id(bag)
-            _log.error("http authz check failed (request id %s): %s", rid, exc)
-            verdict = error_verdict(exc.code, rid)
-        else:
-            verdict = decide(outcome, quotas)
-        self._count(verdict.code)
-        answer = encode_http(verdict)
-        self._seconds.observe(time.perf_counter() - start)
-        return _response(answer)
+            verdict = await self.authorizer.authorize(decode)
+        except BadRequest as exc:
+            return web.Response(status=400, text=f"bad request: {exc}"[:300])
+        return _response(encode_http(verdict))
 
 
 def _response(a: HttpAnswer) -> web.Response:

@@ -11,7 +11,6 @@ synchronously; the server queues them and answers at once). None of them stops t
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 import grpc
@@ -22,7 +21,7 @@ from mixerd.api.mixer_v1.decode import ProtoBag, decode_report
 from mixerd.api.mixer_v1.encode import encode_precondition, encode_quota_result, encode_referenced
 from mixerd.api.mixer_v1.wire import BadRequest, DictionaryMismatch, check_dictionary
 from mixerd.attribute import sorted_references
-from mixerd.runtime import Dispatcher, DispatchError, metrics
+from mixerd.runtime import Dispatcher, DispatchError
 from mixerd.runtime.reporting import ReportPipeline
 
 __all__ = ["MixerService"]
@@ -42,10 +41,13 @@ class MixerService(mixer_pb2_grpc.MixerServicer):  # type: ignore[misc]
         """With ``queue_reports`` Report answers as soon as the request is decoded and queued
         (``queue`` are :class:`ReportPipeline` options); otherwise it waits for the dispatch and
         returns its problems as UNKNOWN (Mixer's behaviour)."""
-        self._check_ok = metrics.REQUESTS.labels("mixer", "Check", "OK")
-        self._report_ok = metrics.REQUESTS.labels("mixer", "Report", "OK")
-        self._check_seconds = metrics.REQUEST_SECONDS.labels("mixer", "Check")
-        self._report_seconds = metrics.REQUEST_SECONDS.labels("mixer", "Report")
+        self.clock = dispatcher.clock
+        m = dispatcher.metrics
+        self._requests = m.requests
+        self._check_ok = m.requests.labels("mixer", "Check", "OK")
+        self._report_ok = m.requests.labels("mixer", "Report", "OK")
+        self._check_seconds = m.request_seconds.labels("mixer", "Check")
+        self._report_seconds = m.request_seconds.labels("mixer", "Report")
         self._responses: dict[Any, Any] = {}
         """Encoded responses by (result, directive, references, whole maps, word count)."""
 
@@ -53,11 +55,11 @@ class MixerService(mixer_pb2_grpc.MixerServicer):  # type: ignore[misc]
         mixer_pb2_grpc.add_MixerServicer_to_server(self, server)
 
     async def _abort(self, context: Any, method: str, code: grpc.StatusCode, message: str) -> None:
-        metrics.REQUESTS.labels("mixer", method, code.name).inc()
+        self._requests.labels("mixer", method, code.name).inc()
         await context.abort(code, message)
 
     async def Check(self, request: Any, context: Any) -> Any:
-        start = time.perf_counter()
+        start = self.clock.monotonic()
         gwc = request.global_word_count
         try:
             check_dictionary(gwc)
@@ -92,7 +94,7 @@ class MixerService(mixer_pb2_grpc.MixerServicer):  # type: ignore[misc]
             cached = self._responses.get(key)
             if cached is not None:
                 self._check_ok.inc()
-                self._check_seconds.observe(time.perf_counter() - start)
+                self._check_seconds.observe(self.clock.monotonic() - start)
                 return cached
         response = check_pb2.CheckResponse(
             precondition=encode_precondition(
@@ -120,11 +122,11 @@ class MixerService(mixer_pb2_grpc.MixerServicer):  # type: ignore[misc]
                 self._responses.clear()
             self._responses[key] = response
         self._check_ok.inc()
-        self._check_seconds.observe(time.perf_counter() - start)
+        self._check_seconds.observe(self.clock.monotonic() - start)
         return response
 
     async def Report(self, request: Any, context: Any) -> Any:
-        start = time.perf_counter()
+        start = self.clock.monotonic()
         try:
             bags = decode_report(request)
         except DictionaryMismatch as exc:
@@ -144,5 +146,5 @@ class MixerService(mixer_pb2_grpc.MixerServicer):  # type: ignore[misc]
                     shown += f"; and {more} more"
                 await self._abort(context, "Report", grpc.StatusCode.UNKNOWN, shown)
         self._report_ok.inc()
-        self._report_seconds.observe(time.perf_counter() - start)
+        self._report_seconds.observe(self.clock.monotonic() - start)
         return _EMPTY_REPORT

@@ -19,7 +19,7 @@ Switches (constructor arguments; the server reads them from settings):
     ``RLSE`` only when it denies). mixerd itself never denies because of an error: Envoy's
     ``failure_mode_deny`` stays the one knob that does.
 
-Metrics (in ``mixerd.runtime.metrics.REGISTRY``): ``mixerd_requests_total{api="ratelimit"}``,
+Metrics (in the runtime's registry, from the dispatcher): ``mixerd_requests_total{api="ratelimit"}``,
 ``mixerd_request_duration_seconds{api="ratelimit"}``,
 ``mixerd_ratelimit_decisions_total{domain, quota, code, shadow}`` (``code`` is the decision as
 made: OK, OVER_LIMIT or ERROR; ``shadow="true"`` when it was not enforced) and
@@ -30,6 +30,8 @@ most 1000 distinct (domain, quota) pairs are labelled; later ones are counted un
 The unit of ``current_limit`` needs the quota's window, which memquota reports only with a
 grant; the service remembers the last window seen per (domain, descriptor) (bounded, 10000
 entries) so an OVER_LIMIT answer still carries it.
+
+Time (latency, the spacing of warnings) comes from the runtime's clock (``Dispatcher.clock``).
 """
 
 from __future__ import annotations
@@ -37,14 +39,12 @@ from __future__ import annotations
 import datetime as _dt
 import enum
 import logging
-import time
 from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any, Final
 
 import grpc
 from envoy.service.ratelimit.v3 import rls_pb2_grpc
-from prometheus_client import Counter
 
 from mixerd.adapter import QuotaArgs
 from mixerd.api.ratelimit.convert import (
@@ -56,25 +56,11 @@ from mixerd.api.ratelimit.convert import (
     encode_response,
     result_window,
 )
-from mixerd.runtime import Dispatcher, DispatchError, metrics
+from mixerd.runtime import Dispatcher, DispatchError
 
-__all__ = ["DECISIONS", "ERRORS", "FailureMode", "RateLimitService"]
+__all__ = ["FailureMode", "RateLimitService"]
 
 _log = logging.getLogger(__name__)
-
-DECISIONS: Final = Counter(
-    "mixerd_ratelimit_decisions",
-    "Rate limit decisions per descriptor: code is OK, OVER_LIMIT or ERROR as decided; shadow decisions "
-    "were answered OK.",
-    ["domain", "quota", "code", "shadow"],
-    registry=metrics.REGISTRY,
-)
-ERRORS: Final = Counter(
-    "mixerd_ratelimit_errors",
-    "Rate limit descriptors whose quota handler failed.",
-    ["domain"],
-    registry=metrics.REGISTRY,
-)
 
 _MAX_LABELLED: Final = 1000
 _OTHER: Final = "_other_"
@@ -102,8 +88,20 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[m
         self.shadow = shadow
         self.shadow_domains = frozenset(d for d in shadow_domains if d)
         self.failure_mode = FailureMode(failure_mode)
-        self._ok = metrics.REQUESTS.labels("ratelimit", "ShouldRateLimit", "OK")
-        self._seconds = metrics.REQUEST_SECONDS.labels("ratelimit", "ShouldRateLimit")
+        self.clock = dispatcher.clock
+        m = dispatcher.metrics
+        self._requests = m.requests
+        self._ok = m.requests.labels("ratelimit", "ShouldRateLimit", "OK")
+        self._seconds = m.request_seconds.labels("ratelimit", "ShouldRateLimit")
+        self._decisions = m.counter(
+            "mixerd_ratelimit_decisions",
+            "Rate limit decisions per descriptor: code is OK, OVER_LIMIT or ERROR as decided; shadow "
+            "decisions were answered OK.",
+            ["domain", "quota", "code", "shadow"],
+        )
+        self._errors = m.counter(
+            "mixerd_ratelimit_errors", "Rate limit descriptors whose quota handler failed.", ["domain"]
+        )
         self._labelled: set[tuple[str, str]] = set()
         self._decision_children: dict[tuple[str, str, str, bool], Any] = {}
         self._windows: OrderedDict[tuple[str, str], _dt.timedelta] = OrderedDict()
@@ -114,23 +112,23 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[m
         rls_pb2_grpc.add_RateLimitServiceServicer_to_server(self, server)
 
     async def ShouldRateLimit(self, request: Any, context: Any) -> Any:
-        start = time.perf_counter()
+        start = self.clock.monotonic()
         decisions: list[Decision] = []
         try:
             allocations = decode_request(request)
         except BadRequest as exc:
-            metrics.REQUESTS.labels("ratelimit", "ShouldRateLimit", "INVALID_ARGUMENT").inc()
+            self._requests.labels("ratelimit", "ShouldRateLimit", "INVALID_ARGUMENT").inc()
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             raise AssertionError("unreachable") from None
         for a in allocations:
             d = await self._allocate(a)
             if d.error and self.failure_mode is FailureMode.ERROR:
-                metrics.REQUESTS.labels("ratelimit", "ShouldRateLimit", "UNAVAILABLE").inc()
+                self._requests.labels("ratelimit", "ShouldRateLimit", "UNAVAILABLE").inc()
                 await context.abort(grpc.StatusCode.UNAVAILABLE, f"quota {d.quota} failed: {d.error}")
             decisions.append(d)
         response = encode_response(decisions)
         self._ok.inc()
-        self._seconds.observe(time.perf_counter() - start)
+        self._seconds.observe(self.clock.monotonic() - start)
         return response
 
     async def _allocate(self, a: Allocation) -> Decision:
@@ -146,13 +144,13 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[m
                 self._remember_window(wkey, window)
             decision = decide(a, result, shadow=shadow, window=self._windows.get(wkey))
         if decision.error:
-            ERRORS.labels(a.domain).inc()
+            self._errors.labels(a.domain).inc()
             self._warn(a, decision.error)
         key = (a.domain, a.quota, decision.code_name, shadow)
         child = self._decision_children.get(key)
         if child is None:
             quota = self._quota_label(a.domain, a.quota)
-            child = DECISIONS.labels(a.domain, quota, decision.code_name, "true" if shadow else "false")
+            child = self._decisions.labels(a.domain, quota, decision.code_name, "true" if shadow else "false")
             if quota != _OTHER:
                 self._decision_children[key] = child
         child.inc()
@@ -177,7 +175,7 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[m
         return _OTHER
 
     def _warn(self, a: Allocation, error: str) -> None:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         last = self._last_warning.get(a.domain)
         if last is not None and now - last < _WARN_INTERVAL:
             self._suppressed[a.domain] = self._suppressed.get(a.domain, 0) + 1
