@@ -11,6 +11,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from mixerd._proto.mixer.v1 import attributes_pb2, check_pb2, report_pb2
+from mixerd.adapter import code_name
 from mixerd.api.mixer_v1.client import (
     build_check_request,
     build_report_request,
@@ -18,7 +19,6 @@ from mixerd.api.mixer_v1.client import (
     decode_referenced,
     decode_route_directive,
     encode_attributes,
-    status_code_name,
 )
 from mixerd.api.mixer_v1.decode import ProtoBag, decode_report
 from mixerd.api.mixer_v1.encode import (
@@ -721,7 +721,7 @@ def test_decode_referenced_rejects_bad_indices_and_shows_regex() -> None:
 
 
 def test_status_code_names() -> None:
-    assert [status_code_name(c) for c in (0, 3, 7, 8, 13, 14, 16, 99)] == [
+    assert [code_name(c) for c in (0, 3, 7, 8, 13, 14, 16, 99)] == [
         "OK",
         "INVALID_ARGUMENT",
         "PERMISSION_DENIED",

@@ -103,9 +103,9 @@ def _verdict(resp: Any, quotas: dict[str, int], best_effort: bool) -> tuple[int,
     0 allowed, 3 denied by the precondition, 4 a quota granted less than asked."""
     code = resp.precondition.status.code
     if code != 0:
-        from mixerd.api.mixer_v1.client import status_code_name
+        from mixerd.adapter import code_name
 
-        return 3, f"denied ({status_code_name(code)})"
+        return 3, f"denied ({code_name(code)})"
     short = [
         name
         for name, amount in quotas.items()

@@ -4,7 +4,7 @@ Requests: :func:`encode_attributes` compresses a mapping of attribute values (co
 ones a manifest types with :func:`mixerd.attribute.coerce`, the same conversion the command
 line uses), :func:`build_check_request` and :func:`build_report_request` wrap it.
 Responses: :func:`decode_check_response` turns a ``CheckResponse`` into plain printable values
-(:func:`decode_referenced`, :func:`decode_route_directive`, :func:`status_code_name`).
+(:func:`decode_referenced`, :func:`decode_route_directive`).
 Pure functions: the caller owns the channel.
 """
 
@@ -18,6 +18,7 @@ from typing import Any, Final
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from mixerd._proto.mixer.v1 import attributes_pb2, check_pb2, report_pb2
+from mixerd.adapter import code_name
 from mixerd.api.mixer_v1.wire import (
     EPOCH,
     GLOBAL_WORD_COUNT,
@@ -47,7 +48,6 @@ __all__ = [
     "decode_referenced",
     "decode_route_directive",
     "encode_attributes",
-    "status_code_name",
 ]
 
 _CompressedAttributes = attributes_pb2.CompressedAttributes
@@ -206,31 +206,6 @@ def build_report_request(
 
 # --- decoding Check responses (client side) ----------------------------------------------------
 
-_STATUS_NAMES: Final = (
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
-)
-
-
-def status_code_name(code: int) -> str:
-    """The gRPC name of a status code (``7`` -> ``"PERMISSION_DENIED"``), or the number as text."""
-    return _STATUS_NAMES[code] if 0 <= code < len(_STATUS_NAMES) else str(code)
-
 
 def decode_referenced(referenced: check_pb2.ReferencedAttributes) -> list[str]:
     """``ReferencedAttributes`` as sorted ``name`` / ``-name`` / ``map[key]`` / ``-map[key]`` strings.
@@ -309,7 +284,7 @@ def decode_check_response(resp: check_pb2.CheckResponse) -> dict[str, Any]:
     """
     pre = resp.precondition
     out: dict[str, Any] = {
-        "status": status_code_name(pre.status.code),
+        "status": code_name(pre.status.code),
         "message": pre.status.message,
         "valid_duration": _readable_duration(pre.valid_duration),
         "valid_use_count": pre.valid_use_count,
@@ -321,7 +296,7 @@ def decode_check_response(resp: check_pb2.CheckResponse) -> dict[str, Any]:
     for name in sorted(resp.quotas):
         q = resp.quotas[name]
         quotas[name] = {
-            "status": status_code_name(q.status.code),
+            "status": code_name(q.status.code),
             "message": q.status.message,
             "granted_amount": q.granted_amount,
             "valid_duration": _readable_duration(q.valid_duration),
