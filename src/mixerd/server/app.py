@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import signal
@@ -42,6 +43,18 @@ def _prometheus_exporter() -> Any:
     except ImportError:  # the prometheus adapter is optional
         return None
     return EXPORTER
+
+
+def _is_loopback(remote: str | None) -> bool:
+    """Whether a peer address is this machine's loopback (a Unix socket peer has none and is local)."""
+    if not remote:
+        return True
+    try:
+        addr = ipaddress.ip_address(remote.split("%", 1)[0])
+    except ValueError:
+        return False
+    mapped = getattr(addr, "ipv4_mapped", None)  # ::ffff:127.0.0.1 from a dual-stack listener
+    return bool((mapped or addr).is_loopback)
 
 
 @dataclass
@@ -204,10 +217,26 @@ class Server:
     async def _version(self, request: web.Request) -> web.Response:
         return web.json_response({"version": __version__, "protobuf": protobuf_backend()})
 
+    def _debug_refused(self, request: web.Request) -> web.Response | None:
+        """A 403 for a /debug/* request from off the machine, unless ``--debug-remote`` opens them."""
+        if self.settings.debug_remote or _is_loopback(request.remote):
+            return None
+        return web.Response(
+            status=403,
+            text="/debug/* shows the policy in force and is served to loopback clients only; start mixerd "
+            "with --debug-remote (MIXERD_DEBUG_REMOTE=true) to serve it to others\n",
+        )
+
     async def _routes(self, request: web.Request) -> web.Response:
+        refused = self._debug_refused(request)
+        if refused is not None:
+            return refused
         return web.Response(text=self.runtime.dispatcher.table.dump())
 
     async def _config(self, request: web.Request) -> web.Response:
+        refused = self._debug_refused(request)
+        if refused is not None:
+            return refused
         snap = self.runtime.snapshot
         body: dict[str, Any] = {"generation": self.runtime.generation, "snapshot": None}
         if snap is not None:

@@ -42,6 +42,8 @@ class Settings:
     accesslog_batch_entries: int = 100
     accesslog_enqueue_timeout: float = 1.0
     accesslog_drop: str = "oldest"
+    debug_remote: bool = False
+    """Serve /debug/* (the policy in force) to clients that are not on loopback."""
     allow_slow_protobuf: bool = False
 
     @classmethod
@@ -86,6 +88,8 @@ _HELP = {
     "accesslog_batch_entries": "access-log entries dispatched per batch [default: %(default)s]",
     "accesslog_enqueue_timeout": "seconds a stream waits for queue room before entries are dropped "
     "[default: %(default)s]",
+    "debug_remote": "serve /debug/routes and /debug/config to clients that are not on loopback (they show "
+    "the policy in force; default: loopback clients only)",
     "accesslog_drop": "which entries to drop when the queue stays full: oldest or newest [default: %(default)s]",
 }
 
