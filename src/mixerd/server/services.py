@@ -47,6 +47,9 @@ def build_services(runtime: Runtime, settings: Settings) -> list[Any]:
 def build_http_authz_app(runtime: Runtime, settings: Settings) -> web.Server:
     """The HTTP authorization endpoint (Envoy http_service, nginx auth_request, Traefik ForwardAuth)."""
     options = HttpAuthzOptions(
-        prefix=settings.http_authz_prefix, extension_headers=settings.http_authz_extension_headers
+        prefix=settings.http_authz_prefix,
+        extension_headers=settings.http_authz_extension_headers,
+        read_timeout=settings.http_authz_read_timeout,
+        max_connections=settings.http_authz_max_connections,
     )
     return build_http_authz_server(runtime, options)

@@ -33,6 +33,11 @@ class Settings:
     http_authz_extension_headers: bool = False
     """Read X-Mixerd-Ext-<key> headers as ext_authz context extensions (only behind a proxy that sets
     or clears them)."""
+    http_authz_read_timeout: float = 30.0
+    """Seconds an HTTP authorization connection may take to send a complete request (from its
+    opening or from the previous answer); slower or idle connections are closed."""
+    http_authz_max_connections: int = 1024
+    """Open HTTP authorization connections beyond this are closed as they arrive."""
     ratelimit_shadow: bool = False
     """Rate-limit service: decide and record, but never answer OVER_LIMIT."""
     ratelimit_shadow_domains: str = ""
@@ -78,6 +83,10 @@ _HELP = {
     "http_service.path_prefix)",
     "http_authz_extension_headers": "read X-Mixerd-Ext-<key> request headers as ext_authz context extensions "
     "(enable only behind a proxy that sets or clears them)",
+    "http_authz_read_timeout": "seconds an HTTP authorization connection may take to send a complete request, "
+    "from its opening or the previous answer; slow or idle connections are closed [default: %(default)s]",
+    "http_authz_max_connections": "open HTTP authorization connections beyond this are closed as they arrive "
+    "[default: %(default)s]",
     "ratelimit_shadow": "rate-limit service in shadow mode: decide, charge and count, but always answer OK",
     "ratelimit_shadow_domains": "comma-separated rate-limit domains in shadow mode",
     "ratelimit_failure_mode": "when a quota handler fails: 'allow' (answer OK, count the error) or 'error' "
