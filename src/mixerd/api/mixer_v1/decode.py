@@ -461,6 +461,10 @@ def decode_report_steps(
         names.update(delta)
         counts.append(len(names))
         total += len(names)
+        work += len(delta) + 1
+        if work >= _CHUNK:
+            work = 0
+            yield
     if total <= max(_COPY_FLOOR, _COPY_FACTOR * sum(sizes)):
         out: list[Mapping[str, Any]] = []
         accumulated: dict[str, Any] = {}
@@ -472,7 +476,13 @@ def decode_report_steps(
                 work = 0
                 yield
         return out
-    history = _DeltaHistory(decoded)
+    history = _DeltaHistory()
+    for i, delta in enumerate(decoded):
+        history.add(i, delta)
+        work += len(delta) + 1
+        if work >= _CHUNK:
+            work = 0
+            yield
     return [DeltaBag(history, i, counts[i]) for i in range(len(decoded))]
 
 
@@ -485,22 +495,23 @@ class _DeltaHistory:
 
     __slots__ = ("order", "versions")
 
-    def __init__(self, deltas: Sequence[Mapping[str, Any]]) -> None:
+    def __init__(self) -> None:
         self.order: list[str] = []
         """Names in the order they first appeared."""
         self.versions: dict[str, tuple[list[int], list[Any]]] = {}
         """name -> (the sets that set it, ascending; the values they set)."""
+
+    def add(self, i: int, delta: Mapping[str, Any]) -> None:
+        """Record set ``i`` (sets are added in order)."""
         versions = self.versions
-        order = self.order
-        for i, delta in enumerate(deltas):
-            for name, value in delta.items():
-                v = versions.get(name)
-                if v is None:
-                    versions[name] = ([i], [value])
-                    order.append(name)
-                else:
-                    v[0].append(i)
-                    v[1].append(value)
+        for name, value in delta.items():
+            v = versions.get(name)
+            if v is None:
+                versions[name] = ([i], [value])
+                self.order.append(name)
+            else:
+                v[0].append(i)
+                v[1].append(value)
 
 
 class DeltaBag(Mapping[str, Any]):
