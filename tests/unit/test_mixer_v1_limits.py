@@ -186,3 +186,27 @@ def test_check_limits_on_one_message() -> None:
     ):
         check_limits(msg, RequestLimits(attributes=1))
     assert ProtoBag(msg).to_dict() == {"a": "b", "b": "c"}
+
+
+# --- flags --------------------------------------------------------------------------------------
+
+
+def test_limit_flags_and_environment_reach_the_servicer() -> None:
+    import argparse
+
+    from mixerd.adapter import load_adapters
+    from mixerd.config import MemoryStore
+    from mixerd.runtime import Runtime
+    from mixerd.server.services import build_services
+    from mixerd.server.settings import Settings, add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, {"MIXERD_MAX_REPORT_SETS": "7", "MIXERD_MAX_ATTRIBUTES": "9"})
+    settings = Settings.from_args(parser.parse_args(["--max-request-words", "11", "--max-attributes", "8"]))
+    assert (settings.max_report_sets, settings.max_attributes, settings.max_request_words) == (7, 8, 11)
+    assert Settings().max_report_sets == 10_000 and Settings().max_request_words == 100_000
+    services = build_services(Runtime(MemoryStore([]), adapters=load_adapters()), settings)
+    mixer = services[0]
+    assert mixer.limits == RequestLimits(words=11, attributes=8, report_sets=7)
+    with pytest.raises(ValueError, match="--max-map-entries must be at least 1"):
+        Settings.from_args(parser.parse_args(["--max-map-entries", "0"]))
