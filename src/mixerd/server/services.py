@@ -10,6 +10,7 @@ from mixerd.api.accesslog.convert import parse_reporter_kinds
 from mixerd.api.accesslog.service import AccessLogService
 from mixerd.api.ext_authz import ExtAuthzService, HttpAuthzOptions, build_http_authz_server
 from mixerd.api.mixer_v1.service import MixerService
+from mixerd.api.mixer_v1.wire import RequestLimits
 from mixerd.api.ratelimit.service import RateLimitService
 from mixerd.runtime import Runtime
 from mixerd.server.settings import Settings
@@ -24,7 +25,16 @@ def build_services(runtime: Runtime, settings: Settings) -> list[Any]:
     """
     s = settings
     return [
-        MixerService(runtime.dispatcher),
+        MixerService(
+            runtime.dispatcher,
+            limits=RequestLimits(
+                words=s.max_request_words,
+                attributes=s.max_attributes,
+                report_sets=s.max_report_sets,
+                map_entries=s.max_map_entries,
+                decoded_values=s.max_decoded_values,
+            ),
+        ),
         ExtAuthzService(runtime),
         RateLimitService(
             runtime.dispatcher,

@@ -49,6 +49,16 @@ class Settings:
     accesslog_drop: str = "oldest"
     debug_remote: bool = False
     """Serve /debug/* (the policy in force) to clients that are not on loopback."""
+    max_request_words: int = 100_000
+    """Mixer API: words in one request's message dictionaries together."""
+    max_attributes: int = 10_000
+    """Mixer API: attributes in one attribute set."""
+    max_report_sets: int = 10_000
+    """Mixer API: attribute sets in one Report."""
+    max_map_entries: int = 10_000
+    """Mixer API: entries in one string map attribute."""
+    max_decoded_values: int = 1_000_000
+    """Mixer API: attributes plus string-map entries in one request (RESOURCE_EXHAUSTED)."""
     allow_slow_protobuf: bool = False
 
     @classmethod
@@ -61,7 +71,19 @@ class Settings:
                 values[f.name] = _bool(value, f.name) if isinstance(f.default, bool) else value
         if "config" in values:
             values["config"] = tuple(Path(p) for p in values["config"])
+        for name in _POSITIVE:
+            if name in values and values[name] < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {values[name]}")
         return cls(**values)
+
+
+_POSITIVE = (
+    "max_request_words",
+    "max_attributes",
+    "max_report_sets",
+    "max_map_entries",
+    "max_decoded_values",
+)
 
 
 _HELP = {
@@ -100,6 +122,16 @@ _HELP = {
     "debug_remote": "serve /debug/routes and /debug/config to clients that are not on loopback (they show "
     "the policy in force; default: loopback clients only)",
     "accesslog_drop": "which entries to drop when the queue stays full: oldest or newest [default: %(default)s]",
+    "max_request_words": "Mixer API: most words in one request's dictionaries, all together; more is "
+    "INVALID_ARGUMENT [default: %(default)s]",
+    "max_attributes": "Mixer API: most attributes in one attribute set; more is INVALID_ARGUMENT "
+    "[default: %(default)s]",
+    "max_report_sets": "Mixer API: most attribute sets in one Report; more is INVALID_ARGUMENT "
+    "[default: %(default)s]",
+    "max_map_entries": "Mixer API: most entries in one string map attribute; more is INVALID_ARGUMENT "
+    "[default: %(default)s]",
+    "max_decoded_values": "Mixer API: most attributes plus string-map entries in one request; more is "
+    "RESOURCE_EXHAUSTED [default: %(default)s]",
 }
 
 

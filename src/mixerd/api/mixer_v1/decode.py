@@ -2,7 +2,10 @@
 
 Pure functions and classes (no I/O, no asyncio). :class:`ProtoBag` is a lazy attribute bag over
 one ``CompressedAttributes`` message (optionally recording references, for Check);
-:func:`decode_report` turns a ``ReportRequest`` into one plain dict per attribute set.
+:func:`decode_report` turns a ``ReportRequest`` into one bag per attribute set
+(:func:`decode_report_steps` is the same as a generator yielding every few milliseconds of work,
+for a caller on an event loop). :class:`~mixerd.api.mixer_v1.wire.RequestLimits` bound what one
+request may ask for; they are checked before anything is decoded.
 Malformed messages raise :class:`~mixerd.api.mixer_v1.wire.BadRequest` naming the field; a
 caller that claims more global words than mixerd knows raises
 :class:`~mixerd.api.mixer_v1.wire.DictionaryMismatch`.
@@ -11,7 +14,9 @@ caller that claims more global words than mixerd knows raises
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Iterator, Mapping, Sequence
+from bisect import bisect_right
+from collections.abc import Generator, Iterator, Mapping, Sequence
+from itertools import islice
 from typing import Any, Final
 
 from mixerd._proto.mixer.v1 import attributes_pb2, report_pb2
@@ -19,6 +24,8 @@ from mixerd.api.mixer_v1.wire import (
     EPOCH,
     INDEPENDENT_ENCODING,
     BadRequest,
+    LimitExceeded,
+    RequestLimits,
     check_dictionary,
     global_words,
     index_problem,
@@ -26,7 +33,13 @@ from mixerd.api.mixer_v1.wire import (
 )
 from mixerd.attribute import Bag, IPAddress, ReferenceTracker, TrackingBag
 
-__all__ = ["ProtoBag", "decode_report"]
+__all__ = [
+    "DeltaBag",
+    "ProtoBag",
+    "check_limits",
+    "decode_report",
+    "decode_report_steps",
+]
 
 _timedelta: Final = _dt.timedelta  # called as (days, seconds, microseconds): positional is faster
 _TIMESTAMP_MIN: Final = -62_135_596_800  # 0001-01-01T00:00:00Z
@@ -295,43 +308,259 @@ class _UntrackedProtoBag(ProtoBag):
         return self._inner.get(name, default)
 
 
+# --- limits ------------------------------------------------------------------------------------
+
+_DEFAULT_LIMITS: Final = RequestLimits()
+
+
+def _set_size(msg: Any, limits: RequestLimits, where: str) -> int:
+    """Attributes plus string-map entries of one message, checked against ``limits`` (cheap:
+    container lengths only, nothing is decoded)."""
+    attributes = (
+        len(msg.strings)
+        + len(msg.int64s)
+        + len(msg.doubles)
+        + len(msg.bools)
+        + len(msg.timestamps)
+        + len(msg.durations)
+        + len(msg.bytes)
+    )
+    maps = msg.string_maps
+    size = attributes
+    if maps:
+        attributes += len(maps)
+        size = attributes
+        if attributes <= limits.attributes:
+            most = limits.map_entries
+            for k in maps:
+                n = len(maps[k].entries)
+                if n > most:
+                    raise LimitExceeded(
+                        f"{where}.string_maps", "entries in one string map", n, most, "--max-map-entries"
+                    )
+                size += n
+    if attributes > limits.attributes:
+        raise LimitExceeded(where, "attributes", attributes, limits.attributes, "--max-attributes")
+    return size
+
+
+def check_limits(
+    msg: attributes_pb2.CompressedAttributes, limits: RequestLimits, where: str = "attributes"
+) -> None:
+    """Raise :class:`LimitExceeded` when one message (Check's attributes) is over ``limits``."""
+    words = len(msg.words)
+    if words > limits.words:
+        raise LimitExceeded(f"{where}.words", "words", words, limits.words, "--max-request-words")
+    size = _set_size(msg, limits, where)
+    if size > limits.decoded_values:
+        raise LimitExceeded(
+            where,
+            "attributes and map entries",
+            size,
+            limits.decoded_values,
+            "--max-decoded-values",
+            resource=True,
+        )
+
+
+def _check_report_limits(req: report_pb2.ReportRequest, limits: RequestLimits) -> list[int]:
+    """Check a Report against ``limits`` before decoding anything; the size of each set."""
+    sets = req.attributes
+    n = len(sets)
+    if n > limits.report_sets:
+        raise LimitExceeded("attributes", "attribute sets", n, limits.report_sets, "--max-report-sets")
+    words = len(req.default_words)
+    sizes = []
+    total = 0
+    for i, msg in enumerate(sets):
+        words += len(msg.words)
+        size = _set_size(msg, limits, f"attributes[{i}]")
+        sizes.append(size)
+        total += size
+    if words > limits.words:
+        raise LimitExceeded("words", "words", words, limits.words, "--max-request-words")
+    if total > limits.decoded_values:
+        raise LimitExceeded(
+            "attributes",
+            "attributes and map entries",
+            total,
+            limits.decoded_values,
+            "--max-decoded-values",
+            resource=True,
+        )
+    return sizes
+
+
 # --- Report ------------------------------------------------------------------------------------
 
+_CHUNK: Final = 5000
+"""Decoding work (attributes and map entries, plus one per set) between two yields of
+:func:`decode_report_steps`: a few milliseconds."""
 
-def decode_report(req: report_pb2.ReportRequest) -> list[Mapping[str, Any]]:
+
+def decode_report(
+    req: report_pb2.ReportRequest, limits: RequestLimits = _DEFAULT_LIMITS
+) -> list[Mapping[str, Any]]:
     """The attribute bags of a ``ReportRequest``, one per attribute set, in order.
 
     Each bag is a plain ``dict`` of converted values (nobody tracks references in a Report, and
-    a dict is the cheapest mapping to read). A set without words of its own uses
-    ``default_words``. With ``INDEPENDENT_ENCODING`` each set stands alone; with
+    a dict is the cheapest mapping to read), except for DELTA_ENCODING reports whose sets would
+    add up to far more than the request holds (see :class:`DeltaBag`). A set without words of
+    its own uses ``default_words``. With ``INDEPENDENT_ENCODING`` each set stands alone; with
     ``DELTA_ENCODING`` (the proto default) set *i* is the attributes of sets 0..i applied in
     order, later values replacing earlier ones.
 
-    Raises :class:`DictionaryMismatch` for a too-large ``global_word_count`` and
-    :class:`BadRequest` (naming ``attributes[i]...``) for a malformed set.
+    Memory and time are linear in the request. ``limits`` are checked before anything is
+    decoded.
+
+    Raises :class:`DictionaryMismatch` for a too-large ``global_word_count``,
+    :class:`LimitExceeded` for a request over ``limits`` and :class:`BadRequest` (naming
+    ``attributes[i]...``) for a malformed set.
     """
+    steps = decode_report_steps(req, limits)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            result: list[Mapping[str, Any]] = done.value
+            return result
+
+
+def decode_report_steps(
+    req: report_pb2.ReportRequest, limits: RequestLimits = _DEFAULT_LIMITS
+) -> Generator[None, None, list[Mapping[str, Any]]]:
+    """:func:`decode_report` as a generator that yields after every few milliseconds of work and
+    returns the bags (a caller on an event loop lets other tasks run at each yield)."""
     sets = req.attributes
     if not sets:
         check_dictionary(req.global_word_count)
         return []
     gwc = req.global_word_count
-    default = tuple(req.default_words)
     g = global_words(gwc)
-    if req.repeated_attributes_semantics == INDEPENDENT_ENCODING:
-        out: list[Mapping[str, Any]] = []
-        for i, msg in enumerate(sets):
-            own = msg.words
-            w = tuple(own) if own else default
-            out.append(_materialize(_index(msg, g, w, f"attributes[{i}]"), g, w))
-        return out
-    out = []
-    accumulated: dict[str, Any] = {}
+    sizes = _check_report_limits(req, limits)
+    default = tuple(req.default_words)
+    work = 0
+    decoded: list[Mapping[str, Any]] = []
     for i, msg in enumerate(sets):
         own = msg.words
         w = tuple(own) if own else default
-        accumulated.update(_materialize(_index(msg, g, w, f"attributes[{i}]"), g, w))
-        out.append(dict(accumulated))
-    return out
+        decoded.append(_materialize(_index(msg, g, w, f"attributes[{i}]"), g, w))
+        work += sizes[i] + 1
+        if work >= _CHUNK:
+            work = 0
+            yield
+    if req.repeated_attributes_semantics == INDEPENDENT_ENCODING:
+        return decoded
+    # DELTA_ENCODING: set i is sets 0..i merged. Copying the merged dict for every set costs the
+    # sum of their sizes, which grows with the square of the request (each set may add one new
+    # attribute); copy only while that stays within a small multiple of the request itself.
+    counts: list[int] = []
+    names: set[str] = set()
+    total = 0
+    for delta in decoded:
+        names.update(delta)
+        counts.append(len(names))
+        total += len(names)
+        work += len(delta) + 1
+        if work >= _CHUNK:
+            work = 0
+            yield
+    if total <= max(_COPY_FLOOR, _COPY_FACTOR * sum(sizes)):
+        out: list[Mapping[str, Any]] = []
+        accumulated: dict[str, Any] = {}
+        for i, delta in enumerate(decoded):
+            accumulated.update(delta)
+            out.append(dict(accumulated))
+            work += counts[i] + 1
+            if work >= _CHUNK:
+                work = 0
+                yield
+        return out
+    history = _DeltaHistory()
+    for i, delta in enumerate(decoded):
+        history.add(i, delta)
+        work += len(delta) + 1
+        if work >= _CHUNK:
+            work = 0
+            yield
+    return [DeltaBag(history, i, counts[i]) for i in range(len(decoded))]
+
+
+_COPY_FLOOR: Final = 65_536
+_COPY_FACTOR: Final = 8
+
+
+class _DeltaHistory:
+    """Every value each name took in a DELTA_ENCODING report, with the set that gave it."""
+
+    __slots__ = ("order", "versions")
+
+    def __init__(self) -> None:
+        self.order: list[str] = []
+        """Names in the order they first appeared."""
+        self.versions: dict[str, tuple[list[int], list[Any]]] = {}
+        """name -> (the sets that set it, ascending; the values they set)."""
+
+    def add(self, i: int, delta: Mapping[str, Any]) -> None:
+        """Record set ``i`` (sets are added in order)."""
+        versions = self.versions
+        for name, value in delta.items():
+            v = versions.get(name)
+            if v is None:
+                versions[name] = ([i], [value])
+                self.order.append(name)
+            else:
+                v[0].append(i)
+                v[1].append(value)
+
+
+class DeltaBag(Mapping[str, Any]):
+    """Set *i* of a DELTA_ENCODING report: the values of sets 0..i, later ones winning.
+
+    All the sets of a report share one :class:`_DeltaHistory`, so the bags together take
+    memory linear in the request (a dict per set would take the square); a lookup is a bisection
+    over the sets that changed that name.
+    """
+
+    __slots__ = ("_count", "_history", "_i")
+
+    def __init__(self, history: _DeltaHistory, i: int, count: int) -> None:
+        self._history = history
+        self._i = i
+        self._count = count
+
+    def get(self, name: str, default: Any = None) -> Any:
+        v = self._history.versions.get(name)
+        if v is None:
+            return default
+        sets, values = v
+        if sets[0] > self._i:
+            return default
+        if len(sets) == 1:
+            return values[0]
+        return values[bisect_right(sets, self._i) - 1]
+
+    def __getitem__(self, name: str) -> Any:
+        value = self.get(name, _MISSING)
+        if value is _MISSING:
+            raise KeyError(name)
+        return value
+
+    def __contains__(self, name: object) -> bool:
+        v = self._history.versions.get(name)  # type: ignore[call-overload]
+        return v is not None and v[0][0] <= self._i
+
+    def __iter__(self) -> Iterator[str]:
+        return islice(self._history.order, self._count)
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __repr__(self) -> str:
+        return f"DeltaBag({dict(self)!r})"
+
+
+_MISSING: Final = object()
 
 
 def _convert_raw(lazy: tuple[int, Any], g: Sequence[str], w: Sequence[str]) -> Any:

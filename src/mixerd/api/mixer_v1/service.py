@@ -6,23 +6,38 @@ two typed maps, a bad IP length ...) -> INVALID_ARGUMENT naming the field; a fai
 handler error, an instance that cannot be built, a failed attribute generator) -> INTERNAL with
 the reason; Report problems -> UNKNOWN with the joined messages (only when reports are dispatched
 synchronously; the server queues them and answers at once). None of them stops the server.
+
+Bounded work per request: the servicer receives the raw request bytes and parses them itself, so
+bytes that are not a protobuf answer INVALID_ARGUMENT (grpc's own deserializer would log a
+traceback and answer UNKNOWN); :class:`~mixerd.api.mixer_v1.wire.RequestLimits` are checked
+before decoding (INVALID_ARGUMENT, or RESOURCE_EXHAUSTED for the total size, naming the flag);
+a large Report is decoded in slices of a few milliseconds, letting other tasks run between them.
+Rejected requests are logged as one line per kind at most every 10 s, with the count.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import Any
+from typing import Any, Final
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from mixerd._proto.mixer.v1 import check_pb2, mixer_pb2_grpc, report_pb2
 from mixerd.adapter import QuotaArgs
-from mixerd.api.mixer_v1.decode import ProtoBag, decode_report
+from mixerd.api.mixer_v1.decode import ProtoBag, check_limits, decode_report_steps
 from mixerd.api.mixer_v1.encode import encode_precondition, encode_quota_result, encode_referenced
-from mixerd.api.mixer_v1.wire import BadRequest, DictionaryMismatch, check_dictionary
+from mixerd.api.mixer_v1.wire import (
+    BadRequest,
+    DictionaryMismatch,
+    LimitExceeded,
+    RequestLimits,
+    check_dictionary,
+)
 from mixerd.attribute import sorted_references
 from mixerd.runtime import Dispatcher, DispatchError
-from mixerd.runtime.reporting import ReportPipeline
+from mixerd.runtime.reporting import RateLimitedWarning, ReportPipeline
 
 __all__ = ["MixerService"]
 
@@ -30,13 +45,34 @@ _log = logging.getLogger(__name__)
 _EMPTY_REPORT = report_pb2.ReportResponse()
 _MAX_REPORT_ERRORS = 5
 _RESPONSE_CACHE_SIZE = 4096
+_SERVICE: Final = "istio.mixer.v1.Mixer"
+_LOGGED_DETAIL: Final = 200
+"""Characters of a rejection's reason that are logged (it may quote what the caller sent)."""
+
+
+def _printable(text: str) -> str:
+    """``text`` for a log line: control and other unprintable characters escaped, cut short."""
+    if len(text) > _LOGGED_DETAIL:
+        text = text[:_LOGGED_DETAIL] + "..."
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class MixerService(mixer_pb2_grpc.MixerServicer):  # type: ignore[misc]
     """Mixer's API over the dispatcher."""
 
-    def __init__(self, dispatcher: Dispatcher, *, queue_reports: bool = True, **queue: Any) -> None:
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        *,
+        queue_reports: bool = True,
+        limits: RequestLimits | None = None,
+        **queue: Any,
+    ) -> None:
         self.dispatcher = dispatcher
+        self.limits = RequestLimits() if limits is None else limits
+        """What one request may ask the server to decode."""
         self.reports = ReportPipeline(dispatcher, api="mixer", **queue) if queue_reports else None
         """With ``queue_reports`` Report answers as soon as the request is decoded and queued
         (``queue`` are :class:`ReportPipeline` options); otherwise it waits for the dispatch and
@@ -50,25 +86,67 @@ class MixerService(mixer_pb2_grpc.MixerServicer):  # type: ignore[misc]
         self._report_seconds = m.request_seconds.labels("mixer", "Report")
         self._responses: dict[Any, Any] = {}
         """Encoded responses by (result, directive, references, whole maps, word count)."""
+        self._rejections: dict[tuple[str, str], RateLimitedWarning] = {}
 
     def register(self, server: grpc.aio.Server) -> None:
-        mixer_pb2_grpc.add_MixerServicer_to_server(self, server)
+        """Register Check and Report taking the raw request bytes (parsed by the servicer, so a
+        message that does not parse is INVALID_ARGUMENT, not grpc's UNKNOWN and traceback)."""
+        handlers = {
+            "Check": grpc.unary_unary_rpc_method_handler(
+                self.Check, response_serializer=check_pb2.CheckResponse.SerializeToString
+            ),
+            "Report": grpc.unary_unary_rpc_method_handler(
+                self.Report, response_serializer=report_pb2.ReportResponse.SerializeToString
+            ),
+        }
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(_SERVICE, handlers),))
+        server.add_registered_method_handlers(_SERVICE, handlers)
 
     async def _abort(self, context: Any, method: str, code: grpc.StatusCode, message: str) -> None:
         self._requests.labels("mixer", method, code.name).inc()
         await context.abort(code, message)
 
+    async def _reject(self, context: Any, method: str, code: grpc.StatusCode, message: str) -> None:
+        """Answer a request the caller got wrong; log it, at most once per 10 s per kind."""
+        warning = self._rejections.get((method, code.name))
+        if warning is None:
+            warning = self._rejections[(method, code.name)] = RateLimitedWarning(self.clock)
+        warning.add(1, f"rejected Mixer {method} requests ({code.name}; the last: {_printable(message)})")
+        await self._abort(context, method, code, message)
+
+    def flush_warnings(self) -> None:
+        """Log the rejections counted since each kind's last log line."""
+        for (method, code), warning in self._rejections.items():
+            warning.flush(f"rejected Mixer {method} requests ({code})")
+
+    async def aclose(self) -> None:
+        """Dispatch the queued reports (bounded by the pipeline's flush timeout); log what was
+        rejected since the last log line."""
+        if self.reports is not None:
+            await self.reports.aclose()
+        self.flush_warnings()
+
     async def Check(self, request: Any, context: Any) -> Any:
+        """Check; ``request`` is a ``CheckRequest`` or its serialized bytes."""
         start = self.clock.monotonic()
-        gwc = request.global_word_count
         try:
+            if type(request) is bytes:
+                request = check_pb2.CheckRequest.FromString(request)
+            gwc = request.global_word_count
             check_dictionary(gwc)
-            bag = ProtoBag(request.attributes, global_word_count=gwc, track=True)
+            attributes = request.attributes
+            check_limits(attributes, self.limits)
+            bag = ProtoBag(attributes, global_word_count=gwc, track=True)
+        except DecodeError as exc:
+            await self._reject(
+                context, "Check", grpc.StatusCode.INVALID_ARGUMENT, f"malformed CheckRequest: {exc}"
+            )
+            raise AssertionError("unreachable") from None
         except DictionaryMismatch as exc:
             await self._abort(context, "Check", grpc.StatusCode.INTERNAL, str(exc))
             raise AssertionError("unreachable") from None
         except BadRequest as exc:
-            await self._abort(context, "Check", grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            await self._reject(context, "Check", _code(exc), str(exc))
             raise AssertionError("unreachable") from None
         quotas = None
         if request.quotas:
@@ -126,14 +204,29 @@ class MixerService(mixer_pb2_grpc.MixerServicer):  # type: ignore[misc]
         return response
 
     async def Report(self, request: Any, context: Any) -> Any:
+        """Report; ``request`` is a ``ReportRequest`` or its serialized bytes."""
         start = self.clock.monotonic()
         try:
-            bags = decode_report(request)
+            if type(request) is bytes:
+                request = report_pb2.ReportRequest.FromString(request)
+            steps = decode_report_steps(request, self.limits)
+            while True:
+                try:
+                    next(steps)
+                except StopIteration as done:
+                    bags = done.value
+                    break
+                await asyncio.sleep(0)  # a large report: let other tasks (/healthz ...) run
+        except DecodeError as exc:
+            await self._reject(
+                context, "Report", grpc.StatusCode.INVALID_ARGUMENT, f"malformed ReportRequest: {exc}"
+            )
+            raise AssertionError("unreachable") from None
         except DictionaryMismatch as exc:
             await self._abort(context, "Report", grpc.StatusCode.INTERNAL, str(exc))
             raise AssertionError("unreachable") from None
         except BadRequest as exc:
-            await self._abort(context, "Report", grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            await self._reject(context, "Report", _code(exc), str(exc))
             raise AssertionError("unreachable") from None
         if bags and self.reports is not None:
             await self.reports.submit(bags)
@@ -148,3 +241,9 @@ class MixerService(mixer_pb2_grpc.MixerServicer):  # type: ignore[misc]
         self._report_ok.inc()
         self._report_seconds.observe(self.clock.monotonic() - start)
         return _EMPTY_REPORT
+
+
+def _code(exc: BadRequest) -> grpc.StatusCode:
+    if isinstance(exc, LimitExceeded) and exc.resource:
+        return grpc.StatusCode.RESOURCE_EXHAUSTED
+    return grpc.StatusCode.INVALID_ARGUMENT

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 from google.protobuf import duration_pb2
@@ -25,6 +26,8 @@ __all__ = [
     "INDEPENDENT_ENCODING",
     "BadRequest",
     "DictionaryMismatch",
+    "LimitExceeded",
+    "RequestLimits",
     "Words",
     "check_dictionary",
     "duration_pb",
@@ -52,6 +55,41 @@ class BadRequest(ValueError):
         super().__init__(f"{field}: {problem}")
         self.field = field
         self.problem = problem
+
+
+class LimitExceeded(BadRequest):
+    """A request is larger than a :class:`RequestLimits` limit allows; nothing was decoded past it.
+
+    ``resource`` is true when the limit is about the request's total size (gRPC
+    RESOURCE_EXHAUSTED) rather than the shape of one part of it (INVALID_ARGUMENT).
+    """
+
+    def __init__(
+        self, field: str, what: str, count: int, limit: int, flag: str, *, resource: bool = False
+    ) -> None:
+        env = "MIXERD_" + flag.removeprefix("--").replace("-", "_").upper()
+        super().__init__(field, f"{count} {what} exceed the limit of {limit} ({flag} / {env})")
+        self.resource = resource
+
+
+@dataclass(frozen=True, slots=True)
+class RequestLimits:
+    """How much one Mixer API request may ask the server to decode; each is a ``mixerd serve`` flag.
+
+    The defaults are far above what Envoy or Istio's proxies send (a few dozen attributes per
+    set, batches of at most a thousand sets) and bound the memory and time one request costs.
+    """
+
+    words: int = 100_000
+    """Words in a request's message dictionaries together (``default_words`` and every set's)."""
+    attributes: int = 10_000
+    """Attributes in one attribute set (Check's, or one of a Report's)."""
+    report_sets: int = 10_000
+    """Attribute sets in one Report."""
+    map_entries: int = 10_000
+    """Entries in one string map."""
+    decoded_values: int = 1_000_000
+    """Attributes plus string-map entries in one request, all sets together (RESOURCE_EXHAUSTED)."""
 
 
 class DictionaryMismatch(ValueError):
