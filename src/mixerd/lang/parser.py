@@ -420,6 +420,9 @@ def _parse(text: str) -> Node:
         raise CompileError(text, exc.reason, exc.pos) from None
     except RecursionError:
         raise CompileError(text, "expression is too deeply nested") from None
+    except Exception as exc:  # last resort: a parser bug is reported against the expression
+        reason = f"internal parser error on expression {text!r} -- {type(exc).__name__}: {exc}"
+        raise CompileError(text, reason) from exc
 
 
 def parse(text: str) -> Node:
