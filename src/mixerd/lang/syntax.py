@@ -216,9 +216,10 @@ def parse_go_int(text: str) -> int:
     body = text[1:] if text[:1] in ("+", "-") else text
     if not body or not (body.isascii() and body.isdigit()):
         raise _num_error("ParseInt", text, _SYNTAX)
-    if len(body.lstrip("0")) > 19:  # beyond int64 (and before int() meets Python's digit limit)
+    digits = body.lstrip("0") or "0"
+    if len(digits) > 19:  # beyond int64 (and before int() meets Python's 4300-digit limit)
         raise _num_error("ParseInt", text, "value out of range")
-    value = int(text)
+    value = -int(digits) if text[:1] == "-" else int(digits)
     if not -_INT64_MAX - 1 <= value <= _INT64_MAX:
         raise _num_error("ParseInt", text, "value out of range")
     return value
