@@ -33,6 +33,7 @@ from __future__ import annotations
 import datetime as _dt
 import itertools
 import json
+import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -95,6 +96,8 @@ __all__ = [
     "build_snapshot",
     "canonical_json",
 ]
+
+_log = logging.getLogger(__name__)
 
 InstanceTypes = Mapping[str, tuple[str, Mapping[str, ValueType]]]
 """Instances sent to a handler: instance FQN -> (template name, inferred type of each field)."""
@@ -311,6 +314,11 @@ class _Builder:
     def warn(self, r: Resource, path: str, message: str) -> None:
         self.warnings.append(ResourceError(r.key, path, message, Severity.WARNING, r.source))
 
+    def crashed(self, r: Resource, exc: Exception) -> None:
+        """Report an unexpected exception while compiling ``r`` (a bug) as an error of ``r``."""
+        _log.error("compiling %s failed unexpectedly", r.key, exc_info=exc)
+        self.error(r, "spec", f"internal error while compiling this resource: {type(exc).__name__}: {exc}")
+
     def has_errors(self, r: Resource) -> bool:
         return bool(self.errors.get(r.key))
 
@@ -358,7 +366,12 @@ class _Builder:
         self.check_specs()
         self.manifests(base_manifest)
         for r, instance in self.of_kind(InstanceSpec, INSTANCE, *_LEGACY_INSTANCE_KINDS):
-            self.instance(r, instance)
+            try:
+                self.instance(r, instance)
+            except Exception as exc:  # a compiler bug drops this instance, not the whole snapshot
+                self.crashed(r, exc)
+                self.instances.pop(r.key.fqn, None)
+                self.bad_instances.add(r.key.fqn)
         for r, handler in self.of_kind(HandlerSpec, HANDLER, *_LEGACY_HANDLER_KINDS):
             self.handler(r, handler)
         for r, _ in self.of_kind(AdapterSpec, ADAPTER):
@@ -371,7 +384,15 @@ class _Builder:
             self.error(
                 r, "", "out-of-process templates are not supported yet; this template resource is not used"
             )
-        pending = [p for r, rule in self.of_kind(RuleSpec, RULE) if (p := self.rule(r, rule)) is not None]
+        pending: list[_PendingRule] = []
+        for r, rule in self.of_kind(RuleSpec, RULE):
+            try:
+                p = self.rule(r, rule)
+            except Exception as exc:  # a compiler bug drops this rule, not the whole snapshot
+                self.crashed(r, exc)
+                continue
+            if p is not None:
+                pending.append(p)
         routed = self.routes(pending)
         self.validate_handlers(routed)
         rules = self.finish_rules(pending)

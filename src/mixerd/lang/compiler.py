@@ -46,6 +46,7 @@ import builtins
 import contextlib
 import datetime as _dt
 import functools
+import logging
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -73,6 +74,7 @@ from mixerd.lang.syntax import Call, Constant, Node, Variable, walk
 __all__ = ["Expression", "compile_expression", "function_table", "infer_type"]
 
 _V = ValueType
+_log = logging.getLogger(__name__)
 _SPILL_DEPTH: Final = 24  # nesting beyond which a sub-expression moves into a helper function
 
 
@@ -510,8 +512,12 @@ def infer_type(
         raise CompileError(text, f"failed to parse expression '{text}': {exc.reason}", exc.position) from None
     try:
         return infer_types(text, tree, manifest, function_table(functions))[0]
+    except CompileError:
+        raise
     except RecursionError:
         raise CompileError(text, _TOO_DEEP) from None
+    except Exception as exc:  # last resort: a bug here must not escape as another exception type
+        raise _internal_error(text, exc) from exc
 
 
 def compile_expression(
@@ -529,8 +535,21 @@ def compile_expression(
         raise CompileError(text, f"unknown expression dialect {dialect!r} (expected 'cexl' or 'cel')")
     try:
         return _compile(text, manifest, function_table(functions))
+    except CompileError:
+        raise
     except RecursionError:
         raise CompileError(text, _TOO_DEEP) from None
+    except Exception as exc:  # last resort: a bug here must not escape as another exception type
+        raise _internal_error(text, exc) from exc
+
+
+def _internal_error(text: str, exc: Exception) -> CompileError:
+    """A compiler bug as a :class:`CompileError` naming the expression, so that config loading
+    reports it against the field that holds ``text`` instead of failing as a whole."""
+    _log.error("internal compiler error on expression %r", text, exc_info=exc)
+    return CompileError(
+        text, f"internal compiler error on expression {text!r} -- {type(exc).__name__}: {exc}", None
+    )
 
 
 def _compile(text: str, manifest: Mapping[str, ValueType | str], table: Mapping[str, Function]) -> Expression:

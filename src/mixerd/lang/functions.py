@@ -274,6 +274,10 @@ def compile_regex(pattern: str) -> Any:
         if isinstance(detail, bytes):
             detail = detail.decode("utf-8", "replace")
         raise EvaluationError(f"error parsing regexp: {detail}") from None
+    except UnicodeEncodeError:  # a lone surrogate (an undecodable byte): Go's message for bad UTF-8
+        raise EvaluationError(
+            f"error parsing regexp: invalid UTF-8: `{pattern.encode('utf-8', 'backslashreplace').decode()}`"
+        ) from None
 
 
 def matches(pattern: str, text: str) -> bool:

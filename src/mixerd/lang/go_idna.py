@@ -90,6 +90,12 @@ def to_unicode(domain: str, *, lookup: bool) -> str:
                 decoded = encoded.encode("ascii").decode("punycode")
             except (UnicodeError, ValueError):
                 raise _label_error(label) from None
+            if decoded == "":  # "xn--": Go's validateLabel allows an empty label only for lookup
+                if not lookup:
+                    raise _label_error(decoded)
+                labels[i] = decoded
+                changed = True
+                continue
             if unicodedata.normalize("NFC", decoded) != decoded:
                 raise _label_error(decoded)
             try:  # every decoded rune must be IDNA-valid as is (not mapped, not disallowed)

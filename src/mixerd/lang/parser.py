@@ -19,6 +19,7 @@ Mixer parsed with Go's ``go/parser.ParseExpr`` and then converted the Go syntax 
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -397,8 +398,19 @@ def parse_error_message(src: str, pos: int, msg: str) -> str:
     return f"unable to parse expression '{src}': {line}:{col}: {msg}"
 
 
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+
+
 @functools.lru_cache(maxsize=4096)
 def _parse(text: str) -> Node:
+    # A lone surrogate is what Python makes of a byte that is not UTF-8 (surrogateescape, JSON
+    # "\udce3"); Go source cannot hold one, and Go's scanner rejects such bytes with this message.
+    surrogate = _SURROGATE.search(text)
+    if surrogate is not None:
+        pos = surrogate.start()
+        message = parse_error_message(text, pos, "illegal UTF-8 encoding")
+        # escaped, so that printing or logging the message cannot fail on the surrogate itself
+        raise CompileError(text, message.encode("utf-8", "backslashreplace").decode("utf-8"), pos)
     try:
         tree = _GoParser(text).parse_top()
         return _Converter(text).convert(tree)
@@ -408,6 +420,9 @@ def _parse(text: str) -> Node:
         raise CompileError(text, exc.reason, exc.pos) from None
     except RecursionError:
         raise CompileError(text, "expression is too deeply nested") from None
+    except Exception as exc:  # last resort: a parser bug is reported against the expression
+        reason = f"internal parser error on expression {text!r} -- {type(exc).__name__}: {exc}"
+        raise CompileError(text, reason) from exc
 
 
 def parse(text: str) -> Node:

@@ -216,7 +216,10 @@ def parse_go_int(text: str) -> int:
     body = text[1:] if text[:1] in ("+", "-") else text
     if not body or not (body.isascii() and body.isdigit()):
         raise _num_error("ParseInt", text, _SYNTAX)
-    value = int(text)
+    digits = body.lstrip("0") or "0"
+    if len(digits) > 19:  # beyond int64 (and before int() meets Python's 4300-digit limit)
+        raise _num_error("ParseInt", text, "value out of range")
+    value = -int(digits) if text[:1] == "-" else int(digits)
     if not -_INT64_MAX - 1 <= value <= _INT64_MAX:
         raise _num_error("ParseInt", text, "value out of range")
     return value
@@ -262,7 +265,7 @@ def new_constant(text: str, kind: ValueType, start: int = 0) -> Constant:
     unquoted = go_unquote(text)
     try:
         duration = parse_duration(unquoted)
-    except ValueError:
+    except (ValueError, OverflowError):  # "99999999999h" overflows timedelta: not a Go duration either
         return Constant(text, unquoted, ValueType.STRING, start)
     if abs(duration) > _MAX_DURATION:  # Go's time.ParseDuration rejects what overflows int64 ns
         return Constant(text, unquoted, ValueType.STRING, start)

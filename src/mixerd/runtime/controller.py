@@ -119,10 +119,13 @@ class Runtime:
         self._lock = asyncio.Lock()
         self.ready = False
         self.generation = 0
+        self.apply_error: str | None = None  # why the latest change is not in force, if it is not
 
     @property
     def status(self) -> RuntimeStatus:
         errors = tuple(str(e) for e in self.snapshot.errors) if self.snapshot else ()
+        if self.apply_error is not None:
+            errors = (self.apply_error, *errors)
         return RuntimeStatus(
             self.snapshot, self.dispatcher.table, errors + tuple(self.dispatcher.table.errors), self.ready
         )
@@ -138,8 +141,12 @@ class Runtime:
         async for _batch in changes:
             try:
                 await self.reload()
-            except Exception:
+            except Exception as exc:
                 _log.exception("applying a config change failed; the previous config keeps serving")
+                self.apply_error = (
+                    f"the latest config change was not applied ({type(exc).__name__}: {exc}); "
+                    f"config {self.dispatcher.table.id} keeps serving"
+                )
 
     async def reload(self) -> RoutingTable:
         """Read the store and put its config in force."""
@@ -164,6 +171,7 @@ class Runtime:
         old = self.dispatcher.swap(table)
         self._handlers = handlers
         self.snapshot = snapshot
+        self.apply_error = None
         self.generation += 1
         m = self.metrics
         m.handlers_built.inc(handlers.built)
