@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mixerd.attribute import ValueType
+from mixerd.attribute import ValueType, parse_duration
 from mixerd.config import (
     Action,
     AttributeManifestSpec,
@@ -268,6 +268,18 @@ def test_connection_timeout_parsed() -> None:
     assert r.spec.connection is not None
     assert r.spec.connection.timeout == dt.timedelta(seconds=1.5)
     assert r.spec.connection.address == "a:1"
+
+
+def test_an_overflowing_duration_is_a_field_error_not_a_crash() -> None:
+    # Go's ParseDuration stops at about 292 years (int64 nanoseconds); so does mixerd's
+    r = one(
+        "kind: handler\nmetadata: {name: h}\n"
+        "spec: {adapter: oop, connection: {address: 'a:1', timeout: 99999999999h}}\n"
+    )
+    assert [i.path for i in r.issues] == ["spec.connection.timeout"]
+    assert parse_duration("2562047h") == dt.timedelta(hours=2562047)
+    with pytest.raises(ValueError, match="invalid duration"):
+        parse_duration("2562048h")
 
 
 def test_attribute_manifest_value_types() -> None:

@@ -48,3 +48,13 @@ async def test_debug_remote_opens_them() -> None:
     server = Server(Settings(debug_remote=True), store=MemoryStore())
     assert (await server._config(_request("10.0.0.1"))).status == 200
     assert (await server._routes(_request("10.0.0.1"))).status == 200
+
+
+async def test_debug_config_says_why_the_latest_change_is_not_in_force() -> None:
+    import json
+
+    server = Server(Settings(), store=MemoryStore())
+    assert json.loads((await server._config(_request("127.0.0.1"))).text or "")["apply_error"] is None
+    server.runtime.apply_error = "the latest config change was not applied (boom); config x keeps serving"
+    body = json.loads((await server._config(_request("127.0.0.1"))).text or "")
+    assert body["apply_error"].startswith("the latest config change was not applied")

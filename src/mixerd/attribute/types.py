@@ -247,7 +247,12 @@ def parse_duration(text: str) -> _dt.timedelta:
             raise ValueError(f"invalid duration {text!r}")
         total += float(m.group(1)) * _UNITS_NS[m.group(2)]
         pos = m.end()
+    if total > _MAX_DURATION_NS:  # Go's int64 nanoseconds (about 292 years); timedelta would overflow too
+        raise ValueError(f"invalid duration {text!r}")
     return _dt.timedelta(microseconds=sign * total / 1000)
+
+
+_MAX_DURATION_NS: Final = 2**63 - 1
 
 
 def format_duration(d: _dt.timedelta) -> str:

@@ -249,4 +249,5 @@ class Server:
                 "warnings": [str(w) for w in getattr(snap, "warnings", ())],
             }
         body["routing_errors"] = list(self.runtime.dispatcher.table.errors)
+        body["apply_error"] = self.runtime.apply_error  # why the latest config change is not in force
         return web.Response(text=json.dumps(body, indent=2) + "\n", content_type="application/json")
