@@ -463,3 +463,21 @@ def test_without_an_event_loop_lines_are_written_in_place(tmp_path: Path) -> Non
     h.handle_logentry([entry(n=1)])
     assert len(lines(out)) == 1
     asyncio.run(h.close())
+
+
+async def test_drops_reach_the_env_with_their_reason(tmp_path: Path) -> None:
+    reported: list[tuple[int, str]] = []
+    builder = INFO.builder(
+        {"logStream": "FILE", "outputPath": str(tmp_path / "o.log"), "maxQueuedLines": 3}, {}
+    )
+    assert builder.validate() == []
+    env = Env(
+        "stdio.istio-system", clock=ManualClock(), on_drop=lambda n, reason: reported.append((n, reason))
+    )
+    h = builder.build(env)
+    assert isinstance(h, StdioHandler)
+    h.handle_logentry([entry(n=n) for n in range(10)])  # no await: the writer cannot run
+    await h.close()
+    h.handle_logentry([entry()])
+    assert reported == [(1, "queue_full")] * 7 + [(1, "shutdown")]
+    assert env.drops == h.dropped == 8

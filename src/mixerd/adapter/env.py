@@ -59,13 +59,32 @@ class Env:
     """One per handler. Background work goes through :meth:`spawn` / :meth:`every`, never bare tasks:
     the runtime cancels it when the handler is closed, and a crash is logged, not lost."""
 
-    def __init__(self, name: str, clock: Clock | None = None, logger: logging.Logger | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        clock: Clock | None = None,
+        logger: logging.Logger | None = None,
+        on_drop: Callable[[int, str], None] | None = None,
+    ) -> None:
         self.name = name
         self.clock: Clock = clock or SystemClock()
         self.logger = logger or logging.getLogger(f"mixerd.handler.{name}")
         self._tasks: set[asyncio.Task[None]] = set()
+        self._on_drop = on_drop
         self.failures = 0
         """How many background tasks ended with an exception."""
+        self.drops = 0
+        """How much work the handler reported as dropped (see :meth:`dropped`)."""
+
+    def dropped(self, count: int, reason: str) -> None:
+        """Say that the handler dropped ``count`` items of work (lines, points, spans ...) for
+        ``reason`` (a short word: ``queue_full``, ``shutdown`` ...). The runtime counts them in
+        ``mixerd_adapter_dropped_total{handler, reason}``: an adapter never loses work silently."""
+        if count <= 0:
+            return
+        self.drops += count
+        if self._on_drop is not None:
+            self._on_drop(count, reason)
 
     def spawn(self, factory: Callable[[], Awaitable[None]], name: str) -> asyncio.Task[None] | None:
         """Run ``factory()`` as a supervised task. Without a running event loop nothing is started

@@ -105,6 +105,12 @@ class Runtime:
         self.catalog = AdapterRegistryCatalog(self.adapters)
         self.clock: Clock = clock or SystemClock()
         self.metrics = RuntimeMetrics()
+        self._adapter_drops = self.metrics.counter(
+            "mixerd_adapter_dropped",
+            "Work that handlers dropped (log lines, points ...), by handler and reason, as they report it "
+            "through Env.dropped.",
+            ["handler", "reason"],
+        )
         self.drain_timeout = drain_timeout
         empty = HandlerTable({}, [])
         self._handlers = empty
@@ -120,6 +126,9 @@ class Runtime:
         self.ready = False
         self.generation = 0
         self.apply_error: str | None = None  # why the latest change is not in force, if it is not
+
+    def _count_adapter_drop(self, handler: str, count: int, reason: str) -> None:
+        self._adapter_drops.labels(handler, reason).inc(count)
 
     @property
     def status(self) -> RuntimeStatus:
@@ -165,7 +174,9 @@ class Runtime:
             problems=problems,
             ignored=ignored,
         )
-        handlers = build_handler_table(snapshot, self.adapters, self._handlers, clock=self.clock)
+        handlers = build_handler_table(
+            snapshot, self.adapters, self._handlers, clock=self.clock, on_drop=self._count_adapter_drop
+        )
         table = build_routing_table(snapshot, handlers, self.default_namespace, self.metrics)
         retired = handlers.retired_since(self._handlers)
         old = self.dispatcher.swap(table)

@@ -10,6 +10,7 @@ old routing table any more.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import json
@@ -93,8 +94,12 @@ def build_handler_table(
     old: HandlerTable | None = None,
     *,
     clock: Clock | None = None,
+    on_drop: Callable[[str, int, str], None] | None = None,
 ) -> HandlerTable:
-    """Build (or reuse) a handler for every handler that a rule action references."""
+    """Build (or reuse) a handler for every handler that a rule action references.
+
+    ``on_drop(handler, count, reason)`` receives what handlers report through ``Env.dropped``.
+    """
     clock = clock or SystemClock()
     # handler fqn -> instance fqns it receives (through any rule)
     wanted: dict[str, set[str]] = {}
@@ -132,7 +137,7 @@ def build_handler_table(
             if problems:
                 errors.extend(f"handler {fqn}: spec.params.{p}" for p in problems)
                 continue
-            env = Env(fqn, clock=clock)
+            env = Env(fqn, clock=clock, on_drop=None if on_drop is None else functools.partial(on_drop, fqn))
             handler = builder.build(env)
         except Exception as exc:  # an adapter bug must not stop the rest of the config
             _log.exception("building handler %s failed", fqn)

@@ -91,10 +91,12 @@ class StdioHandler(Handler):
     def _enqueue(self, line: str) -> None:
         if self._closing:
             self.dropped += 1
+            self._env.dropped(1, "shutdown")
             return
         queue = self._queue
         if len(queue) == queue.maxlen:
             self.dropped += 1
+            self._env.dropped(1, "queue_full")
         queue.append(line)
         if not self._started:
             self._start()
@@ -171,6 +173,7 @@ class StdioHandler(Handler):
         lost = len(self._queue)
         if lost:
             self.dropped += lost
+            self._env.dropped(lost, "shutdown")
             self._queue.clear()
             self._env.logger.warning("stdio: %d lines not written before close", lost)
         await asyncio.to_thread(self.sink.close)
