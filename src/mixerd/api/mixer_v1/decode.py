@@ -264,16 +264,8 @@ class ProtoBag(TrackingBag):
 
     _inner: _CompressedValues
 
-    def __new__(
-        cls,
-        attributes: attributes_pb2.CompressedAttributes,
-        *,
-        global_word_count: int = 0,
-        default_words: Sequence[str] = (),
-        track: bool = True,
-        tracker: ReferenceTracker | None = None,
-        where: str = "attributes",
-    ) -> ProtoBag:
+    def __new__(cls, *args: Any, track: bool = True, **kwargs: Any) -> ProtoBag:
+        # the arguments are __init__'s; only ``track`` picks the class
         return object.__new__(cls if track or cls is not ProtoBag else _UntrackedProtoBag)
 
     def __init__(
