@@ -6,7 +6,7 @@ import asyncio
 import datetime as _dt
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
 
 __all__ = ["Clock", "Env", "ManualClock", "SystemClock"]
@@ -65,8 +65,10 @@ class Env:
         clock: Clock | None = None,
         logger: logging.Logger | None = None,
         on_drop: Callable[[int, str], None] | None = None,
+        services: Mapping[str, object] | None = None,
     ) -> None:
         self.name = name
+        self._services: Mapping[str, object] = services or {}
         self.clock: Clock = clock or SystemClock()
         self.logger = logger or logging.getLogger(f"mixerd.handler.{name}")
         self._tasks: set[asyncio.Task[None]] = set()
@@ -75,6 +77,12 @@ class Env:
         """How many background tasks ended with an exception."""
         self.drops = 0
         """How much work the handler reported as dropped (see :meth:`dropped`)."""
+
+    def shared(self, name: str) -> object | None:
+        """A process-wide service the server provides to handlers by name (``"console"``: the
+        console's record writer), or None where this process has none (``mixerd validate``, a server
+        started with the service off). Adapters check the type they expect."""
+        return self._services.get(name)
 
     def dropped(self, count: int, reason: str) -> None:
         """Say that the handler dropped ``count`` items of work (lines, points, spans ...) for

@@ -98,8 +98,11 @@ class Runtime:
         clock: Clock | None = None,
         drain_timeout: float = 10.0,
         check_deadline: float = 1.0,
+        services: Mapping[str, object] | None = None,
     ) -> None:
         self.store = store
+        self.services: Mapping[str, object] = dict(services or {})
+        """Process-wide services handlers reach through ``Env.shared`` (the console writer)."""
         self.default_namespace = default_namespace
         self.adapters = adapters if adapters is not None else load_adapters()
         self.catalog = AdapterRegistryCatalog(self.adapters)
@@ -175,7 +178,12 @@ class Runtime:
             ignored=ignored,
         )
         handlers = build_handler_table(
-            snapshot, self.adapters, self._handlers, clock=self.clock, on_drop=self._count_adapter_drop
+            snapshot,
+            self.adapters,
+            self._handlers,
+            clock=self.clock,
+            on_drop=self._count_adapter_drop,
+            services=self.services,
         )
         table = build_routing_table(snapshot, handlers, self.default_namespace, self.metrics)
         retired = handlers.retired_since(self._handlers)

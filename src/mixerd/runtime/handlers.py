@@ -95,10 +95,12 @@ def build_handler_table(
     *,
     clock: Clock | None = None,
     on_drop: Callable[[str, int, str], None] | None = None,
+    services: Mapping[str, object] | None = None,
 ) -> HandlerTable:
     """Build (or reuse) a handler for every handler that a rule action references.
 
-    ``on_drop(handler, count, reason)`` receives what handlers report through ``Env.dropped``.
+    ``on_drop(handler, count, reason)`` receives what handlers report through ``Env.dropped``;
+    ``services`` is what ``Env.shared`` gives handlers.
     """
     clock = clock or SystemClock()
     # handler fqn -> instance fqns it receives (through any rule)
@@ -137,7 +139,12 @@ def build_handler_table(
             if problems:
                 errors.extend(f"handler {fqn}: spec.params.{p}" for p in problems)
                 continue
-            env = Env(fqn, clock=clock, on_drop=None if on_drop is None else functools.partial(on_drop, fqn))
+            env = Env(
+                fqn,
+                clock=clock,
+                on_drop=None if on_drop is None else functools.partial(on_drop, fqn),
+                services=services,
+            )
             handler = builder.build(env)
         except Exception as exc:  # an adapter bug must not stop the rest of the config
             _log.exception("building handler %s failed", fqn)
