@@ -11,6 +11,7 @@ from mixerd.api.accesslog.service import AccessLogService
 from mixerd.api.ext_authz import ExtAuthzService, HttpAuthzOptions, build_http_authz_server
 from mixerd.api.mixer_v1.service import MixerService
 from mixerd.api.mixer_v1.wire import RequestLimits
+from mixerd.api.otlp import OtlpService, SpanSink
 from mixerd.api.ratelimit.service import RateLimitService
 from mixerd.runtime import Runtime
 from mixerd.server.settings import Settings
@@ -18,13 +19,14 @@ from mixerd.server.settings import Settings
 __all__ = ["build_http_authz_app", "build_services"]
 
 
-def build_services(runtime: Runtime, settings: Settings) -> list[Any]:
-    """gRPC services, each with ``register(server)`` and optionally ``async aclose()``.
+def build_services(runtime: Runtime, settings: Settings, console_sink: SpanSink | None = None) -> list[Any]:
+    """gRPC services, each with ``register(server)`` and optionally ``async aclose()``. The OTLP
+    receiver is among them only with a ``console_sink`` (the console is on).
 
     Raises ``ValueError`` for a bad setting (the server refuses to start).
     """
     s = settings
-    return [
+    services: list[Any] = [
         MixerService(
             runtime.dispatcher,
             limits=RequestLimits(
@@ -52,6 +54,11 @@ def build_services(runtime: Runtime, settings: Settings) -> list[Any]:
             flush_timeout=min(5.0, s.drain_timeout),
         ),
     ]
+    if console_sink is not None:
+        services.append(
+            OtlpService(console_sink, metrics=runtime.dispatcher.metrics, clock=runtime.dispatcher.clock)
+        )
+    return services
 
 
 def build_http_authz_app(runtime: Runtime, settings: Settings) -> web.Server:

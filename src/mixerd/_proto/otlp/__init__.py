@@ -1,0 +1,1 @@
+"""Generated modules of the OpenTelemetry protocol (OTLP), proto package renamed mixerd.otlp."""

@@ -1,0 +1,1 @@
+"""Generated modules of OTLP's collector (package mixerd.otlp.collector)."""

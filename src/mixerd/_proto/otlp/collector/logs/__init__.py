@@ -1,0 +1,1 @@
+"""Generated modules of OTLP's collector.logs (package mixerd.otlp.collector.logs)."""

@@ -1,0 +1,1 @@
+"""Generated modules of OTLP's collector.trace (package mixerd.otlp.collector.trace)."""

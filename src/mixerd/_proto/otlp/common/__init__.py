@@ -1,0 +1,1 @@
+"""Generated modules of OTLP's common (package mixerd.otlp.common)."""

@@ -1,0 +1,1 @@
+"""Generated modules of OTLP's logs (package mixerd.otlp.logs)."""

@@ -1,0 +1,1 @@
+"""Generated modules of OTLP's resource (package mixerd.otlp.resource)."""

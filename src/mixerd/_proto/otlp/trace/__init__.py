@@ -1,0 +1,1 @@
+"""Generated modules of OTLP's trace (package mixerd.otlp.trace)."""
