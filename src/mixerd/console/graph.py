@@ -72,13 +72,38 @@ _REPORTER_RANK = {Reporter.SOURCE.value: 0, Reporter.DESTINATION.value: 1}
 
 
 @dataclass(slots=True)
-class _Edge:
+class _Traffic:
+    """Rollups added up: of one graph edge."""
+
     count: int = 0
     errors: int = 0
     denied: int = 0
     codes: Counter[int] = field(default_factory=Counter)
     protocols: Counter[str] = field(default_factory=Counter)
     histograms: list[Sequence[int]] = field(default_factory=list)
+
+
+class _Group:
+    """Rollups of one reporter, source, destination, protocol and response code (every time
+    bucket) added up; what follows runs per group, not per rollup."""
+
+    __slots__ = (
+        "count",
+        "denied",
+        "destination",
+        "errors",
+        "histograms",
+        "protocol",
+        "reporter",
+        "response_code",
+        "source",
+    )
+
+    def __init__(self, r: EdgeRollup) -> None:
+        self.reporter, self.source, self.destination = r.reporter, r.source, r.destination
+        self.protocol, self.response_code = r.protocol, r.response_code
+        self.count = self.errors = self.denied = 0
+        self.histograms: list[Sequence[int]] = []
 
 
 def graph(rollups: Iterable[EdgeRollup], graph_type: str, duration_s: float) -> Json:
@@ -89,33 +114,59 @@ def graph(rollups: Iterable[EdgeRollup], graph_type: str, duration_s: float) -> 
         raise ValueError(f"unknown graph type {graph_type!r} (known: {', '.join(GRAPH_TYPES)})")
     if not duration_s > 0:
         raise ValueError(f"graph duration must be positive, got {duration_s!r}")
-    rollups = list(rollups)
+
+    groups: dict[tuple[object, ...], _Group] = {}
+    for r in rollups:
+        src, dst = r.source, r.destination
+        key = (
+            r.reporter,
+            r.protocol,
+            r.response_code,
+            src.namespace,
+            src.workload,
+            src.app,
+            src.version,
+            dst.namespace,
+            dst.workload,
+            dst.app,
+            dst.version,
+            dst.service,
+        )
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = _Group(r)
+        group.count += r.count
+        group.errors += r.errors
+        group.denied += r.denied
+        if r.histogram:
+            group.histograms.append(r.histogram)
+    ordered = [groups[k] for k in sorted(groups, key=str)]
 
     # One reporter per workload edge, so a call both proxies reported counts once.
     best: dict[tuple[tuple[str, str], tuple[str, str]], int] = {}
-    for r in rollups:
-        key = (_ident(r.source), _ident(r.destination))
-        rank = _REPORTER_RANK.get(r.reporter, 2)
-        if rank < best.get(key, 3):
-            best[key] = rank
+    for g in ordered:
+        edge_key = (_ident(g.source), _ident(g.destination))
+        rank = _REPORTER_RANK.get(g.reporter, 2)
+        if rank < best.get(edge_key, 3):
+            best[edge_key] = rank
 
-    entry = _entry_services(rollups) if graph_type == "service" else {}
+    entry = _entry_services(ordered) if graph_type == "service" else {}
     nodes: dict[str, dict[str, str]] = {}
-    edges: dict[tuple[str, str], _Edge] = defaultdict(_Edge)
-    for r in rollups:
-        if _REPORTER_RANK.get(r.reporter, 2) != best[_ident(r.source), _ident(r.destination)]:
+    edges: dict[tuple[str, str], _Traffic] = defaultdict(_Traffic)
+    for g in ordered:
+        if _REPORTER_RANK.get(g.reporter, 2) != best[_ident(g.source), _ident(g.destination)]:
             continue
-        source = _source_node(r.source, graph_type, entry)
-        target = _destination_node(r.destination, graph_type)
+        source = _source_node(g.source, graph_type, entry)
+        target = _destination_node(g.destination, graph_type)
         _add_node(nodes, source)
         _add_node(nodes, target)
         edge = edges[source["id"], target["id"]]
-        edge.count += r.count
-        edge.errors += r.errors
-        edge.denied += r.denied
-        edge.codes[r.response_code] += r.count
-        edge.protocols[r.protocol] += r.count
-        edge.histograms.append(r.histogram)
+        edge.count += g.count
+        edge.errors += g.errors
+        edge.denied += g.denied
+        edge.codes[g.response_code] += g.count
+        edge.protocols[g.protocol] += g.count
+        edge.histograms.extend(g.histograms)
 
     return {
         "graphType": graph_type,
@@ -218,12 +269,13 @@ def _source_node(peer: Peer, graph_type: str, entry: dict[tuple[str, str], Peer]
     return _app_or_workload_node(peer, graph_type)
 
 
-def _entry_services(rollups: Sequence[EdgeRollup]) -> dict[tuple[str, str], Peer]:
+def _entry_services(groups: Iterable[_Group]) -> dict[tuple[str, str], Peer]:
     """For each destination workload, the service that brought it the most requests."""
     counts: dict[tuple[str, str], Counter[tuple[str, str]]] = defaultdict(Counter)
-    for r in rollups:
-        if _known(r.destination.workload) and _known(r.destination.service):
-            counts[_ident(r.destination)][r.destination.namespace, r.destination.service] += r.count
+    for g in groups:
+        dst = g.destination
+        if _known(dst.workload) and _known(dst.service):
+            counts[_ident(dst)][dst.namespace, dst.service] += g.count
     entry = {}
     for workload, services in counts.items():
         (namespace, host), _ = min(services.items(), key=lambda item: (-item[1], item[0]))
@@ -243,9 +295,9 @@ def _add_node(nodes: dict[str, dict[str, str]], node: dict[str, str]) -> None:
             have[f] = node[f]
 
 
-def _edge_json(source: str, target: str, edge: _Edge, duration_s: float) -> Json:
+def _edge_json(source: str, target: str, edge: _Traffic, duration_s: float) -> Json:
     protocol = min(edge.protocols.items(), key=lambda item: (-item[1], item[0]))[0]
-    p95 = stats.quantile(0.95, stats.merge(edge.histograms))
+    p95 = stats.quantile(0.95, [sum(column) for column in zip(*edge.histograms, strict=True)])
     response_time = None if p95 is None else float(p95)
     return {
         "data": {
