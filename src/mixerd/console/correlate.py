@@ -1,0 +1,225 @@
+"""Correlation keys: which transaction a hop belongs to, read from its request headers.
+
+A hop's key is the first valid one of, in the configured order (the default is
+:data:`DEFAULT_ORDER`):
+
+``x-transaction-id``
+    Set by the operator's edge rule (or by the app). Any visible ASCII, at most
+    :data:`MAX_KEY_LENGTH` characters.
+``traceparent``
+    The W3C trace id (32 lower-case hex digits). The header must be well formed:
+    ``00-<32 hex>-<16 hex>-<2 hex>`` (a later version may append ``-`` fields; version ``ff`` is
+    invalid), and neither the trace id nor the parent id may be all zeros.
+``x-b3-traceid``
+    The B3 trace id, 16 or 32 hex digits in either case, lower-cased (16 digits is a valid 64-bit
+    id and is kept as it is, not padded). B3 is one format with two encodings: when the
+    ``x-b3-traceid`` header is absent, the trace id of the single ``b3`` header counts.
+``x-request-id``
+    Envoy's request id, same rules as ``x-transaction-id``.
+
+A key shaped like a UUID (``8-4-4-4-12`` hex digits) is normalized by :func:`request_id_key`:
+Envoy writes its trace decision into the version digit of the request id, so the same request's id
+can differ there from one proxy to the next. This applies to ``x-transaction-id`` too, so a
+transaction id minted from the request id joins the hops keyed by that request id. Ids a user types
+in (the API's ``/transactions/{id}``) should go through :func:`request_id_key` as well.
+
+Header names are looked up in lower case, as Envoy gives them (a case-insensitive mapping works
+too)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
+
+__all__ = [
+    "B3",
+    "DEFAULT_ORDER",
+    "KEY_HEADERS",
+    "MAX_KEY_LENGTH",
+    "REQUEST_ID",
+    "TRACEPARENT",
+    "TRANSACTION_ID",
+    "TraceIds",
+    "parse_order",
+    "request_id_key",
+    "trace_ids",
+    "transaction_key",
+]
+
+TRANSACTION_ID = "x-transaction-id"
+TRACEPARENT = "traceparent"
+B3 = "x-b3-traceid"
+REQUEST_ID = "x-request-id"
+
+KEY_HEADERS: frozenset[str] = frozenset({TRANSACTION_ID, TRACEPARENT, B3, REQUEST_ID})
+"""The header names a key order may list."""
+
+DEFAULT_ORDER: tuple[str, ...] = (TRANSACTION_ID, TRACEPARENT, B3, REQUEST_ID)
+
+MAX_KEY_LENGTH = 128
+"""Longer ``x-transaction-id`` / ``x-request-id`` values are not keys (they would bloat every
+index entry)."""
+
+_HEX = frozenset("0123456789abcdef")
+_UUID_DASHES = (8, 13, 18, 23)
+_TRACE_REASON_AT = 14
+"""Envoy's UUID request-id extension (``pack_trace_reason``) overwrites the character at this
+index, the UUID version digit: ``4`` no trace, ``9`` sampled, ``a`` forced, ``b`` client."""
+
+
+class TraceIds(NamedTuple):
+    """Trace context read from a request's headers; empty strings where absent. Ids are lower-case
+    hex: the trace id 32 digits (16 for a 64-bit B3 id), span ids 16."""
+
+    trace_id: str = ""
+    span_id: str = ""
+    """The span that sent the request (W3C's parent-id field, B3's span id)."""
+    parent_span_id: str = ""
+    """The parent of that span: B3 carries it, W3C does not (then empty, unless B3 headers with
+    the same trace and span id come along)."""
+
+
+def parse_order(setting: str) -> tuple[str, ...]:
+    """A key order from a comma-separated setting such as
+    ``x-transaction-id,traceparent,x-b3-traceid,x-request-id`` (names are case-insensitive,
+    spaces around them are ignored). :class:`ValueError` names an unknown or repeated header, or
+    an empty list."""
+    if not setting.strip():
+        raise ValueError("the correlation key order names no header")
+    names: list[str] = []
+    for raw in setting.split(","):
+        name = raw.strip().lower()
+        if not name:
+            raise ValueError(f"empty header name in correlation key order {setting!r}")
+        if name not in KEY_HEADERS:
+            known = ", ".join(DEFAULT_ORDER)
+            raise ValueError(f"unknown correlation key header {name!r} (known: {known})")
+        if name in names:
+            raise ValueError(f"correlation key header {name!r} listed twice")
+        names.append(name)
+    return tuple(names)
+
+
+def transaction_key(headers: Mapping[str, str], order: Sequence[str] = DEFAULT_ORDER) -> str:
+    """The correlation key of a request with these headers, or ``""`` when none of the headers in
+    ``order`` holds a valid one."""
+    for name in order:
+        key = _key_from(name, headers)
+        if key:
+            return key
+    return ""
+
+
+def trace_ids(headers: Mapping[str, str]) -> TraceIds:
+    """Trace and span ids from ``traceparent``, else from B3 (``x-b3-traceid``/``x-b3-spanid``/
+    ``x-b3-parentspanid``, else the single ``b3`` header
+    ``<trace>-<span>[-<sampled>[-<parent>]]``). Invalid headers count as absent; an invalid B3
+    span or parent id leaves that field empty."""
+    w3c = _traceparent(headers.get(TRACEPARENT))
+    b3 = _b3(headers)
+    if w3c is None:
+        return b3 if b3 is not None else TraceIds()
+    if b3 is not None and b3.span_id == w3c.span_id and _same_trace(b3.trace_id, w3c.trace_id):
+        return w3c._replace(parent_span_id=b3.parent_span_id)
+    return w3c
+
+
+def request_id_key(request_id: str) -> str:
+    """``request_id`` as a join key: a UUID-shaped id lower-cased, with the character Envoy uses for
+    its trace decision (index 14, the version digit) set to ``4``; any other id unchanged."""
+    if not _is_uuid(request_id):
+        return request_id
+    lowered = request_id.lower()
+    return lowered[:_TRACE_REASON_AT] + "4" + lowered[_TRACE_REASON_AT + 1 :]
+
+
+def _key_from(name: str, headers: Mapping[str, str]) -> str:
+    if name == TRACEPARENT:
+        w3c = _traceparent(headers.get(TRACEPARENT))
+        return w3c.trace_id if w3c is not None else ""
+    if name == B3:
+        b3 = _b3(headers)
+        return b3.trace_id if b3 is not None else ""
+    value = headers.get(name)
+    if value is None:
+        return ""
+    value = value.strip()
+    if not value or len(value) > MAX_KEY_LENGTH or not all("!" <= c <= "~" for c in value):
+        return ""
+    return request_id_key(value)
+
+
+def _is_hex(text: str, *, lower_only: bool = False) -> bool:
+    return bool(text) and all(c in _HEX for c in (text if lower_only else text.lower()))
+
+
+def _nonzero_hex(text: str, length: int | tuple[int, ...], *, lower_only: bool = False) -> bool:
+    lengths = (length,) if isinstance(length, int) else length
+    return len(text) in lengths and _is_hex(text, lower_only=lower_only) and text.strip("0") != ""
+
+
+def _traceparent(value: str | None) -> TraceIds | None:
+    if value is None:
+        return None
+    value = value.strip()
+    # version "00": exactly 55 characters; later versions may append "-"-separated fields.
+    if len(value) < 55 or (len(value) > 55 and (value[:2] == "00" or value[55] != "-")):
+        return None
+    version, trace_id, span_id, flags = value[:2], value[3:35], value[36:52], value[53:55]
+    if value[2] != "-" or value[35] != "-" or value[52] != "-":
+        return None
+    if not _is_hex(version, lower_only=True) or version == "ff" or not _is_hex(flags, lower_only=True):
+        return None
+    if not _nonzero_hex(trace_id, 32, lower_only=True) or not _nonzero_hex(span_id, 16, lower_only=True):
+        return None
+    return TraceIds(trace_id, span_id, "")
+
+
+def _b3(headers: Mapping[str, str]) -> TraceIds | None:
+    trace_id = headers.get(B3)
+    if trace_id is not None:
+        trace_id = trace_id.strip()
+        if not _nonzero_hex(trace_id, (16, 32)):
+            return None
+        return TraceIds(
+            trace_id.lower(),
+            _span(headers.get("x-b3-spanid")),
+            _span(headers.get("x-b3-parentspanid")),
+        )
+    single = headers.get("b3")
+    if single is None:
+        return None
+    # <trace>-<span>[-<sampling state>[-<parent>]]; a lone sampling state ("0", "1", "d") has no ids.
+    parts = single.strip().split("-")
+    if len(parts) < 2 or len(parts) > 4 or not _nonzero_hex(parts[0], (16, 32)):
+        return None
+    if len(parts) >= 3 and parts[2] not in ("0", "1", "d"):
+        return None
+    span_id = _span(parts[1])
+    if not span_id:
+        return None
+    return TraceIds(parts[0].lower(), span_id, _span(parts[3]) if len(parts) == 4 else "")
+
+
+def _span(value: str | None) -> str:
+    if value is None:
+        return ""
+    value = value.strip()
+    return value.lower() if _nonzero_hex(value, 16) else ""
+
+
+def _same_trace(a: str, b: str) -> bool:
+    """The same trace id, a 64-bit B3 id matching the low half of a 128-bit one."""
+    return a == b or (len(a) == 16 and b.endswith(a)) or (len(b) == 16 and a.endswith(b))
+
+
+def _is_uuid(text: str) -> bool:
+    if len(text) != 36:
+        return False
+    for i, c in enumerate(text):
+        if i in _UUID_DASHES:
+            if c != "-":
+                return False
+        elif c not in _HEX and c.lower() not in _HEX:
+            return False
+    return True
