@@ -55,6 +55,7 @@ class AdapterHarness:
         manifest: Mapping[str, ValueType] | None = None,
         clock: ManualClock | None = None,
         namespace: str = "istio-system",
+        services: Mapping[str, object] | None = None,
     ) -> None:
         self.info = get_adapter(adapter) if isinstance(adapter, str) else adapter
         self.clock = clock or ManualClock()
@@ -69,7 +70,7 @@ class AdapterHarness:
         errors = builder.validate()
         if errors:
             raise HarnessConfigError(errors)
-        self.env = Env(f"{self.info.name}.handler.{namespace}", clock=self.clock)
+        self.env = Env(f"{self.info.name}.handler.{namespace}", clock=self.clock, services=services)
         self.handler = builder.build(self.env)
 
     @staticmethod

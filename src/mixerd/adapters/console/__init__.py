@@ -1,0 +1,49 @@
+"""The ``console`` adapter: records each reported call as a *hop* in the mixerd console.
+
+Rules choose what is recorded, as for any adapter: send a ``logentry`` instance to a ``console``
+handler, and filter with the rule's ``match``. The handler reads the instance's ``variables`` by
+name. The names are those of Istio's stock ``accesslog`` instance, so a rule sending that instance
+to a console handler is enough; the names the stock instance lacks add what it cannot say:
+
+=========================  ======================================================================
+variable                   hop field
+=========================  ======================================================================
+``reporter``               ``source`` / ``destination`` (else from ``context.reporter.kind``)
+``sourceNamespace`` ...    ``sourceWorkload``, ``sourceApp``, ``sourceVersion``, ``sourcePrincipal``
+``destinationNamespace``   ``destinationWorkload``, ``destinationApp``, ``destinationVersion``,
+                           ``destinationServiceHost``, ``destinationPrincipal``
+``protocol``, ``method``   as is; ``url`` is the path, ``httpAuthority`` the host
+``responseCode``           ``responseFlags``, ``requestSize``, ``responseSize``
+``latency``                the duration (a duration, or Go duration text such as ``"12ms"``)
+``requestId``              Envoy's ``x-request-id``
+``requestHeaders``         the request's headers (``request.headers``): the transaction key and
+                           the W3C / B3 trace context are read from them
+``transactionId``          overrides the key taken from the headers
+``traceId``, ``spanId``    override the trace context taken from the headers
+=========================  ======================================================================
+
+The instance's ``timestamp`` is the start of the call. Params: ``transactionHeaders``, the headers
+that carry the transaction key, first present wins (default ``x-transaction-id``, ``traceparent``,
+``x-b3-traceid``, ``x-request-id``).
+
+Hops go to the console's writer (``Env.shared("console")``) without waiting: the writer batches them
+to the store off the request path. Where the server runs without a console (``--console-store
+off``, ``mixerd validate``), hops are dropped and counted with reason ``console_off``.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from mixerd.adapter import Info
+from mixerd.adapters.console.handler import ConsoleBuilder, ConsoleHandler, HopSink, hop_from_variables
+
+__all__ = ["INFO", "ConsoleBuilder", "ConsoleHandler", "HopSink", "hop_from_variables"]
+
+INFO: Final = Info(
+    name="console",
+    description="Records reported calls as hops of the mixerd console (transactions, service graph).",
+    templates=("logentry",),
+    builder=ConsoleBuilder,
+    default_config={},
+)
