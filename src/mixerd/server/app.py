@@ -194,7 +194,8 @@ class Server:
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop taking calls, let in-flight ones finish (bounded), flush reports, close handlers."""
-        _log.info("shutting down: draining in-flight calls (up to %.0fs)", grace)
+        if self.grpc is not None or self._runners:  # not after a start that failed before listening
+            _log.info("shutting down: draining in-flight calls (up to %.0fs)", grace)
         if self.grpc is not None:
             await self.grpc.stop(grace)
         for service in self._services:
