@@ -308,6 +308,39 @@ async def test_the_callers_spiffe_id_reaches_the_rules(
     assert await asyncio.to_thread(_get, authz, _client(pki.ca.pem, pki.bad), "/") == 403
 
 
+async def test_mixerd_check_and_the_banner_speak_tls(
+    tmp_path: Path,
+    pki: Pki,
+    started: Callable[[Settings], Awaitable[Server]],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from mixerd.cli.main import main
+    from mixerd.cli.serve import _banner
+
+    server = await started(_settings(_secret(tmp_path, pki.server, pki.ca.pem), monitoring_tls_cert=""))
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_bytes(pki.ca.pem)
+    base = ["--server", f"127.0.0.1:{_port(server, 'grpc')}", "--tls-ca", str(ca_file)]
+
+    def check(cert: Issued, *extra: str) -> int:
+        cert_file, key_file = _files(cert)
+        return main(
+            ["check", *base, "--tls-cert", cert_file, "--tls-key", key_file, *extra, "-a", "request.path=/"]
+        )
+
+    assert await asyncio.to_thread(check, pki.good) == 0
+    assert await asyncio.to_thread(check, pki.bad) == 3
+    assert await asyncio.to_thread(check, pki.good, "--tls-server-name", "localhost") == 0
+    assert (
+        await asyncio.to_thread(main, ["report", *base[:2], "--tls-cert", "x", "-a", "request.path=/"]) == 2
+    )
+    assert "need --tls-ca" in capsys.readouterr().err
+    banner = _banner(server)
+    assert "--tls-ca CA.pem --tls-cert CERT.pem --tls-key KEY.pem" in banner
+    assert f"https://127.0.0.1:{_port(server, 'http_authz')}/  (TLS, client certificates required)" in banner
+    assert f"http://127.0.0.1:{_port(server, 'monitoring')}/metrics" in banner
+
+
 async def test_without_client_certificates_there_is_no_caller_principal(
     tmp_path: Path, pki: Pki, started: Callable[[Settings], Awaitable[Server]]
 ) -> None:
