@@ -55,6 +55,7 @@ import logging
 import re
 import ssl
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -67,6 +68,9 @@ __all__ = [
     "Material",
     "TlsError",
     "TlsFiles",
+    "certificate_facts",
+    "check_settings",
+    "enabled_listeners",
     "listener_files",
     "load_material",
     "open_sources",
@@ -314,7 +318,9 @@ def _load(files: TlsFiles, data: tuple[bytes, bytes, bytes]) -> Material:
 
 def load_material(files: TlsFiles) -> Material:
     """Read, validate and load ``files`` (at start-up). ``TlsError`` names the file and the problem."""
-    for _ in range(_START_ATTEMPTS):
+    for attempt in range(_START_ATTEMPTS):
+        if attempt:
+            time.sleep(0.05 * attempt)  # a swap in progress: let it finish
         try:
             return _load(files, _read_all(files))
         except _Changed:
@@ -498,7 +504,7 @@ class CertificateSource:
     async def watch(self) -> None:
         """Poll the files every ``interval`` seconds until cancelled (reads happen off the loop)."""
         while True:
-            await asyncio.sleep(self.interval)
+            await asyncio.sleep(max(self.interval, 0.05))
             try:
                 await asyncio.to_thread(self.poll)
             except Exception:  # never stop watching
