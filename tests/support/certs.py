@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import datetime as _dt
 import ipaddress
 import os
+import shutil
+import socket
+import ssl
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-__all__ = ["CA", "Issued", "KubeSecretDir"]
+__all__ = ["CA", "Issued", "KubeSecretDir", "client_context", "served_serial"]
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -29,6 +34,42 @@ class Issued:
     cert_pem: bytes
     key_pem: bytes
     serial: int
+
+    def files(self) -> tuple[str, str]:
+        """The certificate and key as files (``ssl`` loads chains from files), written once."""
+        if self.serial not in _WRITTEN:
+            d = Path(tempfile.mkdtemp(prefix="mixerd-test-cert-"))
+            atexit.register(shutil.rmtree, d, True)
+            (d / "cert.pem").write_bytes(self.cert_pem)
+            (d / "key.pem").write_bytes(self.key_pem)
+            _WRITTEN[self.serial] = (str(d / "cert.pem"), str(d / "key.pem"))
+        return _WRITTEN[self.serial]
+
+
+_WRITTEN: dict[int, tuple[str, str]] = {}
+
+
+def client_context(trust: bytes, cert: Issued | None = None, *, tls12: bool = False) -> ssl.SSLContext:
+    """A client context trusting the PEM CAs ``trust``, presenting ``cert`` when given."""
+    ctx = ssl.create_default_context(cadata=trust.decode())
+    if cert is not None:
+        ctx.load_cert_chain(*cert.files())
+    if tls12:
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_alpn_protocols(["h2", "http/1.1"])  # a gRPC listener speaks h2
+    return ctx
+
+
+def served_serial(port: int, ctx: ssl.SSLContext, server_name: str = "127.0.0.1") -> int:
+    """The serial number of the certificate served on ``127.0.0.1:port`` (after a complete
+    handshake; blocking)."""
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        ctx.wrap_socket(raw, server_hostname=server_name) as tls,
+    ):
+        cert = tls.getpeercert()
+        assert cert is not None
+        return int(str(cert["serialNumber"]), 16)
 
 
 class CA:

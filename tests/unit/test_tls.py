@@ -35,7 +35,7 @@ from mixerd.config import MemoryStore, parse_text
 from mixerd.server.app import Server
 from mixerd.server.settings import Settings, add_arguments
 from mixerd.server.tls import TlsError, certificate_facts, listener_files, open_sources
-from tests.support.certs import CA, Issued, KubeSecretDir
+from tests.support.certs import CA, Issued, KubeSecretDir, client_context, served_serial
 
 GOOD = "spiffe://cluster.local/ns/default/sa/good"
 BAD = "spiffe://cluster.local/ns/default/sa/bad"
@@ -141,42 +141,6 @@ def _port(server: Server, listener: str) -> int:
 # -- clients (blocking ones run in a thread: the server runs on this test's loop) ------------------
 
 
-def _client(trust: bytes, cert: Issued | None = None, *, tls12: bool = False) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cadata=trust.decode())
-    if cert is not None:
-        ctx.load_cert_chain(*_files(cert))
-    if tls12:
-        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
-    ctx.set_alpn_protocols(["h2", "http/1.1"])  # gRPC's listener speaks h2
-    return ctx
-
-
-_FILES: dict[int, tuple[str, str]] = {}
-
-
-def _files(cert: Issued) -> tuple[str, str]:
-    """``cert`` as files (``load_cert_chain`` reads files), written once per certificate."""
-    import tempfile
-
-    if cert.serial not in _FILES:
-        d = Path(tempfile.mkdtemp(prefix="mixerd-tls-test-"))
-        (d / "c.pem").write_bytes(cert.cert_pem)
-        (d / "k.pem").write_bytes(cert.key_pem)
-        _FILES[cert.serial] = (str(d / "c.pem"), str(d / "k.pem"))
-    return _FILES[cert.serial]
-
-
-def _served_serial(port: int, ctx: ssl.SSLContext, server_name: str = "127.0.0.1") -> int:
-    """The serial number of the certificate the listener serves (after a complete handshake)."""
-    with (
-        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
-        ctx.wrap_socket(raw, server_hostname=server_name) as tls,
-    ):
-        cert = tls.getpeercert()
-        assert cert is not None
-        return int(str(cert["serialNumber"]), 16)
-
-
 def _get(port: int, ctx: ssl.SSLContext | None, path: str, headers: dict[str, str] | None = None) -> int:
     conn: http.client.HTTPConnection
     if ctx is None:
@@ -250,17 +214,17 @@ async def test_every_listener_serves_tls_and_asks_for_a_client_certificate(
     tmp_path: Path, pki: Pki, started: Callable[[Settings], Awaitable[Server]]
 ) -> None:
     server = await started(_settings(_secret(tmp_path, pki.server, pki.ca.pem)))
-    good = _client(pki.ca.pem, pki.good)
+    good = client_context(pki.ca.pem, pki.good)
     for listener in LISTENERS:
         port = _port(server, listener)
-        assert await asyncio.to_thread(_served_serial, port, good) == pki.server.serial, listener
+        assert await asyncio.to_thread(served_serial, port, good) == pki.server.serial, listener
         # with a server name (SNI) too
-        assert await asyncio.to_thread(_served_serial, port, good, "localhost") == pki.server.serial
-        for ctx in (_client(pki.ca.pem), _client(pki.ca.pem, pki.stranger)):
+        assert await asyncio.to_thread(served_serial, port, good, "localhost") == pki.server.serial
+        for ctx in (client_context(pki.ca.pem), client_context(pki.ca.pem, pki.stranger)):
             assert await asyncio.to_thread(_refused, port, ctx), listener
         # over TLS 1.2 the handshake itself fails
         with pytest.raises((ssl.SSLError, ConnectionError)):
-            await asyncio.to_thread(_served_serial, port, _client(pki.ca.pem, tls12=True))
+            await asyncio.to_thread(served_serial, port, client_context(pki.ca.pem, tls12=True))
     ports = {name: _port(server, name) for name in LISTENERS}
     assert await asyncio.to_thread(_get, ports["monitoring"], good, "/healthz") == 200
     assert await asyncio.to_thread(_get, ports["prometheus"], good, "/metrics") == 200
@@ -283,8 +247,8 @@ async def test_per_listener_settings_replace_the_general_ones(
     assert server.tls["grpc"].files.client_auth and not server.tls["http_authz"].files.client_auth
     # monitoring in plaintext (kubelet probes), HTTP authorization over TLS without client certificates
     assert await asyncio.to_thread(_get, _port(server, "monitoring"), None, "/healthz") == 200
-    assert await asyncio.to_thread(_get, _port(server, "http_authz"), _client(pki.ca.pem), "/x") == 200
-    assert await asyncio.to_thread(_refused, _port(server, "grpc"), _client(pki.ca.pem))
+    assert await asyncio.to_thread(_get, _port(server, "http_authz"), client_context(pki.ca.pem), "/x") == 200
+    assert await asyncio.to_thread(_refused, _port(server, "grpc"), client_context(pki.ca.pem))
 
 
 # -- the caller's identity -------------------------------------------------------------------------
@@ -304,8 +268,8 @@ async def test_the_callers_spiffe_id_reaches_the_rules(
     assert await _ext_authz(grpc_port, good) == 0
     assert await _ext_authz(grpc_port, bad) == 7
     authz = _port(server, "http_authz")
-    assert await asyncio.to_thread(_get, authz, _client(pki.ca.pem, pki.good), "/") == 200
-    assert await asyncio.to_thread(_get, authz, _client(pki.ca.pem, pki.bad), "/") == 403
+    assert await asyncio.to_thread(_get, authz, client_context(pki.ca.pem, pki.good), "/") == 200
+    assert await asyncio.to_thread(_get, authz, client_context(pki.ca.pem, pki.bad), "/") == 403
 
 
 async def test_mixerd_check_and_the_banner_speak_tls(
@@ -323,7 +287,7 @@ async def test_mixerd_check_and_the_banner_speak_tls(
     base = ["--server", f"127.0.0.1:{_port(server, 'grpc')}", "--tls-ca", str(ca_file)]
 
     def check(cert: Issued, *extra: str) -> int:
-        cert_file, key_file = _files(cert)
+        cert_file, key_file = cert.files()
         return main(
             ["check", *base, "--tls-cert", cert_file, "--tls-key", key_file, *extra, "-a", "request.path=/"]
         )
@@ -354,7 +318,8 @@ async def test_without_client_certificates_there_is_no_caller_principal(
         == 0
     )
     assert (
-        await asyncio.to_thread(_get, _port(server, "http_authz"), _client(pki.ca.pem, pki.bad), "/") == 200
+        await asyncio.to_thread(_get, _port(server, "http_authz"), client_context(pki.ca.pem, pki.bad), "/")
+        == 200
     )
 
 
@@ -406,12 +371,12 @@ async def test_a_replaced_certificate_is_served_within_seconds(
     secret = _secret(tmp_path, pki.server, pki.ca.pem)
     server = await started(_settings(secret))
     ports = [_port(server, name) for name in LISTENERS]
-    good = _client(pki.ca.pem, pki.good)
+    good = client_context(pki.ca.pem, pki.good)
 
     async def serving(serial: int, ctx: ssl.SSLContext) -> bool:
         for port in ports:
             try:
-                if await asyncio.to_thread(_served_serial, port, ctx) != serial:
+                if await asyncio.to_thread(served_serial, port, ctx) != serial:
                     return False
             except (ssl.SSLError, OSError):
                 return False
@@ -427,10 +392,10 @@ async def test_a_replaced_certificate_is_served_within_seconds(
     new_server, new_client = new_ca.server(), new_ca.issue("good2", uris=(GOOD,))
     secret.write({"tls.crt": new_server.cert_pem, "tls.key": new_server.key_pem, "ca.crt": new_ca.pem})
     await _eventually(
-        lambda: serving(new_server.serial, _client(new_ca.pem, new_client)), "the new CA's certificate"
+        lambda: serving(new_server.serial, client_context(new_ca.pem, new_client)), "the new CA's certificate"
     )
     for port in ports:
-        assert await asyncio.to_thread(_refused, port, _client(new_ca.pem, pki.good))
+        assert await asyncio.to_thread(_refused, port, client_context(new_ca.pem, pki.good))
     assert await _mixer_check(ports[0], _grpc_credentials(new_ca.pem, new_client)) == 0
     assert server.tls["grpc"].generation == 2
 
@@ -445,7 +410,7 @@ async def test_bad_new_files_keep_the_certificate_in_use_and_are_logged_once(
     # no background polling: the test polls itself, so what is logged when is deterministic
     server = await started(_settings(secret, tls_reload_interval=3600))
     source = server.tls["grpc"]
-    good = _client(pki.ca.pem, pki.good)
+    good = client_context(pki.ca.pem, pki.good)
     other = pki.ca.server("other")
     caplog.set_level(logging.INFO, logger="mixerd.tls")
 
@@ -463,7 +428,7 @@ async def test_bad_new_files_keep_the_certificate_in_use_and_are_logged_once(
     assert "keeping the certificate in use" in message
     for listener in LISTENERS:
         port = _port(server, listener)
-        assert await asyncio.to_thread(_served_serial, port, good) == pki.server.serial
+        assert await asyncio.to_thread(served_serial, port, good) == pki.server.serial
 
     # a half-written certificate, then a file that is missing
     Path(secret.path("tls.crt")).write_bytes(other.cert_pem[:120])
@@ -477,8 +442,8 @@ async def test_bad_new_files_keep_the_certificate_in_use_and_are_logged_once(
     # good files again: taken at once
     secret.write({"tls.crt": other.cert_pem, "tls.key": other.key_pem, "ca.crt": pki.ca.pem})
     assert source.poll()
-    assert await asyncio.to_thread(_served_serial, _port(server, "http_authz"), good) == other.serial
-    assert await asyncio.to_thread(_served_serial, _port(server, "grpc"), good) == other.serial
+    assert await asyncio.to_thread(served_serial, _port(server, "http_authz"), good) == other.serial
+    assert await asyncio.to_thread(served_serial, _port(server, "grpc"), good) == other.serial
     assert len(errors()) == 3
 
 
