@@ -221,6 +221,7 @@ def add_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, str] | 
         # default is an optional text (not given: None).
         parser.add_argument(
             flag,
+            metavar="FILE" if f.name.endswith(("tls_cert", "tls_key", "tls_client_ca")) else None,
             type=_typed(str if default is None else type(default), f"MIXERD_{f.name.upper()}"),
             default=raw if raw is not None else default,
             help=help_text,
