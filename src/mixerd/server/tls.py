@@ -42,7 +42,10 @@ Serving
 aiohttp (monitoring, prometheus adapter, HTTP authorization): the listener's context has an SNI
 callback, which OpenSSL runs on every ClientHello (with or without a server name), switching the
 connection to the newest context; the client-certificate requirement is the listener's, the
-trusted CAs the newest context's. gRPC: ``grpc.dynamic_ssl_server_credentials`` whose fetcher,
+trusted CAs the newest context's. New files go into a new context rather than into the live one
+with ``load_cert_chain``: a load that fails half way (a key that does not match) leaves a live
+context with the new certificate and no usable key, failing every handshake, and
+``load_verify_locations`` can add CAs to a live context but never remove one that left the bundle. gRPC: ``grpc.dynamic_ssl_server_credentials`` whose fetcher,
 called by gRPC before each handshake, returns a new certificate configuration once per change.
 """
 
