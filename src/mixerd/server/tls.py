@@ -45,8 +45,9 @@ connection to the newest context; the client-certificate requirement is the list
 trusted CAs the newest context's. New files go into a new context rather than into the live one
 with ``load_cert_chain``: a load that fails half way (a key that does not match) leaves a live
 context with the new certificate and no usable key, failing every handshake, and
-``load_verify_locations`` can add CAs to a live context but never remove one that left the bundle. gRPC: ``grpc.dynamic_ssl_server_credentials`` whose fetcher,
-called by gRPC before each handshake, returns a new certificate configuration once per change.
+``load_verify_locations`` can add CAs to a live context but never remove one that left the
+bundle. gRPC: ``grpc.dynamic_ssl_server_credentials`` whose fetcher, called by gRPC before each
+handshake, returns a new certificate configuration once per change.
 """
 
 from __future__ import annotations
