@@ -40,7 +40,7 @@ spec:
 
 
 def _authz(port: int, ctx: object) -> int:
-    conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=5, context=ctx)  # type: ignore[arg-type]
+    conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=15, context=ctx)  # type: ignore[arg-type]
     try:
         conn.request("GET", "/")
         resp = conn.getresponse()
@@ -75,7 +75,7 @@ def test_mixerd_serve_with_mtls_and_a_rotated_certificate(tmp_path: Path) -> Non
         for client, code in ((good, 0), (bad, 7)):
             creds = grpc.ssl_channel_credentials(ca.pem, client.key_pem, client.cert_pem)
             with grpc.secure_channel(mixerd.grpc_address, creds) as channel:
-                resp = mixer_pb2_grpc.MixerStub(channel).Check(build_check_request({}), timeout=5)
+                resp = mixer_pb2_grpc.MixerStub(channel).Check(build_check_request({}), timeout=15)
                 assert resp.precondition.status.code == code
 
         renewed = ca.server("renewed")

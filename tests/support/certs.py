@@ -64,7 +64,7 @@ def served_serial(port: int, ctx: ssl.SSLContext, server_name: str = "127.0.0.1"
     """The serial number of the certificate served on ``127.0.0.1:port`` (after a complete
     handshake; blocking)."""
     with (
-        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        socket.create_connection(("127.0.0.1", port), timeout=15) as raw,
         ctx.wrap_socket(raw, server_hostname=server_name) as tls,
     ):
         cert = tls.getpeercert()

@@ -144,9 +144,9 @@ def _port(server: Server, listener: str) -> int:
 def _get(port: int, ctx: ssl.SSLContext | None, path: str, headers: dict[str, str] | None = None) -> int:
     conn: http.client.HTTPConnection
     if ctx is None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
     else:
-        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=5, context=ctx)
+        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=15, context=ctx)
     try:
         conn.request("GET", path, headers=headers or {})
         resp = conn.getresponse()
@@ -161,7 +161,7 @@ def _refused(port: int, ctx: ssl.SSLContext) -> str:
     handshake, a TLS alert or a close), never answer. Returns how it refused."""
     try:
         with (
-            socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+            socket.create_connection(("127.0.0.1", port), timeout=15) as raw,
             ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
         ):
             # TLS 1.3: the client finishes its handshake before the server checks its certificate
@@ -182,7 +182,7 @@ def _grpc_credentials(trust: bytes, cert: Issued | None) -> grpc.ChannelCredenti
 async def _mixer_check(port: int, creds: grpc.ChannelCredentials, **attrs: object) -> int:
     async with grpc.aio.secure_channel(f"127.0.0.1:{port}", creds) as channel:
         stub = mixer_pb2_grpc.MixerStub(channel)
-        resp = await stub.Check(build_check_request({"request.path": "/", **attrs}), timeout=5)
+        resp = await stub.Check(build_check_request({"request.path": "/", **attrs}), timeout=15)
         return int(resp.precondition.status.code)
 
 
@@ -193,7 +193,7 @@ async def _ext_authz(port: int, creds: grpc.ChannelCredentials) -> int:
     ctx.request.http.host = "example"
     async with grpc.aio.secure_channel(f"127.0.0.1:{port}", creds) as channel:
         stub = external_auth_pb2_grpc.AuthorizationStub(channel)
-        resp = await stub.Check(external_auth_pb2.CheckRequest(attributes=ctx), timeout=5)
+        resp = await stub.Check(external_auth_pb2.CheckRequest(attributes=ctx), timeout=15)
         return int(resp.status.code)
 
 
