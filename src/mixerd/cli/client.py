@@ -21,7 +21,48 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--timeout", type=float, default=5.0, help="seconds to wait for the answer [default: %(default)s]"
     )
+    p.add_argument(
+        "--tls-ca",
+        metavar="FILE",
+        help="connect over TLS, trusting the server certificates signed by this PEM CA bundle",
+    )
+    p.add_argument("--tls-cert", metavar="FILE", help="PEM client certificate to present (with --tls-ca)")
+    p.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
+    p.add_argument(
+        "--tls-server-name",
+        metavar="NAME",
+        help="the name the server certificate must have (default: the --server host)",
+    )
     add_attribute_arguments(p)
+
+
+def _channel(args: argparse.Namespace) -> grpc.Channel:
+    """A channel to ``--server``: plaintext, or TLS with ``--tls-ca`` (``OSError``: a file cannot
+    be read; ``ValueError``: an incomplete setting)."""
+    if not args.tls_ca:
+        if args.tls_cert or args.tls_key or args.tls_server_name:
+            raise ValueError("--tls-cert, --tls-key and --tls-server-name need --tls-ca")
+        return grpc.insecure_channel(args.server)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise ValueError("--tls-cert and --tls-key go together")
+
+    def read(path: str | None) -> bytes | None:
+        if not path:
+            return None
+        with open(path, "rb") as f:
+            return f.read()
+
+    creds = grpc.ssl_channel_credentials(read(args.tls_ca), read(args.tls_key), read(args.tls_cert))
+    options = [("grpc.ssl_target_name_override", args.tls_server_name)] if args.tls_server_name else []
+    return grpc.secure_channel(args.server, creds, options=options)
+
+
+def _open(args: argparse.Namespace) -> grpc.Channel | None:
+    try:
+        return _channel(args)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
 
 
 def register_check(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -77,7 +118,10 @@ def run_check(args: argparse.Namespace) -> int:
         return 2
     quotas = split_quotas(args.quota)
     status = 0
-    with grpc.insecure_channel(args.server) as channel:
+    opened = _open(args)
+    if opened is None:
+        return 2
+    with opened as channel:
         stub = mixer_pb2_grpc.MixerStub(channel)
         for i in range(max(1, args.repeat)):
             req = build_check_request(
@@ -125,7 +169,10 @@ def run_report(args: argparse.Namespace) -> int:
     if values is None:
         return 2
     req = build_report_request([values] * max(1, args.repeat))
-    with grpc.insecure_channel(args.server) as channel:
+    opened = _open(args)
+    if opened is None:
+        return 2
+    with opened as channel:
         try:
             mixer_pb2_grpc.MixerStub(channel).Report(req, timeout=args.timeout)
         except grpc.RpcError as exc:

@@ -22,6 +22,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "Run mixerd: the Mixer gRPC API (istio.mixer.v1.Mixer Check/Report), Envoy's ext_authz "
             "(gRPC and HTTP), rate-limit and access-log services, the monitoring endpoints and the "
             "prometheus adapter's /metrics. Every flag also reads MIXERD_<FLAG> from the environment. "
+            "Listeners are plaintext unless given a certificate: --tls-cert/--tls-key serve TLS on every "
+            "listener, --tls-client-ca requires client certificates (mTLS) whose spiffe:// identity "
+            "rules read as mixerd.caller.principal; --<listener>-tls-cert/-key/-client-ca (listeners "
+            "grpc, monitoring, prometheus, http-authz) replace them for one listener, '' turning that "
+            "part off. Certificate files are re-read every --tls-reload-interval seconds and a "
+            "replaced certificate is served without a restart. "
             "SIGTERM or Ctrl-C drains in-flight calls, flushes pending reports and exits."
         ),
     )
@@ -38,33 +44,59 @@ def _command() -> str:
     return "mixerd" if found else f"{sys.executable} -m mixerd.cli.main"
 
 
+def _tls_note(server: Server, listener: str) -> str:
+    source = server.tls.get(listener)
+    if source is None:
+        return ""
+    return "  (TLS, client certificates required)" if source.files.client_auth else "  (TLS)"
+
+
 def _banner(server: Server) -> str:
     s, ln = server.settings, server.listeners
+
+    def scheme(listener: str) -> str:
+        return "https" if listener in server.tls else "http"
+
     cmd = _command()
-    mon = f"http://127.0.0.1:{ln.monitoring_port}"
+    mon = f"{scheme('monitoring')}://127.0.0.1:{ln.monitoring_port}"
     source = ", ".join(str(p) for p in s.config) if s.config else "the embedded default config"
     lines = [
         f"mixerd is serving {source}",
-        f"  gRPC (Mixer API, ext_authz, rate limit, access log)  127.0.0.1:{ln.grpc_port}",
+        f"  gRPC (Mixer API, ext_authz, rate limit, access log)  127.0.0.1:{ln.grpc_port}{_tls_note(server, 'grpc')}",
     ]
     if ln.http_authz_port:
         lines.append(
-            f"  HTTP authorization (Envoy http_service, nginx)       http://127.0.0.1:{ln.http_authz_port}/"
+            f"  HTTP authorization (Envoy http_service, nginx)       "
+            f"{scheme('http_authz')}://127.0.0.1:{ln.http_authz_port}/{_tls_note(server, 'http_authz')}"
         )
     if ln.prometheus_port:
         lines.append(
-            f"  prometheus adapter metrics                           http://127.0.0.1:{ln.prometheus_port}/metrics"
+            f"  prometheus adapter metrics                           "
+            f"{scheme('prometheus')}://127.0.0.1:{ln.prometheus_port}/metrics{_tls_note(server, 'prometheus')}"
         )
+    client = ""
+    if "grpc" in server.tls:
+        client = " --tls-ca CA.pem"
+        if server.client_auth("grpc"):
+            client += " --tls-cert CERT.pem --tls-key KEY.pem"
     lines += [
-        f"  monitoring: {mon}/metrics {mon}/readyz {mon}/debug/routes {mon}/debug/config",
+        f"  monitoring: {mon}/metrics {mon}/readyz {mon}/debug/routes {mon}/debug/config"
+        + _tls_note(server, "monitoring"),
         "Try it:",
-        f"  {cmd} check --server 127.0.0.1:{ln.grpc_port} -a 'request.headers[x-user]=blocked'   # denied",
-        f"  {cmd} check --server 127.0.0.1:{ln.grpc_port} -a 'request.headers[x-user]=alice'     # allowed",
-        f"  {cmd} report --server 127.0.0.1:{ln.grpc_port} -a 'request.headers[x-user]=alice' "
+        f"  {cmd} check --server 127.0.0.1:{ln.grpc_port}{client} -a 'request.headers[x-user]=blocked'   # denied",
+        f"  {cmd} check --server 127.0.0.1:{ln.grpc_port}{client} -a 'request.headers[x-user]=alice'     # allowed",
+        f"  {cmd} report --server 127.0.0.1:{ln.grpc_port}{client} -a 'request.headers[x-user]=alice' "
         "-a response.code=200",
     ]
     if ln.prometheus_port:
-        lines.append(f"  curl -s http://127.0.0.1:{ln.prometheus_port}/metrics | grep mixerd_demo")
+        curl = "curl -s"
+        if "prometheus" in server.tls:
+            curl += " --cacert CA.pem"
+            if server.client_auth("prometheus"):
+                curl += " --cert CERT.pem --key KEY.pem"
+        lines.append(
+            f"  {curl} {scheme('prometheus')}://127.0.0.1:{ln.prometheus_port}/metrics | grep mixerd_demo"
+        )
     return "\n".join(lines)
 
 

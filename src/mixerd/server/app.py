@@ -20,6 +20,7 @@ from mixerd import __version__
 from mixerd.config import FileStore, MemoryStore, Store, parse_text
 from mixerd.runtime import Runtime
 from mixerd.server.settings import Settings, parse_address
+from mixerd.server.tls import CertificateSource, open_sources
 
 __all__ = ["Server", "default_config_text", "protobuf_backend"]
 
@@ -79,9 +80,13 @@ class Server:
         )
         self.grpc: grpc.aio.Server | None = None
         self.listeners = _Listeners()
+        self.tls: dict[str, CertificateSource] = {}
+        """The certificates of the listeners that serve TLS, by listener (``grpc``, ``monitoring``,
+        ``prometheus``, ``http_authz``); listeners with the same files share one."""
         self._stopped = asyncio.Event()
         self._services: list[Any] = []
         self._runners: list[web.BaseRunner] = []
+        self._watchers: list[asyncio.Task[None]] = []
 
     def _make_store(self) -> Store:
         s = self.settings
@@ -94,9 +99,15 @@ class Server:
 
     # -- lifecycle -------------------------------------------------------------------------------
 
+    def client_auth(self, listener: str) -> bool:
+        """Whether ``listener`` requires client certificates (so its callers have an identity)."""
+        source = self.tls.get(listener)
+        return source is not None and source.files.client_auth
+
     async def start(self) -> None:
-        """Load the config, then open every listener. Raises ``OSError`` (a port is taken),
-        ``ValueError`` (a bad setting) or ``RuntimeError`` (slow protobuf backend)."""
+        """Load the TLS files and the config, then open every listener. Raises ``OSError`` (a port
+        is taken), ``ValueError`` (a bad setting; ``TlsError``: a TLS file that cannot be served,
+        named in the message) or ``RuntimeError`` (slow protobuf backend)."""
         if protobuf_backend() != "upb":
             message = (
                 f"protobuf is running on its '{protobuf_backend()}' backend, about 100x slower than upb. "
@@ -105,6 +116,15 @@ class Server:
             if not self.settings.allow_slow_protobuf:
                 raise RuntimeError(message + ", or pass --allow-slow-protobuf to start anyway.")
             _log.warning("%s", message)
+        self.tls = open_sources(self.settings)
+        for source in {id(s): s for s in self.tls.values()}.values():
+            _log.info(
+                "%s: serving TLS certificate %s (%s)",
+                source.users,
+                source.files.cert,
+                source.material.describe(),
+            )
+            self._watchers.append(asyncio.get_running_loop().create_task(source.watch()))
         await self.runtime.start()
         await self._start_grpc()
         await self._start_http()
@@ -119,18 +139,23 @@ class Server:
                 ("grpc.so_reuseport", 0),
             ]
         )
-        self._services = build_services(self.runtime, self.settings)
+        self._services = build_services(self.runtime, self.settings, caller_identity=self.client_auth("grpc"))
         for service in self._services:
             service.register(server)
         host, port = parse_address(self.settings.grpc_address)
-        bound = server.add_insecure_port(f"{host}:{port}" if ":" not in host else f"[{host}]:{port}")
+        address = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
+        source = self.tls.get("grpc")
+        if source is None:
+            bound = server.add_insecure_port(address)
+        else:
+            bound = server.add_secure_port(address, source.grpc_credentials())
         if bound == 0:
             raise OSError(f"could not listen on {self.settings.grpc_address} (gRPC)")
         await server.start()
         self.grpc = server
         self.listeners.grpc_port = bound
 
-    async def _listen(self, app: web.Application | web.Server, address: str) -> int:
+    async def _listen(self, app: web.Application | web.Server, address: str, listener: str) -> int:
         runner: web.BaseRunner
         if isinstance(app, web.Server):
             runner = web.ServerRunner(app, handle_signals=False)
@@ -138,7 +163,9 @@ class Server:
             runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         host, port = parse_address(address)
-        site = web.TCPSite(runner, host, port, reuse_address=True)
+        source = self.tls.get(listener)
+        context = source.server_context() if source is not None else None
+        site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=context)
         await site.start()
         self._runners.append(runner)
         server = site._server
@@ -147,21 +174,28 @@ class Server:
 
     async def _start_http(self) -> None:
         self.listeners.monitoring_port = await self._listen(
-            self._monitoring_app(), self.settings.monitoring_address
+            self._monitoring_app(), self.settings.monitoring_address, "monitoring"
         )
         if self.settings.prometheus_address:
             app = web.Application()
             app.router.add_get("/metrics", self._adapter_metrics)
-            self.listeners.prometheus_port = await self._listen(app, self.settings.prometheus_address)
+            self.listeners.prometheus_port = await self._listen(
+                app, self.settings.prometheus_address, "prometheus"
+            )
         if self.settings.http_authz_address:
             from mixerd.server.services import build_http_authz_app
 
-            authz = build_http_authz_app(self.runtime, self.settings)
-            self.listeners.http_authz_port = await self._listen(authz, self.settings.http_authz_address)
+            authz = build_http_authz_app(
+                self.runtime, self.settings, caller_identity=self.client_auth("http_authz")
+            )
+            self.listeners.http_authz_port = await self._listen(
+                authz, self.settings.http_authz_address, "http_authz"
+            )
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop taking calls, let in-flight ones finish (bounded), flush reports, close handlers."""
-        _log.info("shutting down: draining in-flight calls (up to %.0fs)", grace)
+        if self.grpc is not None or self._runners:  # not after a start that failed before listening
+            _log.info("shutting down: draining in-flight calls (up to %.0fs)", grace)
         if self.grpc is not None:
             await self.grpc.stop(grace)
         for service in self._services:
@@ -170,6 +204,14 @@ class Server:
                 await close()
         for runner in self._runners:
             await runner.cleanup()
+        for task in self._watchers:
+            task.cancel()
+        for task in self._watchers:
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        self._watchers.clear()
         await self.runtime.close()
         self._stopped.set()
 

@@ -19,11 +19,19 @@ from mixerd.server.settings import Settings
 __all__ = ["build_http_authz_app", "build_services"]
 
 
-def build_services(runtime: Runtime, settings: Settings, console_sink: SpanSink | None = None) -> list[Any]:
+def build_services(
+    runtime: Runtime,
+    settings: Settings,
+    console_sink: SpanSink | None = None,
+    *,
+    caller_identity: bool = False,
+) -> list[Any]:
     """gRPC services, each with ``register(server)`` and optionally ``async aclose()``. The OTLP
     receiver is among them only with a ``console_sink`` (the console is on).
 
-    Raises ``ValueError`` for a bad setting (the server refuses to start).
+    ``caller_identity``: the listener requires client certificates, so every service reads the
+    caller's SPIFFE ID into ``mixerd.caller.principal``. Raises ``ValueError`` for a bad setting
+    (the server refuses to start).
     """
     s = settings
     services: list[Any] = [
@@ -36,13 +44,15 @@ def build_services(runtime: Runtime, settings: Settings, console_sink: SpanSink 
                 map_entries=s.max_map_entries,
                 decoded_values=s.max_decoded_values,
             ),
+            caller_identity=caller_identity,
         ),
-        ExtAuthzService(runtime),
+        ExtAuthzService(runtime, caller_identity=caller_identity),
         RateLimitService(
             runtime.dispatcher,
             shadow=s.ratelimit_shadow,
             shadow_domains=[d.strip() for d in s.ratelimit_shadow_domains.split(",")],
             failure_mode=s.ratelimit_failure_mode,
+            caller_identity=caller_identity,
         ),
         AccessLogService(
             runtime.dispatcher,
@@ -52,6 +62,7 @@ def build_services(runtime: Runtime, settings: Settings, console_sink: SpanSink 
             enqueue_timeout=s.accesslog_enqueue_timeout,
             drop=s.accesslog_drop,
             flush_timeout=min(5.0, s.drain_timeout),
+            caller_identity=caller_identity,
         ),
     ]
     if console_sink is not None:
@@ -61,12 +72,16 @@ def build_services(runtime: Runtime, settings: Settings, console_sink: SpanSink 
     return services
 
 
-def build_http_authz_app(runtime: Runtime, settings: Settings) -> web.Server:
-    """The HTTP authorization endpoint (Envoy http_service, nginx auth_request, Traefik ForwardAuth)."""
+def build_http_authz_app(
+    runtime: Runtime, settings: Settings, *, caller_identity: bool = False
+) -> web.Server:
+    """The HTTP authorization endpoint (Envoy http_service, nginx auth_request, Traefik ForwardAuth);
+    ``caller_identity`` as for :func:`build_services`."""
     options = HttpAuthzOptions(
         prefix=settings.http_authz_prefix,
         extension_headers=settings.http_authz_extension_headers,
         read_timeout=settings.http_authz_read_timeout,
         max_connections=settings.http_authz_max_connections,
+        caller_identity=caller_identity,
     )
     return build_http_authz_server(runtime, options)

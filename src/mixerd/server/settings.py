@@ -9,7 +9,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Settings", "add_arguments", "parse_address"]
+__all__ = ["TLS_LISTENERS", "Settings", "add_arguments", "parse_address"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +59,28 @@ class Settings:
     """Mixer API: entries in one string map attribute."""
     max_decoded_values: int = 1_000_000
     """Mixer API: attributes plus string-map entries in one request (RESOURCE_EXHAUSTED)."""
+    tls_cert: str = ""
+    """PEM certificate chain every listener serves over TLS; empty: plaintext (see server/tls.py)."""
+    tls_key: str = ""
+    """The certificate's PEM private key (unencrypted)."""
+    tls_client_ca: str = ""
+    """PEM CA bundle: listeners with one require client certificates signed by its CAs."""
+    grpc_tls_cert: str | None = None
+    """Per listener (grpc, monitoring, prometheus, http_authz): replaces ``tls_cert`` ... for that
+    listener; None: the general setting applies; '' turns it off for that listener."""
+    grpc_tls_key: str | None = None
+    grpc_tls_client_ca: str | None = None
+    monitoring_tls_cert: str | None = None
+    monitoring_tls_key: str | None = None
+    monitoring_tls_client_ca: str | None = None
+    prometheus_tls_cert: str | None = None
+    prometheus_tls_key: str | None = None
+    prometheus_tls_client_ca: str | None = None
+    http_authz_tls_cert: str | None = None
+    http_authz_tls_key: str | None = None
+    http_authz_tls_client_ca: str | None = None
+    tls_reload_interval: float = 1.0
+    """Seconds between reads of the TLS files (a changed certificate is served after at most this)."""
     allow_slow_protobuf: bool = False
 
     @classmethod
@@ -74,6 +96,11 @@ class Settings:
         for name in _POSITIVE:
             if name in values and values[name] < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {values[name]}")
+        interval = values.get("tls_reload_interval")
+        if interval is not None and not 0 < interval <= 3600:
+            raise ValueError(
+                f"--tls-reload-interval must be above 0 and at most 3600 seconds, got {interval}"
+            )
         return cls(**values)
 
 
@@ -132,7 +159,29 @@ _HELP = {
     "[default: %(default)s]",
     "max_decoded_values": "Mixer API: most attributes plus string-map entries in one request; more is "
     "RESOURCE_EXHAUSTED [default: %(default)s]",
+    "tls_cert": "PEM certificate chain: every listener serves TLS with it (default: plaintext). Files are "
+    "re-read every --tls-reload-interval and a changed certificate is served without a restart",
+    "tls_key": "PEM private key (unencrypted) of --tls-cert",
+    "tls_client_ca": "PEM CA bundle: listeners require a client certificate signed by one of its CAs (mTLS); "
+    "the certificate's spiffe:// URI SAN becomes the attribute mixerd.caller.principal",
+    "tls_reload_interval": "seconds between checks of the TLS files for a new certificate [default: %(default)s]",
 }
+
+TLS_LISTENERS = {
+    "grpc": "gRPC",
+    "monitoring": "monitoring",
+    "prometheus": "prometheus adapter",
+    "http_authz": "HTTP authorization",
+}
+"""The listeners with TLS settings of their own (``<name>_tls_cert`` ...), and their titles."""
+for _name, _title in TLS_LISTENERS.items():
+    _HELP[f"{_name}_tls_cert"] = (
+        f"--tls-cert for the {_title} listener only; '' serves it in plaintext (default: --tls-cert)"
+    )
+    _HELP[f"{_name}_tls_key"] = f"--tls-key for the {_title} listener only (default: --tls-key)"
+    _HELP[f"{_name}_tls_client_ca"] = (
+        f"--tls-client-ca for the {_title} listener only; '' asks no client certificate (default: --tls-client-ca)"
+    )
 
 
 def _env(name: str, environ: Mapping[str, str]) -> str | None:
@@ -168,10 +217,12 @@ def add_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, str] | 
             )
             continue
         # A string default goes through ``type`` when the arguments are parsed, so a bad
-        # environment value is reported like a bad flag (with the variable's name).
+        # environment value is reported like a bad flag (with the variable's name). A None
+        # default is an optional text (not given: None).
         parser.add_argument(
             flag,
-            type=_typed(type(default), f"MIXERD_{f.name.upper()}"),
+            metavar="FILE" if f.name.endswith(("tls_cert", "tls_key", "tls_client_ca")) else None,
+            type=_typed(str if default is None else type(default), f"MIXERD_{f.name.upper()}"),
             default=raw if raw is not None else default,
             help=help_text,
         )

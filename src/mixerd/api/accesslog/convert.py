@@ -19,6 +19,8 @@ The ``identifier`` of the first message of a stream is kept as a :class:`StreamC
   ``destination.uid`` of inbound and the ``source.uid`` of outbound entries (what
   ``kubernetesenv`` looks pods up by); its namespace is the ``destination.namespace`` of inbound
   and the ``source.namespace`` of outbound entries (it selects the namespace's rules).
+* ``mixerd.caller.principal``: the SPIFFE ID of the stream's client certificate, when the
+  listener verifies client certificates (:mod:`mixerd.api.caller`).
 
 The rules Envoy's front-ends share (principals, paths and query, dynamic metadata, cluster names,
 response flags, timestamps) are decided once in :mod:`mixerd.api.envoy.attributes`.
@@ -101,6 +103,7 @@ from typing import Any, Final
 
 from envoy.data.accesslog.v3 import accesslog_pb2
 
+from mixerd.api.caller import CALLER_PRINCIPAL
 from mixerd.api.envoy.attributes import (
     AUTHZ_METADATA_NAMESPACE,
     duration,
@@ -175,16 +178,21 @@ class StreamContext:
     reporter_uid: str = ""
     reporter_namespace: str = ""
     """The reporting workload's namespace, from an Istio sidecar node id."""
+    caller: str | None = None
+    """The SPIFFE ID of the stream's client certificate (``mixerd.caller.principal``)."""
 
 
-def stream_context(identifier: Any, reporter_kinds: Mapping[str, str] | None = None) -> StreamContext:
-    """The context of a stream from its first message's ``identifier``."""
+def stream_context(
+    identifier: Any, reporter_kinds: Mapping[str, str] | None = None, caller: str | None = None
+) -> StreamContext:
+    """The context of a stream from its first message's ``identifier`` (and ``caller``, the
+    SPIFFE ID of the connection's client certificate)."""
     node = identifier.node
     log_name: str = identifier.log_name
     node_id: str = node.id
     identity = node_identity(node_id)
     kind = (reporter_kinds or {}).get(log_name)
-    return StreamContext(log_name, node_id, node.cluster, kind, identity.uid, identity.namespace)
+    return StreamContext(log_name, node_id, node.cluster, kind, identity.uid, identity.namespace, caller)
 
 
 def parse_reporter_kinds(text: str) -> dict[str, str]:
@@ -252,6 +260,8 @@ def _common(c: Any, ctx: StreamContext, out: dict[str, Any]) -> tuple[str, _dt.t
     out["accesslog.node.id"] = ctx.node_id
     out["accesslog.node.cluster"] = ctx.node_cluster
     out["accesslog.type"] = _TYPE_NAMES.get(c.access_log_type, str(c.access_log_type))
+    if ctx.caller is not None:
+        out[CALLER_PRINCIPAL] = ctx.caller
     if ctx.reporter_uid:
         out["context.reporter.uid"] = ctx.reporter_uid
         out["destination.uid" if reporter == "inbound" else "source.uid"] = ctx.reporter_uid
@@ -455,15 +465,16 @@ def convert_message(message: Any, ctx: StreamContext, tracker: TcpBytes | None =
 class StreamState:
     """What one stream remembers: the context of its identifier and its TCP byte counts."""
 
-    __slots__ = ("context", "reporter_kinds", "tcp")
+    __slots__ = ("caller", "context", "reporter_kinds", "tcp")
 
-    def __init__(self, reporter_kinds: Mapping[str, str] | None = None) -> None:
+    def __init__(self, reporter_kinds: Mapping[str, str] | None = None, caller: str | None = None) -> None:
         self.reporter_kinds = reporter_kinds
+        self.caller = caller
         self.context: StreamContext | None = None
         self.tcp = TcpBytes()
 
     def convert(self, message: Any) -> Converted:
         """The attribute sets of the stream's next message (the first one sets the context)."""
         if self.context is None or message.HasField("identifier"):
-            self.context = stream_context(message.identifier, self.reporter_kinds)
+            self.context = stream_context(message.identifier, self.reporter_kinds, self.caller)
         return convert_message(message, self.context, self.tcp)

@@ -47,6 +47,7 @@ import grpc
 from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
 
 from mixerd.api.accesslog.convert import StreamState
+from mixerd.api.caller import grpc_caller
 from mixerd.runtime import Dispatcher
 from mixerd.runtime.reporting import DropPolicy, ReportPipeline
 
@@ -70,8 +71,11 @@ class AccessLogService(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[m
         enqueue_timeout: float = 1.0,
         drop: DropPolicy | str = DropPolicy.OLDEST,
         flush_timeout: float = 5.0,
+        caller_identity: bool = False,
     ) -> None:
         self.dispatcher = dispatcher
+        self.caller_identity = caller_identity
+        """Read the client certificate's SPIFFE ID of each stream into ``mixerd.caller.principal``."""
         self.reporter_kinds = dict(reporter_kinds or {})
         self.pipeline = ReportPipeline(
             dispatcher,
@@ -103,7 +107,7 @@ class AccessLogService(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[m
     # -- the stream --------------------------------------------------------------------------
 
     async def StreamAccessLogs(self, request_iterator: Any, context: Any) -> Any:
-        state = StreamState(self.reporter_kinds)
+        state = StreamState(self.reporter_kinds, grpc_caller(context) if self.caller_identity else None)
         self._streams.inc()
         try:
             async for message in request_iterator:

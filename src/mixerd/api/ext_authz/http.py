@@ -7,6 +7,9 @@ and checked like a gRPC ext_authz call (by the shared
 proxy keeps its connection alive) and the injected headers when allowed, the mapped status with a short text
 body and ``x-mixerd-status`` when denied, 500 (503/504) with only a request id when the check
 could not be evaluated, and 400 for a malformed request (a bad ``X-Real-IP`` ...).
+
+With ``caller_identity`` (the listener verifies client certificates) the SPIFFE ID of the
+connection's client certificate is ``mixerd.caller.principal``, read once per connection.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from multidict import CIMultiDict
 
+from mixerd.api.caller import transport_caller
 from mixerd.api.ext_authz.authorize import Authorizer
 from mixerd.api.ext_authz.request import BadRequest, HttpRequestBag
 from mixerd.api.ext_authz.verdict import HttpAnswer, encode_http
@@ -44,6 +48,9 @@ class HttpAuthzOptions:
     from the previous answer: slow or idle clients are closed after it (low-level server only)."""
     max_connections: int = 1024
     """Open connections above this are closed at once and counted (low-level server only)."""
+    caller_identity: bool = False
+    """Read the SPIFFE ID of the connection's client certificate into ``mixerd.caller.principal``
+    (set when the listener verifies client certificates)."""
 
 
 class _Endpoint:
@@ -63,9 +70,16 @@ class _Endpoint:
             if guard is not None:
                 guard.request_done(request.protocol)
 
+    def _caller(self, request: web.BaseRequest) -> str | None:
+        guard = self.guard
+        if guard is None:
+            return transport_caller(request.transport)
+        return guard.caller(request.protocol, request.transport)
+
     async def _handle(self, request: web.BaseRequest) -> web.Response:
         options = self.options
         clock = self.runtime.clock
+        caller = self._caller(request) if options.caller_identity else None
 
         def decode() -> HttpRequestBag:
             return HttpRequestBag(
@@ -75,6 +89,7 @@ class _Endpoint:
                 now=clock.now(),
                 prefix=options.prefix,
                 extension_headers=options.extension_headers,
+                caller=caller,
             )
 
         try:
@@ -115,6 +130,8 @@ class _GuardedServer(web.Server):
         self._max_connections = options.max_connections
         self._timers: dict[Any, asyncio.TimerHandle] = {}
         self._busy: set[Any] = set()
+        self._callers: dict[Any, str | None] = {}
+        """The caller's principal by connection (its handler), once read."""
         self._closed_slow = closed.labels("read_timeout")
         self._closed_full = closed.labels("connection_limit")
 
@@ -131,7 +148,20 @@ class _GuardedServer(web.Server):
         if entry is not None:
             entry.cancel()
         self._busy.discard(handler)
+        self._callers.pop(handler, None)
         super().connection_lost(handler, exc)
+
+    def caller(self, handler: Any, transport: asyncio.BaseTransport | None) -> str | None:
+        """The SPIFFE ID of a connection's client certificate (decoding a certificate costs more
+        than a request's other attributes, so once per connection)."""
+        try:
+            return self._callers[handler]
+        except KeyError:
+            pass
+        principal = transport_caller(transport)
+        if transport is not None and not transport.is_closing():
+            self._callers[handler] = principal
+        return principal
 
     def request_started(self, handler: Any) -> None:
         self._busy.add(handler)

@@ -51,6 +51,8 @@ attribute                          from
                                    inbound traffic)
 ``destination.service.name``       context extension ``service``
 ``destination.service.host``       context extension ``service.host``
+``mixerd.caller.principal``        not from the request: the SPIFFE ID of the client certificate
+                                   of the connection to mixerd (:mod:`mixerd.api.caller`)
 ``request.metadata``               ``metadata_context.filter_metadata`` flattened to
                                    ``<filter namespace>:<dotted field path>`` -> text (strings as
                                    they are, numbers and booleans in JSON form, lists as compact
@@ -74,7 +76,8 @@ every other header minus hop-by-hop headers, ``host`` and the control headers ab
 ``extension_headers`` enabled, ``X-Mixerd-Ext-<key>: value`` headers become context extension
 ``<key>`` (``X-Mixerd-Ext-Namespace``, ``X-Mixerd-Ext-mixerd.quotas``); enable it only when the
 proxy sets or clears those headers, since clients could send them too. Header text that an HTTP
-server could not decode as UTF-8 becomes U+FFFD, as the same bytes do over gRPC.
+server could not decode as UTF-8 becomes U+FFFD, as the same bytes do over gRPC. The connection's
+client certificate gives ``mixerd.caller.principal`` as over gRPC.
 """
 
 from __future__ import annotations
@@ -86,6 +89,7 @@ from typing import Any, ClassVar, Final
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from mixerd.api.caller import CALLER_PRINCIPAL
 from mixerd.api.envoy.attributes import (
     HEADER_ATTRIBUTES,
     flatten_metadata,
@@ -353,9 +357,11 @@ class CheckRequestBag(_RequestBag):
         "destination.labels": _labels("destination"),
     }
 
-    def __init__(self, request: Any) -> None:
+    def __init__(self, request: Any, *, caller: str | None = None) -> None:
         ctx = request.attributes
         values: dict[str, Any] = {}
+        if caller is not None:
+            values[CALLER_PRINCIPAL] = caller
         source = ctx.source
         _peer(values, source, "source")
         _peer(values, ctx.destination, "destination")
@@ -413,7 +419,8 @@ class HttpRequestBag(_RequestBag):
     """The attributes of a forward-auth HTTP request (see the module docstring), read lazily.
 
     ``target`` is the request target as received (path and query); ``headers`` the header
-    fields: a case-insensitive multi-dict (aiohttp's ``request.headers``) or pairs in order.
+    fields: a case-insensitive multi-dict (aiohttp's ``request.headers``) or pairs in order;
+    ``caller`` the SPIFFE ID of the connection's client certificate.
     """
 
     __slots__ = ()
@@ -432,6 +439,7 @@ class HttpRequestBag(_RequestBag):
         now: _dt.datetime,
         prefix: str = "",
         extension_headers: bool = False,
+        caller: str | None = None,
     ) -> None:
         if not isinstance(headers, CIMultiDictProxy | CIMultiDict):
             headers = CIMultiDict(headers)
@@ -477,6 +485,8 @@ class HttpRequestBag(_RequestBag):
                     ext[key[len(EXTENSION_HEADER_PREFIX) :]] = wire_text(value)
         values["context.extensions"] = ext
         _set_extension_attributes(values, ext)
+        if caller is not None:
+            values[CALLER_PRINCIPAL] = caller
         super().__init__(headers, values, headers, ext)
 
 

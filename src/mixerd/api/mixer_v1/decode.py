@@ -20,6 +20,7 @@ from itertools import islice
 from typing import Any, Final
 
 from mixerd._proto.mixer.v1 import attributes_pb2, report_pb2
+from mixerd.api.caller import CALLER_PRINCIPAL
 from mixerd.api.mixer_v1.wire import (
     EPOCH,
     INDEPENDENT_ENCODING,
@@ -133,6 +134,7 @@ def _index(msg: Any, g: Sequence[str], w: Sequence[str], where: str) -> dict[str
     IP addresses and string maps are checked here and converted on first use. Any problem sends
     the message to :func:`_diagnose`, which names it; the fast path does no bookkeeping beyond
     what the conversion does anyway (an out-of-range index raises ``IndexError`` by itself).
+    ``mixerd.caller.principal`` is left out: only mixerd sets it (:mod:`mixerd.api.caller`).
     """
     # Reading a value out of a upb map costs several times more than iterating its keys, and
     # getitem in a plain loop is the cheapest way to read (cheaper than items() or dict()).
@@ -203,6 +205,7 @@ def _index(msg: Any, g: Sequence[str], w: Sequence[str], where: str) -> dict[str
         raise _diagnose(msg, g, w, where) from None
     if len(values) != count:
         raise _diagnose(msg, g, w, where)
+    values.pop(CALLER_PRINCIPAL, None)  # mixerd's to set, from the connection; never the caller's
     return values
 
 
@@ -391,7 +394,7 @@ _CHUNK: Final = 5000
 
 
 def decode_report(
-    req: report_pb2.ReportRequest, limits: RequestLimits = _DEFAULT_LIMITS
+    req: report_pb2.ReportRequest, limits: RequestLimits = _DEFAULT_LIMITS, *, caller: str | None = None
 ) -> list[Mapping[str, Any]]:
     """The attribute bags of a ``ReportRequest``, one per attribute set, in order.
 
@@ -403,13 +406,14 @@ def decode_report(
     order, later values replacing earlier ones.
 
     Memory and time are linear in the request. ``limits`` are checked before anything is
-    decoded.
+    decoded. ``caller`` (the SPIFFE ID of the connection's client certificate) becomes every
+    set's ``mixerd.caller.principal``.
 
     Raises :class:`DictionaryMismatch` for a too-large ``global_word_count``,
     :class:`LimitExceeded` for a request over ``limits`` and :class:`BadRequest` (naming
     ``attributes[i]...``) for a malformed set.
     """
-    steps = decode_report_steps(req, limits)
+    steps = decode_report_steps(req, limits, caller=caller)
     while True:
         try:
             next(steps)
@@ -419,7 +423,7 @@ def decode_report(
 
 
 def decode_report_steps(
-    req: report_pb2.ReportRequest, limits: RequestLimits = _DEFAULT_LIMITS
+    req: report_pb2.ReportRequest, limits: RequestLimits = _DEFAULT_LIMITS, *, caller: str | None = None
 ) -> Generator[None, None, list[Mapping[str, Any]]]:
     """:func:`decode_report` as a generator that yields after every few milliseconds of work and
     returns the bags (a caller on an event loop lets other tasks run at each yield)."""
@@ -436,7 +440,10 @@ def decode_report_steps(
     for i, msg in enumerate(sets):
         own = msg.words
         w = tuple(own) if own else default
-        decoded.append(_materialize(_index(msg, g, w, f"attributes[{i}]"), g, w))
+        values = _materialize(_index(msg, g, w, f"attributes[{i}]"), g, w)
+        if caller is not None:
+            values[CALLER_PRINCIPAL] = caller
+        decoded.append(values)
         work += sizes[i] + 1
         if work >= _CHUNK:
             work = 0

@@ -13,6 +13,12 @@ traceback and answer UNKNOWN); :class:`~mixerd.api.mixer_v1.wire.RequestLimits` 
 before decoding (INVALID_ARGUMENT, or RESOURCE_EXHAUSTED for the total size, naming the flag);
 a large Report is decoded in slices of a few milliseconds, letting other tasks run between them.
 Rejected requests are logged as one line per kind at most every 10 s, with the count.
+
+With ``caller_identity`` (the listener verifies client certificates) the SPIFFE ID of the
+connection's certificate is ``mixerd.caller.principal`` (:mod:`mixerd.api.caller`) of a Check, its
+quotas and every attribute set of a Report. It is not among a Check's referenced attributes:
+the proxy's check cache cannot key on what it did not send, and the caller's identity is the
+same for every request of its cache.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from google.protobuf.message import DecodeError
 
 from mixerd._proto.mixer.v1 import check_pb2, mixer_pb2_grpc, report_pb2
 from mixerd.adapter import QuotaArgs
+from mixerd.api.caller import CALLER_PRINCIPAL, grpc_caller
 from mixerd.api.mixer_v1.decode import ProtoBag, check_limits, decode_report_steps
 from mixerd.api.mixer_v1.encode import encode_precondition, encode_quota_result, encode_referenced
 from mixerd.api.mixer_v1.wire import (
@@ -35,7 +42,7 @@ from mixerd.api.mixer_v1.wire import (
     RequestLimits,
     check_dictionary,
 )
-from mixerd.attribute import sorted_references
+from mixerd.attribute import OverlayBag, sorted_references
 from mixerd.runtime import Dispatcher, DispatchError
 from mixerd.runtime.reporting import RateLimitedWarning, ReportPipeline
 
@@ -68,11 +75,15 @@ class MixerService(mixer_pb2_grpc.MixerServicer):  # type: ignore[misc]
         *,
         queue_reports: bool = True,
         limits: RequestLimits | None = None,
+        caller_identity: bool = False,
         **queue: Any,
     ) -> None:
         self.dispatcher = dispatcher
         self.limits = RequestLimits() if limits is None else limits
         """What one request may ask the server to decode."""
+        self.caller_identity = caller_identity
+        """Read the client certificate's SPIFFE ID into ``mixerd.caller.principal`` (the
+        listener verifies client certificates)."""
         self.reports = ReportPipeline(dispatcher, api="mixer", **queue) if queue_reports else None
         """With ``queue_reports`` Report answers as soon as the request is decoded and queued
         (``queue`` are :class:`ReportPipeline` options); otherwise it waits for the dispatch and
@@ -154,8 +165,15 @@ class MixerService(mixer_pb2_grpc.MixerServicer):  # type: ignore[misc]
             quotas = {
                 name: QuotaArgs(q.amount, q.best_effort, dedup + name) for name, q in request.quotas.items()
             }
+        checked: Any = bag
+        if self.caller_identity:
+            principal = grpc_caller(context)
+            if principal is not None:
+                # a layer over the bag: read without being recorded as a referenced attribute
+                checked = OverlayBag(bag)
+                checked.set(CALLER_PRINCIPAL, principal)
         try:
-            outcome = await self.dispatcher.check(bag, quotas=quotas, tracker=bag.tracker)
+            outcome = await self.dispatcher.check(checked, quotas=quotas, tracker=bag.tracker)
         except DispatchError as exc:
             _log.warning("check failed: %s", exc)
             await self._abort(
@@ -209,7 +227,8 @@ class MixerService(mixer_pb2_grpc.MixerServicer):  # type: ignore[misc]
         try:
             if type(request) is bytes:
                 request = report_pb2.ReportRequest.FromString(request)
-            steps = decode_report_steps(request, self.limits)
+            caller = grpc_caller(context) if self.caller_identity else None
+            steps = decode_report_steps(request, self.limits, caller=caller)
             while True:
                 try:
                     next(steps)

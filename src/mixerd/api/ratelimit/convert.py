@@ -21,6 +21,8 @@ attribute                       type        value
 ``destination.service.host``,   STRING      entry ``destination_cluster`` (Envoy's
 ``.name``, ``.namespace``                   ``destination_cluster`` action), an Istio cluster
                                             name read as the access-log service reads it
+``mixerd.caller.principal``     STRING      the SPIFFE ID of the client certificate of the
+                                            connection to mixerd (:mod:`mixerd.api.caller`)
 ==============================  ==========  ================================================
 
 No other attribute is set (no ``request.headers``: Envoy sends only the descriptors). Put what a
@@ -111,6 +113,7 @@ from envoy.service.ratelimit.v3 import rls_pb2
 from google.protobuf import duration_pb2
 
 from mixerd.adapter import Code, QuotaResult
+from mixerd.api.caller import CALLER_PRINCIPAL
 from mixerd.api.envoy.attributes import parse_cluster, parse_ip
 from mixerd.attribute import DictBag
 
@@ -193,8 +196,9 @@ class BadRequest(ValueError):
     """A request the service refuses (answered INVALID_ARGUMENT); the message says what is wrong."""
 
 
-def decode_request(request: Any) -> tuple[Allocation, ...]:
-    """The allocations of a ``RateLimitRequest``, one per descriptor, in order.
+def decode_request(request: Any, *, caller: str | None = None) -> tuple[Allocation, ...]:
+    """The allocations of a ``RateLimitRequest``, one per descriptor, in order (``caller``: the
+    SPIFFE ID of the connection's client certificate).
 
     Raises :class:`BadRequest`, as envoyproxy/ratelimit refuses them, for an empty domain, an
     empty descriptor list and an entry without a key.
@@ -221,6 +225,8 @@ def decode_request(request: Any) -> tuple[Allocation, ...]:
             "ratelimit.descriptor": entries,
             "ratelimit.descriptor_key": key,
         }
+        if caller is not None:
+            values[CALLER_PRINCIPAL] = caller
         namespace = entries.get("namespace")
         if namespace:
             values["destination.namespace"] = namespace

@@ -32,6 +32,9 @@ grant; the service remembers the last window seen per (domain, descriptor) (boun
 entries) so an OVER_LIMIT answer still carries it.
 
 Time (latency, the spacing of warnings) comes from the runtime's clock (``Dispatcher.clock``).
+
+With ``caller_identity`` (the listener verifies client certificates) the SPIFFE ID of the
+connection's certificate is every allocation's ``mixerd.caller.principal``.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ import grpc
 from envoy.service.ratelimit.v3 import rls_pb2_grpc
 
 from mixerd.adapter import QuotaArgs
+from mixerd.api.caller import grpc_caller
 from mixerd.api.ratelimit.convert import (
     Allocation,
     BadRequest,
@@ -83,8 +87,10 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[m
         shadow: bool = False,
         shadow_domains: Iterable[str] = (),
         failure_mode: FailureMode | str = FailureMode.ALLOW,
+        caller_identity: bool = False,
     ) -> None:
         self.dispatcher = dispatcher
+        self.caller_identity = caller_identity
         self.shadow = shadow
         self.shadow_domains = frozenset(d for d in shadow_domains if d)
         self.failure_mode = FailureMode(failure_mode)
@@ -115,7 +121,9 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[m
         start = self.clock.monotonic()
         decisions: list[Decision] = []
         try:
-            allocations = decode_request(request)
+            allocations = decode_request(
+                request, caller=grpc_caller(context) if self.caller_identity else None
+            )
         except BadRequest as exc:
             self._requests.labels("ratelimit", "ShouldRateLimit", "INVALID_ARGUMENT").inc()
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
