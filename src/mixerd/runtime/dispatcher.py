@@ -33,9 +33,15 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from mixerd.adapter import CheckResult, Clock, Code, QuotaArgs, QuotaResult, Status, SystemClock
-from mixerd.attribute import MISSING, FrozenReferences, OverlayBag, ReferenceTracker
+from mixerd.attribute import MISSING, FrozenReferences, OverlayBag, ReferenceTracker, logsafe
 from mixerd.config import HeaderAction
 from mixerd.lang import EvaluationError
+from mixerd.runtime.failures import (
+    ATTRIBUTE_GENERATION_FAILURE,
+    HANDLER_DEADLINE,
+    INSTANCE_FAILURE,
+    DispatchError,
+)
 from mixerd.runtime.metrics import RuntimeMetrics
 from mixerd.runtime.routing import Destination, InstanceGroup, NamespaceTable, RoutingTable
 from mixerd.templates import InstanceBuildError, Variety
@@ -58,14 +64,6 @@ DEFAULT_VALID_DURATION: Final = _dt.timedelta(minutes=1)
 DEFAULT_VALID_USE_COUNT: Final = 10000
 _UNCONFIGURED_QUOTA_VALIDITY: Final = _dt.timedelta(minutes=1)
 _MAX_WARNED_QUOTAS: Final = 1000
-
-
-class DispatchError(Exception):
-    """The request could not be processed (a handler failed, an instance could not be built)."""
-
-    def __init__(self, message: str, code: int = Code.INTERNAL) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,10 +171,11 @@ class Dispatcher:
 
     @staticmethod
     def _handler_failed(d: Destination, exc: BaseException) -> DispatchError:
-        """Count and log a failed handler call; the error to raise or collect."""
+        """Count a failed handler call; the error to raise or collect. Not logged here: the
+        front-end logs it once, under the request id it gives the caller (Check, Quota), or the
+        report pipeline counts and logs it (Report)."""
         d.dispatch_errors.inc()
-        _log.error("handler %s (%s) failed: %s: %s", d.name, d.template, type(exc).__name__, exc)
-        return DispatchError(f"handler {d.name} failed: {type(exc).__name__}: {exc}")
+        return DispatchError(f"handler {d.name} failed: {type(exc).__name__}: {exc}", handler=d.name)
 
     def _call(self, d: Destination, *args: Any) -> Any:
         """Call ``d``'s handler method: its answer, or an awaitable one for an asynchronous method.
@@ -206,7 +205,10 @@ class Dispatcher:
             if task in not_done:
                 d.dispatch_errors.inc()
                 err = DispatchError(
-                    f"handler {d.name} did not answer within {deadline:g}s", Code.DEADLINE_EXCEEDED
+                    f"handler {d.name} did not answer within {deadline:g}s",
+                    Code.DEADLINE_EXCEEDED,
+                    handler=d.name,
+                    public=HANDLER_DEADLINE,
                 )
                 out.append((d, err))
             elif task.cancelled():
@@ -262,7 +264,10 @@ class Dispatcher:
                     try:
                         qr = await self._quota(qt, bag, name, args)
                     except DispatchError as exc:
-                        _log.warning("quota %s failed: %s", name, exc)
+                        # Not an error of the Check: the quota is answered "nothing granted".
+                        _log.warning(
+                            "quota %s failed, granting nothing: %s", logsafe(name), logsafe(str(exc))
+                        )
                         qr = QuotaResult()
                     quota_out[name] = QuotaOutcome(qr, tracker.frozen() if tracker is not None else None)
             return CheckOutcome(result, directive, references, reason=reason, quotas=quota_out)
@@ -292,7 +297,9 @@ class Dispatcher:
         uses: int | None = None
         for d, r in answers:
             if not isinstance(r, CheckResult):
-                raise DispatchError(f"handler {d.name} returned {type(r).__name__}, not a CheckResult")
+                raise DispatchError(
+                    f"handler {d.name} returned {type(r).__name__}, not a CheckResult", handler=d.name
+                )
             if r.status.code != Code.OK:
                 if code == Code.OK:
                     code = r.status.code
@@ -325,7 +332,9 @@ class Dispatcher:
                 d.dispatches.inc()
                 r = await self._answer(d, inst, args)
                 if not isinstance(r, QuotaResult):
-                    raise DispatchError(f"handler {d.name} returned {type(r).__name__}, not a QuotaResult")
+                    raise DispatchError(
+                        f"handler {d.name} returned {type(r).__name__}, not a QuotaResult", handler=d.name
+                    )
                 return r
         return QuotaResult(valid_duration=_UNCONFIGURED_QUOTA_VALIDITY, amount=args.amount)
 
@@ -412,15 +421,15 @@ class Dispatcher:
         if not nt.destinations:
             return bag
 
-        def failed(message: str) -> None:
+        def failed(message: str, handler: str) -> None:
             message = f"preprocessing attributes failed: {message}"
             if fail:
-                raise DispatchError(message)
-            _log.warning("%s", message)
+                raise DispatchError(message, handler=handler, public=ATTRIBUTE_GENERATION_FAILURE)
+            _log.warning("%s", logsafe(message))
 
         def build_failed(d: Destination, exc: InstanceBuildError) -> None:
             d.dispatch_errors.inc()
-            failed(f"{d.name}: {type(exc).__name__}: {exc}")
+            failed(f"{d.name}: {type(exc).__name__}: {exc}", d.name)
 
         # A plain dict (reports) stays a plain dict: lookups in it cost no Python call.
         out: _DictOverlay | OverlayBag = _DictOverlay(bag) if type(bag) is dict else OverlayBag(bag)
@@ -440,7 +449,7 @@ class Dispatcher:
                 try:
                     outputs = await self._answer(d, inst)
                 except DispatchError as exc:
-                    failed(str(exc))
+                    failed(str(exc), d.name)
                     continue
                 # Bindings apply even when the generator found nothing: their
                 # ``$out.x | default`` fallbacks still produce attributes (Mixer's behaviour).
@@ -470,7 +479,7 @@ def _matches(cond: Any, bag: Mapping[str, Any]) -> bool:
 
 
 def _raise_build_error(d: Destination, exc: InstanceBuildError) -> None:
-    raise DispatchError(str(exc)) from None
+    raise DispatchError(str(exc), handler=d.name, public=INSTANCE_FAILURE) from None
 
 
 def _instances(

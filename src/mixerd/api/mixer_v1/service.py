@@ -3,9 +3,13 @@
 Error mapping (Mixer's): a too-large ``global_word_count`` -> INTERNAL ("inconsistent global
 dictionary versions used ..."); a malformed message (bad dictionary index, the same attribute in
 two typed maps, a bad IP length ...) -> INVALID_ARGUMENT naming the field; a failed dispatch (a
-handler error, an instance that cannot be built, a failed attribute generator) -> INTERNAL with
-the reason; Report problems -> UNKNOWN with the joined messages (only when reports are dispatched
-synchronously; the server queues them and answers at once). None of them stops the server.
+handler error, an instance that cannot be built, a failed attribute generator) -> INTERNAL;
+Report problems -> UNKNOWN (only when reports are dispatched synchronously; the server queues
+them and answers at once). None of them stops the server. **Changed from Mixer**, which put the
+reason in the status message: a failed dispatch or report answers only a fixed phrase and a
+request id (``handler failure (request id 7f3a09c2e1b4d5a6)``), and the reason (adapters'
+exception text, which can name hosts, paths or secrets) is logged once under that id
+(:func:`mixerd.runtime.failure_answer`).
 
 Bounded work per request: the servicer receives the raw request bytes and parses them itself, so
 bytes that are not a protobuf answer INVALID_ARGUMENT (grpc's own deserializer would log a
@@ -36,7 +40,7 @@ from mixerd.api.mixer_v1.wire import (
     check_dictionary,
 )
 from mixerd.attribute import sorted_references
-from mixerd.runtime import Dispatcher, DispatchError
+from mixerd.runtime import Dispatcher, DispatchError, failure_answer, log_failure
 from mixerd.runtime.reporting import RateLimitedWarning, ReportPipeline
 
 __all__ = ["MixerService"]
@@ -157,10 +161,9 @@ class MixerService(mixer_pb2_grpc.MixerServicer):  # type: ignore[misc]
         try:
             outcome = await self.dispatcher.check(bag, quotas=quotas, tracker=bag.tracker)
         except DispatchError as exc:
-            _log.warning("check failed: %s", exc)
-            await self._abort(
-                context, "Check", grpc.StatusCode.INTERNAL, f"performing check operation failed: {exc}"
-            )
+            # The caller gets a fixed phrase and a request id; the detail is logged under that id.
+            message = failure_answer(exc, api="mixer", method="Check", attributes=bag)
+            await self._abort(context, "Check", grpc.StatusCode.INTERNAL, message)
             raise AssertionError("unreachable") from None
         whole_maps = bag.tracker.whole_maps
         r = outcome.result
@@ -237,7 +240,8 @@ class MixerService(mixer_pb2_grpc.MixerServicer):  # type: ignore[misc]
                 more = len(errors) - _MAX_REPORT_ERRORS
                 if more > 0:
                     shown += f"; and {more} more"
-                await self._abort(context, "Report", grpc.StatusCode.UNKNOWN, shown)
+                message = log_failure("mixer", "Report", shown, public=f"{len(errors)} report problems")
+                await self._abort(context, "Report", grpc.StatusCode.UNKNOWN, message)
         self._report_ok.inc()
         self._report_seconds.observe(self.clock.monotonic() - start)
         return _EMPTY_REPORT
