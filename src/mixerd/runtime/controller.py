@@ -98,6 +98,7 @@ class Runtime:
         clock: Clock | None = None,
         drain_timeout: float = 10.0,
         check_deadline: float = 1.0,
+        fail_closed: bool = False,
     ) -> None:
         self.store = store
         self.default_namespace = default_namespace
@@ -112,6 +113,9 @@ class Runtime:
             ["handler", "reason"],
         )
         self.drain_timeout = drain_timeout
+        self.fail_closed = fail_closed
+        """Deny a Check when a check or quota rule cannot be evaluated, for rules without a
+        ``mixerd.io/fail-closed`` annotation (``--fail-closed``)."""
         empty = HandlerTable({}, [])
         self._handlers = empty
         self.snapshot: Snapshot | None = None
@@ -177,7 +181,9 @@ class Runtime:
         handlers = build_handler_table(
             snapshot, self.adapters, self._handlers, clock=self.clock, on_drop=self._count_adapter_drop
         )
-        table = build_routing_table(snapshot, handlers, self.default_namespace, self.metrics)
+        table = build_routing_table(
+            snapshot, handlers, self.default_namespace, self.metrics, fail_closed=self.fail_closed
+        )
         retired = handlers.retired_since(self._handlers)
         old = self.dispatcher.swap(table)
         self._handlers = handlers
