@@ -425,7 +425,8 @@ class _Builder:
         )
 
     def manifests(self, base: Mapping[str, ValueType] | None) -> None:
-        self.manifest = dict(base or {})
+        base = base or {}
+        self.manifest = dict(base)
         declared: dict[str, Resource] = {}
         for r, spec in self.of_kind(AttributeManifestSpec, ATTRIBUTE_MANIFEST):
             self.report_issues(r)
@@ -437,6 +438,14 @@ class _Builder:
                         f"spec.attributes.{name}.valueType",
                         f"attribute '{name}' is {info.value_type.name} here but "
                         f"{self.manifest[name].name} in {earlier.key}; using {info.value_type.name}",
+                    )
+                elif earlier is None and name in base and base[name] != info.value_type:
+                    self.warn(
+                        r,
+                        f"spec.attributes.{name}.valueType",
+                        f"attribute '{name}' is {base[name].name} in the built-in vocabulary (the type "
+                        f"mixerd's Envoy front-ends give it); using {info.value_type.name}, rules that read "
+                        "it will fail to evaluate on requests from those front-ends",
                     )
                 self.manifest[name] = info.value_type
                 declared[name] = r

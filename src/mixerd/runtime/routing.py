@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from mixerd.attribute import ValueType
 from mixerd.config import CompiledHeaderOperation, Snapshot
 from mixerd.lang import Expression
 from mixerd.runtime.handlers import HandlerEntry, HandlerTable
@@ -110,6 +111,7 @@ class RoutingTable:
         "has_generators",
         "id",
         "in_flight",
+        "manifest",
         "quota_plan",
     )
 
@@ -122,6 +124,7 @@ class RoutingTable:
         handlers: HandlerTable,
         errors: list[str],
         quota_plan: QuotaPlan = EMPTY_QUOTA_PLAN,
+        manifest: Mapping[str, ValueType] | None = None,
     ) -> None:
         self.id = id
         self.default_namespace = default_namespace
@@ -131,6 +134,8 @@ class RoutingTable:
         self.errors = errors
         self.quota_plan = quota_plan
         """What a Check is charged (``QuotaSpec``/``QuotaSpecBinding`` of the same config)."""
+        self.manifest: Mapping[str, ValueType] = {} if manifest is None else manifest
+        """The config's attribute manifest (what front-ends check typed wire values against)."""
         self.in_flight = 0
         self.has_generators = self.has(Variety.ATTRIBUTE_GENERATOR)
         """Whether any attribute generator is routed (requests skip preprocessing otherwise)."""
@@ -264,7 +269,9 @@ def build_routing_table(
             for ns, t in built.items()
         }
     plan = QuotaPlan.of_snapshot(snapshot, default_namespace)
-    return RoutingTable(snapshot.id, default_namespace, namespaces, defaults, handlers, errors, plan)
+    return RoutingTable(
+        snapshot.id, default_namespace, namespaces, defaults, handlers, errors, plan, snapshot.manifest
+    )
 
 
 def _finish(variety: Variety, a: _Acc, handlers: HandlerTable, metrics: RuntimeMetrics) -> NamespaceTable:

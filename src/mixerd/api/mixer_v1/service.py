@@ -2,7 +2,9 @@
 
 Error mapping (Mixer's): a too-large ``global_word_count`` -> INTERNAL ("inconsistent global
 dictionary versions used ..."); a malformed message (bad dictionary index, the same attribute in
-two typed maps, a bad IP length ...) -> INVALID_ARGUMENT naming the field; a failed dispatch (a
+two typed maps, a bad IP length ...) or an attribute sent in another typed map than its manifest
+type's (``request.headers`` as a string: see :class:`~mixerd.api.mixer_v1.decode.WireTypes`) ->
+INVALID_ARGUMENT naming the field; a failed dispatch (a
 handler error, an instance that cannot be built, a failed attribute generator) -> INTERNAL;
 Report problems -> UNKNOWN (only when reports are dispatched synchronously; the server queues
 them and answers at once). None of them stops the server. **Changed from Mixer**, which put the
@@ -30,7 +32,7 @@ from google.protobuf.message import DecodeError
 
 from mixerd._proto.mixer.v1 import check_pb2, mixer_pb2_grpc, report_pb2
 from mixerd.adapter import QuotaArgs
-from mixerd.api.mixer_v1.decode import ProtoBag, check_limits, decode_report_steps
+from mixerd.api.mixer_v1.decode import ProtoBag, WireTypes, check_limits, decode_report_steps
 from mixerd.api.mixer_v1.encode import encode_precondition, encode_quota_result, encode_referenced
 from mixerd.api.mixer_v1.wire import (
     BadRequest,
@@ -39,7 +41,7 @@ from mixerd.api.mixer_v1.wire import (
     RequestLimits,
     check_dictionary,
 )
-from mixerd.attribute import sorted_references
+from mixerd.attribute import logsafe, sorted_references
 from mixerd.runtime import Dispatcher, DispatchError, failure_answer, log_failure
 from mixerd.runtime.reporting import RateLimitedWarning, ReportPipeline
 
@@ -52,15 +54,6 @@ _RESPONSE_CACHE_SIZE = 4096
 _SERVICE: Final = "istio.mixer.v1.Mixer"
 _LOGGED_DETAIL: Final = 200
 """Characters of a rejection's reason that are logged (it may quote what the caller sent)."""
-
-
-def _printable(text: str) -> str:
-    """``text`` for a log line: control and other unprintable characters escaped, cut short."""
-    if len(text) > _LOGGED_DETAIL:
-        text = text[:_LOGGED_DETAIL] + "..."
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class MixerService(mixer_pb2_grpc.MixerServicer):  # type: ignore[misc]
@@ -91,6 +84,8 @@ class MixerService(mixer_pb2_grpc.MixerServicer):  # type: ignore[misc]
         self._responses: dict[Any, Any] = {}
         """Encoded responses by (result, directive, references, whole maps, word count)."""
         self._rejections: dict[tuple[str, str], RateLimitedWarning] = {}
+        self._types = WireTypes({})
+        """The typed maps of the manifest in force (rebuilt when the config's manifest changes)."""
 
     def register(self, server: grpc.aio.Server) -> None:
         """Register Check and Report taking the raw request bytes (parsed by the servicer, so a
@@ -115,8 +110,18 @@ class MixerService(mixer_pb2_grpc.MixerServicer):  # type: ignore[misc]
         warning = self._rejections.get((method, code.name))
         if warning is None:
             warning = self._rejections[(method, code.name)] = RateLimitedWarning(self.clock)
-        warning.add(1, f"rejected Mixer {method} requests ({code.name}; the last: {_printable(message)})")
+        warning.add(
+            1, f"rejected Mixer {method} requests ({code.name}; the last: {logsafe(message, _LOGGED_DETAIL)})"
+        )
         await self._abort(context, method, code, message)
+
+    def _wire_types(self) -> WireTypes:
+        """The typed maps of the manifest of the routing table in force."""
+        manifest = self.dispatcher.table.manifest
+        types = self._types
+        if types.manifest is not manifest:
+            types = self._types = WireTypes(manifest)
+        return types
 
     def flush_warnings(self) -> None:
         """Log the rejections counted since each kind's last log line."""
@@ -140,7 +145,7 @@ class MixerService(mixer_pb2_grpc.MixerServicer):  # type: ignore[misc]
             check_dictionary(gwc)
             attributes = request.attributes
             check_limits(attributes, self.limits)
-            bag = ProtoBag(attributes, global_word_count=gwc, track=True)
+            bag = ProtoBag(attributes, global_word_count=gwc, track=True, types=self._wire_types())
         except DecodeError as exc:
             await self._reject(
                 context, "Check", grpc.StatusCode.INVALID_ARGUMENT, f"malformed CheckRequest: {exc}"
@@ -212,7 +217,7 @@ class MixerService(mixer_pb2_grpc.MixerServicer):  # type: ignore[misc]
         try:
             if type(request) is bytes:
                 request = report_pb2.ReportRequest.FromString(request)
-            steps = decode_report_steps(request, self.limits)
+            steps = decode_report_steps(request, self.limits, self._wire_types())
             while True:
                 try:
                     next(steps)
