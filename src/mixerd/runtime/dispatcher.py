@@ -183,6 +183,7 @@ class Dispatcher:
         """Names come from requests: at most ``_QUOTA_WARNING_BURST`` new names get a line per
         10 s, the others are counted in the next line."""
         self._rule_errors: dict[str, _RuleErrors] = {}
+        self._generation_warning = RateLimitedWarning(self.clock, logger=_log)
 
     # -- table management -------------------------------------------------------------------
 
@@ -550,7 +551,10 @@ class Dispatcher:
             message = f"preprocessing attributes failed: {message}"
             if fail:
                 raise DispatchError(message, handler=handler, public=ATTRIBUTE_GENERATION_FAILURE)
-            _log.warning("%s", logsafe(message))
+            # Once per attribute set of a Report: rate-limited, with the count.
+            self._generation_warning.add(
+                1, f"reports dispatched without generated attributes (latest: {logsafe(message)})"
+            )
 
         def build_failed(d: Destination, exc: InstanceBuildError) -> None:
             d.dispatch_errors.inc()
