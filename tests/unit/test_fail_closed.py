@@ -10,8 +10,12 @@ from typing import Any
 
 import pytest
 import yaml
+from envoy.service.ratelimit.v3 import rls_pb2
 
 from mixerd.adapter import Code, ManualClock, QuotaArgs, load_adapters
+from mixerd.api.ext_authz.authorize import Authorizer
+from mixerd.api.ext_authz.verdict import encode_http
+from mixerd.api.ratelimit.service import RateLimitService
 from mixerd.attribute import DictBag
 from mixerd.config import MemoryStore, parse_text
 from mixerd.runtime import DispatchError, Runtime
@@ -172,3 +176,21 @@ def test_the_server_flag(argv: list[str], env: dict[str, str], expected: bool) -
     parser = argparse.ArgumentParser()
     add_arguments(parser, env)
     assert Settings.from_args(parser.parse_args(argv)).fail_closed is expected
+
+
+async def test_ext_authz_answers_403_without_the_rule_name(runtime_for: Any) -> None:
+    rt = await runtime_for(fail_closed=True)
+    authorizer = Authorizer(rt, "ext_authz")
+    verdict = await authorizer.authorize(lambda: DictBag({"request.headers": "x-user: blocked"}))
+    answer = encode_http(verdict)
+    assert (answer.status, answer.body) == (403, FAIL_CLOSED_REASON)
+    assert ("x-mixerd-status", "PERMISSION_DENIED") in answer.headers
+
+
+async def test_the_rate_limit_service_answers_over_limit(runtime_for: Any) -> None:
+    rt = await runtime_for({"quota-users": "true"})
+    svc = RateLimitService(rt.dispatcher)  # failure mode "allow": a fail-closed denial is no failure
+    req = rls_pb2.RateLimitRequest(domain="requestcountquota")
+    req.descriptors.add().entries.add(key="user", value="alice")
+    resp = await svc.ShouldRateLimit(req, context=None)
+    assert resp.overall_code == rls_pb2.RateLimitResponse.OVER_LIMIT
