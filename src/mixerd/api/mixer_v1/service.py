@@ -245,7 +245,7 @@ class MixerService(mixer_pb2_grpc.MixerServicer):  # type: ignore[misc]
                 more = len(errors) - _MAX_REPORT_ERRORS
                 if more > 0:
                     shown += f"; and {more} more"
-                message = log_failure("mixer", "Report", shown, public=f"{len(errors)} report problems")
+                message = log_failure("mixer", "Report", shown, public="report dispatch failure")
                 await self._abort(context, "Report", grpc.StatusCode.UNKNOWN, message)
         self._report_ok.inc()
         self._report_seconds.observe(self.clock.monotonic() - start)
