@@ -143,7 +143,7 @@ def _outcome(spec: dict[str, Any]) -> CheckOutcome:
 @pytest.mark.parametrize("case", _ids("verdicts"))
 def test_verdicts(case: dict[str, Any]) -> None:
     if "error" in case:
-        verdict = verdict_mod.error_verdict(case["error"]["code"], case["error"]["request_id"])
+        verdict = verdict_mod.error_verdict(case["error"]["code"], case["error"]["message"])
     else:
         requested = {n: QuotaArgs(amount=a) for n, a in (case.get("requested") or {}).items()}
         verdict = verdict_mod.decide(_outcome(case["outcome"]), requested or None)

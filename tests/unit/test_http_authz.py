@@ -169,15 +169,19 @@ async def test_a_failing_handler_gives_500_without_internal_details(
             resp = await client.get("/_mixerd", headers={"X-Boom": "true", "X-Request-Id": "rid-7"})
         assert resp.status == 500
         body = await resp.text()
-        assert body == "authorization service error (request id rid-7)"
+        # mixerd's own id (the caller's x-request-id is not trusted as one), logged with the
+        # detail, the handler and the caller's x-request-id on one line.
+        rid = body.removeprefix("handler failure (request id ").removesuffix(")")
+        assert body == f"handler failure (request id {rid})" and len(rid) == 16 and rid != "rid-7"
         assert resp.headers["x-mixerd-status"] == "INTERNAL"
-        assert "hunter2" in caplog.text and "rid-7" in caplog.text
-        # Without x-request-id an id is made up, and it is the one logged.
+        [line] = [r.getMessage() for r in caplog.records if rid in r.getMessage()]
+        assert "hunter2" in line and "x-request-id rid-7" in line and "handler boom" in line
+        # Without x-request-id the line has mixerd's id only.
         caplog.clear()
         with caplog.at_level(logging.ERROR):
             resp = await client.get("/_mixerd", headers={"X-Boom": "true"})
         rid = (await resp.text()).rsplit(" ", 1)[1].rstrip(")")
-        assert len(rid) == 16 and rid in caplog.text
+        assert len(rid) == 16 and rid in caplog.text and "x-request-id" not in caplog.text
         # The endpoint keeps serving.
         assert (await client.get("/_mixerd")).status == 200
     finally:

@@ -12,7 +12,7 @@ import pytest
 
 from mixerd._proto.mixer.v1 import attributes_pb2, check_pb2, mixer_pb2_grpc, report_pb2
 from mixerd.adapter import load_adapters
-from mixerd.api.mixer_v1.service import MixerService, _printable
+from mixerd.api.mixer_v1.service import MixerService
 from mixerd.api.mixer_v1.wire import RequestLimits
 from mixerd.config import MemoryStore
 from mixerd.runtime import Runtime
@@ -127,10 +127,19 @@ async def test_each_limit_answers_its_code_and_names_the_flag(
     assert err.details() == message
 
 
-def test_logged_reasons_escape_control_characters() -> None:
-    assert _printable("attribute 'a' ok") == "attribute 'a' ok"
-    assert _printable("a\x1b[31mb\nc\x00") == "a\\x1b[31mb\\nc\\x00"
-    assert _printable("x" * 500) == "x" * 200 + "..."
+async def test_logged_reasons_escape_control_characters(
+    served: tuple[MixerService, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    # The reason quotes the caller's attribute name: escaped (mixerd.attribute.logsafe) and cut.
+    _, target = served
+    name = "evil\nWARNING forged \x1b[31m" + "x" * 300
+    msg = CA(words=[name], strings={-1: -1}, int64s={-1: 1})
+    with caplog.at_level(logging.WARNING):
+        err = await _raw(target, "Check", check_pb2.CheckRequest(attributes=msg).SerializeToString())
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    [line] = [r.getMessage() for r in caplog.records if "rejected Mixer" in r.getMessage()]
+    assert "\n" not in line and "\x1b" not in line
+    assert "evil\\nWARNING forged \\x1b[31m" in line and "more characters]" in line
 
 
 async def test_a_big_delta_report_leaves_the_event_loop_responsive(runtime: Runtime) -> None:

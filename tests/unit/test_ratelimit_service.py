@@ -279,16 +279,24 @@ async def test_failure_warnings_are_spaced_on_the_runtime_clock(
         await fail()
     warnings = [r.getMessage() for r in caplog.records if "quota fragile" in r.getMessage()]
     assert len(warnings) == 2
-    assert "(1 more since the last warning)" in warnings[1]
+    assert warnings[0].endswith("failures: 1")
+    assert warnings[1].endswith("failures: 2 in the last 11s")  # the one counted, and this one
 
 
-async def test_failure_mode_error_fails_the_call_for_envoy_to_decide(runtime: Runtime) -> None:
+async def test_failure_mode_error_fails_the_call_for_envoy_to_decide(
+    runtime: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
     svc = RateLimitService(runtime.dispatcher, failure_mode="error")
     ctx = _Context()
-    with pytest.raises(_Aborted):
+    with caplog.at_level("ERROR"), pytest.raises(_Aborted):
         await svc.ShouldRateLimit(_request("api", {"quota": "fragile"}), ctx)
     assert ctx.code == grpc.StatusCode.UNAVAILABLE
-    assert "fragile" in ctx.details and "backend unreachable" in ctx.details
+    # The caller gets a fixed phrase and an id; the handler's words are logged under that id.
+    assert ctx.details.startswith("handler failure (request id ")
+    assert "backend unreachable" not in ctx.details
+    rid = ctx.details.rsplit(" ", 1)[1].rstrip(")")
+    [line] = [r.getMessage() for r in caplog.records if rid in r.getMessage()]
+    assert "ratelimit ShouldRateLimit failed" in line and "backend unreachable" in line
     with pytest.raises(ValueError):
         RateLimitService(runtime.dispatcher, failure_mode="deny")
 

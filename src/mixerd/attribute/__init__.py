@@ -17,6 +17,7 @@ from mixerd.attribute.bag import (
 )
 from mixerd.attribute.coerce import coerce
 from mixerd.attribute.dictionary import GLOBAL_DICTIONARY, GLOBAL_INDEX
+from mixerd.attribute.logsafe import LOGSAFE_LIMIT, logsafe
 from mixerd.attribute.manifest import (
     Manifest,
     ManifestError,
@@ -42,6 +43,7 @@ from mixerd.attribute.types import (
 __all__ = [
     "GLOBAL_DICTIONARY",
     "GLOBAL_INDEX",
+    "LOGSAFE_LIMIT",
     "MISSING",
     "URI",
     "V4_MAPPED_PREFIX",
@@ -65,6 +67,7 @@ __all__ = [
     "coerce",
     "format_duration",
     "load_manifests",
+    "logsafe",
     "manifest_from_resources",
     "parse_duration",
     "parse_ip",

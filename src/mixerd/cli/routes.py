@@ -28,14 +28,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     p.add_argument("--default-namespace", default=DEFAULT_NAMESPACE, help="[default: %(default)s]")
+    p.add_argument(
+        "--fail-closed",
+        action="store_true",
+        help="as `mixerd serve --fail-closed`: check and quota rules without a mixerd.io/fail-closed "
+        "annotation fail closed (marked '(fail-closed)')",
+    )
     p.set_defaults(func=run)
 
 
-async def _dump(paths: list[Path], default_namespace: str) -> tuple[str, int]:
+async def _dump(paths: list[Path], default_namespace: str, fail_closed: bool = False) -> tuple[str, int]:
     snapshot = load_snapshot(paths, default_namespace)
     handlers = build_handler_table(snapshot, load_adapters())
     try:
-        table = build_routing_table(snapshot, handlers, default_namespace)
+        table = build_routing_table(snapshot, handlers, default_namespace, fail_closed=fail_closed)
         return table.dump(), len(snapshot.errors)
     finally:
         for entry in handlers.entries.values():
@@ -47,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     if missing:
         print(f"error: no such file or directory: {', '.join(missing)}", file=sys.stderr)
         return 1
-    text, errors = asyncio.run(_dump(args.paths, args.default_namespace))
+    text, errors = asyncio.run(_dump(args.paths, args.default_namespace, args.fail_closed))
     sys.stdout.write(text)
     if errors:
         print(f"({errors} config errors: run `mixerd validate` to see them)", file=sys.stderr)

@@ -13,6 +13,7 @@ Adapters are known only through an :class:`AdapterCatalog` passed in by the call
 from mixerd.config.fsstore import FileStore
 from mixerd.config.model import (
     API_VERSION,
+    FAIL_CLOSED_ANNOTATION,
     LANG_ANNOTATION,
     LEGACY_KINDS,
     Action,
@@ -83,6 +84,7 @@ from mixerd.config.store import (
 __all__ = [
     "API_VERSION",
     "DEFAULT_NAMESPACE",
+    "FAIL_CLOSED_ANNOTATION",
     "LANG_ANNOTATION",
     "LEGACY_KINDS",
     "Action",

@@ -39,6 +39,7 @@ __all__ = [
     "ADAPTER",
     "API_VERSION",
     "ATTRIBUTE_MANIFEST",
+    "FAIL_CLOSED_ANNOTATION",
     "GENERIC_KINDS",
     "HANDLER",
     "INSTANCE",
@@ -94,6 +95,13 @@ GENERIC_KINDS: Final = frozenset({ATTRIBUTE_MANIFEST, RULE, INSTANCE, HANDLER, A
 
 LANG_ANNOTATION: Final = "policy.istio.io/lang"
 """Metadata annotation that selects a resource's expression dialect (``CEXL`` by default)."""
+
+FAIL_CLOSED_ANNOTATION: Final = "mixerd.io/fail-closed"
+"""Rule metadata annotation, ``"true"`` or ``"false"``: whether a Check is denied when the rule's
+match, or an instance it sends to a check or quota handler, cannot be evaluated (instead of
+Mixer's "the rule does not apply"). Absent: the server's ``--fail-closed`` setting decides. An
+annotation, not a spec field, so the same rule still loads in Istio's Mixer, whose ``Rule``
+schema rejects unknown fields."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -449,3 +457,8 @@ class Resource:
     def language(self) -> str:
         """The raw ``policy.istio.io/lang`` annotation (``""`` when absent)."""
         return self.annotations.get(LANG_ANNOTATION, "")
+
+    @property
+    def fail_closed(self) -> str | None:
+        """The raw ``mixerd.io/fail-closed`` annotation (``None`` when absent)."""
+        return self.annotations.get(FAIL_CLOSED_ANNOTATION)

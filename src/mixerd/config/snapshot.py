@@ -23,7 +23,9 @@ dropped and the rest still takes effect:
   ``adapter:``, instances with ``template:``) are parsed and kept as resources but reported as not
   supported yet;
 * CEL (annotation ``policy.istio.io/lang: CEL`` or ``COMPAT``) is reported as not supported yet;
-* ``sampling`` on a rule is kept and, as in Mixer 1.4, not implemented.
+* ``sampling`` on a rule is kept and, as in Mixer 1.4, not implemented;
+* the annotation ``mixerd.io/fail-closed`` (``"true"``/``"false"``) on a rule is read into
+  :attr:`CompiledRule.fail_closed`; any other value is a warning and reads as ``"true"``.
 
 Duplicate keys (the same kind/name/namespace twice): the last one wins, with a warning.
 """
@@ -44,6 +46,7 @@ from mixerd.attribute import ValueType
 from mixerd.config.model import (
     ADAPTER,
     ATTRIBUTE_MANIFEST,
+    FAIL_CLOSED_ANNOTATION,
     HANDLER,
     INSTANCE,
     LEGACY_KINDS,
@@ -213,6 +216,9 @@ class CompiledRule:
     response_header_operations: tuple[CompiledHeaderOperation, ...] = ()
     sampling: Mapping[str, Any] | None = None
     """Kept as written; not implemented (as in Mixer 1.4)."""
+    fail_closed: bool | None = None
+    """The rule's ``mixerd.io/fail-closed`` annotation; ``None`` when absent (the server's
+    setting decides)."""
 
     @property
     def fqn(self) -> str:
@@ -419,7 +425,8 @@ class _Builder:
         )
 
     def manifests(self, base: Mapping[str, ValueType] | None) -> None:
-        self.manifest = dict(base or {})
+        base = base or {}
+        self.manifest = dict(base)
         declared: dict[str, Resource] = {}
         for r, spec in self.of_kind(AttributeManifestSpec, ATTRIBUTE_MANIFEST):
             self.report_issues(r)
@@ -431,6 +438,14 @@ class _Builder:
                         f"spec.attributes.{name}.valueType",
                         f"attribute '{name}' is {info.value_type.name} here but "
                         f"{self.manifest[name].name} in {earlier.key}; using {info.value_type.name}",
+                    )
+                elif earlier is None and name in base and base[name] != info.value_type:
+                    self.warn(
+                        r,
+                        f"spec.attributes.{name}.valueType",
+                        f"attribute '{name}' is {base[name].name} in the built-in vocabulary (the type "
+                        f"mixerd's Envoy front-ends give it); using {info.value_type.name}, rules that read "
+                        "it will fail to evaluate on requests from those front-ends",
                     )
                 self.manifest[name] = info.value_type
                 declared[name] = r
@@ -509,6 +524,25 @@ class _Builder:
             tuple(templates),
         )
 
+    def fail_closed(self, r: Resource) -> bool | None:
+        """The rule's ``mixerd.io/fail-closed`` annotation. A value other than true or false is
+        reported and read as true: a typo must not make a rule meant to fail closed fail open
+        (nor drop it, which would drop its denials too)."""
+        raw = r.fail_closed
+        if raw is None:
+            return None
+        value = raw.strip().lower()
+        if value == "true":
+            return True
+        if value == "false":
+            return False
+        self.warn(
+            r,
+            f"metadata.annotations.{FAIL_CLOSED_ANNOTATION}",
+            f'expected "true" or "false", got {raw!r}; read as "true" (fail closed)',
+        )
+        return True
+
     def rule(self, r: Resource, spec: RuleSpec) -> _PendingRule | None:
         self.report_issues(r)
         dialect_ok = self.check_language(r)
@@ -570,7 +604,7 @@ class _Builder:
         response_ops = self.header_ops(r, spec, spec.response_header_operations, "responseHeaderOperations")
         if fatal or request_ops is None or response_ops is None:
             return None
-        return _PendingRule(r, spec, match, actions, request_ops, response_ops)
+        return _PendingRule(r, spec, match, actions, request_ops, response_ops, self.fail_closed(r))
 
     def compile_match(self, r: Resource, text: str) -> Expression | None:
         """The compiled match (``None`` = always); a problem is reported as an error."""
@@ -701,6 +735,7 @@ class _Builder:
                     p.request_ops,
                     p.response_ops,
                     spec.sampling,
+                    p.fail_closed,
                 )
             )
         return rules
@@ -766,6 +801,7 @@ class _PendingRule:
     actions: list[tuple[int, ResolvedAction]]
     request_ops: tuple[CompiledHeaderOperation, ...]
     response_ops: tuple[CompiledHeaderOperation, ...]
+    fail_closed: bool | None = None
 
 
 class _Union:

@@ -7,12 +7,12 @@ from mixerd.runtime.dispatcher import (
     DEFAULT_VALID_USE_COUNT,
     CheckOutcome,
     Dispatcher,
-    DispatchError,
     HeaderOperation,
     QuotaOutcome,
     RouteDirective,
     request_namespace,
 )
+from mixerd.runtime.failures import DispatchError, failure_answer, log_failure, new_request_id
 from mixerd.runtime.handlers import HandlerEntry, HandlerTable, build_handler_table, handler_signature
 from mixerd.runtime.metrics import RuntimeMetrics
 from mixerd.runtime.quotas import EMPTY_QUOTA_PLAN, QuotaPlan
@@ -38,6 +38,9 @@ __all__ = [
     "RuntimeStatus",
     "build_handler_table",
     "build_routing_table",
+    "failure_answer",
     "handler_signature",
+    "log_failure",
+    "new_request_id",
     "request_namespace",
 ]

@@ -99,6 +99,7 @@ class Runtime:
         drain_timeout: float = 10.0,
         check_deadline: float = 1.0,
         services: Mapping[str, object] | None = None,
+        fail_closed: bool = False,
     ) -> None:
         self.store = store
         self.services: Mapping[str, object] = dict(services or {})
@@ -115,6 +116,9 @@ class Runtime:
             ["handler", "reason"],
         )
         self.drain_timeout = drain_timeout
+        self.fail_closed = fail_closed
+        """Deny a Check when a check or quota rule cannot be evaluated, for rules without a
+        ``mixerd.io/fail-closed`` annotation (``--fail-closed``)."""
         empty = HandlerTable({}, [])
         self._handlers = empty
         self.snapshot: Snapshot | None = None
@@ -185,7 +189,9 @@ class Runtime:
             on_drop=self._count_adapter_drop,
             services=self.services,
         )
-        table = build_routing_table(snapshot, handlers, self.default_namespace, self.metrics)
+        table = build_routing_table(
+            snapshot, handlers, self.default_namespace, self.metrics, fail_closed=self.fail_closed
+        )
         retired = handlers.retired_since(self._handlers)
         old = self.dispatcher.swap(table)
         self._handlers = handlers

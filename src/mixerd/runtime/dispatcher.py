@@ -9,6 +9,15 @@ Semantics (Mixer's, see mixer-reference §1.5):
 * A rule whose match condition fails to evaluate (e.g. a missing attribute) is treated as not
   matching. An instance that cannot be built fails the Check (``DispatchError``); in a Report it
   is counted as an error and the other instances are still dispatched.
+* **Fail-closed** (mixerd's, off by default): an instance group of a check or quota rule marked
+  ``fail_closed`` in the routing table (annotation ``mixerd.io/fail-closed``, else the server's
+  ``--fail-closed``) whose match or instance fails to evaluate denies the Check with
+  PERMISSION_DENIED ``rule <fqn> could not be evaluated (fail-closed)`` (the quota: nothing
+  granted, the same status), without calling the remaining handlers. Report rules, attribute
+  generators and header operations are never affected: their evaluation errors never deny.
+* Every evaluation error of a rule's match or instance is counted in
+  ``mixerd_rule_evaluation_errors_total{rule, part="match"|"instance"}`` and logged as one warning
+  per rule at most every 10 s, with the count. Nothing of this runs when evaluation succeeds.
 * Check: every matching instance goes to its handler; synchronous handler methods run inline,
   asynchronous ones concurrently under a deadline. The first non-OK status (in routing order)
   decides; its message lists ``<handler>:<message>`` of every non-OK answer. Validity is the
@@ -33,10 +42,17 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from mixerd.adapter import CheckResult, Clock, Code, QuotaArgs, QuotaResult, Status, SystemClock
-from mixerd.attribute import MISSING, FrozenReferences, OverlayBag, ReferenceTracker
+from mixerd.attribute import MISSING, FrozenReferences, OverlayBag, ReferenceTracker, logsafe
 from mixerd.config import HeaderAction
 from mixerd.lang import EvaluationError
+from mixerd.runtime.failures import (
+    ATTRIBUTE_GENERATION_FAILURE,
+    HANDLER_DEADLINE,
+    INSTANCE_FAILURE,
+    DispatchError,
+)
 from mixerd.runtime.metrics import RuntimeMetrics
+from mixerd.runtime.ratelog import RateLimitedWarning
 from mixerd.runtime.routing import Destination, InstanceGroup, NamespaceTable, RoutingTable
 from mixerd.templates import InstanceBuildError, Variety
 
@@ -58,14 +74,7 @@ DEFAULT_VALID_DURATION: Final = _dt.timedelta(minutes=1)
 DEFAULT_VALID_USE_COUNT: Final = 10000
 _UNCONFIGURED_QUOTA_VALIDITY: Final = _dt.timedelta(minutes=1)
 _MAX_WARNED_QUOTAS: Final = 1000
-
-
-class DispatchError(Exception):
-    """The request could not be processed (a handler failed, an instance could not be built)."""
-
-    def __init__(self, message: str, code: int = Code.INTERNAL) -> None:
-        super().__init__(message)
-        self.code = code
+_QUOTA_WARNING_BURST: Final = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +126,29 @@ def request_namespace(bag: Mapping[str, Any]) -> str:
 
 _OK_DEFAULT: Final = CheckResult(Status(), DEFAULT_VALID_DURATION, DEFAULT_VALID_USE_COUNT)
 
+FAIL_CLOSED_REASON: Final = "the request could not be evaluated (fail-closed)"
+"""What front-ends may show an end user for a fail-closed denial (the rule's name stays in the
+status message, mixerd's logs and Mixer API answers)."""
+
+
+class _FailClosed(Exception):
+    """A fail-closed instance group could not be evaluated: the Check (or quota) is denied."""
+
+    def __init__(self, rule: str) -> None:
+        super().__init__(rule)
+        self.status = Status(Code.PERMISSION_DENIED, f"rule {rule} could not be evaluated (fail-closed)")
+
+
+class _RuleErrors:
+    """One rule's evaluation-error counters and warning, made on the rule's first error."""
+
+    __slots__ = ("instance", "match", "warning")
+
+    def __init__(self, rule: str, metrics: RuntimeMetrics, clock: Clock) -> None:
+        self.match = metrics.rule_evaluation_errors.labels(rule, "match")
+        self.instance = metrics.rule_evaluation_errors.labels(rule, "instance")
+        self.warning = RateLimitedWarning(clock, logger=_log)
+
 
 class Dispatcher:
     """Holds the routing table in force and runs requests through it.
@@ -147,6 +179,11 @@ class Dispatcher:
         self._max_warned_quotas = max_warned_quotas
         self.suppressed_quota_warnings = 0
         """Requests for an unconfigured quota not logged because its name was warned about."""
+        self._quota_warning = RateLimitedWarning(self.clock, burst=_QUOTA_WARNING_BURST, logger=_log)
+        """Names come from requests: at most ``_QUOTA_WARNING_BURST`` new names get a line per
+        10 s, the others are counted in the next line."""
+        self._rule_errors: dict[str, _RuleErrors] = {}
+        self._generation_warning = RateLimitedWarning(self.clock, logger=_log)
 
     # -- table management -------------------------------------------------------------------
 
@@ -173,10 +210,11 @@ class Dispatcher:
 
     @staticmethod
     def _handler_failed(d: Destination, exc: BaseException) -> DispatchError:
-        """Count and log a failed handler call; the error to raise or collect."""
+        """Count a failed handler call; the error to raise or collect. Not logged here: the
+        front-end logs it once, under the request id it gives the caller (Check, Quota), or the
+        report pipeline counts and logs it (Report)."""
         d.dispatch_errors.inc()
-        _log.error("handler %s (%s) failed: %s: %s", d.name, d.template, type(exc).__name__, exc)
-        return DispatchError(f"handler {d.name} failed: {type(exc).__name__}: {exc}")
+        return DispatchError(f"handler {d.name} failed: {type(exc).__name__}: {exc}", handler=d.name)
 
     def _call(self, d: Destination, *args: Any) -> Any:
         """Call ``d``'s handler method: its answer, or an awaitable one for an asynchronous method.
@@ -206,7 +244,10 @@ class Dispatcher:
             if task in not_done:
                 d.dispatch_errors.inc()
                 err = DispatchError(
-                    f"handler {d.name} did not answer within {deadline:g}s", Code.DEADLINE_EXCEEDED
+                    f"handler {d.name} did not answer within {deadline:g}s",
+                    Code.DEADLINE_EXCEEDED,
+                    handler=d.name,
+                    public=HANDLER_DEADLINE,
                 )
                 out.append((d, err))
             elif task.cancelled():
@@ -251,7 +292,7 @@ class Dispatcher:
             result, reason = await self._check(nt, bag) if nt.destinations else (_OK_DEFAULT, "")
             directive = None
             if result.status.code == Code.OK and nt.directives:
-                directive = _directives(nt, bag)
+                directive = self._directives(nt, bag)
             references = tracker.frozen() if tracker is not None else None
             quota_out: dict[str, QuotaOutcome] = {}
             if quotas and result.status.code == Code.OK:
@@ -262,7 +303,10 @@ class Dispatcher:
                     try:
                         qr = await self._quota(qt, bag, name, args)
                     except DispatchError as exc:
-                        _log.warning("quota %s failed: %s", name, exc)
+                        # Not an error of the Check: the quota is answered "nothing granted".
+                        _log.warning(
+                            "quota %s failed, granting nothing: %s", logsafe(name), logsafe(str(exc))
+                        )
                         qr = QuotaResult()
                     quota_out[name] = QuotaOutcome(qr, tracker.frozen() if tracker is not None else None)
             return CheckOutcome(result, directive, references, reason=reason, quotas=quota_out)
@@ -270,14 +314,22 @@ class Dispatcher:
     async def _check(self, nt: NamespaceTable, bag: Mapping[str, Any]) -> tuple[CheckResult, str]:
         answers: list[tuple[Destination, Any]] = []
         pending: list[tuple[Destination, Awaitable[Any]]] = []
-        for d in nt.destinations:
-            for _, _, inst in _instances(d, bag, _raise_build_error):
-                d.dispatches.inc()
-                r = self._call(d, inst)
-                if d.is_async:
-                    pending.append((d, r))
-                else:
-                    answers.append((d, r))
+        try:
+            for d in nt.destinations:
+                for _, _, inst in self._instances(d, bag, _raise_build_error):
+                    d.dispatches.inc()
+                    r = self._call(d, inst)
+                    if d.is_async:
+                        pending.append((d, r))
+                    else:
+                        answers.append((d, r))
+        except _FailClosed as denied:
+            for _, aw in pending:  # not started yet: nobody waits for them
+                close = getattr(aw, "close", None)
+                if close is not None:
+                    close()
+            result = CheckResult(denied.status, DEFAULT_VALID_DURATION, DEFAULT_VALID_USE_COUNT)
+            return result, FAIL_CLOSED_REASON
         if pending:
             for d, r in await self._await_all(pending, self.check_deadline):
                 if isinstance(r, DispatchError):
@@ -292,7 +344,9 @@ class Dispatcher:
         uses: int | None = None
         for d, r in answers:
             if not isinstance(r, CheckResult):
-                raise DispatchError(f"handler {d.name} returned {type(r).__name__}, not a CheckResult")
+                raise DispatchError(
+                    f"handler {d.name} returned {type(r).__name__}, not a CheckResult", handler=d.name
+                )
             if r.status.code != Code.OK:
                 if code == Code.OK:
                     code = r.status.code
@@ -320,13 +374,18 @@ class Dispatcher:
         if not hits:
             self._warn_unconfigured(name)
             return QuotaResult(valid_duration=_UNCONFIGURED_QUOTA_VALIDITY, amount=args.amount)
-        for d in hits:
-            for _, _, inst in _instances(d, bag, _raise_build_error):
-                d.dispatches.inc()
-                r = await self._answer(d, inst, args)
-                if not isinstance(r, QuotaResult):
-                    raise DispatchError(f"handler {d.name} returned {type(r).__name__}, not a QuotaResult")
-                return r
+        try:
+            for d in hits:
+                for _, _, inst in self._instances(d, bag, _raise_build_error):
+                    d.dispatches.inc()
+                    r = await self._answer(d, inst, args)
+                    if not isinstance(r, QuotaResult):
+                        raise DispatchError(
+                            f"handler {d.name} returned {type(r).__name__}, not a QuotaResult", handler=d.name
+                        )
+                    return r
+        except _FailClosed as denied:
+            return QuotaResult(status=denied.status, amount=0)
         return QuotaResult(valid_duration=_UNCONFIGURED_QUOTA_VALIDITY, amount=args.amount)
 
     def _warn_unconfigured(self, name: str) -> None:
@@ -341,7 +400,83 @@ class Dispatcher:
         warned[name] = None
         if len(warned) > self._max_warned_quotas:
             warned.popitem(last=False)
-        _log.warning("Requested quota '%s' is not configured; granting it", name)
+        self._quota_warning.add(
+            1, f"Requested quota '{logsafe(name)}' is not configured; granting it. Unconfigured quota names"
+        )
+
+    # -- evaluation errors ---------------------------------------------------------------------
+
+    def _rule_failed(self, rule: str, part: str, exc: Exception, fail_closed: bool) -> None:
+        """Count and (rate-limited) log an evaluation error of ``rule``'s ``part`` (``match`` or
+        ``instance``); raise :class:`_FailClosed` when the group fails closed."""
+        errors = self._rule_errors.get(rule)
+        if errors is None:
+            errors = self._rule_errors[rule] = _RuleErrors(rule, self.metrics, self.clock)
+        (errors.match if part == "match" else errors.instance).inc()
+        outcome = "; the check was denied (fail-closed)" if fail_closed else ""
+        errors.warning.add(
+            1, f"evaluation errors of rule {rule} (latest: {part}: {logsafe(str(exc))}{outcome})"
+        )
+        if fail_closed:
+            raise _FailClosed(rule)
+
+    def _instances(
+        self,
+        d: Destination,
+        bag: Mapping[str, Any],
+        build_failed: Callable[[Destination, InstanceBuildError], None],
+        memo: dict[str, Any] | None = None,
+    ) -> Iterator[tuple[InstanceGroup, int, Any]]:
+        """The instances ``bag`` gives ``d``: (group, builder index, instance) for every builder of
+        every group whose match condition holds. An evaluation error is counted and logged
+        (:meth:`_rule_failed`); in a fail-closed group it raises :class:`_FailClosed`, else a
+        group whose match fails is skipped and an instance that cannot be built goes to
+        ``build_failed`` (which raises or records it) and is skipped."""
+        for g in d.groups:
+            cond = g.condition
+            if cond is not None:
+                try:
+                    if not cond.evaluate(bag):
+                        continue
+                except EvaluationError as exc:
+                    self._rule_failed(g.rule, "match", exc, g.fail_closed)
+                    continue
+            for i, b in enumerate(g.builders):
+                try:
+                    inst = b.build(bag, memo)
+                except InstanceBuildError as exc:
+                    self._rule_failed(g.rule, "instance", exc, g.fail_closed)
+                    build_failed(d, exc)
+                    continue
+                yield g, i, inst
+
+    def _directives(self, nt: NamespaceTable, bag: Mapping[str, Any]) -> RouteDirective | None:
+        req: list[HeaderOperation] = []
+        resp: list[HeaderOperation] = []
+        for dg in nt.directives:
+            cond = dg.condition
+            if cond is not None:
+                try:
+                    if not cond.evaluate(bag):
+                        continue
+                except EvaluationError as exc:
+                    self._rule_failed(dg.rule, "match", exc, False)  # header operations never deny
+                    continue
+            for ops, out in ((dg.request_ops, req), (dg.response_ops, resp)):
+                for op in ops:
+                    if op.operation is HeaderAction.REMOVE:
+                        out.append(HeaderOperation(op.name, "", HeaderAction.REMOVE))
+                        continue
+                    for expr in op.values:
+                        try:
+                            value = expr.evaluate(bag)
+                        except EvaluationError:
+                            continue
+                        if value:
+                            out.append(HeaderOperation(op.name, str(value), op.operation))
+        if not req and not resp:
+            return None
+        return RouteDirective(tuple(req), tuple(resp))
 
     # -- report --------------------------------------------------------------------------------
 
@@ -368,7 +503,7 @@ class Dispatcher:
                 memo: dict[str, Any] = {}
                 nt = t.lookup(Variety.REPORT, request_namespace(bag))
                 for d in nt.destinations:
-                    for _, _, inst in _instances(d, bag, build_failed, memo):
+                    for _, _, inst in self._instances(d, bag, build_failed, memo):
                         buf = buffers.get(d)
                         if buf is None:
                             buffers[d] = [inst]
@@ -412,20 +547,23 @@ class Dispatcher:
         if not nt.destinations:
             return bag
 
-        def failed(message: str) -> None:
+        def failed(message: str, handler: str) -> None:
             message = f"preprocessing attributes failed: {message}"
             if fail:
-                raise DispatchError(message)
-            _log.warning("%s", message)
+                raise DispatchError(message, handler=handler, public=ATTRIBUTE_GENERATION_FAILURE)
+            # Once per attribute set of a Report: rate-limited, with the count.
+            self._generation_warning.add(
+                1, f"reports dispatched without generated attributes (latest: {logsafe(message)})"
+            )
 
         def build_failed(d: Destination, exc: InstanceBuildError) -> None:
             d.dispatch_errors.inc()
-            failed(f"{d.name}: {type(exc).__name__}: {exc}")
+            failed(f"{d.name}: {type(exc).__name__}: {exc}", d.name)
 
         # A plain dict (reports) stays a plain dict: lookups in it cost no Python call.
         out: _DictOverlay | OverlayBag = _DictOverlay(bag) if type(bag) is dict else OverlayBag(bag)
         for d in nt.destinations:
-            for g, i, inst in _instances(d, bag, build_failed):
+            for g, i, inst in self._instances(d, bag, build_failed):
                 mapper = g.mappers[i] if g.mappers else None
                 key: Any = None
                 if generated is not None:
@@ -440,7 +578,7 @@ class Dispatcher:
                 try:
                     outputs = await self._answer(d, inst)
                 except DispatchError as exc:
-                    failed(str(exc))
+                    failed(str(exc), d.name)
                     continue
                 # Bindings apply even when the generator found nothing: their
                 # ``$out.x | default`` fallbacks still produce attributes (Mixer's behaviour).
@@ -461,57 +599,5 @@ class _DictOverlay(dict[str, Any]):
             self.setdefault(name, value)
 
 
-def _matches(cond: Any, bag: Mapping[str, Any]) -> bool:
-    try:
-        return bool(cond.evaluate(bag))
-    except EvaluationError as exc:
-        _log.debug("match condition %r not evaluable: %s", cond.text, exc)
-        return False
-
-
 def _raise_build_error(d: Destination, exc: InstanceBuildError) -> None:
-    raise DispatchError(str(exc)) from None
-
-
-def _instances(
-    d: Destination,
-    bag: Mapping[str, Any],
-    build_failed: Callable[[Destination, InstanceBuildError], None],
-    memo: dict[str, Any] | None = None,
-) -> Iterator[tuple[InstanceGroup, int, Any]]:
-    """The instances ``bag`` gives ``d``: (group, builder index, instance) for every builder of
-    every group whose match condition holds. An instance that cannot be built goes to
-    ``build_failed`` (which raises or records it) and is skipped."""
-    for g in d.groups:
-        if g.condition is not None and not _matches(g.condition, bag):
-            continue
-        for i, b in enumerate(g.builders):
-            try:
-                inst = b.build(bag, memo)
-            except InstanceBuildError as exc:
-                build_failed(d, exc)
-                continue
-            yield g, i, inst
-
-
-def _directives(nt: NamespaceTable, bag: Mapping[str, Any]) -> RouteDirective | None:
-    req: list[HeaderOperation] = []
-    resp: list[HeaderOperation] = []
-    for dg in nt.directives:
-        if dg.condition is not None and not _matches(dg.condition, bag):
-            continue
-        for ops, out in ((dg.request_ops, req), (dg.response_ops, resp)):
-            for op in ops:
-                if op.operation is HeaderAction.REMOVE:
-                    out.append(HeaderOperation(op.name, "", HeaderAction.REMOVE))
-                    continue
-                for expr in op.values:
-                    try:
-                        value = expr.evaluate(bag)
-                    except EvaluationError:
-                        continue
-                    if value:
-                        out.append(HeaderOperation(op.name, str(value), op.operation))
-    if not req and not resp:
-        return None
-    return RouteDirective(tuple(req), tuple(resp))
+    raise DispatchError(str(exc), handler=d.name, public=INSTANCE_FAILURE) from None

@@ -54,6 +54,13 @@ class RuntimeMetrics:
             ["handler", "template"],
             registry=r,
         )
+        self.rule_evaluation_errors = Counter(
+            "mixerd_rule_evaluation_errors",
+            "Rule expressions that could not be evaluated against a request, by rule and part: "
+            "match (the rule's match) or instance (an instance the rule sends to a handler).",
+            ["rule", "part"],
+            registry=r,
+        )
         self.unconfigured_quotas = Counter(
             "mixerd_unconfigured_quota_requests",
             "Requests for a quota no rule routes (granted, as Mixer does).",

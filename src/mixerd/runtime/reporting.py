@@ -30,50 +30,20 @@ import enum
 import logging
 from collections import deque
 from collections.abc import Mapping, Sequence
-from typing import Any, Final
+from typing import Any
 
-from mixerd.adapter import Clock
+from mixerd.attribute import logsafe
 from mixerd.runtime.dispatcher import Dispatcher
+from mixerd.runtime.ratelog import RateLimitedWarning
 
 __all__ = ["DropPolicy", "RateLimitedWarning", "ReportPipeline"]
 
 _log = logging.getLogger(__name__)
 
-_WARN_INTERVAL: Final = 10.0
-
 
 class DropPolicy(enum.Enum):
     OLDEST = "oldest"
     NEWEST = "newest"
-
-
-class RateLimitedWarning:
-    """Logs at most once per interval (on ``clock``), with the count of what happened in between."""
-
-    __slots__ = ("_clock", "_interval", "_last", "_pending")
-
-    def __init__(self, clock: Clock, interval: float = _WARN_INTERVAL) -> None:
-        self._clock = clock
-        self._interval = interval
-        self._last: float | None = None
-        self._pending = 0
-
-    def add(self, count: int, message: str) -> None:
-        self._pending += count
-        now = self._clock.monotonic()
-        if self._last is not None and now - self._last < self._interval:
-            return
-        self._emit(message, now)
-
-    def _emit(self, message: str, now: float) -> None:
-        since = f" in the last {now - self._last:.0f}s" if self._last is not None else ""
-        _log.warning("%s: %d%s", message, self._pending, since)
-        self._last = now
-        self._pending = 0
-
-    def flush(self, message: str) -> None:
-        if self._pending:
-            self._emit(message, self._clock.monotonic())
 
 
 class ReportPipeline:
@@ -107,8 +77,8 @@ class ReportPipeline:
         self._idle.set()
         self._worker: asyncio.Task[None] | None = None
         self._closing = False
-        self._drop_warning = RateLimitedWarning(dispatcher.clock)
-        self._error_warning = RateLimitedWarning(dispatcher.clock)
+        self._drop_warning = RateLimitedWarning(dispatcher.clock, logger=_log)
+        self._error_warning = RateLimitedWarning(dispatcher.clock, logger=_log)
         m = dispatcher.metrics
         self._dropped = m.report_dropped
         self._queued_gauge = m.report_queued.labels(api)
@@ -198,7 +168,9 @@ class ReportPipeline:
             self._batches_counter.inc()
             if problems:
                 self._errors_counter.inc(len(problems))
-                self._error_warning.add(len(problems), f"{self.api} report problems (latest: {problems[-1]})")
+                self._error_warning.add(
+                    len(problems), f"{self.api} report problems (latest: {logsafe(problems[-1])})"
+                )
 
     async def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything queued so far was dispatched; False on timeout."""

@@ -8,6 +8,11 @@ namespace: they are put in front of each namespace's own list, and a namespace w
 its own uses the default table. (As in Mixer, header-operation directives of the default
 namespace are not copied into namespaces that have rules of their own.)
 
+Fail-closed is decided here, once per config: an instance group of a CHECK or QUOTA table is
+``fail_closed`` when its rule's ``mixerd.io/fail-closed`` annotation says so, or, without one,
+when the server runs with ``--fail-closed``. Groups of other varieties never are (a Report, an
+attribute generator never denies).
+
 The table is immutable once built; the dispatcher pins one table per request. It also carries the
 config's :class:`~mixerd.runtime.quotas.QuotaPlan` (which quotas a Check charges), built with it,
 so what a request is charged and where it is routed always come from the same config.
@@ -19,6 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from mixerd.attribute import ValueType
 from mixerd.config import CompiledHeaderOperation, Snapshot
 from mixerd.lang import Expression
 from mixerd.runtime.handlers import HandlerEntry, HandlerTable
@@ -36,6 +42,8 @@ __all__ = [
 ]
 
 _VARIETY_ORDER = (Variety.ATTRIBUTE_GENERATOR, Variety.CHECK, Variety.QUOTA, Variety.REPORT)
+_DENYING = (Variety.CHECK, Variety.QUOTA)
+"""The varieties whose instance groups can fail closed."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -47,6 +55,9 @@ class InstanceGroup:
     builders: tuple[InstanceBuilder, ...]
     mappers: tuple[OutputMapper | None, ...] = ()
     action_name: str = ""
+    fail_closed: bool = False
+    """Deny the Check (or the quota) when ``condition`` or a builder fails to evaluate, instead
+    of skipping the group (CHECK and QUOTA groups only)."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -100,6 +111,7 @@ class RoutingTable:
         "has_generators",
         "id",
         "in_flight",
+        "manifest",
         "quota_plan",
     )
 
@@ -112,6 +124,7 @@ class RoutingTable:
         handlers: HandlerTable,
         errors: list[str],
         quota_plan: QuotaPlan = EMPTY_QUOTA_PLAN,
+        manifest: Mapping[str, ValueType] | None = None,
     ) -> None:
         self.id = id
         self.default_namespace = default_namespace
@@ -121,6 +134,8 @@ class RoutingTable:
         self.errors = errors
         self.quota_plan = quota_plan
         """What a Check is charged (``QuotaSpec``/``QuotaSpecBinding`` of the same config)."""
+        self.manifest: Mapping[str, ValueType] = {} if manifest is None else manifest
+        """The config's attribute manifest (what front-ends check typed wire values against)."""
         self.in_flight = 0
         self.has_generators = self.has(Variety.ATTRIBUTE_GENERATOR)
         """Whether any attribute generator is routed (requests skip preprocessing otherwise)."""
@@ -154,7 +169,8 @@ class RoutingTable:
                     lines.append(f"    handler {d.handler.name} ({d.handler.adapter}) template {d.template}")
                     for g in d.groups:
                         cond = g.condition.text if g.condition is not None else "(always)"
-                        lines.append(f"      rule {g.rule} match {cond}")
+                        closed = " (fail-closed)" if g.fail_closed else ""
+                        lines.append(f"      rule {g.rule} match {cond}{closed}")
                         for b in g.builders:
                             lines.append(f"        instance {b.name}")
                 for dg in t.directives:
@@ -182,10 +198,13 @@ def build_routing_table(
     handlers: HandlerTable,
     default_namespace: str,
     metrics: RuntimeMetrics | None = None,
+    *,
+    fail_closed: bool = False,
 ) -> RoutingTable:
     """Route every satisfied rule action of ``snapshot`` to the live handlers of ``handlers``, and
     compile the snapshot's quota plan. ``metrics``: where the destinations count their calls (the
-    runtime's; by default a registry of their own)."""
+    runtime's; by default a registry of their own). ``fail_closed``: the server's default for
+    rules without a ``mixerd.io/fail-closed`` annotation."""
     metrics = metrics or RuntimeMetrics()
     errors: list[str] = list(handlers.errors)
     acc: dict[Variety, dict[str, _Acc]] = {}
@@ -193,6 +212,7 @@ def build_routing_table(
 
     for rule in sorted(snapshot.rules, key=lambda r: r.key.fqn):
         ns = rule.namespace
+        closed = fail_closed if rule.fail_closed is None else rule.fail_closed
         for action in rule.actions:
             entry = handlers.entries.get(action.handler_fqn)
             if entry is None:
@@ -221,6 +241,7 @@ def build_routing_table(
                     builders=tuple(i.builder for i in insts),
                     mappers=tuple(getattr(i, "output_mapper", None) for i in insts),
                     action_name=action.name or "",
+                    fail_closed=closed if variety in _DENYING else False,
                 )
                 ns_acc = acc.setdefault(variety, {}).setdefault(ns, _Acc())
                 ns_acc.destinations.setdefault((entry.name, template), []).append(group)
@@ -248,7 +269,9 @@ def build_routing_table(
             for ns, t in built.items()
         }
     plan = QuotaPlan.of_snapshot(snapshot, default_namespace)
-    return RoutingTable(snapshot.id, default_namespace, namespaces, defaults, handlers, errors, plan)
+    return RoutingTable(
+        snapshot.id, default_namespace, namespaces, defaults, handlers, errors, plan, snapshot.manifest
+    )
 
 
 def _finish(variety: Variety, a: _Acc, handlers: HandlerTable, metrics: RuntimeMetrics) -> NamespaceTable:
@@ -286,6 +309,8 @@ def _quota_index(dests: tuple[Destination, ...]) -> dict[str, tuple[Destination,
             for g in d.groups:
                 builders = tuple(b for b in g.builders if _short_name(b.name) == name)
                 if builders:
-                    groups.append(InstanceGroup(g.rule, g.condition, builders, (), g.action_name))
+                    groups.append(
+                        InstanceGroup(g.rule, g.condition, builders, (), g.action_name, g.fail_closed)
+                    )
             index.setdefault(name, []).append(replace(d, groups=tuple(groups)))
     return {k: tuple(v) for k, v in index.items()}

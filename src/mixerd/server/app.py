@@ -77,6 +77,7 @@ class Server:
             default_namespace=settings.default_namespace,
             check_deadline=settings.check_deadline,
             drain_timeout=settings.drain_timeout,
+            fail_closed=settings.fail_closed,
         )
         self.grpc: grpc.aio.Server | None = None
         self.listeners = _Listeners()

@@ -24,6 +24,9 @@ class Settings:
     """The HTTP authorization endpoint (Envoy http_service, nginx auth_request); empty disables it."""
     default_namespace: str = "istio-system"
     check_deadline: float = 1.0
+    fail_closed: bool = False
+    """Deny a Check when a check or quota rule's match, or an instance it sends to a handler, cannot
+    be evaluated (rules without a mixerd.io/fail-closed annotation). Off: Mixer's behaviour."""
     drain_timeout: float = 10.0
     config_debounce: float = 0.5
     config_resync: float = 30.0
@@ -123,6 +126,9 @@ _HELP = {
     "[default: %(default)s]",
     "default_namespace": "config namespace whose rules apply to every namespace [default: %(default)s]",
     "check_deadline": "seconds a Check waits for its handlers [default: %(default)s]",
+    "fail_closed": "deny a Check when a check or quota rule's match, or an instance it sends to a handler, "
+    "cannot be evaluated (default: the rule does not apply, as in Mixer); a rule's annotation "
+    'mixerd.io/fail-closed: "true"|"false" overrides it',
     "drain_timeout": "seconds a config change waits for in-flight requests before closing old handlers "
     "[default: %(default)s]",
     "config_debounce": "seconds to wait for a burst of config file changes to settle [default: %(default)s]",

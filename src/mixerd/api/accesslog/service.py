@@ -48,6 +48,7 @@ from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
 
 from mixerd.api.accesslog.convert import StreamState
 from mixerd.api.caller import grpc_caller
+from mixerd.attribute import logsafe
 from mixerd.runtime import Dispatcher
 from mixerd.runtime.reporting import DropPolicy, ReportPipeline
 
@@ -123,7 +124,7 @@ class AccessLogService(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[m
             converted = state.convert(message)
         except Exception as exc:  # a malformed entry must not end the stream
             n = len(message.http_logs.log_entry) + len(message.tcp_logs.log_entry)
-            _log.debug("access-log entries not converted: %s: %s", type(exc).__name__, exc)
+            _log.debug("access-log entries not converted: %s: %s", type(exc).__name__, logsafe(str(exc)))
             self.pipeline.dropped(n, "invalid")
             return
         if converted.skipped:

@@ -7,8 +7,9 @@ handled here too) and returns a :class:`~mixerd.api.ext_authz.verdict.Verdict`:
 2. the quotas the request is charged (:func:`~mixerd.api.ext_authz.quotas.quota_args`);
 3. ``Dispatcher.check`` on that same table;
 4. an outcome becomes a verdict (:func:`~mixerd.api.ext_authz.verdict.decide`); a check that
-   could not be evaluated (``DispatchError``) becomes an error verdict carrying only a request id,
-   the details being logged once under that id.
+   could not be evaluated (``DispatchError``) becomes an error verdict carrying only a fixed
+   phrase and a request id, the details being logged once under that id
+   (:func:`mixerd.runtime.failure_answer`, shared by every front-end).
 
 Each request is counted in ``mixerd_requests_total{api, method="Check", code}`` and timed (on the
 runtime's clock) in ``mixerd_request_duration_seconds`` of the runtime's registry; a malformed
@@ -18,32 +19,16 @@ INVALID_ARGUMENT. The front-ends keep only their wire decoding and encoding.
 
 from __future__ import annotations
 
-import logging
-import re
-import uuid
 from collections.abc import Callable, Mapping
-from typing import Any, Final
+from typing import Any
 
 from mixerd.adapter import Code, code_name
 from mixerd.api.ext_authz.quotas import quota_args
 from mixerd.api.ext_authz.request import BadRequest
 from mixerd.api.ext_authz.verdict import Verdict, decide, error_verdict
-from mixerd.runtime import DispatchError, Runtime
+from mixerd.runtime import DispatchError, Runtime, failure_answer
 
-__all__ = ["Authorizer", "error_request_id"]
-
-_log = logging.getLogger(__name__)
-
-_REQUEST_ID: Final = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-
-
-def error_request_id(attrs: Mapping[str, Any]) -> str:
-    """The id under which a failed check is logged: ``x-request-id`` when sent (and made of
-    letters, digits and ``._:-`` only), else a new one."""
-    rid = attrs.get("request.id")
-    if isinstance(rid, str) and _REQUEST_ID.fullmatch(rid) is not None:
-        return rid
-    return uuid.uuid4().hex[:16]
+__all__ = ["Authorizer"]
 
 
 class Authorizer:
@@ -78,9 +63,8 @@ class Authorizer:
                 try:
                     outcome = await dispatcher.check(bag, quotas=quotas, table=table)
                 except DispatchError as exc:
-                    rid = error_request_id(bag)
-                    _log.error("%s check failed (request id %s): %s", self.api, rid, exc)
-                    verdict = error_verdict(exc.code, rid)
+                    message = failure_answer(exc, api=self.api, method="Check", attributes=bag)
+                    verdict = error_verdict(exc.code, message)
                 else:
                     verdict = decide(outcome, quotas)
         except BadRequest:

@@ -15,10 +15,10 @@ Decision -> ``CheckResponse``
   quota ``x-ratelimit-limit``/``-remaining``/``-reset`` and ``retry-after`` when the handler
   says them.
 * error (the check could not be evaluated): ``status`` = the error's code (INTERNAL, or
-  DEADLINE_EXCEEDED/UNAVAILABLE), ``error_response`` with HTTP 500 (504, 503) and the body
-  ``authorization service error (request id <id>)``: the details go to mixerd's log only. Envoy
-  1.40 sends that status and body to the client (unless ``failure_mode_allow``); the id is
-  ``x-request-id`` when the request has one.
+  DEADLINE_EXCEEDED/UNAVAILABLE), ``error_response`` with HTTP 500 (504, 503) and as body a fixed
+  phrase and a request id (``handler failure (request id 7f3a09c2e1b4d5a6)``, made by
+  :func:`mixerd.runtime.failure_answer`): the details go to mixerd's log only, under that id.
+  Envoy 1.40 sends that status and body to the client (unless ``failure_mode_allow``).
 
 FAILED_PRECONDITION maps to **403**, not the 400 of Google's canonical mapping: it is the
 ``denier`` adapter's default status, i.e. a policy denial, and nginx would turn a 400 into a 500.
@@ -217,14 +217,15 @@ def decide(outcome: CheckOutcome, quotas: Mapping[str, QuotaArgs] | None = None)
     )
 
 
-def error_verdict(code: int, request_id: str) -> Verdict:
-    """The verdict for a check that could not be evaluated: no internal detail, only an id."""
+def error_verdict(code: int, message: str) -> Verdict:
+    """The verdict for a check that could not be evaluated. ``message`` is what the caller may
+    see: :func:`mixerd.runtime.failure_answer`'s phrase and request id, no internal detail."""
     if code == Code.OK:
         code = Code.INTERNAL
     return Verdict(
         code,
         _ERROR_STATUS.get(code, 500),
-        f"authorization service error (request id {request_id})",
+        message,
         (),
         (_status_header(code),),
         error=True,

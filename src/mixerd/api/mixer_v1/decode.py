@@ -9,6 +9,16 @@ request may ask for; they are checked before anything is decoded.
 Malformed messages raise :class:`~mixerd.api.mixer_v1.wire.BadRequest` naming the field; a
 caller that claims more global words than mixerd knows raises
 :class:`~mixerd.api.mixer_v1.wire.DictionaryMismatch`.
+
+**Typed maps and the manifest** (:class:`WireTypes`). Each attribute travels in the typed map of
+its manifest type (STRING, DNS_NAME, EMAIL_ADDRESS, URI in ``strings``; STRING_MAP in
+``string_maps``; IP_ADDRESS in ``bytes`` ...). Mixer's bag took a value from whichever map it came
+in, and the expression then failed to evaluate it, so a rule whose match read it did not apply:
+sending ``request.headers`` as a string slipped past ``request.headers["x-user"] == "blocked"``,
+and ``response.code`` as a string compared unequal to every number without an error. Given the
+manifest in force, mixerd rejects such a request instead (INVALID_ARGUMENT naming the attribute,
+the manifest's type and the type sent); nothing is converted, and attributes the manifest does
+not know (or declares VALUE_TYPE_UNSPECIFIED) may come in any map.
 """
 
 from __future__ import annotations
@@ -32,11 +42,12 @@ from mixerd.api.mixer_v1.wire import (
     index_problem,
     to_timedelta,
 )
-from mixerd.attribute import Bag, IPAddress, ReferenceTracker, TrackingBag
+from mixerd.attribute import Bag, IPAddress, ReferenceTracker, TrackingBag, ValueType
 
 __all__ = [
     "DeltaBag",
     "ProtoBag",
+    "WireTypes",
     "check_limits",
     "decode_report",
     "decode_report_steps",
@@ -81,8 +92,68 @@ def _to_datetime(ts: Any) -> _dt.datetime:
 # Mixer's probe order, and each typed map's field name for error messages.
 _FIELDS: Final = ("strings", "string_maps", "int64s", "doubles", "bools", "timestamps", "durations", "bytes")
 
+_FIELD_OF: Final[Mapping[ValueType, str]] = {
+    ValueType.STRING: "strings",
+    ValueType.DNS_NAME: "strings",
+    ValueType.EMAIL_ADDRESS: "strings",
+    ValueType.URI: "strings",
+    ValueType.STRING_MAP: "string_maps",
+    ValueType.INT64: "int64s",
+    ValueType.DOUBLE: "doubles",
+    ValueType.BOOL: "bools",
+    ValueType.TIMESTAMP: "timestamps",
+    ValueType.DURATION: "durations",
+    ValueType.IP_ADDRESS: "bytes",
+}
+"""The typed map each value type travels in (Mixer's ``attributes.proto``)."""
 
-def _diagnose(msg: Any, g: Sequence[str], w: Sequence[str], where: str) -> BadRequest:
+_SENT_AS: Final[Mapping[str, str]] = {
+    "strings": "a STRING",
+    "string_maps": "a STRING_MAP",
+    "int64s": "an INT64",
+    "doubles": "a DOUBLE",
+    "bools": "a BOOL",
+    "timestamps": "a TIMESTAMP",
+    "durations": "a DURATION",
+    "bytes": "bytes (IP_ADDRESS)",
+}
+
+
+class WireTypes:
+    """For one attribute manifest, the attributes each typed map must not carry (those the
+    manifest puts in another map). Built once per config; ``misplaced[field]`` is a frozenset, so
+    checking an attribute costs one set lookup."""
+
+    __slots__ = ("manifest", "misplaced")
+
+    def __init__(self, manifest: Mapping[str, ValueType]) -> None:
+        self.manifest = manifest
+        """The manifest these sets were computed from (compared by identity to reuse them)."""
+        wrong: dict[str, set[str]] = {f: set() for f in _FIELDS}
+        for name, value_type in manifest.items():
+            home = _FIELD_OF.get(value_type)
+            if home is None:
+                continue  # VALUE_TYPE_UNSPECIFIED: any map
+            for f in _FIELDS:
+                if f != home:
+                    wrong[f].add(name)
+        self.misplaced: Mapping[str, frozenset[str]] = {f: frozenset(v) for f, v in wrong.items()}
+
+    def problem(self, name: str, field: str) -> str | None:
+        """Why ``name`` may not come in ``field``, or ``None``."""
+        if name not in self.misplaced[field]:
+            return None
+        expected = self.manifest[name]
+        return (
+            f"attribute {name!r} is {expected.name} in the attribute manifest, but was sent as "
+            f"{_SENT_AS[field]}"
+        )
+
+
+_ANY_TYPES: Final = WireTypes({})
+
+
+def _diagnose(msg: Any, g: Sequence[str], w: Sequence[str], where: str, types: WireTypes) -> BadRequest:
     """Find the first problem of a message the fast index builder rejected, and describe it."""
     seen: dict[str, str] = {}
     for field in _FIELDS:
@@ -101,6 +172,9 @@ def _diagnose(msg: Any, g: Sequence[str], w: Sequence[str], where: str) -> BadRe
             seen[name] = field
             value = container[key]
             here = f"{where}.{field}[{name}]"
+            problem = types.problem(name, field)
+            if problem is not None:
+                return BadRequest(here, problem)
             if field == "strings":
                 problem = index_problem(value, g, w)
                 if problem is not None:
@@ -127,59 +201,81 @@ def _diagnose(msg: Any, g: Sequence[str], w: Sequence[str], where: str) -> BadRe
     return BadRequest(where, "malformed compressed attributes")
 
 
-def _index(msg: Any, g: Sequence[str], w: Sequence[str], where: str) -> dict[str, Any]:
+def _index(
+    msg: Any, g: Sequence[str], w: Sequence[str], where: str, types: WireTypes = _ANY_TYPES
+) -> dict[str, Any]:
     """Validate ``msg`` and map each attribute name to its value or to a (kind, raw) tuple.
 
     Strings and numbers are stored as is (reading them is the check). Timestamps, durations,
-    IP addresses and string maps are checked here and converted on first use. Any problem sends
-    the message to :func:`_diagnose`, which names it; the fast path does no bookkeeping beyond
-    what the conversion does anyway (an out-of-range index raises ``IndexError`` by itself).
+    IP addresses and string maps are checked here and converted on first use. Each attribute is
+    checked to come in the typed map of its ``types`` (one set lookup). Any problem sends the
+    message to :func:`_diagnose`, which names it; the fast path does no bookkeeping beyond what
+    the conversion does anyway (an out-of-range index raises ``IndexError`` by itself).
     ``mixerd.caller.principal`` is left out: only mixerd sets it (:mod:`mixerd.api.caller`).
     """
     # Reading a value out of a upb map costs several times more than iterating its keys, and
     # getitem in a plain loop is the cheapest way to read (cheaper than items() or dict()).
     values: dict[str, Any] = {}
     count = 0
+    misplaced = types.misplaced
     try:
         m = msg.strings
         n = len(m)
         if n:
             count = n
+            wrong = misplaced["strings"]
             for k in m:
                 v = m[k]
-                values[g[k] if k >= 0 else w[~k]] = g[v] if v >= 0 else w[~v]
+                name = g[k] if k >= 0 else w[~k]
+                if name in wrong:
+                    raise IndexError
+                values[name] = g[v] if v >= 0 else w[~v]
         m = msg.string_maps
         n = len(m)
         if n:
             count += n
             lo = -len(w)
             hi = len(g)
+            wrong = misplaced["string_maps"]
             for k in m:
                 entries = m[k].entries
                 for a in entries:
                     b = entries[a]
                     if not (lo <= a < hi and lo <= b < hi):
                         raise IndexError
-                values[g[k] if k >= 0 else w[~k]] = (_STRING_MAP, entries)
-        for m in (msg.int64s, msg.doubles, msg.bools):
+                name = g[k] if k >= 0 else w[~k]
+                if name in wrong:
+                    raise IndexError
+                values[name] = (_STRING_MAP, entries)
+        for field in ("int64s", "doubles", "bools"):
+            m = getattr(msg, field)
             n = len(m)
             if n:
                 count += n
+                wrong = misplaced[field]
                 for k in m:
-                    values[g[k] if k >= 0 else w[~k]] = m[k]
+                    name = g[k] if k >= 0 else w[~k]
+                    if name in wrong:
+                        raise IndexError
+                    values[name] = m[k]
         m = msg.timestamps
         n = len(m)
         if n:
             count += n
+            wrong = misplaced["timestamps"]
             for k in m:
                 t = m[k]
                 if not (_TIMESTAMP_MIN <= t.seconds <= _TIMESTAMP_MAX and 0 <= t.nanos < _NANOS):
                     raise IndexError
-                values[g[k] if k >= 0 else w[~k]] = (_TIMESTAMP, t)
+                name = g[k] if k >= 0 else w[~k]
+                if name in wrong:
+                    raise IndexError
+                values[name] = (_TIMESTAMP, t)
         m = msg.durations
         n = len(m)
         if n:
             count += n
+            wrong = misplaced["durations"]
             for k in m:
                 d = m[k]
                 seconds = d.seconds
@@ -191,20 +287,27 @@ def _index(msg: Any, g: Sequence[str], w: Sequence[str], where: str) -> dict[str
                     and (seconds >= 0 or nanos <= 0)
                 ):
                     raise IndexError
-                values[g[k] if k >= 0 else w[~k]] = (_DURATION, d)
+                name = g[k] if k >= 0 else w[~k]
+                if name in wrong:
+                    raise IndexError
+                values[name] = (_DURATION, d)
         m = msg.bytes
         n = len(m)
         if n:
             count += n
+            wrong = misplaced["bytes"]
             for k in m:
                 b = m[k]
                 if len(b) not in (0, 4, 16):
                     raise IndexError
-                values[g[k] if k >= 0 else w[~k]] = (_IP, b)
+                name = g[k] if k >= 0 else w[~k]
+                if name in wrong:
+                    raise IndexError
+                values[name] = (_IP, b)
     except IndexError:
-        raise _diagnose(msg, g, w, where) from None
+        raise _diagnose(msg, g, w, where, types) from None
     if len(values) != count:
-        raise _diagnose(msg, g, w, where)
+        raise _diagnose(msg, g, w, where, types)
     values.pop(CALLER_PRINCIPAL, None)  # mixerd's to set, from the connection; never the caller's
     return values
 
@@ -260,7 +363,8 @@ class ProtoBag(TrackingBag):
     ``track=False`` reads without recording; the tracker then stays empty.
 
     ``default_words`` is the word list used when the message has none of its own (Report's
-    request-level ``default_words``). ``where`` prefixes error messages.
+    request-level ``default_words``). ``where`` prefixes error messages. ``types`` (the
+    manifest in force) rejects attributes sent in another typed map than their type's.
     """
 
     __slots__ = ()
@@ -280,11 +384,13 @@ class ProtoBag(TrackingBag):
         track: bool = True,
         tracker: ReferenceTracker | None = None,
         where: str = "attributes",
+        types: WireTypes | None = None,
     ) -> None:
         g = global_words(global_word_count)
         own = attributes.words
         w: Sequence[str] = tuple(own) if own else default_words
-        super().__init__(_CompressedValues(_index(attributes, g, w, where), g, w), tracker)
+        values = _index(attributes, g, w, where, _ANY_TYPES if types is None else types)
+        super().__init__(_CompressedValues(values, g, w), tracker)
 
     def to_dict(self) -> dict[str, Any]:
         """Every attribute, converted (string maps as plain dicts), without recording references."""
@@ -394,7 +500,11 @@ _CHUNK: Final = 5000
 
 
 def decode_report(
-    req: report_pb2.ReportRequest, limits: RequestLimits = _DEFAULT_LIMITS, *, caller: str | None = None
+    req: report_pb2.ReportRequest,
+    limits: RequestLimits = _DEFAULT_LIMITS,
+    types: WireTypes | None = None,
+    *,
+    caller: str | None = None,
 ) -> list[Mapping[str, Any]]:
     """The attribute bags of a ``ReportRequest``, one per attribute set, in order.
 
@@ -411,9 +521,10 @@ def decode_report(
 
     Raises :class:`DictionaryMismatch` for a too-large ``global_word_count``,
     :class:`LimitExceeded` for a request over ``limits`` and :class:`BadRequest` (naming
-    ``attributes[i]...``) for a malformed set.
+    ``attributes[i]...``) for a malformed set, or one with an attribute in another typed map than
+    ``types`` give it.
     """
-    steps = decode_report_steps(req, limits, caller=caller)
+    steps = decode_report_steps(req, limits, types, caller=caller)
     while True:
         try:
             next(steps)
@@ -423,7 +534,11 @@ def decode_report(
 
 
 def decode_report_steps(
-    req: report_pb2.ReportRequest, limits: RequestLimits = _DEFAULT_LIMITS, *, caller: str | None = None
+    req: report_pb2.ReportRequest,
+    limits: RequestLimits = _DEFAULT_LIMITS,
+    types: WireTypes | None = None,
+    *,
+    caller: str | None = None,
 ) -> Generator[None, None, list[Mapping[str, Any]]]:
     """:func:`decode_report` as a generator that yields after every few milliseconds of work and
     returns the bags (a caller on an event loop lets other tasks run at each yield)."""
@@ -435,12 +550,13 @@ def decode_report_steps(
     g = global_words(gwc)
     sizes = _check_report_limits(req, limits)
     default = tuple(req.default_words)
+    typed = _ANY_TYPES if types is None else types
     work = 0
     decoded: list[Mapping[str, Any]] = []
     for i, msg in enumerate(sets):
         own = msg.words
         w = tuple(own) if own else default
-        values = _materialize(_index(msg, g, w, f"attributes[{i}]"), g, w)
+        values = _materialize(_index(msg, g, w, f"attributes[{i}]", typed), g, w)
         if caller is not None:
             values[CALLER_PRINCIPAL] = caller
         decoded.append(values)

@@ -2,10 +2,16 @@
 
 Error mapping (Mixer's): a too-large ``global_word_count`` -> INTERNAL ("inconsistent global
 dictionary versions used ..."); a malformed message (bad dictionary index, the same attribute in
-two typed maps, a bad IP length ...) -> INVALID_ARGUMENT naming the field; a failed dispatch (a
-handler error, an instance that cannot be built, a failed attribute generator) -> INTERNAL with
-the reason; Report problems -> UNKNOWN with the joined messages (only when reports are dispatched
-synchronously; the server queues them and answers at once). None of them stops the server.
+two typed maps, a bad IP length ...) or an attribute sent in another typed map than its manifest
+type's (``request.headers`` as a string: see :class:`~mixerd.api.mixer_v1.decode.WireTypes`) ->
+INVALID_ARGUMENT naming the field; a failed dispatch (a
+handler error, an instance that cannot be built, a failed attribute generator) -> INTERNAL;
+Report problems -> UNKNOWN (only when reports are dispatched synchronously; the server queues
+them and answers at once). None of them stops the server. **Changed from Mixer**, which put the
+reason in the status message: a failed dispatch or report answers only a fixed phrase and a
+request id (``handler failure (request id 7f3a09c2e1b4d5a6)``), and the reason (adapters'
+exception text, which can name hosts, paths or secrets) is logged once under that id
+(:func:`mixerd.runtime.failure_answer`).
 
 Bounded work per request: the servicer receives the raw request bytes and parses them itself, so
 bytes that are not a protobuf answer INVALID_ARGUMENT (grpc's own deserializer would log a
@@ -33,7 +39,7 @@ from google.protobuf.message import DecodeError
 from mixerd._proto.mixer.v1 import check_pb2, mixer_pb2_grpc, report_pb2
 from mixerd.adapter import QuotaArgs
 from mixerd.api.caller import CALLER_PRINCIPAL, grpc_caller
-from mixerd.api.mixer_v1.decode import ProtoBag, check_limits, decode_report_steps
+from mixerd.api.mixer_v1.decode import ProtoBag, WireTypes, check_limits, decode_report_steps
 from mixerd.api.mixer_v1.encode import encode_precondition, encode_quota_result, encode_referenced
 from mixerd.api.mixer_v1.wire import (
     BadRequest,
@@ -42,8 +48,8 @@ from mixerd.api.mixer_v1.wire import (
     RequestLimits,
     check_dictionary,
 )
-from mixerd.attribute import OverlayBag, sorted_references
-from mixerd.runtime import Dispatcher, DispatchError
+from mixerd.attribute import OverlayBag, logsafe, sorted_references
+from mixerd.runtime import Dispatcher, DispatchError, failure_answer, log_failure
 from mixerd.runtime.reporting import RateLimitedWarning, ReportPipeline
 
 __all__ = ["MixerService"]
@@ -55,15 +61,6 @@ _RESPONSE_CACHE_SIZE = 4096
 _SERVICE: Final = "istio.mixer.v1.Mixer"
 _LOGGED_DETAIL: Final = 200
 """Characters of a rejection's reason that are logged (it may quote what the caller sent)."""
-
-
-def _printable(text: str) -> str:
-    """``text`` for a log line: control and other unprintable characters escaped, cut short."""
-    if len(text) > _LOGGED_DETAIL:
-        text = text[:_LOGGED_DETAIL] + "..."
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class MixerService(mixer_pb2_grpc.MixerServicer):  # type: ignore[misc]
@@ -98,6 +95,8 @@ class MixerService(mixer_pb2_grpc.MixerServicer):  # type: ignore[misc]
         self._responses: dict[Any, Any] = {}
         """Encoded responses by (result, directive, references, whole maps, word count)."""
         self._rejections: dict[tuple[str, str], RateLimitedWarning] = {}
+        self._types = WireTypes({})
+        """The typed maps of the manifest in force (rebuilt when the config's manifest changes)."""
 
     def register(self, server: grpc.aio.Server) -> None:
         """Register Check and Report taking the raw request bytes (parsed by the servicer, so a
@@ -122,8 +121,18 @@ class MixerService(mixer_pb2_grpc.MixerServicer):  # type: ignore[misc]
         warning = self._rejections.get((method, code.name))
         if warning is None:
             warning = self._rejections[(method, code.name)] = RateLimitedWarning(self.clock)
-        warning.add(1, f"rejected Mixer {method} requests ({code.name}; the last: {_printable(message)})")
+        warning.add(
+            1, f"rejected Mixer {method} requests ({code.name}; the last: {logsafe(message, _LOGGED_DETAIL)})"
+        )
         await self._abort(context, method, code, message)
+
+    def _wire_types(self) -> WireTypes:
+        """The typed maps of the manifest of the routing table in force."""
+        manifest = self.dispatcher.table.manifest
+        types = self._types
+        if types.manifest is not manifest:
+            types = self._types = WireTypes(manifest)
+        return types
 
     def flush_warnings(self) -> None:
         """Log the rejections counted since each kind's last log line."""
@@ -147,7 +156,7 @@ class MixerService(mixer_pb2_grpc.MixerServicer):  # type: ignore[misc]
             check_dictionary(gwc)
             attributes = request.attributes
             check_limits(attributes, self.limits)
-            bag = ProtoBag(attributes, global_word_count=gwc, track=True)
+            bag = ProtoBag(attributes, global_word_count=gwc, track=True, types=self._wire_types())
         except DecodeError as exc:
             await self._reject(
                 context, "Check", grpc.StatusCode.INVALID_ARGUMENT, f"malformed CheckRequest: {exc}"
@@ -175,10 +184,9 @@ class MixerService(mixer_pb2_grpc.MixerServicer):  # type: ignore[misc]
         try:
             outcome = await self.dispatcher.check(checked, quotas=quotas, tracker=bag.tracker)
         except DispatchError as exc:
-            _log.warning("check failed: %s", exc)
-            await self._abort(
-                context, "Check", grpc.StatusCode.INTERNAL, f"performing check operation failed: {exc}"
-            )
+            # The caller gets a fixed phrase and a request id; the detail is logged under that id.
+            message = failure_answer(exc, api="mixer", method="Check", attributes=bag)
+            await self._abort(context, "Check", grpc.StatusCode.INTERNAL, message)
             raise AssertionError("unreachable") from None
         whole_maps = bag.tracker.whole_maps
         r = outcome.result
@@ -228,7 +236,7 @@ class MixerService(mixer_pb2_grpc.MixerServicer):  # type: ignore[misc]
             if type(request) is bytes:
                 request = report_pb2.ReportRequest.FromString(request)
             caller = grpc_caller(context) if self.caller_identity else None
-            steps = decode_report_steps(request, self.limits, caller=caller)
+            steps = decode_report_steps(request, self.limits, self._wire_types(), caller=caller)
             while True:
                 try:
                     next(steps)
@@ -256,7 +264,8 @@ class MixerService(mixer_pb2_grpc.MixerServicer):  # type: ignore[misc]
                 more = len(errors) - _MAX_REPORT_ERRORS
                 if more > 0:
                     shown += f"; and {more} more"
-                await self._abort(context, "Report", grpc.StatusCode.UNKNOWN, shown)
+                message = log_failure("mixer", "Report", shown, public="report dispatch failure")
+                await self._abort(context, "Report", grpc.StatusCode.UNKNOWN, message)
         self._report_ok.inc()
         self._report_seconds.observe(self.clock.monotonic() - start)
         return _EMPTY_REPORT

@@ -257,6 +257,9 @@ def decode_request(request: Any, *, caller: str | None = None) -> tuple[Allocati
     return tuple(out)
 
 
+_DECIDED: Final = frozenset({Code.OK, Code.RESOURCE_EXHAUSTED, Code.PERMISSION_DENIED})
+
+
 def decide(
     allocation: Allocation,
     result: QuotaResult,
@@ -270,15 +273,16 @@ def decide(
     carries (for adapter SDKs whose ``QuotaResult`` has one), the result's ``valid_duration``
     when positive (memquota's grants are valid for exactly the window), else ``window``, the
     window known from elsewhere (the service remembers the last one per descriptor: memquota
-    grants nothing with no validity, and the unit is still wanted on the 429). A status other
-    than OK or RESOURCE_EXHAUSTED is a handler error.
+    grants nothing with no validity, and the unit is still wanted on the 429). RESOURCE_EXHAUSTED
+    and PERMISSION_DENIED (a denial: what a fail-closed quota rule that could not be evaluated
+    answers) are over the limit; any other status than OK is a handler error.
     """
     code = result.status.code
-    if code not in (Code.OK, Code.RESOURCE_EXHAUSTED):
+    if code not in _DECIDED:
         return Decision(allocation.quota, shadow=shadow, error=str(result.status))
     return Decision(
         allocation.quota,
-        over_limit=result.amount < allocation.amount or code == Code.RESOURCE_EXHAUSTED,
+        over_limit=result.amount < allocation.amount or code != Code.OK,
         shadow=shadow,
         limit=result.limit,
         window=result_window(result) or window,

@@ -12,12 +12,15 @@ Switches (constructor arguments; the server reads them from settings):
     Shadow mode for these domains only. A descriptor entry ``shadow=true`` shadows one descriptor.
 ``failure_mode`` (``MIXERD_RATELIMIT_FAILURE_MODE``: ``allow`` (default) or ``error``)
     What a handler failure (an exception, a deadline, an instance that cannot be built, a status
-    other than OK/RESOURCE_EXHAUSTED) does. ``allow``: that descriptor is answered OK, the failure
-    is logged (at most once per 10 s per domain, with a count) and counted in
-    ``mixerd_ratelimit_errors_total``. ``error``: the call fails with gRPC UNAVAILABLE, so Envoy
-    applies its own ``failure_mode_deny`` (allow by default; either way Envoy flags the request
-    ``RLSE`` only when it denies). mixerd itself never denies because of an error: Envoy's
-    ``failure_mode_deny`` stays the one knob that does.
+    other than OK, RESOURCE_EXHAUSTED or PERMISSION_DENIED) does. ``allow``: that descriptor is
+    answered OK, the failure is logged (at most once per 10 s per domain, with a count) and
+    counted in ``mixerd_ratelimit_errors_total``. ``error``: the call fails with gRPC UNAVAILABLE
+    and only a fixed phrase and a request id (``handler failure (request id ...)``; the details
+    are logged once under that id), so Envoy applies its own ``failure_mode_deny`` (allow by
+    default; either way Envoy flags the request ``RLSE`` only when it denies). mixerd itself
+    never denies because of a handler error: Envoy's ``failure_mode_deny`` stays the one knob
+    that does. (A quota rule marked fail-closed whose match or instance cannot be evaluated is
+    not a handler error: the dispatcher denies it with PERMISSION_DENIED, answered OVER_LIMIT.)
 
 Metrics (in the runtime's registry, from the dispatcher): ``mixerd_requests_total{api="ratelimit"}``,
 ``mixerd_request_duration_seconds{api="ratelimit"}``,
@@ -49,7 +52,7 @@ from typing import Any, Final
 import grpc
 from envoy.service.ratelimit.v3 import rls_pb2_grpc
 
-from mixerd.adapter import QuotaArgs
+from mixerd.adapter import Code, QuotaArgs
 from mixerd.api.caller import grpc_caller
 from mixerd.api.ratelimit.convert import (
     Allocation,
@@ -60,7 +63,9 @@ from mixerd.api.ratelimit.convert import (
     encode_response,
     result_window,
 )
-from mixerd.runtime import Dispatcher, DispatchError
+from mixerd.attribute import logsafe
+from mixerd.runtime import Dispatcher, DispatchError, failure_answer
+from mixerd.runtime.ratelog import RateLimitedWarning
 
 __all__ = ["FailureMode", "RateLimitService"]
 
@@ -69,7 +74,6 @@ _log = logging.getLogger(__name__)
 _MAX_LABELLED: Final = 1000
 _OTHER: Final = "_other_"
 _MAX_WINDOWS: Final = 10_000
-_WARN_INTERVAL: Final = 10.0
 
 
 class FailureMode(enum.Enum):
@@ -111,8 +115,9 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[m
         self._labelled: set[tuple[str, str]] = set()
         self._decision_children: dict[tuple[str, str, str, bool], Any] = {}
         self._windows: OrderedDict[tuple[str, str], _dt.timedelta] = OrderedDict()
-        self._last_warning: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
+        self._warnings: dict[str | None, RateLimitedWarning] = {}
+        """Failure warnings per domain (domains come from requests: at most ``_MAX_LABELLED``
+        have their own, the others share the one under ``None``)."""
 
     def register(self, server: grpc.aio.Server) -> None:
         rls_pb2_grpc.add_RateLimitServiceServicer_to_server(self, server)
@@ -129,21 +134,25 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[m
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             raise AssertionError("unreachable") from None
         for a in allocations:
-            d = await self._allocate(a)
-            if d.error and self.failure_mode is FailureMode.ERROR:
+            d, failure = await self._allocate(a)
+            if failure is not None and self.failure_mode is FailureMode.ERROR:
                 self._requests.labels("ratelimit", "ShouldRateLimit", "UNAVAILABLE").inc()
-                await context.abort(grpc.StatusCode.UNAVAILABLE, f"quota {d.quota} failed: {d.error}")
+                message = failure_answer(failure, api="ratelimit", method="ShouldRateLimit", attributes=a.bag)
+                await context.abort(grpc.StatusCode.UNAVAILABLE, message)
             decisions.append(d)
         response = encode_response(decisions)
         self._ok.inc()
         self._seconds.observe(self.clock.monotonic() - start)
         return response
 
-    async def _allocate(self, a: Allocation) -> Decision:
+    async def _allocate(self, a: Allocation) -> tuple[Decision, DispatchError | None]:
+        """The decision on one descriptor, and what failed if the handler did."""
         shadow = self.shadow or a.shadow or a.domain in self.shadow_domains
+        failure: DispatchError | None = None
         try:
             result = await self.dispatcher.quota(a.bag, a.quota, QuotaArgs(a.amount, False, ""))
         except DispatchError as exc:
+            failure = exc
             decision = Decision(a.quota, shadow=shadow, error=str(exc))
         else:
             wkey = (a.domain, a.key)
@@ -151,9 +160,12 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[m
             if window is not None:
                 self._remember_window(wkey, window)
             decision = decide(a, result, shadow=shadow, window=self._windows.get(wkey))
+            if decision.error:
+                failure = DispatchError(f"quota handler answered {decision.error}", Code.UNAVAILABLE)
         if decision.error:
             self._errors.labels(a.domain).inc()
-            self._warn(a, decision.error)
+            if self.failure_mode is FailureMode.ALLOW:
+                self._warn(a, decision.error)
         key = (a.domain, a.quota, decision.code_name, shadow)
         child = self._decision_children.get(key)
         if child is None:
@@ -162,7 +174,7 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[m
             if quota != _OTHER:
                 self._decision_children[key] = child
         child.inc()
-        return decision
+        return decision, failure
 
     def _remember_window(self, key: tuple[str, str], window: _dt.timedelta) -> None:
         windows = self._windows
@@ -183,21 +195,17 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[m
         return _OTHER
 
     def _warn(self, a: Allocation, error: str) -> None:
-        now = self.clock.monotonic()
-        last = self._last_warning.get(a.domain)
-        if last is not None and now - last < _WARN_INTERVAL:
-            self._suppressed[a.domain] = self._suppressed.get(a.domain, 0) + 1
-            return
-        self._last_warning[a.domain] = now
-        suppressed = self._suppressed.pop(a.domain, 0)
-        more = f" ({suppressed} more since the last warning)" if suppressed else ""
-        action = "answering OK" if self.failure_mode is FailureMode.ALLOW else "failing the call"
-        _log.warning(
-            "rate limit domain %s quota %s (%s) failed, %s: %s%s",
-            a.domain,
-            a.quota,
-            a.key,
-            action,
-            error,
-            more,
+        """Log a failure answered OK: at most once per 10 s per domain, with the count."""
+        key: str | None = a.domain
+        warning = self._warnings.get(key)
+        if warning is None:
+            if len(self._warnings) >= _MAX_LABELLED:
+                key = None
+                warning = self._warnings.get(None)
+            if warning is None:
+                warning = self._warnings[key] = RateLimitedWarning(self.clock, logger=_log)
+        warning.add(
+            1,
+            f"rate limit domain {logsafe(a.domain)} quota {logsafe(a.quota)} ({logsafe(a.key)}) failed, "
+            f"answering OK (latest: {logsafe(error)}); failures",
         )
