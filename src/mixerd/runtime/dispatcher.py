@@ -112,6 +112,11 @@ class CheckOutcome:
     reason: str = ""
     """The first denying handler's own message, without Mixer's ``<handler>:`` prefix: what a
     front-end may show an end user (the handler names stay internal)."""
+    rule: str = ""
+    """The rule whose action gave the denial (or could not be evaluated, fail-closed); empty when
+    the Check passed. For the console's decision records, not for callers."""
+    handler: str = ""
+    """The handler that gave the denial; empty when the Check passed or failed closed."""
 
 
 def request_namespace(bag: Mapping[str, Any]) -> str:
@@ -136,6 +141,7 @@ class _FailClosed(Exception):
 
     def __init__(self, rule: str) -> None:
         super().__init__(rule)
+        self.rule = rule
         self.status = Status(Code.PERMISSION_DENIED, f"rule {rule} could not be evaluated (fail-closed)")
 
 
@@ -289,7 +295,9 @@ class Dispatcher:
             after_preprocess = tracker.snapshot() if tracker is not None and quotas else None
             ns = request_namespace(bag)
             nt = t.lookup(Variety.CHECK, ns)
-            result, reason = await self._check(nt, bag) if nt.destinations else (_OK_DEFAULT, "")
+            result, reason, rule, handler = (
+                await self._check(nt, bag) if nt.destinations else (_OK_DEFAULT, "", "", "")
+            )
             directive = None
             if result.status.code == Code.OK and nt.directives:
                 directive = self._directives(nt, bag)
@@ -309,40 +317,47 @@ class Dispatcher:
                         )
                         qr = QuotaResult()
                     quota_out[name] = QuotaOutcome(qr, tracker.frozen() if tracker is not None else None)
-            return CheckOutcome(result, directive, references, reason=reason, quotas=quota_out)
+            return CheckOutcome(
+                result, directive, references, reason=reason, quotas=quota_out, rule=rule, handler=handler
+            )
 
-    async def _check(self, nt: NamespaceTable, bag: Mapping[str, Any]) -> tuple[CheckResult, str]:
-        answers: list[tuple[Destination, Any]] = []
+    async def _check(self, nt: NamespaceTable, bag: Mapping[str, Any]) -> tuple[CheckResult, str, str, str]:
+        """The combined answer, the first denial's own message, and the rule and handler that gave
+        it (empty when everything allowed)."""
+        answers: list[tuple[Destination, str, Any]] = []
         pending: list[tuple[Destination, Awaitable[Any]]] = []
+        pending_rules: list[str] = []
         try:
             for d in nt.destinations:
-                for _, _, inst in self._instances(d, bag, _raise_build_error):
+                for g, _, inst in self._instances(d, bag, _raise_build_error):
                     d.dispatches.inc()
                     r = self._call(d, inst)
                     if d.is_async:
                         pending.append((d, r))
+                        pending_rules.append(g.rule)
                     else:
-                        answers.append((d, r))
+                        answers.append((d, g.rule, r))
         except _FailClosed as denied:
             for _, aw in pending:  # not started yet: nobody waits for them
                 close = getattr(aw, "close", None)
                 if close is not None:
                     close()
             result = CheckResult(denied.status, DEFAULT_VALID_DURATION, DEFAULT_VALID_USE_COUNT)
-            return result, FAIL_CLOSED_REASON
+            return result, FAIL_CLOSED_REASON, denied.rule, ""
         if pending:
-            for d, r in await self._await_all(pending, self.check_deadline):
+            done = await self._await_all(pending, self.check_deadline)
+            for (d, r), rule_name in zip(done, pending_rules, strict=True):
                 if isinstance(r, DispatchError):
                     raise r
-                answers.append((d, r))
+                answers.append((d, rule_name, r))
         if not answers:
-            return _OK_DEFAULT, ""
+            return _OK_DEFAULT, "", "", ""
         code: int = Code.OK
-        reason = ""
+        reason = deciding_rule = deciding_handler = ""
         messages: list[str] = []
         duration: _dt.timedelta | None = None
         uses: int | None = None
-        for d, r in answers:
+        for d, rule_name, r in answers:
             if not isinstance(r, CheckResult):
                 raise DispatchError(
                     f"handler {d.name} returned {type(r).__name__}, not a CheckResult", handler=d.name
@@ -351,13 +366,15 @@ class Dispatcher:
                 if code == Code.OK:
                     code = r.status.code
                     reason = r.status.message
+                    deciding_rule, deciding_handler = rule_name, d.name
                 messages.append(f"{d.name}:{r.status.message}")
             if duration is None or r.valid_duration < duration:
                 duration = r.valid_duration
             if uses is None or r.valid_use_count < uses:
                 uses = r.valid_use_count
         assert duration is not None and uses is not None
-        return CheckResult(Status(code, ", ".join(messages)), duration, uses), reason
+        result = CheckResult(Status(code, ", ".join(messages)), duration, uses)
+        return result, reason, deciding_rule, deciding_handler
 
     # -- quota ---------------------------------------------------------------------------------
 

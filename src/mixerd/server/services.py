@@ -8,6 +8,7 @@ from aiohttp import web
 
 from mixerd.api.accesslog.convert import parse_reporter_kinds
 from mixerd.api.accesslog.service import AccessLogService
+from mixerd.api.decisions import recorder_of
 from mixerd.api.ext_authz import ExtAuthzService, HttpAuthzOptions, build_http_authz_server
 from mixerd.api.mixer_v1.service import MixerService
 from mixerd.api.mixer_v1.wire import RequestLimits
@@ -45,6 +46,7 @@ def build_services(
                 decoded_values=s.max_decoded_values,
             ),
             caller_identity=caller_identity,
+            recorder=recorder_of(runtime),
         ),
         ExtAuthzService(runtime, caller_identity=caller_identity),
         RateLimitService(
@@ -53,6 +55,7 @@ def build_services(
             shadow_domains=[d.strip() for d in s.ratelimit_shadow_domains.split(",")],
             failure_mode=s.ratelimit_failure_mode,
             caller_identity=caller_identity,
+            recorder=recorder_of(runtime),
         ),
         AccessLogService(
             runtime.dispatcher,

@@ -23,10 +23,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from mixerd.adapter import Code, code_name
+from mixerd.api.decisions import granted, recorder_of
 from mixerd.api.ext_authz.quotas import quota_args
 from mixerd.api.ext_authz.request import BadRequest
 from mixerd.api.ext_authz.verdict import Verdict, decide, error_verdict
-from mixerd.runtime import DispatchError, Runtime, failure_answer
+from mixerd.console.model import Frontend
+from mixerd.runtime import CheckOutcome, DispatchError, Runtime, failure_answer
 
 __all__ = ["Authorizer"]
 
@@ -41,6 +43,8 @@ class Authorizer:
         self._requests = runtime.metrics.requests
         self._seconds = runtime.metrics.request_seconds.labels(api, "Check")
         self._counters: dict[int, Any] = {}
+        self.recorder = recorder_of(runtime)
+        self.frontend = Frontend.EXT_AUTHZ_HTTP if api == "http_authz" else Frontend.EXT_AUTHZ_GRPC
 
     def _count(self, code: int) -> None:
         c = self._counters.get(code)
@@ -60,6 +64,7 @@ class Authorizer:
             bag = decode()
             with dispatcher.pinned() as table:
                 quotas = quota_args(bag, table.quota_plan)
+                outcome: CheckOutcome | None = None
                 try:
                     outcome = await dispatcher.check(bag, quotas=quotas, table=table)
                 except DispatchError as exc:
@@ -71,5 +76,17 @@ class Authorizer:
             self._count(Code.INVALID_ARGUMENT)
             raise
         self._count(verdict.code)
-        self._seconds.observe(self.clock.monotonic() - start)
+        elapsed = self.clock.monotonic() - start
+        self._seconds.observe(elapsed)
+        if self.recorder is not None:
+            self.recorder.record(
+                self.frontend,
+                bag,
+                code=verdict.code,
+                message=verdict.message,
+                outcome=outcome,
+                quotas=granted(outcome) if outcome is not None else None,
+                asked={name: args.amount for name, args in quotas.items()} if quotas else None,
+                duration_s=elapsed,
+            )
         return verdict

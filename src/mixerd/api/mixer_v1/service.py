@@ -31,14 +31,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from typing import Any, Final
 
 import grpc
 from google.protobuf.message import DecodeError
 
 from mixerd._proto.mixer.v1 import check_pb2, mixer_pb2_grpc, report_pb2
-from mixerd.adapter import QuotaArgs
+from mixerd.adapter import Code, QuotaArgs
 from mixerd.api.caller import CALLER_PRINCIPAL, grpc_caller
+from mixerd.api.decisions import DecisionRecorder, granted
 from mixerd.api.mixer_v1.decode import ProtoBag, WireTypes, check_limits, decode_report_steps
 from mixerd.api.mixer_v1.encode import encode_precondition, encode_quota_result, encode_referenced
 from mixerd.api.mixer_v1.wire import (
@@ -49,7 +51,8 @@ from mixerd.api.mixer_v1.wire import (
     check_dictionary,
 )
 from mixerd.attribute import OverlayBag, logsafe, sorted_references
-from mixerd.runtime import Dispatcher, DispatchError, failure_answer, log_failure
+from mixerd.console.model import Frontend
+from mixerd.runtime import CheckOutcome, Dispatcher, DispatchError, failure_answer, log_failure
 from mixerd.runtime.reporting import RateLimitedWarning, ReportPipeline
 
 __all__ = ["MixerService"]
@@ -73,9 +76,12 @@ class MixerService(mixer_pb2_grpc.MixerServicer):  # type: ignore[misc]
         queue_reports: bool = True,
         limits: RequestLimits | None = None,
         caller_identity: bool = False,
+        recorder: DecisionRecorder | None = None,
         **queue: Any,
     ) -> None:
         self.dispatcher = dispatcher
+        self.recorder = recorder
+        """Where each Check's decision goes for the console (None: not recorded)."""
         self.limits = RequestLimits() if limits is None else limits
         """What one request may ask the server to decode."""
         self.caller_identity = caller_identity
@@ -186,10 +192,14 @@ class MixerService(mixer_pb2_grpc.MixerServicer):  # type: ignore[misc]
         except DispatchError as exc:
             # The caller gets a fixed phrase and a request id; the detail is logged under that id.
             message = failure_answer(exc, api="mixer", method="Check", attributes=bag)
+            if self.recorder is not None:
+                self._record(checked, bag, Code.INTERNAL, message, None, quotas, start)
             await self._abort(context, "Check", grpc.StatusCode.INTERNAL, message)
             raise AssertionError("unreachable") from None
         whole_maps = bag.tracker.whole_maps
         r = outcome.result
+        if self.recorder is not None:
+            self._record(checked, bag, r.status.code, r.status.message, outcome, quotas, start)
         key = None
         if not outcome.quotas:
             # The same answer to the same question encodes to the same response: reuse it (a
@@ -228,6 +238,29 @@ class MixerService(mixer_pb2_grpc.MixerServicer):  # type: ignore[misc]
         self._check_ok.inc()
         self._check_seconds.observe(self.clock.monotonic() - start)
         return response
+
+    def _record(
+        self,
+        checked: Mapping[str, Any],
+        bag: ProtoBag,
+        code: int,
+        message: str,
+        outcome: CheckOutcome | None,
+        quotas: Mapping[str, QuotaArgs] | None,
+        start: float,
+    ) -> None:
+        assert self.recorder is not None
+        with bag.tracker.untracked():  # what the console shows is not what the answer depends on
+            self.recorder.record(
+                Frontend.MIXER_CHECK,
+                checked,
+                code=code,
+                message=message,
+                outcome=outcome,
+                quotas=granted(outcome) if outcome is not None else None,
+                asked={name: q.amount for name, q in quotas.items()} if quotas else None,
+                duration_s=self.clock.monotonic() - start,
+            )
 
     async def Report(self, request: Any, context: Any) -> Any:
         """Report; ``request`` is a ``ReportRequest`` or its serialized bytes."""

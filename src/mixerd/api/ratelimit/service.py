@@ -54,6 +54,7 @@ from envoy.service.ratelimit.v3 import rls_pb2_grpc
 
 from mixerd.adapter import Code, QuotaArgs
 from mixerd.api.caller import grpc_caller
+from mixerd.api.decisions import DecisionRecorder
 from mixerd.api.ratelimit.convert import (
     Allocation,
     BadRequest,
@@ -64,6 +65,7 @@ from mixerd.api.ratelimit.convert import (
     result_window,
 )
 from mixerd.attribute import logsafe
+from mixerd.console.model import Frontend as DecisionFrontend
 from mixerd.runtime import Dispatcher, DispatchError, failure_answer
 from mixerd.runtime.ratelog import RateLimitedWarning
 
@@ -92,8 +94,11 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[m
         shadow_domains: Iterable[str] = (),
         failure_mode: FailureMode | str = FailureMode.ALLOW,
         caller_identity: bool = False,
+        recorder: DecisionRecorder | None = None,
     ) -> None:
         self.dispatcher = dispatcher
+        self.recorder = recorder
+        """Where each descriptor's decision goes for the console (None: not recorded)."""
         self.caller_identity = caller_identity
         self.shadow = shadow
         self.shadow_domains = frozenset(d for d in shadow_domains if d)
@@ -147,6 +152,7 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[m
 
     async def _allocate(self, a: Allocation) -> tuple[Decision, DispatchError | None]:
         """The decision on one descriptor, and what failed if the handler did."""
+        start = self.clock.monotonic()
         shadow = self.shadow or a.shadow or a.domain in self.shadow_domains
         failure: DispatchError | None = None
         try:
@@ -174,7 +180,29 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[m
             if quota != _OTHER:
                 self._decision_children[key] = child
         child.inc()
+        if self.recorder is not None:
+            self._record(a, decision, start)
         return decision, failure
+
+    def _record(self, a: Allocation, decision: Decision, start: float) -> None:
+        assert self.recorder is not None
+        if decision.error:
+            code, message = Code.UNAVAILABLE, "quota handler failed"
+        elif decision.over_limit:
+            code, message = Code.RESOURCE_EXHAUSTED, "over limit"
+        else:
+            code, message = Code.OK, ""
+        if decision.shadow and code != Code.OK:
+            message += " (shadow: answered OK)"
+        self.recorder.record(
+            DecisionFrontend.RATELIMIT,
+            a.bag,
+            code=code,
+            message=message,
+            quotas={a.quota: 0 if decision.over_limit else a.amount},
+            asked={a.quota: a.amount},
+            duration_s=self.clock.monotonic() - start,
+        )
 
     def _remember_window(self, key: tuple[str, str], window: _dt.timedelta) -> None:
         windows = self._windows
