@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from enum import Enum
@@ -524,9 +525,12 @@ INT32_MAX: Final = 2**31 - 1
 _INT32_FIELDS: Final = frozenset({"response_code", "status_code"})
 
 
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+
+
 def _clean_str(s: str) -> str:
     if not s.isascii():
-        s = s.encode("utf-8", "replace").decode("utf-8")
+        s = _SURROGATE.sub("\ufffd", s)
     return s.replace("\x00", "\ufffd") if "\x00" in s else s
 
 

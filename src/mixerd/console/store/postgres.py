@@ -568,8 +568,10 @@ class PostgresStore:
                         return total
 
             removed = 0
-            txn_cutoff = min(cutoffs["hops"], cutoffs["decisions"])
-            for table in ("spans", "logs"):
+            # a transaction whose hops all go (it ended before the hops' cutoff) goes whole: its
+            # decisions, spans and logs with it
+            txn_cutoff = cutoffs["hops"]
+            for table in ("decisions", "spans", "logs"):
                 removed += await chunks(
                     f"DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT x.ctid FROM transactions t"
                     f" JOIN {table} x ON x.txn = t.id WHERE t.start_us < $1 AND t.end_us < $1 LIMIT $2))",

@@ -565,9 +565,10 @@ class SQLiteStore:
                     cutoff, await self._write(functools.partial(_size_cutoff, table, time_column, max_rows))
                 )
             cutoffs[table] = cutoff
-        # transactions whose hops and decisions are all gone go, with the rest of their records
-        txn_cutoff = min(cutoffs["hops"], cutoffs["decisions"])
-        for table in ("spans", "logs"):
+        # a transaction whose hops all go (it ended before the hops' cutoff) goes whole: its
+        # decisions, spans and logs with it
+        txn_cutoff = cutoffs["hops"]
+        for table in ("decisions", "spans", "logs"):
             removed += await self._delete_chunks(
                 f"DELETE FROM {table} WHERE rowid IN (SELECT {table}.rowid FROM transactions"
                 f" JOIN {table} ON {table}.txn = transactions.id"
