@@ -19,6 +19,7 @@ import subprocess
 import tempfile
 import time
 import urllib.parse
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +36,11 @@ PASSWORD = "pg-test-s3cret"
 """The ``postgres`` role's password for TCP connections (tests check it never shows)."""
 
 
-def find_postgres_bin() -> Path:
+def find_postgres_bin(debian_root: Path = Path("/usr/lib/postgresql")) -> Path:
     """The directory holding ``initdb`` and ``postgres`` (the newest Debian version, else PATH);
     fails the test with how to install them when missing."""
     candidates = sorted(
-        Path("/usr/lib/postgresql").glob("*/bin"),
+        debian_root.glob("*/bin"),
         key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
         reverse=True,
     )
@@ -125,9 +126,10 @@ class PostgresProcess:
 
     # -- addresses -----------------------------------------------------------------------------
 
-    def url(self, database: str = "postgres") -> str:
-        """A TCP URL with the password."""
-        return f"postgresql://{USER}:{urllib.parse.quote(PASSWORD)}@{self.host}:{self.port}/{database}"
+    def url(self, database: str = "postgres", schema: str = "") -> str:
+        """A TCP URL with the password; with ``schema``, connections use it (``search_path``)."""
+        url = f"postgresql://{USER}:{urllib.parse.quote(PASSWORD)}@{self.host}:{self.port}/{database}"
+        return f"{url}?search_path={schema}" if schema else url
 
     def socket_url(self, database: str = "postgres") -> str:
         """A Unix-socket URL (trust auth, no password)."""
@@ -197,6 +199,7 @@ class PostgresProcess:
         result = subprocess.run(
             [str(self.bin / "psql"), "-h", str(self.socket_dir), "-p", str(self.port), "-U", USER,
              "-d", database, "-v", "ON_ERROR_STOP=1", "-qAt", "-c", sql],
+            cwd=self.directory,
             capture_output=True,
             text=True,
             check=False,
@@ -205,6 +208,19 @@ class PostgresProcess:
         if result.returncode:
             raise RuntimeError(f"psql {sql!r} failed: {result.stderr}")
         return result.stdout
+
+    def create_database(self, prefix: str = "t") -> str:
+        """A new, empty database (its name). Takes a few hundred ms: ``create_schema`` is the
+        quick way to give a test tables of its own."""
+        name = f"{prefix}_{uuid.uuid4().hex[:16]}"
+        self.psql(f"CREATE DATABASE {name}")
+        return name
+
+    def create_schema(self, prefix: str = "t", database: str = "postgres") -> str:
+        """A new, empty schema in ``database`` (its name), for ``url(database, schema)``."""
+        name = f"{prefix}_{uuid.uuid4().hex[:16]}"
+        self.psql(f"CREATE SCHEMA {name}", database)
+        return name
 
     def destroy(self) -> None:
         """Stop the server and delete its files."""
