@@ -667,3 +667,19 @@ async def test_postgres_stopped_mid_run_then_restarted(postgres_server: Postgres
         postgres_server.start()
         await writer.aclose()
         await store.close()
+
+
+async def test_postgres_over_a_unix_socket(postgres_server: PostgresProcess) -> None:
+    schema = postgres_server.create_schema()
+    url = (
+        f"postgresql:///postgres?host={postgres_server.socket_dir}&port={postgres_server.port}"
+        f"&user=postgres&search_path={schema}"
+    )
+    store = open_store(url)
+    assert store.url_for_display == url  # no password to hide
+    await store.open()
+    try:
+        await store.write(Batch(hops=[hop("unix", T0, 1 * MS, PRODUCTPAGE, REVIEWS)]), [])
+        assert await store.transaction("unix") is not None
+    finally:
+        await store.close()
