@@ -38,6 +38,7 @@ __all__ = [
     "SPAN_COLUMNS",
     "SUMMARY_COLUMNS",
     "EdgeKey",
+    "PackCache",
     "SummaryRow",
     "decision_from_row",
     "decision_row",
@@ -96,6 +97,15 @@ def pack_id(value: str) -> bytes | None:
             if len(raw) == 16 and raw.hex() == compact:
                 return _UUID + raw
     return _TEXT + value.encode("utf-8", "surrogatepass")
+
+
+class PackCache(dict[str, bytes | None]):
+    """``pack_id`` with a memory, for one batch: a transaction id recurs in each of its hops (and
+    is often its trace id too), a request id in both reports of a call."""
+
+    def __missing__(self, key: str) -> bytes | None:
+        value = self[key] = pack_id(key)
+        return value
 
 
 def unpack_id(stored: bytes | None) -> str:
@@ -180,13 +190,16 @@ def _json(value: Mapping[str, Any] | Sequence[str]) -> str | None:
     return json.dumps(value, separators=(",", ":")) if value else None
 
 
-def hop_row(h: Hop) -> tuple[Any, ...]:
+def hop_row(h: Hop, ids: PackCache | None = None) -> tuple[Any, ...]:
+    ids = PackCache() if ids is None else ids
+    s, d = h.source, h.destination
     return (
-        pack_id(h.transaction_id), h.start_us, h.duration_us, _REPORTER_CODE.get(h.reporter, 0),
-        *_peer_values(h.source), *_peer_values(h.destination),
+        ids[h.transaction_id], h.start_us, h.duration_us, _REPORTER_CODE.get(h.reporter, 0),
+        s.namespace, s.workload, s.app, s.version, s.service, s.principal,
+        d.namespace, d.workload, d.app, d.version, d.service, d.principal,
         h.protocol, h.method, h.host, h.path, h.response_code, h.response_flags,
         h.request_bytes, h.response_bytes,
-        pack_id(h.request_id), pack_id(h.trace_id), pack_id(h.span_id), pack_id(h.parent_span_id),
+        ids[h.request_id], ids[h.trace_id], ids[h.span_id], ids[h.parent_span_id],
     )  # fmt: skip
 
 
@@ -213,12 +226,13 @@ def hop_from_row(r: Sequence[Any]) -> Hop:
     )
 
 
-def decision_row(d: Decision) -> tuple[Any, ...]:
+def decision_row(d: Decision, ids: PackCache | None = None) -> tuple[Any, ...]:
+    ids = PackCache() if ids is None else ids
     return (
-        d.time_us, str(d.frontend), str(d.verdict), d.status_code, d.message, pack_id(d.transaction_id),
+        d.time_us, str(d.frontend), str(d.verdict), d.status_code, d.message, ids[d.transaction_id],
         *_peer_values(d.source), *_peer_values(d.destination),
         d.rule, d.handler, _json(dict(d.quotas)), _json(list(d.attributes)),
-        pack_id(d.request_id), d.method, d.host, d.path, d.duration_us,
+        ids[d.request_id], d.method, d.host, d.path, d.duration_us,
     )  # fmt: skip
 
 
@@ -254,10 +268,11 @@ def decision_from_row(r: Sequence[Any]) -> Decision:
     )
 
 
-def span_row(s: Span) -> tuple[Any, ...]:
+def span_row(s: Span, ids: PackCache | None = None) -> tuple[Any, ...]:
+    ids = PackCache() if ids is None else ids
     return (
-        pack_id(s.trace_id), pack_id(s.span_id), pack_id(s.parent_span_id), s.name, s.service,
-        s.start_us, s.duration_us, pack_id(s.transaction_id), s.kind, s.status, _json(dict(s.attributes)),
+        ids[s.trace_id], ids[s.span_id], ids[s.parent_span_id], s.name, s.service,
+        s.start_us, s.duration_us, ids[s.transaction_id], s.kind, s.status, _json(dict(s.attributes)),
     )  # fmt: skip
 
 
@@ -277,10 +292,11 @@ def span_from_row(r: Sequence[Any]) -> Span:
     )
 
 
-def log_row(g: LogRecord) -> tuple[Any, ...]:
+def log_row(g: LogRecord, ids: PackCache | None = None) -> tuple[Any, ...]:
+    ids = PackCache() if ids is None else ids
     return (
-        g.time_us, g.service, g.severity, g.body, pack_id(g.trace_id), pack_id(g.span_id),
-        pack_id(g.transaction_id), _json(dict(g.attributes)),
+        g.time_us, g.service, g.severity, g.body, ids[g.trace_id], ids[g.span_id],
+        ids[g.transaction_id], _json(dict(g.attributes)),
     )  # fmt: skip
 
 
@@ -355,32 +371,50 @@ def _short(host: str) -> str:
     return host.partition(".")[0]
 
 
-def _add_names(row: SummaryRow, source: Peer, destination: Peer) -> None:
-    service = destination.service or destination.workload
-    if service:
-        row.services.add(service)
-    for name in (
-        destination.service,
-        _short(destination.service),
-        destination.workload,
-        destination.app,
-        source.workload,
-        source.app,
-    ):
-        if name:
-            row.names.add(name)
-    if source.namespace:
-        row.namespaces.add(source.namespace)
-    if destination.namespace:
-        row.namespaces.add(destination.namespace)
+_Names = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]
 
 
-def summarize(batch: Batch) -> list[SummaryRow]:
+_NamesKey = tuple[str, str, str, str, str, str, str]
+
+
+def _names_key(source: Peer, destination: Peer) -> _NamesKey:
+    # plain strings: hashing and comparing them is C work, a Peer's is Python work
+    return (
+        source.namespace, source.workload, source.app,
+        destination.namespace, destination.workload, destination.app, destination.service,
+    )  # fmt: skip
+
+
+class _NameCache(dict[_NamesKey, _Names]):
+    """What a call adds to its transaction's ``services``, ``names`` (what the service filter
+    matches) and ``namespaces``, by ``_names_key``."""
+
+    def __missing__(self, key: _NamesKey) -> _Names:
+        src_ns, src_workload, src_app, dst_ns, dst_workload, dst_app, dst_service = key
+        service = dst_service or dst_workload
+        names = (dst_service, _short(dst_service), dst_workload, dst_app, src_workload, src_app)
+        value = self[key] = (
+            (service,) if service else (),
+            tuple(n for n in names if n),
+            tuple(n for n in (src_ns, dst_ns) if n),
+        )
+        return value
+
+
+def _add_names(row: SummaryRow, names: _Names) -> None:
+    row.services.update(names[0])
+    row.names.update(names[1])
+    row.namespaces.update(names[2])
+
+
+def summarize(batch: Batch, ids: PackCache | None = None) -> list[SummaryRow]:
     """One partial summary per transaction id that the batch's hops and decisions carry, sorted by
     id (so concurrent writers lock rows in the same order). Spans and logs do not make summaries."""
+    ids = PackCache() if ids is None else ids
+    names = _NameCache()
     rows: dict[bytes, SummaryRow] = {}
     for h in batch.hops:
-        key = pack_id(h.transaction_id)
+        key = ids[h.transaction_id]
         if key is None:
             continue
         end = h.start_us + h.duration_us
@@ -399,13 +433,13 @@ def summarize(batch: Batch) -> list[SummaryRow]:
             row.dst_hops += 1
         else:
             row.unk_hops += 1
-        _add_names(row, h.source, h.destination)
-        if h.error:
+        _add_names(row, names[_names_key(h.source, h.destination)])
+        if h.response_code >= 500 or (h.response_flags and h.error):
             row.error = True
         if h.response_flags and h.denied:
             row.denied = True
     for d in batch.decisions:
-        key = pack_id(d.transaction_id)
+        key = ids[d.transaction_id]
         if key is None:
             continue
         end = d.time_us + d.duration_us
@@ -418,7 +452,7 @@ def summarize(batch: Batch) -> list[SummaryRow]:
                 row.root = _root_of(d.source, d.destination)
             if end > row.end_us:
                 row.end_us = end
-        _add_names(row, d.source, d.destination)
+        _add_names(row, names[_names_key(d.source, d.destination)])
         if d.verdict is not Verdict.ALLOW:
             row.denied = True
     return [rows[k] for k in sorted(rows)]

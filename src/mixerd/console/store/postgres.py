@@ -318,18 +318,19 @@ class PostgresStore:
     @staticmethod
     async def _write_batch(conn: Any, batch: Batch, rollups: Sequence[EdgeRollup]) -> None:
         async with conn.transaction():
+            ids = codec.PackCache()
             raw: tuple[tuple[str, Sequence[str], list[tuple[Any, ...]]], ...] = (
-                ("hops", codec.HOP_COLUMNS, [codec.hop_row(h) for h in batch.hops]),
-                ("decisions", codec.DECISION_COLUMNS, [codec.decision_row(d) for d in batch.decisions]),
-                ("spans", codec.SPAN_COLUMNS, [codec.span_row(s) for s in batch.spans]),
-                ("logs", codec.LOG_COLUMNS, [codec.log_row(g) for g in batch.logs]),
+                ("hops", codec.HOP_COLUMNS, [codec.hop_row(h, ids) for h in batch.hops]),
+                ("decisions", codec.DECISION_COLUMNS, [codec.decision_row(d, ids) for d in batch.decisions]),
+                ("spans", codec.SPAN_COLUMNS, [codec.span_row(s, ids) for s in batch.spans]),
+                ("logs", codec.LOG_COLUMNS, [codec.log_row(g, ids) for g in batch.logs]),
             )
             for table, columns, records in raw:
                 if records:
                     await conn.copy_records_to_table(table, records=records, columns=list(columns))
             # upserts lock rows: always in the same order (by table, then key), so replicas
             # writing the same transactions and buckets wait for each other instead of deadlocking
-            summaries = codec.summarize(batch)
+            summaries = codec.summarize(batch, ids)
             if summaries:
                 await conn.executemany(_UPSERT_SUMMARY, [s.values(sorted) for s in summaries])
             if rollups:

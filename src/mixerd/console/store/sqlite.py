@@ -164,8 +164,13 @@ _LIMIT: Final = codec.MAX_RECORDS_PER_TRANSACTION
 
 def _encode_set(values: Iterable[str]) -> str:
     """``{"a", "b"}`` -> ``"\\x1fa\\x1fb\\x1f"`` (sorted), so ``instr(col, '\\x1fa\\x1f')`` finds a member."""
-    members = sorted(v.replace(codec.SEP, "") for v in values)
-    return codec.SEP + codec.SEP.join(members) + codec.SEP if members else ""
+    members = sorted(values)
+    if not members:
+        return ""
+    joined = codec.SEP.join(members)
+    if joined.count(codec.SEP) != len(members) - 1:  # a member holding the separator: drop it from it
+        joined = codec.SEP.join(sorted({m.replace(codec.SEP, "") for m in members}))
+    return codec.SEP + joined + codec.SEP
 
 
 def _like_prefix(service: str) -> str:
@@ -328,15 +333,16 @@ class SQLiteStore:
     def _write_batch(batch: Batch, rollups: Sequence[EdgeRollup], conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
         try:
+            ids = codec.PackCache()
             if batch.hops:
-                conn.executemany(_INSERT_HOP, [codec.hop_row(h) for h in batch.hops])
+                conn.executemany(_INSERT_HOP, [codec.hop_row(h, ids) for h in batch.hops])
             if batch.decisions:
-                conn.executemany(_INSERT_DECISION, [codec.decision_row(d) for d in batch.decisions])
+                conn.executemany(_INSERT_DECISION, [codec.decision_row(d, ids) for d in batch.decisions])
             if batch.spans:
-                conn.executemany(_INSERT_SPAN, [codec.span_row(s) for s in batch.spans])
+                conn.executemany(_INSERT_SPAN, [codec.span_row(s, ids) for s in batch.spans])
             if batch.logs:
-                conn.executemany(_INSERT_LOG, [codec.log_row(g) for g in batch.logs])
-            summaries = codec.summarize(batch)
+                conn.executemany(_INSERT_LOG, [codec.log_row(g, ids) for g in batch.logs])
+            summaries = codec.summarize(batch, ids)
             if summaries:
                 conn.executemany(_UPSERT_SUMMARY, [s.values(_encode_set) for s in summaries])
             if rollups:
