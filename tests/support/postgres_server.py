@@ -60,7 +60,10 @@ def find_postgres_bin(debian_root: Path = Path("/usr/lib/postgresql")) -> Path:
 class PostgresProcess:
     """One ``postgres`` server on ``127.0.0.1:port`` and a Unix socket in ``socket_dir``."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, *, durable: bool = False) -> None:
+        """``durable``: PostgreSQL's default fsync and commit settings (benchmarks) instead of
+        the tests' fast ones."""
+        self.durable = durable
         self.bin = find_postgres_bin()
         self.port = port or free_port()
         self.host = "127.0.0.1"
@@ -163,13 +166,9 @@ class PostgresProcess:
                         "-p", str(self.port),
                         "-k", str(self.socket_dir),
                         "-c", f"listen_addresses={self.host}",
-                        "-c", "fsync=off",
-                        "-c", "synchronous_commit=off",
-                        "-c", "full_page_writes=off",
-                        "-c", "shared_buffers=32MB",
                         "-c", "max_connections=40",
-                        "-c", "autovacuum=off",
                         "-c", "log_min_messages=warning",
+                        *self._settings(),
                     ],
                     cwd=self.directory,
                     stdin=subprocess.DEVNULL,
@@ -186,6 +185,18 @@ class PostgresProcess:
                 self.stop()
                 raise RuntimeError(f"postgres on port {self.port} did not start:\n{tail}")
             time.sleep(0.1)  # exited at once (port still busy after a stop): try again
+
+    def _settings(self) -> list[str]:
+        if self.durable:
+            return ["-c", "shared_buffers=128MB"]
+        fast = (
+            "fsync=off",
+            "synchronous_commit=off",
+            "full_page_writes=off",
+            "shared_buffers=32MB",
+            "autovacuum=off",
+        )
+        return [arg for setting in fast for arg in ("-c", setting)]
 
     def stop(self) -> None:
         """Fast shutdown (SIGINT: clients are disconnected, not waited for), then wait for the exit."""
@@ -228,9 +239,9 @@ class PostgresProcess:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def start_postgres(port: int | None = None) -> PostgresProcess:
+def start_postgres(port: int | None = None, *, durable: bool = False) -> PostgresProcess:
     """Create a cluster and start a ``postgres`` on it (``destroy()`` it when done)."""
-    server = PostgresProcess(port)
+    server = PostgresProcess(port, durable=durable)
     try:
         return server.start()
     except BaseException:
