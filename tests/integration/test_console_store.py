@@ -426,6 +426,35 @@ async def test_edges_by_namespace_and_time_window(store: ConsoleStore) -> None:
     ]  # fmt: skip
 
 
+async def test_edges_over_long_windows_add_up_exactly(store: ConsoleStore) -> None:
+    # 20 minutes of 10-s buckets (counts 1, 2, 3 ...) over two edges, written in uneven batches:
+    # a window merged into one step is read from 5-min rollups where it can, and must give the
+    # same totals as the 10-s rollups for any window, aligned or not
+    buckets = [T0 + i * B for i in range(120)]
+    rollups = [
+        rollup(bucket, src, dst, count=i + 1, durations_ms=(3.0,))
+        for i, bucket in enumerate(buckets)
+        for src, dst in ((PRODUCTPAGE, REVIEWS), (FRONTEND, CART))
+    ]
+    for i in range(0, len(rollups), 37):
+        await store.write(Batch(), rollups[i : i + 37])
+    for since, until in [
+        (T0, T0 + 1200 * S),
+        (T0 + 10 * S, T0 + 1190 * S),
+        (T0 - 3600 * S, T0 + 3600 * S),
+        (T0 + 290 * S, T0 + 610 * S),
+        (T0 + 300 * S - T0 % (300 * S), T0 + 900 * S - T0 % (300 * S)),  # aligned to 5 min
+        (T0 + 35 * S, T0 + 36 * S),
+    ]:
+        expected = sum(i + 1 for i, bucket in enumerate(buckets) if since <= bucket < until)
+        merged = await store.edges(since, until, ["default"], step_us=until - since)
+        assert [(r.bucket_us, r.count, r.histogram[0]) for r in merged] == (
+            [(since, expected, expected)] if expected else []
+        ), (since - T0, until - T0)
+        fine = await store.edges(since, until, ["default"])
+        assert sum(r.count for r in fine) == expected
+
+
 async def test_service_buckets_per_step_and_version(store: ConsoleStore) -> None:
     reviews_v1 = replace(REVIEWS, workload="reviews-v1", version="v1")
     reviews_v3 = replace(REVIEWS, workload="reviews-v3", version="v3")  # no sidecar: only callers report

@@ -500,6 +500,54 @@ def edge_key(r: EdgeRollup) -> tuple[int, EdgeKey]:
     return int.from_bytes(digest, "big", signed=True), key
 
 
+COARSE_US: Final = 300_000_000
+"""The second rollup table's buckets: 5 minutes. Every rollup is added to both tables, so a
+graph over an hour reads 12 coarse buckets (and the 10-s buckets at its unaligned ends) instead of
+360 fine ones."""
+
+
+def coarse_rows(rows: Iterable[Sequence[int]]) -> list[tuple[int, ...]]:
+    """Rollup rows (``ROLLUP_COLUMNS``) added up per 5-min bucket and key, sorted by both."""
+    acc: dict[tuple[int, int], list[int]] = {}
+    for r in rows:
+        k = (r[0] - r[0] % COARSE_US, r[1])
+        a = acc.get(k)
+        if a is None:
+            acc[k] = list(r[2:])
+        else:
+            for i, v in enumerate(r[2:]):
+                a[i] += v
+    return [(bucket, key, *values) for (bucket, key), values in sorted(acc.items())]
+
+
+def window_parts(since_us: int, until_us: int) -> list[tuple[bool, int, int]]:
+    """``[since_us, until_us)`` as ``(coarse, low, high)`` ranges of bucket starts: the 5-min
+    buckets wholly inside it, and 10-s buckets at either end."""
+    low = -(-since_us // COARSE_US) * COARSE_US
+    high = until_us - until_us % COARSE_US
+    if low >= high:
+        return [(False, since_us, until_us)]
+    parts = [(True, low, high)]
+    if since_us < low:
+        parts.insert(0, (False, since_us, low))
+    if high < until_us:
+        parts.append((False, high, until_us))
+    return parts
+
+
+def add_up(rows: Iterable[Sequence[Any]]) -> dict[int, list[int]]:
+    """``(key, count, errors, ...)`` rows added up per key."""
+    out: dict[int, list[int]] = {}
+    for r in rows:
+        a = out.get(r[0])
+        if a is None:
+            out[r[0]] = [int(v) for v in r[1:]]
+        else:
+            for i, v in enumerate(r[1:]):
+                a[i] += int(v)
+    return out
+
+
 def rollup_from_row(bucket_us: int, key: EdgeKey, r: Sequence[Any]) -> EdgeRollup:
     """From ``count, errors, denied, duration_sum_us, h0..`` (numbers of any numeric type)."""
     n = len(HISTOGRAM_COLUMNS)

@@ -115,6 +115,11 @@ CREATE TABLE edge_rollups (
     PRIMARY KEY (bucket_us, key)
 );
 CREATE INDEX edge_rollups_key ON edge_rollups (key, bucket_us);
+CREATE TABLE edge_rollups_5m (
+    bucket_us bigint NOT NULL, key bigint NOT NULL, count bigint NOT NULL, errors bigint NOT NULL,
+    denied bigint NOT NULL, duration_sum_us bigint NOT NULL, {_HIST},
+    PRIMARY KEY (bucket_us, key)
+);
 """,
 }
 SCHEMA_VERSION: Final = max(_MIGRATIONS)
@@ -164,10 +169,11 @@ _UPSERT_EDGE_KEY: Final = (
     f" VALUES ({_params(len(codec.EDGE_KEY_COLUMNS))})"
     " ON CONFLICT (key) DO UPDATE SET last_us = EXCLUDED.last_us WHERE k.last_us < EXCLUDED.last_us"
 )
-_ADD_ROLLUP: Final = (
-    f"INSERT INTO edge_rollups AS r ({', '.join(codec.ROLLUP_COLUMNS)})"
+_ADD_ROLLUP, _ADD_ROLLUP_5M = (
+    f"INSERT INTO {table} AS r ({', '.join(codec.ROLLUP_COLUMNS)})"
     f" VALUES ({_params(len(codec.ROLLUP_COLUMNS))}) ON CONFLICT (bucket_us, key) DO UPDATE SET "
     + ", ".join(f"{c} = r.{c} + EXCLUDED.{c}" for c in codec.ROLLUP_COLUMNS[2:])
+    for table in ("edge_rollups", "edge_rollups_5m")
 )
 _SUMS: Final = ", ".join(f"sum({c})::bigint" for c in codec.ROLLUP_COLUMNS[2:])
 _TIMED: Final = (("hops", "start_us"), ("decisions", "time_us"), ("spans", "start_us"), ("logs", "time_us"))
@@ -347,6 +353,7 @@ class PostgresStore:
                 await conn.executemany(_UPSERT_EDGE_KEY, [keys[k] for k in sorted(keys)])
                 rows.sort(key=lambda row: (row[0], row[1]))
                 await conn.executemany(_ADD_ROLLUP, rows)
+                await conn.executemany(_ADD_ROLLUP_5M, codec.coarse_rows(rows))
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -488,8 +495,23 @@ class PostgresStore:
             sql = f"SELECT {', '.join(codec.ROLLUP_COLUMNS)} FROM edge_rollups WHERE bucket_us >= $1 AND bucket_us < $2"
             params = (since_us, until_us)
 
+        async def whole_window(conn: Any) -> list[Any]:
+            """One step over the window: 5-min rollups where they fit, 10-s ones at the ends."""
+            parts = []
+            for coarse, low, high in codec.window_parts(since_us, until_us):
+                table = "edge_rollups_5m" if coarse else "edge_rollups"
+                parts += await conn.fetch(
+                    f"SELECT key, {_SUMS} FROM {table} WHERE bucket_us >= $1 AND bucket_us < $2 GROUP BY key",
+                    low,
+                    high,
+                )
+            return [(since_us, key, *sums) for key, sums in codec.add_up(parts).items()]
+
         async def read(conn: Any) -> list[EdgeRollup]:
-            rows = await conn.fetch(sql, *params)
+            if step_us >= until_us - since_us > 0:
+                rows = await whole_window(conn)
+            else:
+                rows = await conn.fetch(sql, *params)
             keys = await self._edge_keys(conn, (r[1] for r in rows))
             out = []
             for r in rows:
@@ -595,8 +617,13 @@ class PostgresStore:
                 older_than_us,
             )
             await chunks(
+                "DELETE FROM edge_rollups_5m WHERE ctid = ANY(ARRAY(SELECT ctid FROM edge_rollups_5m"
+                " WHERE bucket_us < $1 LIMIT $2))",
+                older_than_us - codec.COARSE_US,
+            )
+            await chunks(
                 "DELETE FROM edge_keys WHERE ctid = ANY(ARRAY(SELECT ctid FROM edge_keys WHERE last_us < $1 LIMIT $2))",
-                older_than_us,
+                older_than_us - codec.COARSE_US,
             )
             return removed
         finally:

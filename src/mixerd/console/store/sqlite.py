@@ -115,6 +115,11 @@ CREATE TABLE edge_rollups (
     PRIMARY KEY (bucket_us, key)
 ) WITHOUT ROWID;
 CREATE INDEX edge_rollups_key ON edge_rollups (key, bucket_us);
+CREATE TABLE edge_rollups_5m (
+    bucket_us INTEGER NOT NULL, key INTEGER NOT NULL, count INTEGER NOT NULL,
+    errors INTEGER NOT NULL, denied INTEGER NOT NULL, duration_sum_us INTEGER NOT NULL, {_HIST},
+    PRIMARY KEY (bucket_us, key)
+) WITHOUT ROWID;
 """,
 }
 SCHEMA_VERSION: Final = max(_MIGRATIONS)
@@ -153,10 +158,11 @@ _UPSERT_EDGE_KEY: Final = (
     _insert("edge_keys", codec.EDGE_KEY_COLUMNS)
     + " ON CONFLICT (key) DO UPDATE SET last_us = max(last_us, excluded.last_us)"
 )
-_ADD_ROLLUP: Final = (
-    _insert("edge_rollups", codec.ROLLUP_COLUMNS)
+_ADD_ROLLUP, _ADD_ROLLUP_5M = (
+    _insert(table, codec.ROLLUP_COLUMNS)
     + " ON CONFLICT (bucket_us, key) DO UPDATE SET "
     + ", ".join(f"{c} = {c} + excluded.{c}" for c in codec.ROLLUP_COLUMNS[2:])
+    for table in ("edge_rollups", "edge_rollups_5m")
 )
 _SUMS: Final = ", ".join(f"sum({c})" for c in codec.ROLLUP_COLUMNS[2:])
 _LIMIT: Final = codec.MAX_RECORDS_PER_TRANSACTION
@@ -358,6 +364,7 @@ class SQLiteStore:
                     )
                 conn.executemany(_UPSERT_EDGE_KEY, [keys[k] for k in sorted(keys)])
                 conn.executemany(_ADD_ROLLUP, rows)
+                conn.executemany(_ADD_ROLLUP_5M, codec.coarse_rows(rows))
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -509,8 +516,22 @@ class SQLiteStore:
             )
             params = (since_us, until_us)
 
+        def whole_window(conn: sqlite3.Connection) -> list[Any]:
+            """One step over the window: 5-min rollups where they fit, 10-s ones at the ends."""
+            parts = []
+            for coarse, low, high in codec.window_parts(since_us, until_us):
+                table = "edge_rollups_5m" if coarse else "edge_rollups"
+                parts += conn.execute(
+                    f"SELECT key, {_SUMS} FROM {table} WHERE bucket_us >= ? AND bucket_us < ? GROUP BY key",
+                    (low, high),
+                ).fetchall()
+            return [(since_us, key, *sums) for key, sums in codec.add_up(parts).items()]
+
         def read(conn: sqlite3.Connection) -> list[EdgeRollup]:
-            rows = conn.execute(sql, params).fetchall()
+            if step_us >= until_us - since_us > 0:
+                rows = whole_window(conn)
+            else:
+                rows = conn.execute(sql, params).fetchall()
             keys = self._edge_keys(conn, (r[1] for r in rows))
             out = []
             for r in rows:
@@ -598,8 +619,13 @@ class SQLiteStore:
             (older_than_us,),
         )
         await self._delete_chunks(
+            "DELETE FROM edge_rollups_5m WHERE (bucket_us, key) IN"
+            " (SELECT bucket_us, key FROM edge_rollups_5m WHERE bucket_us < ? LIMIT ?)",
+            (older_than_us - codec.COARSE_US,),
+        )
+        await self._delete_chunks(
             "DELETE FROM edge_keys WHERE key IN (SELECT key FROM edge_keys WHERE last_us < ? LIMIT ?)",
-            (older_than_us,),
+            (older_than_us - codec.COARSE_US,),
         )
         return removed
 
