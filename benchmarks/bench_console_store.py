@@ -9,6 +9,8 @@
    reporters, some 503s): merged per edge in the database (``step_us`` = the hour, what the graph
    asks) and, for reference, every stored rollup. Goal: under 300 ms.
 
+Also what ``Writer.add_hop`` costs the request path.
+
 PostgreSQL runs as started by tests/support/postgres_server.py with PostgreSQL's default
 durability (fsync on, synchronous commit), over TCP on loopback; SQLite in WAL mode with
 synchronous=NORMAL.
@@ -229,13 +231,28 @@ async def run_backend(
     return rows
 
 
+def request_path_cost(n: int = 200_000) -> list[list[str]]:
+    """What ``Writer.add_hop`` costs the request path (queueing and the rollup), per hop."""
+    from mixerd.console.writer import Writer
+
+    sample = [h for group in hops(n) for h in group]
+    writer = Writer(None, max_queue=len(sample) + 1, batch_size=len(sample) + 1)  # type: ignore[arg-type]
+    t = time.perf_counter()
+    for h in sample:
+        writer.add_hop(h)
+    spent = time.perf_counter() - t
+    return [
+        ["writer", "add_hop on the request path (queue + 10-s rollup)", f"{spent / len(sample) * 1e6:.2f} us"]
+    ]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hops", type=int, default=1_000_000, help="hops stored in SQLite for the lookups")
     parser.add_argument("--pg-hops", type=int, default=1_000_000, help="hops stored in PostgreSQL")
     parser.add_argument("--no-postgres", action="store_true")
     opts = parser.parse_args()
-    rows: list[list[str]] = []
+    rows: list[list[str]] = request_path_cost()
     tmp = Path(tempfile.mkdtemp(prefix="mixerd-bench-console-"))
     try:
         rows += asyncio.run(run_backend("sqlite", SQLiteStore, str(tmp / "console.db"), opts.hops))

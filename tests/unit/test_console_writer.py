@@ -4,6 +4,7 @@ while the store is unavailable, the edge rollups it gathers from every hop, clos
 from __future__ import annotations
 
 import asyncio
+import bisect
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -348,3 +349,11 @@ async def test_records_given_before_start_are_written_after_it(kind: str) -> Non
     writer.start()
     await eventually(lambda: len(store.batches) == 1)
     await writer.aclose()
+
+
+def test_the_writers_bucket_lookup_is_stats_bucket_of() -> None:
+    from mixerd.console.writer import _BOUNDS_US
+
+    durations = {-1, 0, 1, *(b + d for b in _BOUNDS_US for d in (-1, 0, 1)), 10**12}
+    for us in sorted(durations):
+        assert bisect.bisect_left(_BOUNDS_US, us) == stats.bucket_of(us), us
