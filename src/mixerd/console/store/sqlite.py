@@ -5,7 +5,9 @@ time) and one read-only connection on a second thread, so the event loop never w
 readers never wait on the writer. Ids are stored as compact BLOBs (``_codec.pack_id``); raw records
 go in ``hops``, ``decisions``, ``spans``, ``logs``; ``transactions`` holds one summary row per
 correlation key, upserted with each batch; ``edge_rollups`` holds 10-s RED rollups keyed by a hash of
-the edge (``edge_keys``), added up on conflict.
+the edge (``edge_keys``), added up on conflict, and ``edge_rollups_5m`` the same per 5 minutes (what
+a graph over a long window reads). Errors of SQLite (locked, disk full, not a database ...) become
+:class:`StoreUnavailable`.
 """
 
 from __future__ import annotations
