@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Installs the Debian packages that mixerd's integration tests and benchmarks run for real:
-# redis-server, prometheus, nginx, h2load (nghttp2-client) and wrk. Does nothing when they are there.
+# redis-server, prometheus, nginx, h2load (nghttp2-client), wrk and postgresql (the console store's
+# PostgreSQL tests start their own server with its initdb/postgres). Does nothing when they are there.
 set -euo pipefail
 declare -A pkg=([redis-server]=redis-server [prometheus]=prometheus [nginx]=nginx [h2load]=nghttp2-client [wrk]=wrk)
 missing=()
 for cmd in "${!pkg[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || missing+=("${pkg[$cmd]}")
 done
+# PostgreSQL's server programs are not on PATH on Debian: look for any version's initdb
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/dev/null 2>&1 || missing+=(postgresql)
 [ ${#missing[@]} -eq 0 ] && exit 0
 echo "system-deps: installing ${missing[*]}"
 if [ "$(id -u)" -ne 0 ]; then
@@ -17,6 +20,6 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # The packages start system-wide services; the tests start their own instances on free ports.
-for svc in redis-server prometheus nginx; do
+for svc in redis-server prometheus nginx postgresql; do
   (command -v service >/dev/null && service "$svc" stop >/dev/null 2>&1) || true
 done

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.postgres_server import PostgresProcess, start_postgres
 from tests.support.redis_server import RedisProcess, start_redis
 
 
@@ -28,3 +29,14 @@ def redis_server_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Re
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresProcess]:
+    """One PostgreSQL server for the whole run (tests create a database each with
+    ``create_database()``); deleted at the end."""
+    server = start_postgres()
+    try:
+        yield server
+    finally:
+        server.destroy()

@@ -132,9 +132,15 @@ class ConsoleStore(Protocol):
     async def decisions(self, query: DecisionQuery) -> list[Decision]:
         """Newest first."""
 
-    async def edges(self, since_us: int, until_us: int, namespaces: Sequence[str]) -> list[EdgeRollup]:
+    async def edges(
+        self, since_us: int, until_us: int, namespaces: Sequence[str], step_us: int = 0
+    ) -> list[EdgeRollup]:
         """Rollups of buckets that start in [since_us, until_us) whose source or destination
-        namespace is in ``namespaces`` (all namespaces when empty)."""
+        namespace is in ``namespaces`` (all namespaces when empty). With ``step_us`` > 0 the rollups
+        of one edge (reporter, source, destination, protocol, code) are merged per step, in the
+        database, with ``bucket_us = since_us + k * step_us``: ``step_us = until_us - since_us``
+        gives one rollup per edge and code for the whole window, which is what a graph needs (an
+        hour of 100 services is ~10^5 stored 10-s rollups, too many to read one by one)."""
 
     async def service_buckets(
         self, namespace: str, service: str, since_us: int, until_us: int, step_us: int
@@ -143,4 +149,6 @@ class ConsoleStore(Protocol):
 
     async def prune(self, *, older_than_us: int, max_rows: int) -> int:
         """Delete records older than ``older_than_us`` and then the oldest hops beyond ``max_rows``
-        (with their transactions' other records when the whole transaction goes); the count removed."""
+        (with their transactions' other records when the whole transaction goes); the count removed.
+        Decisions, spans and logs are each kept to ``max_rows`` the same way (decisions are recorded
+        even when no hops are). ``max_rows`` <= 0: no size bound."""
