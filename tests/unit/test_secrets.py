@@ -27,6 +27,9 @@ from tests.support.net import free_port
         ),
         ("redis://u:hunter2@h:notaport", "redis://***"),
         ("http://plain.example/list", "http://plain.example/list"),
+        # an empty authority keeps its "//"
+        ("postgresql:///db?host=/run/postgresql", "postgresql:///db?host=/run/postgresql"),
+        ("sqlite:////var/lib/mixerd/console.db", "sqlite:////var/lib/mixerd/console.db"),
     ],
 )
 def test_redact_url(url: str, shown: str) -> None:

@@ -41,4 +41,9 @@ def redact_url(url: str) -> str:
             name, eq, _value = field.partition("=")
             fields.append(f"{name}={REDACTED}" if eq and _SECRET_PARAM.search(name) else field)
         query = "&".join(fields)
+    if not netloc and parts.scheme and url.startswith(f"{parts.scheme}://"):
+        # An empty authority ("postgresql:///db", "sqlite:////abs/path") keeps its "//", which
+        # urlunsplit would drop.
+        tail = (f"?{query}" if query else "") + (f"#{parts.fragment}" if parts.fragment else "")
+        return f"{parts.scheme}://{parts.path}{tail}"
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))

@@ -8,7 +8,7 @@ import os
 import urllib.parse
 from pathlib import Path
 
-from mixerd.console.store._url import display_url
+from mixerd.adapter import redact_url
 from mixerd.console.store.base import ConsoleStore, StoreUnavailable
 
 __all__ = ["URL_FORMS", "ConsoleStore", "StoreUnavailable", "open_store", "sqlite_path"]
@@ -24,15 +24,15 @@ def sqlite_path(url: str) -> Path:
     ``sqlite://relative/path.db`` (from the working directory), ``~`` expanded."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme != "sqlite" or not url.startswith("sqlite://"):
-        raise ValueError(f"console store URL {display_url(url)!r} is not a sqlite:// URL ({URL_FORMS})")
+        raise ValueError(f"console store URL {redact_url(url)!r} is not a sqlite:// URL ({URL_FORMS})")
     if parts.query or parts.fragment:
-        raise ValueError(f"console store URL {display_url(url)!r}: SQLite takes no options (?...)")
+        raise ValueError(f"console store URL {redact_url(url)!r}: SQLite takes no options (?...)")
     if parts.netloc:  # sqlite://relative/path.db
         text = parts.netloc + parts.path
     elif parts.path.strip("/"):  # sqlite:///abs/path.db
         text = "/" + parts.path.lstrip("/")
     else:
-        raise ValueError(f"console store URL {display_url(url)!r} names no file ({URL_FORMS})")
+        raise ValueError(f"console store URL {redact_url(url)!r} names no file ({URL_FORMS})")
     return Path(os.path.expanduser(urllib.parse.unquote(text)))
 
 
@@ -49,10 +49,10 @@ def open_store(url: str) -> ConsoleStore:
             parts = urllib.parse.urlsplit(url)
             _ = parts.port  # a malformed port raises here rather than at the first connection
         except ValueError as exc:
-            raise ValueError(f"console store URL {display_url(url)!r}: {exc}") from None
+            raise ValueError(f"console store URL {redact_url(url)!r}: {exc}") from None
         if not url.partition(":")[2].startswith("//"):
             raise ValueError(
-                f"console store URL {display_url(url)!r} is not a postgresql:// URL ({URL_FORMS})"
+                f"console store URL {redact_url(url)!r} is not a postgresql:// URL ({URL_FORMS})"
             )
         if importlib.util.find_spec("asyncpg") is None:
             raise ValueError(
@@ -61,4 +61,4 @@ def open_store(url: str) -> ConsoleStore:
         from mixerd.console.store.postgres import PostgresStore
 
         return PostgresStore(url)
-    raise ValueError(f"unsupported console store URL {display_url(url)!r}: use {URL_FORMS}")
+    raise ValueError(f"unsupported console store URL {redact_url(url)!r}: use {URL_FORMS}")

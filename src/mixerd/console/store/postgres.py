@@ -20,9 +20,9 @@ from typing import Any, Final, TypeVar
 
 import asyncpg
 
+from mixerd.adapter import redact_url
 from mixerd.console.model import Batch, Decision, Peer
 from mixerd.console.store import _codec as codec
-from mixerd.console.store._url import display_url
 from mixerd.console.store.base import (
     DecisionQuery,
     EdgeRollup,
@@ -198,7 +198,7 @@ class PostgresStore:
         max_connections: int = 5,
     ) -> None:
         self._url = url
-        self.url_for_display = display_url(url)
+        self.url_for_display = redact_url(url)
         parts = urllib.parse.urlsplit(url)
         self._secrets = [
             s for s in (parts.password, *urllib.parse.parse_qs(parts.query).get("password", [])) if s
