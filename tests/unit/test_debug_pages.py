@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from mixerd.config import MemoryStore
-from mixerd.server.app import Server, _is_loopback
-from mixerd.server.settings import Settings
+from mixerd.server.app import Server
+from mixerd.server.settings import Settings, is_loopback
 
 
 @pytest.mark.parametrize(
@@ -28,7 +28,7 @@ from mixerd.server.settings import Settings
     ],
 )
 def test_is_loopback(remote: str | None, loopback: bool) -> None:
-    assert _is_loopback(remote) is loopback
+    assert is_loopback(remote) is loopback
 
 
 def _request(remote: str) -> Any:

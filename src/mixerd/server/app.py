@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import logging
 import signal
@@ -19,7 +18,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from mixerd import __version__
 from mixerd.config import FileStore, MemoryStore, Store, parse_text
 from mixerd.runtime import Runtime
-from mixerd.server.settings import Settings, parse_address
+from mixerd.server.console import Console
+from mixerd.server.settings import Settings, is_loopback, parse_address
 from mixerd.server.tls import CertificateSource, open_sources
 
 __all__ = ["Server", "default_config_text", "protobuf_backend"]
@@ -46,24 +46,14 @@ def _prometheus_exporter() -> Any:
     return EXPORTER
 
 
-def _is_loopback(remote: str | None) -> bool:
-    """Whether a peer address is this machine's loopback (a Unix socket peer has none and is local)."""
-    if not remote:
-        return True
-    try:
-        addr = ipaddress.ip_address(remote.split("%", 1)[0])
-    except ValueError:
-        return False
-    mapped = getattr(addr, "ipv4_mapped", None)  # ::ffff:127.0.0.1 from a dual-stack listener
-    return bool((mapped or addr).is_loopback)
-
-
 @dataclass
 class _Listeners:
     grpc_port: int = 0
     monitoring_port: int = 0
     prometheus_port: int = 0
     http_authz_port: int = 0
+    console_port: int = 0
+    """Only with ``--console-address`` (else the console API is on the monitoring port)."""
 
 
 class Server:
@@ -72,13 +62,18 @@ class Server:
     def __init__(self, settings: Settings, *, store: Store | None = None) -> None:
         self.settings = settings
         self.store = store or self._make_store()
+        self.console = Console(settings) if settings.console_enabled else None
+        """The console (store, writer, decision feed, API), None with ``--console-store off``."""
         self.runtime = Runtime(
             self.store,
             default_namespace=settings.default_namespace,
             check_deadline=settings.check_deadline,
             drain_timeout=settings.drain_timeout,
             fail_closed=settings.fail_closed,
+            services=self.console.services() if self.console is not None else None,
         )
+        if self.console is not None:
+            self.console.register_metrics(self.runtime.metrics)
         self.grpc: grpc.aio.Server | None = None
         self.listeners = _Listeners()
         self.tls: dict[str, CertificateSource] = {}
@@ -126,6 +121,8 @@ class Server:
                 source.material.describe(),
             )
             self._watchers.append(asyncio.get_running_loop().create_task(source.watch()))
+        if self.console is not None:
+            await self.console.start()
         await self.runtime.start()
         await self._start_grpc()
         await self._start_http()
@@ -140,7 +137,12 @@ class Server:
                 ("grpc.so_reuseport", 0),
             ]
         )
-        self._services = build_services(self.runtime, self.settings, caller_identity=self.client_auth("grpc"))
+        self._services = build_services(
+            self.runtime,
+            self.settings,
+            self.console.sink if self.console is not None else None,
+            caller_identity=self.client_auth("grpc"),
+        )
         for service in self._services:
             service.register(server)
         host, port = parse_address(self.settings.grpc_address)
@@ -177,6 +179,10 @@ class Server:
         self.listeners.monitoring_port = await self._listen(
             self._monitoring_app(), self.settings.monitoring_address, "monitoring"
         )
+        if self.console is not None and self.settings.console_address:
+            app = web.Application()
+            self.console.add_routes(app)
+            self.listeners.console_port = await self._listen(app, self.settings.console_address, "monitoring")
         if self.settings.prometheus_address:
             app = web.Application()
             app.router.add_get("/metrics", self._adapter_metrics)
@@ -203,6 +209,8 @@ class Server:
             close = getattr(service, "aclose", None)
             if close is not None:
                 await close()
+        if self.console is not None:
+            self.console.feed.close()  # ends the live streams, which would hold the HTTP shutdown
         for runner in self._runners:
             await runner.cleanup()
         for task in self._watchers:
@@ -214,6 +222,8 @@ class Server:
                 pass
         self._watchers.clear()
         await self.runtime.close()
+        if self.console is not None:  # after the handlers, whose last hops it still writes
+            await self.console.aclose()
         self._stopped.set()
 
     async def wait(self) -> None:
@@ -235,6 +245,8 @@ class Server:
         app.router.add_get("/debug/routes", self._routes)
         app.router.add_get("/debug/config", self._config)
         app.router.add_get("/adapters/metrics", self._adapter_metrics)
+        if self.console is not None and not self.settings.console_address:
+            self.console.add_routes(app)
         return app
 
     async def _self_metrics(self, request: web.Request) -> web.Response:
@@ -262,7 +274,7 @@ class Server:
 
     def _debug_refused(self, request: web.Request) -> web.Response | None:
         """A 403 for a /debug/* request from off the machine, unless ``--debug-remote`` opens them."""
-        if self.settings.debug_remote or _is_loopback(request.remote):
+        if self.settings.debug_remote or is_loopback(request.remote):
             return None
         return web.Response(
             status=403,

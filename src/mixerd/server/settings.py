@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
+
+from mixerd.attribute import parse_duration
+from mixerd.console.correlate import parse_order
 
 __all__ = ["TLS_LISTENERS", "Settings", "add_arguments", "parse_address"]
 
@@ -84,7 +88,31 @@ class Settings:
     http_authz_tls_client_ca: str | None = None
     tls_reload_interval: float = 1.0
     """Seconds between reads of the TLS files (a changed certificate is served after at most this)."""
+    console_store: str = ""
+    """Where the console keeps hops, decisions, spans and logs: ``sqlite:///path``,
+    ``postgresql://...``, or ``off``; empty means SQLite under ``$XDG_STATE_HOME/mixerd`` (else
+    ``./mixerd-state``)."""
+    console_retention: str = "24h"
+    """How long console records are kept (a Go duration; ``0`` keeps them until ``console_max_rows``)."""
+    console_max_rows: int = 1_000_000
+    """Most hops (and as many decisions, spans, logs) the console keeps; the oldest go first; 0: no bound."""
+    console_address: str = ""
+    """Where the console API is served; empty means on the monitoring listener."""
+    console_decisions: bool = True
+    """Record every Check / ext_authz / rate-limit decision in the console."""
+    console_remote: bool = False
+    """Serve the console API to clients that are not on loopback (it shows who called what)."""
+    console_transaction_headers: str = "x-transaction-id,traceparent,x-b3-traceid,x-request-id"
+    """The headers whose value is a request's transaction key, first present wins."""
     allow_slow_protobuf: bool = False
+
+    @property
+    def console_enabled(self) -> bool:
+        return self.console_store.strip().lower() != "off"
+
+    @property
+    def console_retention_seconds(self) -> float:
+        return parse_duration(self.console_retention).total_seconds()
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Settings:
@@ -99,6 +127,23 @@ class Settings:
         for name in _POSITIVE:
             if name in values and values[name] < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {values[name]}")
+        retention = values.get("console_retention")
+        if retention is not None:
+            try:
+                if parse_duration(retention).total_seconds() < 0:
+                    raise ValueError
+            except ValueError:
+                raise ValueError(
+                    f"--console-retention: expected a duration such as 24h or 7d, got {retention!r}"
+                ) from None
+        if values.get("console_max_rows", 0) < 0:
+            raise ValueError("--console-max-rows must be 0 (no bound) or more")
+        order = values.get("console_transaction_headers")
+        if order is not None:
+            try:
+                parse_order(order)
+            except ValueError as exc:
+                raise ValueError(f"--console-transaction-headers: {exc}") from None
         interval = values.get("tls_reload_interval")
         if interval is not None and not 0 < interval <= 3600:
             raise ValueError(
@@ -170,6 +215,17 @@ _HELP = {
     "tls_key": "PEM private key (unencrypted) of --tls-cert",
     "tls_client_ca": "PEM CA bundle: listeners require a client certificate signed by one of its CAs (mTLS); "
     "the certificate's spiffe:// URI SAN becomes the attribute mixerd.caller.principal",
+    "console_store": "console store: sqlite:///PATH, postgresql://USER:PASSWORD@HOST:PORT/DB or off "
+    "(default: SQLite under $XDG_STATE_HOME/mixerd, else ./mixerd-state)",
+    "console_retention": "how long the console keeps records, e.g. 24h or 168h [default: %(default)s]",
+    "console_max_rows": "most hops the console keeps (and as many decisions, spans, logs); 0 for no bound "
+    "[default: %(default)s]",
+    "console_address": "serve the console API on this address instead of the monitoring listener",
+    "console_decisions": "record every policy decision in the console [default: %(default)s]",
+    "console_remote": "serve the console API to clients that are not on loopback (it shows who called what; "
+    "default: loopback clients only)",
+    "console_transaction_headers": "request headers holding the transaction key, first present wins "
+    "[default: %(default)s]",
     "tls_reload_interval": "seconds between checks of the TLS files for a new certificate [default: %(default)s]",
 }
 
@@ -271,3 +327,15 @@ def parse_address(address: str) -> tuple[str, int]:
     if not sep or not port.isdigit():
         raise ValueError(f"expected HOST:PORT, got {address!r}")
     return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def is_loopback(remote: str | None) -> bool:
+    """Whether a peer address is this machine's loopback (a Unix socket peer has none and is local)."""
+    if not remote:
+        return True
+    try:
+        addr = ipaddress.ip_address(remote.split("%", 1)[0])
+    except ValueError:
+        return False
+    mapped = getattr(addr, "ipv4_mapped", None)  # ::ffff:127.0.0.1 from a dual-stack listener
+    return bool((mapped or addr).is_loopback)
