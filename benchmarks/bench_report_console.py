@@ -1,0 +1,334 @@
+"""Report throughput of the stock Istio telemetry config with the console on and off, in one run.
+
+Two ``mixerd serve`` processes run side by side on the rendered stock telemetry config
+(prometheus + kubernetesenv, a static pods file):
+
+- **off**: the stock config alone, ``--console-store off``;
+- **on**: the stock config plus the console addition of the embedded default config (the
+  ``consolehop`` logentry instance, the ``console`` handler and the ``record-hops`` rule, read from
+  ``src/mixerd/server/data/default-config.yaml``), writing to SQLite in a temporary directory.
+
+Both get the same Report requests: batches of 100 compressed attribute sets shaped like
+``bench_report_stock.py``'s, but every request distinct (so the console sees realistic ids): each
+call is reported twice (consecutive sets share a request id), a transaction is three calls
+(six sets share a B3 trace id, the correlation key), ids are random and times are now, 1,000
+sets per second of traffic. A gRPC client in this process sends them with 8 requests in flight;
+the rounds alternate off, on, off, on ... so both servers see the same machine load, and each
+server's CPU (all its threads, the console's SQLite writer included) is measured from the first
+request until its report queue and its console queue are empty.
+
+Figures: attribute sets per server CPU-second for each, their ratio per round (goal: on >= 0.85x
+off), and the console's end-to-end ingestion (hops in the database per wall second, from the
+first request until the last hop is written).
+
+    python benchmarks/bench_report_console.py [--requests N] [--rounds N] [--profile]
+
+``--profile`` then runs the console-on path in this process under cProfile: decode, dispatch and
+the console adapter on the event loop, then the writer's batches into SQLite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import datetime as dt
+import io
+import pstats
+import random
+import shutil
+import sqlite3
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _util import CONFORMANCE, MIXERD, REPO, cpu_seconds, free_port, start, stop, table
+from bench_report_stock import PODS, STOCK, attribute_set, metric
+
+from mixerd.api.mixer_v1.client import build_report_request
+
+DEFAULT_CONFIG = REPO / "src" / "mixerd" / "server" / "data" / "default-config.yaml"
+CONSOLE_PARTS = {("instance", "consolehop"), ("handler", "console"), ("rule", "record-hops")}
+SETS = 100
+IN_FLIGHT = 8
+GOAL = 0.85
+
+
+def console_addition() -> str:
+    """The console part of the embedded default config, as one YAML stream."""
+    docs = [d for d in yaml.safe_load_all(DEFAULT_CONFIG.read_text()) if d]
+    picked = [d for d in docs if (d["kind"], d["metadata"]["name"]) in CONSOLE_PARTS]
+    if len(picked) != len(CONSOLE_PARTS):
+        raise SystemExit(f"{DEFAULT_CONFIG} no longer holds {sorted(CONSOLE_PARTS)}")
+    return yaml.safe_dump_all(picked, sort_keys=False)
+
+
+def _hex(rng: random.Random, digits: int) -> str:
+    return f"{rng.getrandbits(digits * 4):0{digits}x}"
+
+
+def report_sets(r: int, t0: dt.datetime, rng: random.Random) -> list[dict[str, Any]]:
+    """The ``r``-th request's attribute sets (see the module docstring)."""
+    out = []
+    call: dict[str, str] = {}
+    trace = ""
+    for i in range(SETS):
+        n = r * SETS + i
+        s = attribute_set(i)
+        if n % 6 == 0:
+            trace = _hex(rng, 32)
+        if n % 2 == 0:
+            h = _hex(rng, 32)
+            call = {
+                "x-request-id": f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{h[16:20]}-{h[20:]}",
+                "span": _hex(rng, 16),
+            }
+        t = t0 + dt.timedelta(milliseconds=n)
+        if "request.headers" in s:
+            s["request.headers"] = {
+                **s["request.headers"],
+                "x-request-id": call["x-request-id"],
+                "x-b3-traceid": trace,
+                "x-b3-spanid": call["span"],
+                "x-b3-sampled": "1",
+            }
+            s["request.time"] = t
+            s["response.time"] = t + dt.timedelta(milliseconds=7)
+        out.append(s)
+    return out
+
+
+def bodies(requests: int) -> list[bytes]:
+    rng = random.Random(7)
+    t0 = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=requests * SETS / 1000)
+    return [build_report_request(report_sets(r, t0, rng)).SerializeToString() for r in range(requests)]
+
+
+async def send(port: int, payloads: list[bytes]) -> int:
+    """Send every payload as a Report, ``IN_FLIGHT`` at a time over two connections; the number
+    answered OK."""
+    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}") for _ in range(2)]
+    calls = [c.unary_unary("/istio.mixer.v1.Mixer/Report") for c in channels]
+    todo = iter(payloads)
+    ok = 0
+
+    async def worker(k: int) -> None:
+        nonlocal ok
+        for body in todo:
+            await calls[k % 2](body, timeout=60)
+            ok += 1
+
+    try:
+        await asyncio.gather(*(worker(k) for k in range(IN_FLIGHT)))
+    finally:
+        for c in channels:
+            await c.close()
+    return ok
+
+
+class Server:
+    def __init__(self, name: str, tmp: Path, config: Path, console_store: str) -> None:
+        self.name = name
+        self.port, self.mon = free_port(), free_port()
+        cmd = [*MIXERD, "serve", "--config", str(config), "--grpc-address", f"127.0.0.1:{self.port}",
+               "--monitoring-address", f"127.0.0.1:{self.mon}",
+               "--prometheus-address", f"127.0.0.1:{free_port()}", "--http-authz-address", "",
+               "--console-store", console_store, "--log-level", "warning"]  # fmt: skip
+        env = {"MIXERD_KUBERNETESENV_PODS_FILE": str(PODS)}
+        self.proc = start(cmd, self.port, log=tmp / f"mixerd-{name}.log", env=env)
+        self.url = f"http://127.0.0.1:{self.mon}/metrics?adapters=0"
+
+    def metric(self, name: str) -> float:
+        return metric(self.url, name)
+
+    def drain(self, expected_sets: float, console: bool) -> None:
+        while self.metric("mixerd_report_attribute_sets_total") < expected_sets:
+            time.sleep(0.02)
+        while self.metric('mixerd_report_queued{api="mixer"}') > 0:
+            time.sleep(0.02)
+        while console and self.metric("mixerd_console_queued") > 0:
+            time.sleep(0.02)
+
+    def run(self, payloads: list[bytes], console: bool) -> dict[str, float]:
+        before = self.metric("mixerd_report_attribute_sets_total")
+        cpu0, t0 = cpu_seconds(self.proc.pid), time.monotonic()
+        sent = asyncio.run(send(self.port, payloads))
+        self.drain(before + sent * SETS, console)
+        cpu, wall = cpu_seconds(self.proc.pid) - cpu0, time.monotonic() - t0
+        sets = sent * SETS
+        return {"sets": sets, "cpu": cpu, "wall": wall, "per_cpu": sets / cpu}
+
+    def stop(self) -> None:
+        stop(self.proc)
+
+
+def stored_hops(db: Path) -> int:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        return int(conn.execute("SELECT count(*) FROM hops").fetchone()[0])
+
+
+def served(tmp: Path, requests: int, rounds: int) -> int:
+    stock, with_console = tmp / "stock", tmp / "console"
+    for d in (stock, with_console):
+        d.mkdir()
+        for name in STOCK:
+            shutil.copyfile(CONFORMANCE / "stock-telemetry-config" / "rendered" / name, d / name)
+    (with_console / "console.yaml").write_text(console_addition())
+    db = tmp / "store" / "console.db"
+
+    t = time.perf_counter()
+    warm = bodies(20)
+    rounds_payloads = [bodies(requests) for _ in range(rounds)]
+    print(
+        f"{rounds} x {requests} distinct Report requests of {SETS} sets built in {time.perf_counter() - t:.1f} s"
+    )
+
+    off = Server("off", tmp, stock, "off")
+    on = Server("on", tmp, with_console, f"sqlite:///{db}")
+    rows = []
+    ratios = []
+    try:
+        for server, console in ((off, False), (on, True)):  # warm-up: imports, caches, the schema
+            server.run(warm, console)
+        time.sleep(0.5)
+        hops0 = stored_hops(db)
+        for k, payloads in enumerate(rounds_payloads, 1):
+            a = off.run(payloads, False)
+            hops_before = stored_hops(db)
+            b = on.run(payloads, True)
+            hops = stored_hops(db) - hops_before
+            ratio = b["per_cpu"] / a["per_cpu"]
+            ratios.append(ratio)
+            rows.append([k, f"{a['per_cpu']:,.0f}", f"{b['per_cpu']:,.0f}", f"{ratio:.2f}",
+                         f"{hops:,}", f"{hops / b['wall']:,.0f}",
+                         f"{(b['cpu'] - a['cpu'] * b['sets'] / a['sets']) / hops * 1e6:.1f}"])  # fmt: skip
+        errors = on.metric("mixerd_report_errors_total") + off.metric("mixerd_report_errors_total")
+        dropped = on.metric('mixerd_console_dropped_total{kind="hop"}')
+        total_hops = stored_hops(db) - hops0
+    finally:
+        off.stop()
+        on.stop()
+    print(
+        table(
+            rows,
+            ("round", "off: sets/CPU-s", "on: sets/CPU-s", "on/off", "hops stored", "hops/s (wall)",
+             "us CPU per hop added"),
+        )
+    )  # fmt: skip
+    lo, hi, mid = min(ratios), max(ratios), statistics.median(ratios)
+    print(f"\nconsole on / off: median {mid:.2f} (range {lo:.2f}-{hi:.2f}); goal >= {GOAL}: "
+          f"{'met' if mid >= GOAL else 'NOT met'}")  # fmt: skip
+    print(f"hops stored {total_hops:,} of {rounds * requests * SETS:,} sets; console hops dropped: "
+          f"{dropped:.0f}; report errors: {errors:.0f}")  # fmt: skip
+    return 0
+
+
+async def in_process(tmp: Path, requests: int) -> None:
+    """The console-on path under cProfile: dispatch on the event loop, then the writer."""
+    import os
+
+    os.environ["MIXERD_KUBERNETESENV_PODS_FILE"] = str(PODS)
+    from mixerd._proto.mixer.v1 import report_pb2
+    from mixerd.api.mixer_v1.decode import decode_report
+    from mixerd.config import FileStore
+    from mixerd.console.store.sqlite import SQLiteStore
+    from mixerd.console.writer import Writer
+    from mixerd.runtime import Runtime
+    from mixerd.server.console import CONSOLE
+
+    config = tmp / "profile"
+    config.mkdir()
+    for name in STOCK:
+        shutil.copyfile(CONFORMANCE / "stock-telemetry-config" / "rendered" / name, config / name)
+    (config / "console.yaml").write_text(console_addition())
+    store = SQLiteStore(tmp / "profile.db")
+    await store.open()
+    writer = Writer(store, max_queue=10**7, batch_size=2000)  # flushed by hand below
+    runtime = Runtime(
+        FileStore([config], resync_interval=None, watch_events=False), services={CONSOLE: writer}
+    )
+    await runtime.start()
+    requests_ = [report_pb2.ReportRequest.FromString(b) for b in bodies(requests)]
+    for r in requests_[:10]:
+        await runtime.dispatcher.report(decode_report(r))
+    writer._seal()
+    await writer._flush(True)
+
+    profiler = cProfile.Profile()
+    t0 = time.process_time()
+    profiler.enable()
+    for r in requests_:
+        await runtime.dispatcher.report(decode_report(r))
+    profiler.disable()
+    dispatch = time.process_time() - t0
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(25)
+    n = len(requests_) * SETS
+    print(
+        f"\ndispatch with the console adapter (no gRPC), under cProfile: {dispatch / n * 1e6:.1f} us per set"
+    )
+    print(out.getvalue())
+
+    # the writer: batches into SQLite on the store's thread, profiled there
+    wprof = cProfile.Profile()
+    cpu = [0.0]
+
+    def in_thread(fn: Any, *args: Any) -> Any:
+        t = time.thread_time()
+        wprof.enable()
+        try:
+            return fn(*args)
+        finally:
+            wprof.disable()
+            cpu[0] += time.thread_time() - t
+
+    original = store._write_batch
+    store._write_batch = lambda *a: in_thread(original, *a)  # type: ignore[method-assign]
+    hops = len(writer._pending.hops) + sum(len(b.hops) for b in writer._outbox)
+    t0 = time.process_time()
+    writer._seal()
+    await writer._flush(True)
+    loop_cpu = time.process_time() - t0 - cpu[0]
+    out = io.StringIO()
+    pstats.Stats(wprof, stream=out).sort_stats("tottime").print_stats(25)
+    print(
+        f"writer: {hops:,} hops, {cpu[0] / hops * 1e6:.1f} us per hop on the SQLite thread "
+        f"(threads: {threading.active_count()}), {loop_cpu / hops * 1e6:.1f} us elsewhere"
+    )
+    print(out.getvalue())
+    await runtime.close()
+    await store.close()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument(
+        "--requests",
+        type=int,
+        default=300,
+        help="Report requests of 100 sets per round [default: %(default)s]",
+    )
+    ap.add_argument("--rounds", type=int, default=3, help="off/on rounds [default: %(default)s]")
+    ap.add_argument("--profile", action="store_true", help="also profile the console-on path in-process")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="mixerd-bench-console-report-"))
+    try:
+        rc = served(tmp, args.requests, args.rounds)
+        if args.profile:
+            asyncio.run(in_process(tmp, 200))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
