@@ -11,6 +11,7 @@ import yaml
 from mixerd.console.correlate import (
     DEFAULT_ORDER,
     TraceIds,
+    correlation,
     parse_order,
     request_id_key,
     trace_ids,
@@ -33,6 +34,15 @@ def test_transaction_key(case: dict[str, Any]) -> None:
 @pytest.mark.parametrize("case", CASES["trace_ids"], ids=_ids(CASES["trace_ids"]))
 def test_trace_ids(case: dict[str, Any]) -> None:
     assert trace_ids(case["headers"]) == TraceIds(*case["ids"])
+
+
+@pytest.mark.parametrize(
+    "case", CASES["transaction_key"] + CASES["trace_ids"], ids=_ids(CASES["transaction_key"] + CASES["trace_ids"])
+)
+def test_correlation_is_key_and_trace_ids(case: dict[str, Any]) -> None:
+    order = parse_order(case["order"]) if "order" in case else DEFAULT_ORDER
+    headers = case["headers"]
+    assert correlation(headers, order) == (transaction_key(headers, order), trace_ids(headers))
 
 
 @pytest.mark.parametrize(("request_id", "key"), CASES["request_id_key"])

@@ -30,6 +30,7 @@ too)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
@@ -42,6 +43,7 @@ __all__ = [
     "TRACEPARENT",
     "TRANSACTION_ID",
     "TraceIds",
+    "correlation",
     "parse_order",
     "request_id_key",
     "trace_ids",
@@ -65,8 +67,16 @@ MAX_KEY_LENGTH = 128
 """Longer ``x-transaction-id`` / ``x-request-id`` values are not keys (they would bloat every
 index entry)."""
 
-_HEX = frozenset("0123456789abcdef")
-_UUID_DASHES = (8, 13, 18, 23)
+# Character checks as regular expressions (C speed: every reported hop goes through them). Only
+# ASCII A-F lower-case into hex digits, so "hex in either case" is [0-9a-fA-F].
+_LOWER_HEX = re.compile("[0-9a-f]+")
+_W3C_TRACE_ID = re.compile("[0-9a-f]{32}")
+_W3C_SPAN_ID = re.compile("[0-9a-f]{16}")
+_B3_TRACE_ID = re.compile("[0-9a-fA-F]{16}(?:[0-9a-fA-F]{16})?")
+_B3_SPAN_ID = re.compile("[0-9a-fA-F]{16}")
+_VISIBLE = re.compile("[!-~]+")
+"""Visible ASCII: what a plain id may hold."""
+_UUID = re.compile("[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _TRACE_REASON_AT = 14
 """Envoy's UUID request-id extension (``pack_trace_reason``) overwrites the character at this
 index, the UUID version digit: ``4`` no trace, ``9`` sampled, ``a`` forced, ``b`` client."""
@@ -114,13 +124,32 @@ def transaction_key(headers: Mapping[str, str], order: Sequence[str] = DEFAULT_O
     return ""
 
 
+def correlation(headers: Mapping[str, str], order: Sequence[str] = DEFAULT_ORDER) -> tuple[str, TraceIds]:
+    """``(transaction_key(headers, order), trace_ids(headers))``, reading each header once."""
+    w3c = _traceparent(headers.get(TRACEPARENT))
+    b3 = _b3(headers)
+    key = ""
+    for name in order:
+        if name == TRACEPARENT:
+            key = w3c.trace_id if w3c is not None else ""
+        elif name == B3:
+            key = b3.trace_id if b3 is not None else ""
+        else:
+            key = _plain_key(headers.get(name))
+        if key:
+            break
+    return key, _trace_ids(w3c, b3)
+
+
 def trace_ids(headers: Mapping[str, str]) -> TraceIds:
     """Trace and span ids from ``traceparent``, else from B3 (``x-b3-traceid``/``x-b3-spanid``/
     ``x-b3-parentspanid``, else the single ``b3`` header
     ``<trace>-<span>[-<sampled>[-<parent>]]``). Invalid headers count as absent; an invalid B3
     span or parent id leaves that field empty."""
-    w3c = _traceparent(headers.get(TRACEPARENT))
-    b3 = _b3(headers)
+    return _trace_ids(_traceparent(headers.get(TRACEPARENT)), _b3(headers))
+
+
+def _trace_ids(w3c: TraceIds | None, b3: TraceIds | None) -> TraceIds:
     if w3c is None:
         return b3 if b3 is not None else TraceIds()
     if b3 is not None and b3.span_id == w3c.span_id and _same_trace(b3.trace_id, w3c.trace_id):
@@ -144,22 +173,21 @@ def _key_from(name: str, headers: Mapping[str, str]) -> str:
     if name == B3:
         b3 = _b3(headers)
         return b3.trace_id if b3 is not None else ""
-    value = headers.get(name)
+    return _plain_key(headers.get(name))
+
+
+def _plain_key(value: str | None) -> str:
     if value is None:
         return ""
     value = value.strip()
-    if not value or len(value) > MAX_KEY_LENGTH or not all("!" <= c <= "~" for c in value):
+    if not value or len(value) > MAX_KEY_LENGTH or _VISIBLE.fullmatch(value) is None:
         return ""
     return request_id_key(value)
 
 
-def _is_hex(text: str, *, lower_only: bool = False) -> bool:
-    return bool(text) and all(c in _HEX for c in (text if lower_only else text.lower()))
-
-
-def _nonzero_hex(text: str, length: int | tuple[int, ...], *, lower_only: bool = False) -> bool:
-    lengths = (length,) if isinstance(length, int) else length
-    return len(text) in lengths and _is_hex(text, lower_only=lower_only) and text.strip("0") != ""
+def _nonzero_id(pattern: re.Pattern[str], text: str) -> bool:
+    """``text`` is a whole match of ``pattern`` (hex digits of the right lengths), not all zeros."""
+    return pattern.fullmatch(text) is not None and text.strip("0") != ""
 
 
 def _traceparent(value: str | None) -> TraceIds | None:
@@ -172,9 +200,9 @@ def _traceparent(value: str | None) -> TraceIds | None:
     version, trace_id, span_id, flags = value[:2], value[3:35], value[36:52], value[53:55]
     if value[2] != "-" or value[35] != "-" or value[52] != "-":
         return None
-    if not _is_hex(version, lower_only=True) or version == "ff" or not _is_hex(flags, lower_only=True):
+    if _LOWER_HEX.fullmatch(version) is None or version == "ff" or _LOWER_HEX.fullmatch(flags) is None:
         return None
-    if not _nonzero_hex(trace_id, 32, lower_only=True) or not _nonzero_hex(span_id, 16, lower_only=True):
+    if not _nonzero_id(_W3C_TRACE_ID, trace_id) or not _nonzero_id(_W3C_SPAN_ID, span_id):
         return None
     return TraceIds(trace_id, span_id, "")
 
@@ -183,7 +211,7 @@ def _b3(headers: Mapping[str, str]) -> TraceIds | None:
     trace_id = headers.get(B3)
     if trace_id is not None:
         trace_id = trace_id.strip()
-        if not _nonzero_hex(trace_id, (16, 32)):
+        if not _nonzero_id(_B3_TRACE_ID, trace_id):
             return None
         return TraceIds(
             trace_id.lower(),
@@ -195,7 +223,7 @@ def _b3(headers: Mapping[str, str]) -> TraceIds | None:
         return None
     # <trace>-<span>[-<sampling state>[-<parent>]]; a lone sampling state ("0", "1", "d") has no ids.
     parts = single.strip().split("-")
-    if len(parts) < 2 or len(parts) > 4 or not _nonzero_hex(parts[0], (16, 32)):
+    if len(parts) < 2 or len(parts) > 4 or not _nonzero_id(_B3_TRACE_ID, parts[0]):
         return None
     if len(parts) >= 3 and parts[2] not in ("0", "1", "d"):
         return None
@@ -209,7 +237,7 @@ def _span(value: str | None) -> str:
     if value is None:
         return ""
     value = value.strip()
-    return value.lower() if _nonzero_hex(value, 16) else ""
+    return value.lower() if _nonzero_id(_B3_SPAN_ID, value) else ""
 
 
 def _same_trace(a: str, b: str) -> bool:
@@ -218,12 +246,4 @@ def _same_trace(a: str, b: str) -> bool:
 
 
 def _is_uuid(text: str) -> bool:
-    if len(text) != 36:
-        return False
-    for i, c in enumerate(text):
-        if i in _UUID_DASHES:
-            if c != "-":
-                return False
-        elif c not in _HEX and c.lower() not in _HEX:
-            return False
-    return True
+    return len(text) == 36 and _UUID.fullmatch(text) is not None

@@ -57,11 +57,15 @@ class Peer:
     principal: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Hop:
     """One proxy's record of one call (a Mixer Report's attribute set or an access-log entry).
     The caller's and the callee's proxies each report the same call; the store keeps both and the
-    reconstruction joins them."""
+    reconstruction joins them.
+
+    Treat it as immutable. It is not a frozen dataclass only because one is made for every reported
+    call, and a frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``:
+    about 3 us per hop instead of 0.3."""
 
     start_us: int
     duration_us: int

@@ -8,7 +8,7 @@ from typing import Any, Final, Protocol, runtime_checkable
 
 from mixerd.adapter import Builder, ConfigError, Env, Handler, InstanceInfo, Params
 from mixerd.attribute import parse_duration
-from mixerd.console.correlate import DEFAULT_ORDER, parse_order, trace_ids, transaction_key
+from mixerd.console.correlate import DEFAULT_ORDER, correlation, parse_order
 from mixerd.console.model import Hop, Peer, Reporter
 
 __all__ = ["ConsoleBuilder", "ConsoleHandler", "HopSink", "hop_from_variables"]
@@ -30,17 +30,17 @@ _REPORTERS: Final = {
 }
 
 
-def _text(v: Mapping[str, Any], name: str) -> str:
-    value = v.get(name)
+def _str(value: Any) -> str:
     return value if isinstance(value, str) else "" if value is None else str(value)
 
 
-def _int(v: Mapping[str, Any], name: str) -> int:
-    value = v.get(name)
+def _int(value: Any) -> int:
+    if type(value) is int:
+        return value
     if isinstance(value, bool):
         return int(value)
     if isinstance(value, int):
-        return value
+        return int(value)
     if isinstance(value, str):
         try:
             return int(value)
@@ -71,6 +71,31 @@ def _time_us(value: Any, fallback: _dt.datetime) -> int:
     return _micros(t - _EPOCH)
 
 
+_TEXT_NAMES: Final = (
+    "reporter",
+    "sourceNamespace", "sourceWorkload", "sourceApp", "sourceVersion", "sourcePrincipal",
+    "destinationNamespace", "destinationWorkload", "destinationApp", "destinationVersion",
+    "destinationServiceHost", "destinationPrincipal",
+    "protocol", "method", "httpAuthority", "url", "responseFlags", "requestId", "transactionId",
+    "traceId", "spanId",
+)  # fmt: skip
+
+_PeerKey = tuple[str, str, str, str, str, str]
+_PEERS: dict[_PeerKey, Peer] = {}
+"""Interned peers: a mesh has few distinct ones, and every hop names two. Bounded by
+``_MAX_PEERS`` (cleared when full: a cache, not a registry)."""
+_MAX_PEERS: Final = 10_000
+
+
+def _peer(key: _PeerKey) -> Peer:
+    peer = _PEERS.get(key)
+    if peer is None:
+        if len(_PEERS) >= _MAX_PEERS:
+            _PEERS.clear()
+        peer = _PEERS[key] = Peer(*key)
+    return peer
+
+
 def hop_from_variables(
     variables: Mapping[str, Any],
     timestamp: _dt.datetime | None,
@@ -79,42 +104,33 @@ def hop_from_variables(
 ) -> Hop:
     """The hop a console instance describes (see the package docstring for the names)."""
     v = variables
+    (reporter, src_ns, src_workload, src_app, src_version, src_principal,
+     dst_ns, dst_workload, dst_app, dst_version, dst_service, dst_principal,
+     protocol, method, host, path, flags, request_id, transaction_id,
+     trace_id, span_id) = [x if type(x) is str else _str(x) for x in map(v.get, _TEXT_NAMES)]  # fmt: skip
     headers = v.get("requestHeaders")
     if not isinstance(headers, Mapping):
         headers = {}
-    trace_id, span_id, parent_span_id = trace_ids(headers)
+    key, ids = correlation(headers, key_order)
     return Hop(
-        start_us=_time_us(timestamp, now),
-        duration_us=_duration_us(v.get("latency")),
-        reporter=_REPORTERS.get(_text(v, "reporter").lower(), Reporter.UNKNOWN),
-        source=Peer(
-            namespace=_text(v, "sourceNamespace"),
-            workload=_text(v, "sourceWorkload"),
-            app=_text(v, "sourceApp"),
-            version=_text(v, "sourceVersion"),
-            principal=_text(v, "sourcePrincipal"),
-        ),
-        destination=Peer(
-            namespace=_text(v, "destinationNamespace"),
-            workload=_text(v, "destinationWorkload"),
-            app=_text(v, "destinationApp"),
-            version=_text(v, "destinationVersion"),
-            service=_text(v, "destinationServiceHost"),
-            principal=_text(v, "destinationPrincipal"),
-        ),
-        transaction_id=_text(v, "transactionId") or transaction_key(headers, key_order),
-        protocol=_text(v, "protocol"),
-        method=_text(v, "method"),
-        host=_text(v, "httpAuthority"),
-        path=_text(v, "url"),
-        response_code=_int(v, "responseCode"),
-        response_flags="" if _text(v, "responseFlags") == "-" else _text(v, "responseFlags"),
-        request_bytes=_int(v, "requestSize"),
-        response_bytes=_int(v, "responseSize"),
-        request_id=_text(v, "requestId"),
-        trace_id=_text(v, "traceId").lower() or trace_id,
-        span_id=_text(v, "spanId").lower() or span_id,
-        parent_span_id=parent_span_id,
+        _time_us(timestamp, now),
+        _duration_us(v.get("latency")),
+        _REPORTERS.get(reporter.lower(), Reporter.UNKNOWN),
+        _peer((src_ns, src_workload, src_app, src_version, "", src_principal)),
+        _peer((dst_ns, dst_workload, dst_app, dst_version, dst_service, dst_principal)),
+        transaction_id or key,
+        protocol,
+        method,
+        host,
+        path,
+        _int(v.get("responseCode")),
+        "" if flags == "-" else flags,
+        _int(v.get("requestSize")),
+        _int(v.get("responseSize")),
+        request_id,
+        trace_id.lower() or ids.trace_id,
+        span_id.lower() or ids.span_id,
+        ids.parent_span_id,
     )
 
 
