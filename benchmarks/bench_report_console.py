@@ -9,13 +9,14 @@ Two ``mixerd serve`` processes run side by side on the rendered stock telemetry 
   ``src/mixerd/server/data/default-config.yaml``), writing to SQLite in a temporary directory.
 
 Both get the same Report requests: batches of 100 compressed attribute sets shaped like
-``bench_report_stock.py``'s, but every request distinct (so the console sees realistic ids): each
-call is reported twice (consecutive sets share a request id), a transaction is three calls
-(six sets share a B3 trace id, the correlation key), ids are random and times are now, 1,000
-sets per second of traffic. A gRPC client in this process sends them with 8 requests in flight;
-the rounds alternate off, on, off, on ... so both servers see the same machine load, and each
-server's CPU (all its threads, the console's SQLite writer included) is measured from the first
-request until its report queue and its console queue are empty.
+``bench_report_stock.py``'s, every request with ids of its own: a transaction is three calls,
+each reported by both proxies (six sets share a B3 trace id, the correlation key; each call's two
+share a request id), and its six hops come in six different requests spread over 21, as reports
+from different sidecars arrive; ids are random, times are now, 1,000 sets per second of traffic.
+A gRPC client in this process sends them with 8 requests in flight; the rounds alternate off, on,
+off, on ... so both servers see the same machine load, and each server's CPU (all its threads,
+the console's SQLite writer included) is measured from the first request until its report queue
+and its console queue are empty.
 
 Figures: attribute sets per server CPU-second for each, their ratio per round (goal: on >= 0.85x
 off), and the console's end-to-end ingestion (hops in the database per wall second, from the
@@ -33,9 +34,9 @@ import argparse
 import asyncio
 import cProfile
 import datetime as dt
+import hashlib
 import io
 import pstats
-import random
 import shutil
 import sqlite3
 import statistics
@@ -59,6 +60,7 @@ from mixerd.api.mixer_v1.client import build_report_request
 DEFAULT_CONFIG = REPO / "src" / "mixerd" / "server" / "data" / "default-config.yaml"
 CONSOLE_PARTS = {("instance", "consolehop"), ("handler", "console"), ("rule", "record-hops")}
 SETS = 100
+SPREAD = 4
 IN_FLIGHT = 8
 GOAL = 0.85
 
@@ -72,33 +74,29 @@ def console_addition() -> str:
     return yaml.safe_dump_all(picked, sort_keys=False)
 
 
-def _hex(rng: random.Random, digits: int) -> str:
-    return f"{rng.getrandbits(digits * 4):0{digits}x}"
+def _id(*parts: object) -> str:
+    """32 random-looking hex digits, the same for the same parts."""
+    return hashlib.blake2b("/".join(map(str, parts)).encode(), digest_size=16).hexdigest()
 
 
-def report_sets(r: int, t0: dt.datetime, rng: random.Random) -> list[dict[str, Any]]:
-    """The ``r``-th request's attribute sets (see the module docstring)."""
+def report_sets(run: str, r: int, t0: dt.datetime) -> list[dict[str, Any]]:
+    """The ``r``-th request's attribute sets: set ``i`` is hop ``k = i % 6`` of the transaction
+    (``r - SPREAD * k``, ``i // 6``). So a transaction's six hops (three calls, each reported by
+    both proxies) come in six requests spread over ``5 * SPREAD + 1`` consecutive ones, as reports
+    from different sidecars do, never two in one request."""
     out = []
-    call: dict[str, str] = {}
-    trace = ""
     for i in range(SETS):
-        n = r * SETS + i
+        k = i % 6
+        origin = (run, r - SPREAD * k, i // 6)
         s = attribute_set(i)
-        if n % 6 == 0:
-            trace = _hex(rng, 32)
-        if n % 2 == 0:
-            h = _hex(rng, 32)
-            call = {
-                "x-request-id": f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{h[16:20]}-{h[20:]}",
-                "span": _hex(rng, 16),
-            }
-        t = t0 + dt.timedelta(milliseconds=n)
         if "request.headers" in s:
+            call = _id(*origin, k // 2)
+            t = t0 + dt.timedelta(milliseconds=(r - SPREAD * k) * SETS + i)
             s["request.headers"] = {
                 **s["request.headers"],
-                "x-request-id": call["x-request-id"],
-                "x-b3-traceid": trace,
-                "x-b3-spanid": call["span"],
+                "x-request-id": f"{call[:8]}-{call[8:12]}-4{call[13:16]}-{call[16:20]}-{call[20:]}",
+                "x-b3-traceid": _id(*origin),
+                "x-b3-spanid": call[:16],
                 "x-b3-sampled": "1",
             }
             s["request.time"] = t
@@ -107,10 +105,10 @@ def report_sets(r: int, t0: dt.datetime, rng: random.Random) -> list[dict[str, A
     return out
 
 
-def bodies(requests: int) -> list[bytes]:
-    rng = random.Random(7)
+def bodies(run: str, requests: int) -> list[bytes]:
+    """``requests`` Report requests with ids of their own (``run`` tells runs apart)."""
     t0 = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=requests * SETS / 1000)
-    return [build_report_request(report_sets(r, t0, rng)).SerializeToString() for r in range(requests)]
+    return [build_report_request(report_sets(run, r, t0)).SerializeToString() for r in range(requests)]
 
 
 async def send(port: int, payloads: list[bytes]) -> int:
@@ -186,8 +184,8 @@ def served(tmp: Path, requests: int, rounds: int) -> int:
     db = tmp / "store" / "console.db"
 
     t = time.perf_counter()
-    warm = bodies(20)
-    rounds_payloads = [bodies(requests) for _ in range(rounds)]
+    warm = bodies("warm-up", 20)
+    rounds_payloads = [bodies(f"round {k}", requests) for k in range(rounds)]
     print(
         f"{rounds} x {requests} distinct Report requests of {SETS} sets built in {time.perf_counter() - t:.1f} s"
     )
@@ -257,7 +255,7 @@ async def in_process(tmp: Path, requests: int) -> None:
         FileStore([config], resync_interval=None, watch_events=False), services={CONSOLE: writer}
     )
     await runtime.start()
-    requests_ = [report_pb2.ReportRequest.FromString(b) for b in bodies(requests)]
+    requests_ = [report_pb2.ReportRequest.FromString(b) for b in bodies("profile", requests)]
     for r in requests_[:10]:
         await runtime.dispatcher.report(decode_report(r))
     writer._seal()
