@@ -131,9 +131,11 @@ class Writer:
     def add_hop(self, hop: Hop) -> None:
         try:
             self._roll(hop)
-            if self._admit("hop"):
+            if not self._closed and self._queued < self._max_queue:  # _admit, inlined (every hop)
                 self._pending.hops.append(hop)
                 self._added()
+            else:
+                self._admit("hop")
         except Exception:  # never fail a request because of the console
             self._drop("hop", "error")
 
@@ -193,9 +195,10 @@ class Writer:
                 return
             acc = self._rollups[key] = [0] * (4 + _HISTOGRAM)
         acc[0] += 1
-        if hop.error:
+        code, flags = hop.response_code, hop.response_flags
+        if code >= 500 or (code == 0 and flags):  # Hop.error, inlined (every hop)
             acc[1] += 1
-        if hop.response_flags and hop.denied:
+        if flags and hop.denied:
             acc[2] += 1
         acc[3] += hop.duration_us
         acc[4 + bisect_left(_BOUNDS_US, hop.duration_us)] += 1
