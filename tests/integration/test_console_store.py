@@ -16,7 +16,8 @@ import pytest
 
 from mixerd.console import stats
 from mixerd.console.model import Batch, Decision, Frontend, Hop, LogRecord, Peer, Reporter, Span, Verdict
-from mixerd.console.store import open_store
+from mixerd.console.store import _codec as codec
+from mixerd.console.store import open_store, postgres, sqlite
 from mixerd.console.store.base import (
     ConsoleStore,
     DecisionQuery,
@@ -165,6 +166,10 @@ class Backend:
     schema: str = ""
     opened: list[ConsoleStore] = field(default_factory=list)
 
+    @property
+    def schema_version(self) -> int:
+        return postgres.SCHEMA_VERSION if self.server is not None else sqlite.SCHEMA_VERSION
+
     async def open(self) -> ConsoleStore:
         store = open_store(self.url)
         await store.open()
@@ -196,14 +201,14 @@ async def store(backend: Backend) -> AsyncIterator[ConsoleStore]:
 
 
 async def test_schema_version_is_recorded(backend: Backend, store: ConsoleStore) -> None:
-    assert await store.schema_version() == 1  # type: ignore[attr-defined]
+    assert await store.schema_version() == backend.schema_version  # type: ignore[attr-defined]
     if backend.server is not None:
         rows = backend.server.psql(f"SELECT version FROM {backend.schema}.schema_version")
     else:
         with sqlite3.connect(backend.url.removeprefix("sqlite://")) as conn:
             rows = "\n".join(str(v) for (v,) in conn.execute("SELECT version FROM schema_version"))
             assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert rows.split() == ["1"]
+    assert rows.split() == [str(v) for v in range(1, backend.schema_version + 1)]
 
 
 async def test_a_transaction_keeps_both_reporters_and_every_field(store: ConsoleStore) -> None:
@@ -243,6 +248,16 @@ async def test_any_transaction_id_comes_back_as_given(store: ConsoleStore, txn: 
     got = await store.transaction(txn)
     assert got is not None and got.hops == [h]
     assert [s.id for s in await store.transactions(TransactionQuery())] == [txn]
+
+
+async def test_a_long_transaction_gives_its_earliest_hops(store: ConsoleStore) -> None:
+    limit = codec.MAX_RECORDS_PER_TRANSACTION
+    hops = [hop("long", T0 + i, 1, PRODUCTPAGE, REVIEWS, path=f"/{i}") for i in range(limit + 2_000)]
+    # written out of order: later batches hold earlier hops
+    for part in (hops[5_000 : limit + 1_000], hops[:5_000], hops[limit + 1_000 :]):
+        await store.write(Batch(hops=part), [])
+    got = await store.transaction("long")
+    assert got is not None and got.hops == hops[:limit]
 
 
 async def test_an_unknown_transaction_is_none(store: ConsoleStore) -> None:
@@ -562,7 +577,7 @@ async def test_reopening_keeps_the_data(backend: Backend) -> None:
     await first.close()
     backend.opened.remove(first)
     again = await backend.open()
-    assert await again.schema_version() == 1  # type: ignore[attr-defined]
+    assert await again.schema_version() == backend.schema_version  # type: ignore[attr-defined]
     kept = await again.transaction("kept")
     assert kept is not None and len(kept.hops) == 1
     assert len(await again.edges(T0, T0 + B, [])) == 1
@@ -613,6 +628,34 @@ async def test_sqlite_unusable_path_is_unavailable(tmp_path: Path) -> None:
     with pytest.raises(StoreUnavailable, match="not a database"):
         await store.open()
     await store.close()
+
+
+async def test_sqlite_schema_1_hops_move_to_hop_groups(tmp_path: Path) -> None:
+    path = tmp_path / "console.db"
+    hops = [
+        *call(TRACE, T0, 40 * MS, INGRESS, PRODUCTPAGE, trace_id=TRACE, span_id="a2fb4a1d1a96d312",
+              request_id="7c4d6a6e-7b0f-4e0c-9d6a-2a9c3e1f0b11"),
+        hop(TRACE, T0 + 10 * MS, 20 * MS, PRODUCTPAGE, REVIEWS, code=503, flags="UF", path="/ü"),
+        hop("", T0, 1 * MS, WEB, API),
+    ]  # fmt: skip
+    with sqlite3.connect(path) as conn:  # a database as schema 1 left it
+        conn.executescript(sqlite._MIGRATIONS[1])
+        conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_us INTEGER)")
+        conn.execute("INSERT INTO schema_version VALUES (1, 0)")
+        columns = ", ".join(codec.HOP_COLUMNS)
+        conn.executemany(
+            f"INSERT INTO hops ({columns}) VALUES ({', '.join('?' * len(codec.HOP_COLUMNS))})",
+            [codec.hop_row(h) for h in hops],
+        )
+    store = open_store(f"sqlite://{path}")
+    await store.open()
+    try:
+        assert await store.schema_version() == sqlite.SCHEMA_VERSION  # type: ignore[attr-defined]
+        got = await store.transaction(TRACE)
+        assert got is not None and got.hops == hops[:3]
+        assert await store.prune(older_than_us=T0 + 1 * S, max_rows=0) == 4
+    finally:
+        await store.close()
 
 
 async def test_postgres_replicas_starting_together_migrate_once(postgres_server: PostgresProcess) -> None:

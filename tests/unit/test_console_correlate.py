@@ -37,7 +37,9 @@ def test_trace_ids(case: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize(
-    "case", CASES["transaction_key"] + CASES["trace_ids"], ids=_ids(CASES["transaction_key"] + CASES["trace_ids"])
+    "case",
+    CASES["transaction_key"] + CASES["trace_ids"],
+    ids=_ids(CASES["transaction_key"] + CASES["trace_ids"]),
 )
 def test_correlation_is_key_and_trace_ids(case: dict[str, Any]) -> None:
     order = parse_order(case["order"]) if "order" in case else DEFAULT_ORDER

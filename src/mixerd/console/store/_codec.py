@@ -4,8 +4,10 @@ content-addressed edge keys, and making odd values storable. Nothing here touche
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
+import pickle
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass, replace
@@ -31,6 +33,9 @@ __all__ = [
     "EDGE_KEY_COLUMNS",
     "HISTOGRAM_COLUMNS",
     "HOP_COLUMNS",
+    "HOP_GROUP_COLUMNS",
+    "HOP_GROUP_FIELDS",
+    "HOP_GROUP_FORMAT",
     "LOG_COLUMNS",
     "MAX_RECORDS_PER_TRANSACTION",
     "ROLLUP_COLUMNS",
@@ -43,8 +48,13 @@ __all__ = [
     "decision_from_row",
     "decision_row",
     "edge_key",
+    "group_hops",
     "hop_from_row",
+    "hop_group_body",
+    "hop_group_rows",
+    "hop_groups",
     "hop_row",
+    "hops_from_group",
     "log_from_row",
     "log_row",
     "merge_service_buckets",
@@ -224,6 +234,111 @@ def hop_from_row(r: Sequence[Any]) -> Hop:
         span_id=unpack_id(r[26]),
         parent_span_id=unpack_id(r[27]),
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# hop groups (SQLite): the hops of one transaction id that one batch brings, in one row. A call's
+# two reports and a transaction's calls arrive close together, so a row holds several hops: one
+# index entry and one bound row for them all, which is most of what storing a hop cost.
+#
+# The body is ``[HOP_GROUP_FORMAT, peers, hops]`` pickled (protocol 5): each distinct peer once
+# (its six fields), each hop as ``HOP_GROUP_FIELDS`` with its source and destination as indexes
+# into ``peers``; only lists, strings and integers. Pickle because it is ten times quicker to
+# write than JSON (about 0.5 us a hop instead of 4), smaller, and keeps every string and integer
+# exactly (lone surrogates, NUL, beyond 64 bits); its protocols are stable. It is read back by an
+# unpickler that refuses every global (no class, no function), so a row, whoever wrote it, can only
+# give lists, strings and numbers: nothing is called or constructed.
+
+HOP_GROUP_FORMAT: Final = 1
+HOP_GROUP_FIELDS: Final = (
+    "start_us", "duration_us", "reporter", "source", "destination", "protocol", "method", "host",
+    "path", "code", "flags", "request_bytes", "response_bytes", "request_id", "trace_id", "span_id",
+    "parent_span_id",
+)  # fmt: skip
+HOP_GROUP_COLUMNS: Final = ("txn", "start_us", "last_us", "hops", "body")
+"""``start_us`` / ``last_us``: the earliest / latest start among the row's hops; ``hops``: how many."""
+
+
+class _DataOnly(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"a hop group may not name {module}.{name}")
+
+
+def group_hops(hops: Iterable[Hop]) -> dict[str, list[Hop]]:
+    """``hops`` by transaction id (``""``: none), in order of first appearance, each list in order."""
+    groups: dict[str, list[Hop]] = {}
+    for h in hops:
+        members = groups.get(h.transaction_id)
+        if members is None:
+            groups[h.transaction_id] = [h]
+        else:
+            members.append(h)
+    return groups
+
+
+def hop_groups(hops: Sequence[Hop], ids: PackCache | None = None) -> list[tuple[Any, ...]]:
+    """``hops`` as ``HOP_GROUP_COLUMNS`` rows: one per transaction id (the hops without one
+    together, ``txn`` NULL), in the order of their first hop, each keeping its hops' order."""
+    return hop_group_rows(group_hops(hops), PackCache() if ids is None else ids)
+
+
+def hop_group_rows(groups: Mapping[str, Sequence[Hop]], ids: PackCache) -> list[tuple[Any, ...]]:
+    """``hop_groups`` from ``group_hops``'s grouping (the hops in it must stay alive meanwhile)."""
+    reporter_code = _REPORTER_CODE.get
+    columns: dict[int, list[str]] = {}
+    """A peer's fields by identity: the adapter interns peers, and the groups keep them alive."""
+    dumps = pickle.dumps
+    rows = []
+    for txn, members in groups.items():
+        index: dict[int, int] = {}
+        peers: list[list[str]] = []
+        records = []
+        first = last = members[0].start_us
+        for h in members:
+            s, d = h.source, h.destination
+            si = index.get(id(s))
+            if si is None:
+                si = index[id(s)] = len(peers)
+                c = columns.get(id(s))
+                peers.append(c if c is not None else columns.setdefault(id(s), list(_peer_values(s))))
+            di = index.get(id(d))
+            if di is None:
+                di = index[id(d)] = len(peers)
+                c = columns.get(id(d))
+                peers.append(c if c is not None else columns.setdefault(id(d), list(_peer_values(d))))
+            start = h.start_us
+            if start < first:
+                first = start
+            elif start > last:
+                last = start
+            records.append([
+                start, h.duration_us, reporter_code(h.reporter, 0), si, di, h.protocol, h.method, h.host,
+                h.path, h.response_code, h.response_flags, h.request_bytes, h.response_bytes,
+                h.request_id, h.trace_id, h.span_id, h.parent_span_id,
+            ])  # fmt: skip
+        body = dumps([HOP_GROUP_FORMAT, peers, records], 5)
+        rows.append((ids[txn], first, last, len(members), body))
+    return rows
+
+
+def hops_from_group(transaction_id: str, body: bytes) -> list[Hop]:
+    """The hops of a ``hop_groups`` row (none from a format this version does not know)."""
+    value = _DataOnly(io.BytesIO(body)).load()
+    if not isinstance(value, list) or len(value) != 3 or value[0] != HOP_GROUP_FORMAT:
+        return []
+    peers = [Peer(*p) for p in value[1]]
+    of_code = _REPORTER_OF_CODE.get
+    unknown = Reporter.UNKNOWN
+    return [
+        Hop(r[0], r[1], of_code(r[2], unknown), peers[r[3]], peers[r[4]], transaction_id, *r[5:])
+        for r in value[2]
+    ]
+
+
+def hop_group_body(*row: Any) -> bytes:
+    """The body of a group of one hop from its ``HOP_COLUMNS`` row (the SQLite schema 2 migration)."""
+    body: bytes = hop_groups([hop_from_row(row)])[0][4]
+    return body
 
 
 def decision_row(d: Decision, ids: PackCache | None = None) -> tuple[Any, ...]:

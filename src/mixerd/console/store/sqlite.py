@@ -3,7 +3,8 @@
 One writer connection on a dedicated thread (every write, migration and prune runs there, one at a
 time) and one read-only connection on a second thread, so the event loop never waits on SQLite and
 readers never wait on the writer. Ids are stored as compact BLOBs (``_codec.pack_id``); raw records
-go in ``hops``, ``decisions``, ``spans``, ``logs``; ``transactions`` holds one summary row per
+go in ``hop_groups`` (the hops of one transaction id that one batch brings, in one row: see
+``_codec.hop_groups``), ``decisions``, ``spans``, ``logs``; ``transactions`` holds one summary row per
 correlation key, upserted with each batch; ``edge_rollups`` holds 10-s RED rollups keyed by a hash of
 the edge (``edge_keys``), added up on conflict, and ``edge_rollups_5m`` the same per 5 minutes (what
 a graph over a long window reads). Errors of SQLite (locked, disk full, not a database ...) become
@@ -22,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from mixerd.console.model import Batch, Decision, Peer
+from mixerd.console.model import Batch, Decision, Hop, Peer
 from mixerd.console.store import _codec as codec
 from mixerd.console.store.base import (
     DecisionQuery,
@@ -123,6 +124,19 @@ CREATE TABLE edge_rollups_5m (
     PRIMARY KEY (bucket_us, key)
 ) WITHOUT ROWID;
 """,
+    # hops grouped per transaction id and batch (see codec.hop_groups); the stored hops move over
+    2: f"""
+CREATE TABLE hop_groups (
+    txn BLOB, start_us INTEGER NOT NULL, last_us INTEGER NOT NULL, hops INTEGER NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE INDEX hop_groups_txn ON hop_groups (txn) WHERE txn IS NOT NULL;
+CREATE INDEX hop_groups_last ON hop_groups (last_us, hops);
+INSERT INTO hop_groups (txn, start_us, last_us, hops, body)
+    SELECT txn, start_us, start_us, 1, mixerd_hop_group_body({", ".join(codec.HOP_COLUMNS)})
+    FROM hops ORDER BY rowid;
+DROP TABLE hops;
+""",
 }
 SCHEMA_VERSION: Final = max(_MIGRATIONS)
 
@@ -138,7 +152,7 @@ def _insert(table: str, columns: Sequence[str]) -> str:
     return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({_qmarks(len(columns))})"
 
 
-_INSERT_HOP: Final = _insert("hops", codec.HOP_COLUMNS)
+_INSERT_HOP_GROUP: Final = _insert("hop_groups", codec.HOP_GROUP_COLUMNS)
 _INSERT_DECISION: Final = _insert("decisions", codec.DECISION_COLUMNS)
 _INSERT_SPAN: Final = _insert("spans", codec.SPAN_COLUMNS)
 _INSERT_LOG: Final = _insert("logs", codec.LOG_COLUMNS)
@@ -151,9 +165,11 @@ _UPSERT_SUMMARY: Final = (
     + ", start_us = min(start_us, excluded.start_us), end_us = max(end_us, excluded.end_us)"
     + ", src_hops = src_hops + excluded.src_hops, dst_hops = dst_hops + excluded.dst_hops"
     + ", unk_hops = unk_hops + excluded.unk_hops"
-    + ", services = mixerd_union(services, excluded.services)"
-    + ", names = mixerd_union(names, excluded.names)"
-    + ", namespaces = mixerd_union(namespaces, excluded.namespaces)"
+    + "".join(
+        # the same set again (a transaction's later hops between the same services) needs no call
+        f", {c} = CASE WHEN {c} = excluded.{c} THEN {c} ELSE mixerd_union({c}, excluded.{c}) END"
+        for c in ("services", "names", "namespaces")
+    )
     + ", error = max(error, excluded.error), denied = max(denied, excluded.denied)"
 )
 _UPSERT_EDGE_KEY: Final = (
@@ -240,6 +256,7 @@ class SQLiteStore:
             conn.execute("PRAGMA journal_size_limit = 67108864")
             conn.execute("PRAGMA temp_store = MEMORY")
             conn.create_function("mixerd_union", 2, _union, deterministic=True)
+            conn.create_function("mixerd_hop_group_body", len(codec.HOP_COLUMNS), codec.hop_group_body)
             self._migrate(conn)
         except BaseException:
             conn.close()
@@ -342,8 +359,9 @@ class SQLiteStore:
         conn.execute("BEGIN IMMEDIATE")
         try:
             ids = codec.PackCache()
-            if batch.hops:
-                conn.executemany(_INSERT_HOP, [codec.hop_row(h, ids) for h in batch.hops])
+            groups = codec.group_hops(batch.hops)
+            if groups:
+                conn.executemany(_INSERT_HOP_GROUP, codec.hop_group_rows(groups, ids))
             if batch.decisions:
                 conn.executemany(_INSERT_DECISION, [codec.decision_row(d, ids) for d in batch.decisions])
             if batch.spans:
@@ -414,20 +432,13 @@ class SQLiteStore:
         if key is None:
             return None
         columns = {
-            "hops": ", ".join(codec.HOP_COLUMNS),
             "decisions": ", ".join(codec.DECISION_COLUMNS),
             "spans": ", ".join(codec.SPAN_COLUMNS),
             "logs": ", ".join(codec.LOG_COLUMNS),
         }
 
         def read(conn: sqlite3.Connection) -> TransactionRecords | None:
-            hops = [
-                codec.hop_from_row(r)
-                for r in conn.execute(
-                    f"SELECT {columns['hops']} FROM hops WHERE txn = ? ORDER BY start_us LIMIT {_LIMIT}",
-                    (key,),
-                )
-            ]
+            hops = _earliest_hops(conn, key, transaction_id)
             decisions = [
                 codec.decision_from_row(r)
                 for r in conn.execute(
@@ -586,13 +597,16 @@ class SQLiteStore:
     async def prune(self, *, older_than_us: int, max_rows: int) -> int:
         removed = 0
         cutoffs: dict[str, int] = {}
-        for table, time_column in (("hops", "start_us"), ("decisions", "time_us"), ("spans", "start_us"),
+        for table, time_column in (("hops", "last_us"), ("decisions", "time_us"), ("spans", "start_us"),
                                    ("logs", "time_us")):  # fmt: skip
             cutoff = older_than_us
             if max_rows > 0:
-                cutoff = max(
-                    cutoff, await self._write(functools.partial(_size_cutoff, table, time_column, max_rows))
+                size_cutoff = (
+                    functools.partial(_hops_size_cutoff, max_rows)
+                    if table == "hops"
+                    else functools.partial(_size_cutoff, table, time_column, max_rows)
                 )
+                cutoff = max(cutoff, await self._write(size_cutoff))
             cutoffs[table] = cutoff
         # a transaction whose hops all go (it ended before the hops' cutoff) goes whole: its
         # decisions, spans and logs with it
@@ -609,8 +623,8 @@ class SQLiteStore:
             " (SELECT rowid FROM transactions WHERE start_us < ? AND end_us < ? LIMIT ?)",
             (txn_cutoff, txn_cutoff),
         )
-        for table, time_column in (("hops", "start_us"), ("decisions", "time_us"), ("spans", "start_us"),
-                                   ("logs", "time_us")):  # fmt: skip
+        removed += await self._delete_hop_groups(cutoffs["hops"])
+        for table, time_column in (("decisions", "time_us"), ("spans", "start_us"), ("logs", "time_us")):
             removed += await self._delete_chunks(
                 f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE {time_column} < ? LIMIT ?)",
                 (cutoffs[table],),
@@ -631,6 +645,30 @@ class SQLiteStore:
         )
         return removed
 
+    async def _delete_hop_groups(self, cutoff: int) -> int:
+        """Delete the hop groups whose hops all started before ``cutoff``; the hops they held."""
+
+        def delete(conn: sqlite3.Connection) -> tuple[int, int]:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                rows = conn.execute(
+                    "SELECT rowid, hops FROM hop_groups WHERE last_us < ? LIMIT ?", (cutoff, _PRUNE_CHUNK)
+                ).fetchall()
+                conn.executemany("DELETE FROM hop_groups WHERE rowid = ?", [(r[0],) for r in rows])
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return len(rows), sum(r[1] for r in rows)
+
+        total = 0
+        while True:
+            groups, hops = await self._write(delete)
+            total += hops
+            if groups < _PRUNE_CHUNK:
+                return total
+
     async def _delete_chunks(self, sql: str, params: tuple[Any, ...]) -> int:
         def delete(conn: sqlite3.Connection) -> int:
             return conn.execute(sql, (*params, _PRUNE_CHUNK)).rowcount
@@ -641,6 +679,45 @@ class SQLiteStore:
             total += n
             if n < _PRUNE_CHUNK:
                 return total
+
+
+def _earliest_hops(conn: sqlite3.Connection, key: bytes, transaction_id: str) -> list[Hop]:
+    """The transaction's earliest ``MAX_RECORDS_PER_TRANSACTION`` hops, in start order. Groups
+    come in order of their earliest hop; once the limit is reached, a later group can still hold
+    an earlier hop only if it starts before the latest one kept."""
+    hops: list[Hop] = []
+    threshold: int | None = None
+    for start_us, body in conn.execute(
+        "SELECT start_us, body FROM hop_groups WHERE txn = ? ORDER BY start_us", (key,)
+    ):
+        if threshold is not None and start_us > threshold:
+            break
+        hops += codec.hops_from_group(transaction_id, body)
+        if len(hops) >= _LIMIT:
+            hops.sort(key=_start)
+            del hops[_LIMIT:]
+            threshold = hops[-1].start_us
+    hops.sort(key=_start)
+    return hops
+
+
+def _start(h: Hop) -> int:
+    return h.start_us
+
+
+def _hops_size_cutoff(max_rows: int, conn: sqlite3.Connection) -> int:
+    """The time before which the hop groups hold the hops beyond the newest ``max_rows`` (0:
+    none): the latest start in the group that reaches ``max_rows``, counting from the newest."""
+    # both from the index on (last_us, hops), not the table
+    total = conn.execute("SELECT coalesce(sum(hops), 0) FROM hop_groups").fetchone()[0]
+    if total <= max_rows:
+        return 0
+    row = conn.execute(
+        "SELECT last_us FROM (SELECT last_us, sum(hops) OVER (ORDER BY last_us DESC, rowid DESC) AS n"
+        " FROM hop_groups) WHERE n >= ? LIMIT 1",
+        (max_rows,),
+    ).fetchone()
+    return int(row[0]) if row is not None else 0
 
 
 def _size_cutoff(table: str, time_column: str, max_rows: int, conn: sqlite3.Connection) -> int:

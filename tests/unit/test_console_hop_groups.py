@@ -1,0 +1,103 @@
+"""Hop groups (the SQLite store's rows of hops): one row per transaction id of a batch, every field
+back exactly."""
+
+import pickle
+
+import pytest
+
+from mixerd.console.model import Hop, Peer, Reporter
+from mixerd.console.store._codec import (
+    HOP_GROUP_COLUMNS,
+    HOP_GROUP_FIELDS,
+    HOP_GROUP_FORMAT,
+    hop_group_body,
+    hop_groups,
+    hop_row,
+    hops_from_group,
+    pack_id,
+)
+
+A = Peer("shop", "frontend-v1", "frontend", "v1", "", "cluster.local/ns/shop/sa/frontend")
+B = Peer("shop", "cart-v1", "cart", "v1", "cart.shop.svc.cluster.local", "")
+ODD = Peer("n\x00s", "w\udcff", "ü", "", "s\x1f", "")
+
+
+def _hop(
+    txn: str,
+    start: int,
+    source: Peer = A,
+    destination: Peer = B,
+    reporter: Reporter = Reporter.SOURCE,
+    **more: object,
+) -> Hop:
+    return Hop(start, 5, reporter, source, destination, txn, **more)  # type: ignore[arg-type]
+
+
+def test_one_row_per_transaction_in_order_of_first_hop() -> None:
+    hops = [_hop("t1", 30), _hop("t2", 10), _hop("", 5), _hop("t1", 20), _hop("", 7), _hop("t2", 40)]
+    rows = hop_groups(hops)
+    assert [dict(zip(HOP_GROUP_COLUMNS[:4], r[:4], strict=True)) for r in rows] == [
+        {"txn": pack_id("t1"), "start_us": 20, "last_us": 30, "hops": 2},
+        {"txn": pack_id("t2"), "start_us": 10, "last_us": 40, "hops": 2},
+        {"txn": None, "start_us": 5, "last_us": 7, "hops": 2},  # no transaction id: together
+    ]
+    assert hops_from_group("t1", rows[0][4]) == [hops[0], hops[3]]
+    assert hops_from_group("", rows[2][4]) == [hops[2], hops[4]]
+
+
+def test_each_peer_once_per_row() -> None:
+    hops = [_hop("t", 1, A, B), _hop("t", 2, A, B, reporter=Reporter.DESTINATION), _hop("t", 3, B, A)]
+    version, peers, records = pickle.loads(hop_groups(hops)[0][4])
+    assert version == HOP_GROUP_FORMAT
+    assert peers == [
+        ["shop", "frontend-v1", "frontend", "v1", "", "cluster.local/ns/shop/sa/frontend"],
+        ["shop", "cart-v1", "cart", "v1", "cart.shop.svc.cluster.local", ""],
+    ]
+    assert [r[3:5] for r in records] == [[0, 1], [0, 1], [1, 0]]
+    assert all(len(r) == len(HOP_GROUP_FIELDS) for r in records)
+
+
+def test_every_value_comes_back_exactly() -> None:
+    odd = Hop(
+        start_us=-(2**70),
+        duration_us=2**70,
+        reporter=Reporter.UNKNOWN,
+        source=ODD,
+        destination=Peer(),
+        transaction_id="tx",
+        protocol="grpc",
+        method="PO\x00ST",
+        host="h\udc80",
+        path="/ä/\u2028/\x1f",
+        response_code=2**40,
+        response_flags="UAEX,RL",
+        request_bytes=0,
+        response_bytes=-1,
+        request_id="7C4D6A6E-7B0F-4E0C-9D6A-2A9C3E1F0B11",
+        trace_id="4bf92f3577b34da6a3ce929d0e0e4736",
+        span_id="",
+        parent_span_id="00f067aa0ba902b7",
+    )
+    assert hops_from_group("tx", hop_groups([odd])[0][4]) == [odd]
+
+
+def test_a_format_it_does_not_know_gives_no_hops() -> None:
+    assert hops_from_group("t", pickle.dumps([HOP_GROUP_FORMAT + 1, [], [[1]]], 5)) == []
+
+
+class _Boom:
+    def __reduce__(self) -> tuple[object, ...]:
+        return (print, ("called",))
+
+
+def test_a_body_naming_anything_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    """Only lists, strings and numbers come out of a body: no class or function is looked up."""
+    for body in (pickle.dumps([HOP_GROUP_FORMAT, [], [_Boom()]], 5), pickle.dumps(Peer(), 5)):
+        with pytest.raises(pickle.UnpicklingError, match="may not name"):
+            hops_from_group("t", body)
+    assert capsys.readouterr().out == ""
+
+
+def test_a_schema_1_row_becomes_a_group_of_one() -> None:
+    h = _hop("7c4d6a6e-7b0f-4e0c-9d6a-2a9c3e1f0b11", 3, request_id="r", trace_id="ab" * 16)
+    assert hops_from_group(h.transaction_id, hop_group_body(*hop_row(h))) == [h]
