@@ -109,7 +109,7 @@ def hop_from_variables(
      protocol, method, host, path, flags, request_id, transaction_id,
      trace_id, span_id) = [x if type(x) is str else _str(x) for x in map(v.get, _TEXT_NAMES)]  # fmt: skip
     headers = v.get("requestHeaders")
-    if not isinstance(headers, Mapping):
+    if type(headers) is not dict and not isinstance(headers, Mapping):  # the ABC check is slow
         headers = {}
     key, ids = correlation(headers, key_order)
     return Hop(
