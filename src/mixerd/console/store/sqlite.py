@@ -707,17 +707,19 @@ def _start(h: Hop) -> int:
 
 def _hops_size_cutoff(max_rows: int, conn: sqlite3.Connection) -> int:
     """The time before which the hop groups hold the hops beyond the newest ``max_rows`` (0:
-    none): the latest start in the group that reaches ``max_rows``, counting from the newest."""
-    # both from the index on (last_us, hops), not the table
+    none): walking the groups from the oldest, the latest start of the one that takes the count
+    of hops past the excess. Both reads go through the index on (last_us, hops), and the walk stops
+    there: in steady state the excess is what arrived since the previous prune."""
     total = conn.execute("SELECT coalesce(sum(hops), 0) FROM hop_groups").fetchone()[0]
-    if total <= max_rows:
+    excess = total - max_rows
+    if excess <= 0:
         return 0
-    row = conn.execute(
-        "SELECT last_us FROM (SELECT last_us, sum(hops) OVER (ORDER BY last_us DESC, rowid DESC) AS n"
-        " FROM hop_groups) WHERE n >= ? LIMIT 1",
-        (max_rows,),
-    ).fetchone()
-    return int(row[0]) if row is not None else 0
+    seen = 0
+    for last_us, hops in conn.execute("SELECT last_us, hops FROM hop_groups ORDER BY last_us"):
+        seen += hops
+        if seen > excess:
+            return int(last_us)
+    return 0
 
 
 def _size_cutoff(table: str, time_column: str, max_rows: int, conn: sqlite3.Connection) -> int:
