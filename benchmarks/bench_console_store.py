@@ -2,7 +2,9 @@
 
 1. Ingestion: hops per second through ``store.write`` in the writer's batches (2,000 hops with
    their transaction summaries, one database transaction each): 3-call transactions, each call
-   reported by both proxies, random W3C trace ids as transaction ids, Envoy request ids.
+   reported by both proxies, random W3C trace ids as transaction ids, Envoy request ids. A
+   transaction's six hops come together, SQLite's best case (it stores the hops of a transaction
+   that one batch brings in one row); ``bench_report_console.py`` spreads them over batches.
 2. ``transaction(id)`` latency (p50, p99 over 1,000 random stored ids) with 1,000,000 stored
    hops (filled with the same writes in 10,000-hop batches). Goal: p99 under 50 ms.
 3. ``edges`` over one hour of 10-s rollups of 100 services (each calling two others, both
