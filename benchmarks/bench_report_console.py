@@ -63,6 +63,9 @@ CONSOLE_PARTS = {("instance", "consolehop"), ("handler", "console"), ("rule", "r
 SETS = 100
 SPREAD = 4
 IN_FLIGHT = 8
+POLL = 0.1
+"""Seconds between looks at a server's /metrics while it drains: each look costs it CPU (rendering
+the page), and the console-on server drains for longer."""
 GOAL = 0.85
 
 
@@ -157,11 +160,11 @@ class Server:
 
     def drain(self, expected_sets: float, console: bool) -> None:
         while self.metric("mixerd_report_attribute_sets_total") < expected_sets:
-            time.sleep(0.02)
+            time.sleep(POLL)
         while self.metric('mixerd_report_queued{api="mixer"}') > 0:
-            time.sleep(0.02)
+            time.sleep(POLL)
         while console and self.metric("mixerd_console_queued") > 0:
-            time.sleep(0.02)
+            time.sleep(POLL)
 
     def run(self, payloads: list[bytes], console: bool) -> dict[str, float]:
         before = self.metric("mixerd_report_attribute_sets_total")
