@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import shutil
@@ -120,6 +121,17 @@ async def _serve(settings: Settings) -> int:
     return 0
 
 
+GC_THRESHOLDS = (10_000, 10, 10)
+"""CPython's cyclic collector, for a server: a young collection every 10,000 net container
+allocations instead of 700. Every reported attribute set allocates and frees many small
+containers, and the console keeps hops queued until its writer flushes them (up to half a second),
+so they live long enough to be promoted and to trigger full collections. With the default
+thresholds, Report of the stock config with the console on spent about 6 us of CPU per attribute
+set collecting (60 young and 0.1 full collections per 1,000 sets; without the console 0.5 us);
+with these, under 1 us. Memory is not at stake: reference counting frees everything but cycles,
+and those are still collected, a little later."""
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         settings = Settings.from_args(args)
@@ -134,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
     if missing:
         print(f"mixerd: config path not found: {', '.join(missing)}", file=sys.stderr)
         return 1
+    gc.set_threshold(*GC_THRESHOLDS)
     try:
         import uvloop
     except ImportError:
