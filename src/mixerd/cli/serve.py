@@ -79,9 +79,19 @@ def _banner(server: Server) -> str:
         client = " --tls-ca CA.pem"
         if server.client_auth("grpc"):
             client += " --tls-cert CERT.pem --tls-key KEY.pem"
-    lines += [
+    lines.append(
         f"  monitoring: {mon}/metrics {mon}/readyz {mon}/debug/routes {mon}/debug/config"
-        + _tls_note(server, "monitoring"),
+        + _tls_note(server, "monitoring")
+    )
+    console = ""
+    if server.console is not None:
+        port = ln.console_port or ln.monitoring_port
+        console = f"{scheme('monitoring')}://127.0.0.1:{port}/api/v1"
+        lines.append(
+            f"  console API: {console}/transactions {console}/decisions  (store: "
+            f"{server.console.store.url_for_display})"
+        )
+    lines += [
         "Try it:",
         f"  {cmd} check --server 127.0.0.1:{ln.grpc_port}{client} -a 'request.headers[x-user]=blocked'   # denied",
         f"  {cmd} check --server 127.0.0.1:{ln.grpc_port}{client} -a 'request.headers[x-user]=alice'     # allowed",
@@ -97,6 +107,8 @@ def _banner(server: Server) -> str:
         lines.append(
             f"  {curl} {scheme('prometheus')}://127.0.0.1:{ln.prometheus_port}/metrics | grep mixerd_demo"
         )
+    if console:
+        lines.append(f"  curl -s '{console}/decisions?verdict=deny'   # the decisions just made")
     return "\n".join(lines)
 
 
