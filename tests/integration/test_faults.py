@@ -230,9 +230,9 @@ def test_config_rewrites_under_check_load(tmp_path: Path, mixerd_procs: list[Mix
     config.mkdir()
     policy_file = config / "policy.yaml"
     policy_file.write_text(POLICIES["A"])
-    # The store also rescans every 0.2 s (besides file events, which take about 0.5 s to arrive):
+    # The store also rescans every 0.1 s (besides file events, which take about 0.5 s to arrive):
     # that lets 30 changes apply one by one within the test's time budget.
-    mixerd = start_mixerd(tmp_path, [config], "--config-resync", "0.2")
+    mixerd = start_mixerd(tmp_path, [config], "--config-resync", "0.1")
     mixerd_procs.append(mixerd)
 
     seen: Counter[str] = Counter()
@@ -270,7 +270,7 @@ def test_config_rewrites_under_check_load(tmp_path: Path, mixerd_procs: list[Mix
             target = generation() + 1
             _write_atomically(policy_file, text)
             wait_for(lambda t=target: generation() >= t, timeout=10, what=f"rewrite {i} to be applied")
-            time.sleep(rng.uniform(0.0, 0.1))  # pacing: some checks run on each config
+            time.sleep(rng.uniform(0.0, 0.05))  # pacing: some checks run on each config
         # the last rewrite (A, i = 29) is in force; a few more checks run on it
         with grpc.insecure_channel(mixerd.grpc_address) as channel:
             stub = mixer_pb2_grpc.MixerStub(channel)
