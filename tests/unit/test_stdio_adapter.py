@@ -351,6 +351,46 @@ def test_missing_directory_fails_the_build(tmp_path: Path) -> None:
         builder.build(Env("stdio"))
 
 
+def test_a_fifo_nobody_reads_fails_the_build_instead_of_blocking(tmp_path: Path) -> None:
+    # Regression: opening the output waited for a reader, on the event loop (mixerd never became
+    # ready, or a config change froze every request).
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    for stream in ("FILE", "ROTATED_FILE"):
+        builder = INFO.builder({"logStream": stream, "outputPath": str(fifo)}, {})
+        assert builder.validate() == []
+        outcome: list[object] = []
+
+        def build(b: Any = builder, out: list[object] = outcome) -> None:
+            try:
+                out.append(b.build(Env("stdio")))
+            except OSError as exc:
+                out.append(exc)
+
+        t = threading.Thread(target=build, daemon=True)
+        t.start()
+        t.join(5)
+        if t.is_alive():  # the old behaviour: release the blocked open() before failing
+            os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+            pytest.fail(f"{stream}: building the handler blocked on a FIFO nobody reads")
+        (error,) = outcome
+        assert isinstance(error, OSError) and "a FIFO that nobody reads" in str(error), (stream, error)
+        assert str(fifo) in str(error)
+
+
+async def test_a_fifo_with_a_reader_is_an_output(tmp_path: Path) -> None:
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        h = build({"logStream": "FILE", "outputPath": str(fifo)})
+        h.handle_logentry([entry(n=1)])
+        await h.close()
+        assert json.loads(os.read(reader, 65536))["n"] == 1
+    finally:
+        os.close(reader)
+
+
 async def test_rotation_by_size_keeps_max_files(tmp_path: Path) -> None:
     out = tmp_path / "access.log"
     clock = ManualClock()
