@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -78,14 +77,6 @@ async def handlers() -> AsyncIterator[Handlers]:
 async def ask(handler: RedisQuotaHandler, amount: int = 1, **kw: Any) -> QuotaResult:
     dims = kw.pop("dims", {})
     return await handler.handle_quota(Instance("q", dims), QuotaArgs(amount, **kw))
-
-
-def redis_command(port: int, *words: str) -> bytes:
-    """One command over a raw socket (RESP), returning the raw reply."""
-    payload = f"*{len(words)}\r\n" + "".join(f"${len(w.encode())}\r\n{w}\r\n" for w in words)
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(payload.encode())
-        return s.recv(65536)
 
 
 # -- exact counting under concurrency ---------------------------------------------------------
@@ -260,9 +251,8 @@ async def test_hints_and_key_lifetimes(redis_server_module: Any, handlers: Handl
         dt.timedelta(seconds=15),
     )
 
-    port = redis_server_module.port
     for key in ("f.meta", "f.data", "r.rolling.meta", "r.rolling.data"):
-        ttl = int(redis_command(port, "PTTL", key)[1:].split(b"\r\n")[0])
+        ttl = int(redis_server_module.command("PTTL", key)[1:].split(b"\r\n")[0])
         assert 0 < ttl <= 60_000, key
 
 
@@ -281,7 +271,7 @@ async def test_scripts_are_reloaded_after_script_flush(redis_server_module: Any,
     redis_server_module.flush()
     h = handlers.build(redis_server_module.address, FIXED, ManualClock())
     assert (await ask(h, 10)).amount == 10
-    assert redis_command(redis_server_module.port, "SCRIPT", "FLUSH").startswith(b"+OK")
+    assert redis_server_module.command("SCRIPT", "FLUSH").startswith(b"+OK")
     r = await ask(h, 10)
     assert (r.amount, r.remaining) == (10, 30)
     assert h.stats.failures == 0
@@ -354,7 +344,7 @@ async def test_a_stalled_redis_costs_at_most_the_timeout(redis_server: Any, hand
     assert (await ask(h, 5)).amount == 5
     await handlers.settled()  # the script preload is done (it answered) before Redis stalls
     assert h.stats.failures == 0
-    assert redis_command(redis_server.port, "CLIENT", "PAUSE", "1500", "ALL").startswith(b"+OK")
+    assert redis_server.command("CLIENT", "PAUSE", "1500", "ALL").startswith(b"+OK")
     for _ in range(2):  # below the threshold: each call waits on Redis, and gives up in time
         r, took = await timed(h)
         assert took < 0.3 + SLACK

@@ -1,5 +1,5 @@
 """A real ``redis-server`` for tests: started on a free loopback port in a temp dir, without
-persistence, and stopped (or restarted on the same port) on demand.
+persistence, and stopped, killed, frozen (or restarted on the same port) on demand.
 
 Tests take it through the ``redis_server`` / ``redis_server_module`` fixtures of tests/conftest.py,
 or call :func:`start_redis` themselves (and ``stop()`` it). A missing ``redis-server`` fails the
@@ -9,6 +9,7 @@ test (CI installs it), it never skips.
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -99,18 +100,42 @@ class RedisProcess:
             time.sleep(0.05)  # exited at once (port still busy): try again
 
     def stop(self) -> None:
-        """Stop the server (SIGTERM, then SIGKILL) and wait for it to exit."""
+        """Stop the server (SIGTERM, then SIGKILL) and wait for it to exit (a frozen one is thawed first)."""
         proc, self._proc = self._proc, None
         if proc is None or proc.poll() is not None:
             return
+        proc.send_signal(signal.SIGCONT)
         stop_process(proc, timeout=5)
+
+    def kill(self) -> None:
+        """Kill the server at once (SIGKILL: no shutdown, connections reset) and wait for it to exit."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.kill()
+        proc.wait()
+
+    def freeze(self) -> None:
+        """Stop the process (SIGSTOP): connections stay open and nothing answers, as with a hung host."""
+        assert self._proc is not None and self.running, "redis-server is not running"
+        self._proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """Let a frozen server run again (SIGCONT)."""
+        assert self._proc is not None and self.running, "redis-server is not running"
+        self._proc.send_signal(signal.SIGCONT)
+
+    def command(self, *words: str, timeout: float = 5.0) -> bytes:
+        """One command over a raw socket (RESP), returning the raw reply."""
+        payload = f"*{len(words)}\r\n" + "".join(f"${len(w.encode())}\r\n{w}\r\n" for w in words)
+        with socket.create_connection((self.host, self.port), timeout=timeout) as s:
+            s.sendall(payload.encode())
+            return s.recv(65536)
 
     def flush(self) -> None:
         """Delete every key (``FLUSHALL``)."""
-        with socket.create_connection((self.host, self.port), timeout=2) as s:
-            s.sendall(b"FLUSHALL\r\n")
-            if not s.recv(64).startswith(b"+OK"):
-                raise RuntimeError("FLUSHALL failed")
+        if not self.command("FLUSHALL", timeout=2).startswith(b"+OK"):
+            raise RuntimeError("FLUSHALL failed")
 
 
 def start_redis(directory: Path, port: int | None = None) -> RedisProcess:
