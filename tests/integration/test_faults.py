@@ -306,12 +306,6 @@ def test_config_rewrites_under_check_load(tmp_path: Path, mixerd_procs: list[Mix
     assert mixerd.stop() == 0, mixerd.log()[-3000:]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: the file store's periodic resync reads a config file while it is being "
-    "rewritten in place (truncated, half written) and puts the partial policy in force until the next "
-    "scan; the watch-event path waits for a quiet period, the resync does not",
-)
 def test_in_place_rewrites_never_put_a_partial_file_in_force(
     tmp_path: Path, mixerd_procs: list[MixerdProcess]
 ) -> None:
