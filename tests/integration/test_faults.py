@@ -17,6 +17,7 @@ import signal
 import subprocess
 import threading
 import time
+import urllib.error
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from mixerd._proto.mixer.v1 import mixer_pb2_grpc
 from mixerd.api.mixer_v1.client import build_check_request, build_report_request, decode_check_response
 from tests.support.fifo import FifoReader
 from tests.support.net import wait_for
+from tests.support.postgres_server import PostgresProcess
 from tests.support.redis_server import RedisProcess
 
 from .mixerd_proc import MixerdProcess, start_mixerd
@@ -772,3 +774,86 @@ def test_sigterm_while_adapter_output_is_blocked_exits_in_bounded_time(
     # Bound: the stdio handler gives up on the blocked output after its flush timeout (5 s); the
     # rest of the shutdown takes well under a second here. 10 s is the default drain timeout.
     assert exit_took < 10.0, f"exit took {exit_took:.1f}s"
+
+
+# -- 6. the console's PostgreSQL stopped ---------------------------------------------------------
+
+
+def test_postgresql_stopped_never_fails_a_check_or_report_and_the_console_recovers(
+    tmp_path: Path, mixerd_procs: list[MixerdProcess], postgres_server: PostgresProcess
+) -> None:
+    # mixerd on its embedded default config (which records every report as a console hop and
+    # every decision), its console in a real PostgreSQL. Checks and Reports keep flowing while
+    # PostgreSQL is stopped for about two seconds: none may fail or slow down beyond the bound
+    # (the writer queues off the request path), the API answers 503 while the database is away,
+    # and once it is back the queued records arrive with no manual step.
+    url = postgres_server.url("postgres", postgres_server.create_schema("faults"))
+    mixerd = start_mixerd(tmp_path, None, "--console-store", url)
+    mixerd_procs.append(mixerd)
+    txn = "txn-pg-fault"
+
+    def call(stub: mixer_pb2_grpc.MixerStub, index: int, seq: int) -> None:
+        headers = {"x-user": "blocked" if seq % 5 == 0 else "alice", "x-transaction-id": f"{txn}-{index}"}
+        if seq % 2:
+            stub.Check(build_check_request({"request.headers": headers}), timeout=5)
+        else:
+            report = {
+                "request.headers": headers,
+                "context.reporter.kind": "inbound",
+                "destination.workload.name": "cart",
+                "destination.namespace": "shop",
+            }
+            stub.Report(build_report_request([report]), timeout=5)
+
+    def transactions() -> list[Any]:
+        return json.loads(mixerd.http("/api/v1/transactions?limit=1000"))["transactions"]  # type: ignore[no-any-return]
+
+    def api_status() -> int:
+        try:
+            mixerd.http("/api/v1/decisions?limit=1")
+        except urllib.error.HTTPError as exc:
+            return exc.code
+        return 200
+
+    load = Load(mixerd.grpc_address, call, threads=2, pause=0.005).start()
+    try:
+        wait_for(lambda: len(transactions()) == 2, timeout=10, what="both threads' transactions stored")
+        postgres_server.stop()
+        wait_for(lambda: api_status() == 503, timeout=10, what="the API answering 503")
+        assert "console store unavailable" in _error_body("/api/v1/transactions", mixerd)
+        calls_before = load.calls
+        wait_for(lambda: load.calls > calls_before + 100, timeout=20, what="calls while the database is down")
+        wait_for(
+            lambda: mixerd.metric("mixerd_console_store_available") == 0.0,
+            timeout=10,
+            what="the writer noticing",
+        )
+        queued_while_down = mixerd.metric("mixerd_console_queued")
+        postgres_server.start()
+        wait_for(lambda: api_status() == 200, timeout=20, what="the API answering again")
+        wait_for(
+            lambda: mixerd.metric("mixerd_console_queued") < max(queued_while_down, 1),
+            timeout=20,
+            what="the queued records written",
+        )
+    finally:
+        load.stop()
+        if not postgres_server.running:
+            postgres_server.start()
+    # Bound: the request path never waits for the database; a loaded 2-core machine still answers
+    # a Check or a one-set Report well within a second.
+    assert load.failures == [], load.failures[:3]
+    assert load.worst < 1.0, f"worst call took {load.worst:.3f}s"
+    assert queued_while_down > 0
+    assert mixerd.metric("mixerd_console_dropped_total") == 0
+    decisions = json.loads(mixerd.http("/api/v1/decisions?verdict=deny&limit=1000"))["decisions"]
+    assert decisions and all(d["rule"] == "deny-blocked-users.rule.istio-system" for d in decisions)
+    assert mixerd.stop() == 0, mixerd.log()[-3000:]
+
+
+def _error_body(path: str, mixerd: MixerdProcess) -> str:
+    try:
+        mixerd.http(path)
+    except urllib.error.HTTPError as exc:
+        return exc.read().decode()
+    raise AssertionError(f"{path} answered 200")
