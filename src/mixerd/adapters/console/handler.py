@@ -8,7 +8,7 @@ from typing import Any, Final, Protocol, runtime_checkable
 
 from mixerd.adapter import Builder, ConfigError, Env, Handler, InstanceInfo, Params
 from mixerd.attribute import parse_duration
-from mixerd.console.correlate import DEFAULT_ORDER, parse_order, trace_ids, transaction_key
+from mixerd.console.correlate import DEFAULT_ORDER, REQUEST_ID, parse_order, trace_ids, transaction_key
 from mixerd.console.model import Hop, Peer, Reporter
 
 __all__ = ["ConsoleBuilder", "ConsoleHandler", "HopSink", "hop_from_variables"]
@@ -82,6 +82,11 @@ def hop_from_variables(
     headers = v.get("requestHeaders")
     if not isinstance(headers, Mapping):
         headers = {}
+    request_id = _text(v, "requestId")
+    if request_id and REQUEST_ID not in headers:
+        # A proxy that did not log the header (Envoy's access log logs only the headers it is
+        # told to) still knows the request id: it is the x-request-id header.
+        headers = {**headers, REQUEST_ID: request_id}
     trace_id, span_id, parent_span_id = trace_ids(headers)
     return Hop(
         start_us=_time_us(timestamp, now),
@@ -111,7 +116,7 @@ def hop_from_variables(
         response_flags="" if _text(v, "responseFlags") == "-" else _text(v, "responseFlags"),
         request_bytes=_int(v, "requestSize"),
         response_bytes=_int(v, "responseSize"),
-        request_id=_text(v, "requestId"),
+        request_id=request_id,
         trace_id=_text(v, "traceId").lower() or trace_id,
         span_id=_text(v, "spanId").lower() or span_id,
         parent_span_id=parent_span_id,
