@@ -457,3 +457,46 @@ async def test_through_the_harness_with_the_stock_accesslog_shape() -> None:
             "sourceIp": "10.1.2.3",
         }
         await h.close()
+
+
+# -- the test receiver itself: every mode a forward client may send ------------------------------------
+
+
+async def test_receiver_decodes_every_mode_and_acks_chunks() -> None:
+    import gzip
+
+    t = msgpack.ExtType(0, struct.pack(">II", 1503309840, 5))
+    packed = b"".join(msgpack.packb([t, {"i": i}]) for i in range(2))
+    wire = b"".join(
+        [
+            msgpack.packb(["a", 1503309840, {"m": 1}]),
+            msgpack.packb(["b", [[t, {"f": 1}], [t, {"f": 2}]], {"chunk": "c1", "size": 2}]),
+            msgpack.packb(["c", packed, {"chunk": "c2"}], use_bin_type=True),
+            msgpack.packb(["d", gzip.compress(packed), {"compressed": "gzip", "size": 2}], use_bin_type=True),
+        ]
+    )
+    async with ForwardReceiver() as fluent:
+        reader, writer = await asyncio.open_connection("127.0.0.1", fluent.port)
+        writer.write(wire)
+        await writer.drain()
+        unpacker = msgpack.Unpacker(raw=False)
+        acks: list[Any] = []
+        while len(acks) < 2:
+            unpacker.feed(await asyncio.wait_for(reader.read(1024), 5))
+            acks.extend(unpacker)
+        assert acks == [{"ack": "c1"}, {"ack": "c2"}]
+        events = await fluent.wait_events(7)
+        assert [(e.tag, e.record) for e in events] == [
+            ("a", {"m": 1}),
+            ("b", {"f": 1}),
+            ("b", {"f": 2}),
+            ("c", {"i": 0}),
+            ("c", {"i": 1}),
+            ("d", {"i": 0}),
+            ("d", {"i": 1}),
+        ]
+        assert events[0].time == 1503309840 and events[1].time == EventTime(1503309840, 5)
+        assert [m.mode for m in fluent.messages] == ["message", "forward", "packed", "compressed"]
+        assert fluent.errors == []
+        writer.close()
+        await writer.wait_closed()

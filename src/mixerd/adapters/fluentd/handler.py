@@ -24,10 +24,12 @@ a backoff (0.5 s doubling to 30 s, back to 0.5 s after a success), on a new conn
 new entries wait in the queue and, once it is full, are dropped and counted. A connection Fluentd
 has closed is noticed before the next write and replaced.
 
-Close: what is queued is pushed, waiting at most :attr:`FluentdHandler.flush_timeout`; entries
-left then are dropped (``shutdown``). Every drop goes to ``env.dropped`` (the runtime's
-``mixerd_adapter_dropped_total{handler, reason}``) and to :attr:`FluentdHandler.dropped`;
-warnings are logged at most once a minute per kind.
+Close: what is queued is pushed, waiting at most :attr:`FluentdHandler.flush_timeout`; a push
+that fails then is not retried. Entries left are dropped (``shutdown``).
+
+Every drop goes to ``env.dropped`` (the runtime's ``mixerd_adapter_dropped_total{handler,
+reason}``) and to :attr:`FluentdHandler.dropped`; warnings are logged at most once a minute per
+kind.
 """
 
 from __future__ import annotations
@@ -193,11 +195,13 @@ class FluentdHandler(Handler):
                 next_push = now + self._interval
             if self._pending is None and self._batch.entries and (due or self._closing):
                 self._pending, self._batch = self._batch, _Batch()
-            if self._pending is not None and now >= retry_at:
+            if self._pending is not None and (now >= retry_at or self._closing):
                 if await self._push(self._pending):
                     self._pending = None
                     self._backoff = self.retry_initial
                     continue
+                if self._closing:
+                    return  # one last attempt on close, no backoff: close() counts what is left
                 retry_at = loop.time() + self._backoff
                 self._backoff = min(self._backoff * 2, self.retry_max)
             if self._closing and not self._queue and not self._batch.entries and self._pending is None:
