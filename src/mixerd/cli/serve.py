@@ -114,20 +114,29 @@ def _banner(server: Server) -> str:
 
 async def _serve(settings: Settings) -> int:
     server = Server(settings)
+    stopping: list[asyncio.Task[None]] = []
+    started = False
+    signalled = False
+
+    def on_signal() -> None:
+        nonlocal signalled
+        signalled = True
+        if started and not stopping:
+            stopping.append(asyncio.get_running_loop().create_task(server.stop(settings.drain_timeout)))
+
+    # Installed before the listeners open, so a SIGTERM at any moment drains instead of killing
+    # the process; one that arrives during start-up takes effect once start-up is done.
+    server.install_signal_handlers(on_signal)
     try:
         await server.start()
     except (OSError, RuntimeError, ValueError) as exc:
         print(f"mixerd: {exc}", file=sys.stderr)
         await server.stop(0)  # whatever did start (the runtime, a listener) is closed again
         return 1
+    started = True
     print(_banner(server), flush=True)
-    stopping: list[asyncio.Task[None]] = []
-
-    def on_signal() -> None:
-        if not stopping:
-            stopping.append(asyncio.get_running_loop().create_task(server.stop(settings.drain_timeout)))
-
-    server.install_signal_handlers(on_signal)
+    if signalled:
+        on_signal()
     await server.wait()
     return 0
 

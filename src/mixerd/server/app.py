@@ -80,6 +80,8 @@ class Server:
         """The certificates of the listeners that serve TLS, by listener (``grpc``, ``monitoring``,
         ``prometheus``, ``http_authz``); listeners with the same files share one."""
         self._stopped = asyncio.Event()
+        self.serving = False
+        """Every listener is open (``/readyz`` waits for it as well as for the config)."""
         self._services: list[Any] = []
         self._runners: list[web.BaseRunner] = []
         self._watchers: list[asyncio.Task[None]] = []
@@ -126,6 +128,7 @@ class Server:
         await self.runtime.start()
         await self._start_grpc()
         await self._start_http()
+        self.serving = True
 
     async def _start_grpc(self) -> None:
         from mixerd.server.services import build_services
@@ -201,6 +204,7 @@ class Server:
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop taking calls, let in-flight ones finish (bounded), flush reports, close handlers."""
+        self.serving = False  # /readyz: not ready while draining
         if self.grpc is not None or self._runners:  # not after a start that failed before listening
             _log.info("shutting down: draining in-flight calls (up to %.0fs)", grace)
         if self.grpc is not None:
@@ -265,6 +269,8 @@ class Server:
         return web.Response(text="ok\n")
 
     async def _readyz(self, request: web.Request) -> web.Response:
+        if not self.serving:
+            return web.Response(status=503, text="not ready: listeners still opening\n")
         if self.runtime.ready:
             return web.Response(text=f"ready: config {self.runtime.dispatcher.table.id}\n")
         return web.Response(status=503, text="not ready: config not loaded yet\n")
