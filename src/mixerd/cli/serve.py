@@ -79,9 +79,15 @@ def _banner(server: Server) -> str:
         client = " --tls-ca CA.pem"
         if server.client_auth("grpc"):
             client += " --tls-cert CERT.pem --tls-key KEY.pem"
-    lines += [
+    lines.append(
         f"  monitoring: {mon}/metrics {mon}/readyz {mon}/debug/routes {mon}/debug/config"
-        + _tls_note(server, "monitoring"),
+        + _tls_note(server, "monitoring")
+    )
+    if server.console is not None:
+        port = ln.console_port or ln.monitoring_port
+        console = f"{scheme('monitoring')}://127.0.0.1:{port}"
+        lines.append(f"  console (transactions, graph, decisions): {console}/ui/  API {console}/api/v1/")
+    lines += [
         "Try it:",
         f"  {cmd} check --server 127.0.0.1:{ln.grpc_port}{client} -a 'request.headers[x-user]=blocked'   # denied",
         f"  {cmd} check --server 127.0.0.1:{ln.grpc_port}{client} -a 'request.headers[x-user]=alice'     # allowed",

@@ -38,7 +38,8 @@ from mixerd.server.settings import Settings, is_loopback
 __all__ = ["UI_ROOT", "ConsoleUI", "VendorFile", "console_off_routes", "read_vendor_lock"]
 
 UI_ROOT: Final = Path(__file__).resolve().parent / "ui"
-FETCH_COMMAND: Final = "make install  (or: python scripts/fetch_ui_vendor.py in a source checkout)"
+FETCH_COMMAND: Final = "make install"
+FETCH_SCRIPT: Final = "python scripts/fetch_ui_vendor.py"
 
 _SECURITY_HEADERS: Final = {
     "Content-Security-Policy": (
@@ -171,7 +172,9 @@ class ConsoleUI:
                 + ", ".join(f"{f.package} {f.version} ({f.path})" for f in missing)
                 + ". They are fetched from the npm registry at install time and checked against "
                 "vendor.lock.json; they were not fetched for this installation.",
-                hint=f"Run {FETCH_COMMAND}, then reload. The JSON API under /api/v1/ works without them.",
+                command=FETCH_COMMAND,
+                after=f" in the mixerd checkout (it runs {FETCH_SCRIPT}), then reload this page.",
+                hint="The other console pages and the JSON API under /api/v1/ work without them.",
                 nav=page,
             )
         vendor = [self.vendor[n] for n in libraries]
@@ -212,7 +215,7 @@ class ConsoleUI:
         path = (self.static / request.match_info["path"]).resolve()
         if not path.is_relative_to(self.static) or not path.is_file():
             if "/vendor/" in f"/{request.match_info['path']}":
-                raise web.HTTPNotFound(text=f"not installed: run {FETCH_COMMAND}\n")
+                raise web.HTTPNotFound(text=f"not installed: run {FETCH_COMMAND} ({FETCH_SCRIPT})\n")
             raise web.HTTPNotFound()
         content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         if path.name == "LICENSE":

@@ -201,7 +201,7 @@
     );
   };
 
-  MC.edge = (source, destination) => MC.el("span", { class: "edge" }, MC.peer(source), MC.el("span", { class: "arrow", "aria-label": "calls" }, "→"), MC.peer(destination));
+  MC.edge = (source, destination) => MC.el("span", { class: "edge" }, MC.peer(source), MC.el("span", { class: "arrow", "aria-label": "calls" }, " → "), MC.peer(destination));
 
   MC.outcome = function (item) {
     if (item.denied) return MC.el("span", { class: "badge denied" }, "denied");

@@ -69,7 +69,7 @@
         style: url ? { cursor: "pointer" } : null,
       },
       el("td", { class: "time" }, MC.time(d.time)),
-      el("td", {}, MC.verdict(d.verdict), el("div", { class: "ns" }, el("small", {}, d.frontend.replaceAll("_", " ")))),
+      el("td", {}, MC.verdict(d.verdict), el("div", { class: "frontend" }, el("small", {}, d.frontend.replaceAll("_", " ")))),
       el(
         "td",
         { class: "rule" },

@@ -162,7 +162,7 @@
     }
   }
 
-  const LAYOUT = { name: "dagre", rankDir: "LR", nodeSep: 80, rankSep: 230, edgeSep: 40, padding: 40, animate: false, fit: false };
+  const LAYOUT = { name: "dagre", rankDir: "LR", nodeSep: 100, rankSep: 230, edgeSep: 40, padding: 40, animate: false, fit: false };
 
   /** Place the nodes of `fresh` (a cy collection): where the dagre layout of the whole graph
    * puts them relative to a neighbour that already has a place, kept clear of other nodes. */
@@ -281,6 +281,36 @@
     };
   }
 
+  let size = { w: cyEl.clientWidth, h: cyEl.clientHeight };
+  let reveal = null;
+
+  function inView(eles, w, h) {
+    const bb = eles.renderedBoundingBox();
+    return bb.x1 >= 0 && bb.y1 >= 0 && bb.x2 <= w && bb.y2 <= h;
+  }
+
+  function capZoom() {
+    if (cy.zoom() > 1.25) cy.zoom({ level: 1.25, renderedPosition: { x: cyEl.clientWidth / 2, y: cyEl.clientHeight / 2 } });
+  }
+
+  /** The panel opened or closed, or the window changed: keep the view's centre where it was and,
+   * when the whole graph was in view, keep it in view. */
+  function resized() {
+    if (!cy) return;
+    const w = cyEl.clientWidth;
+    const h = cyEl.clientHeight;
+    const whole = cy.elements().length > 0 && inView(cy.elements(), size.w, size.h);
+    cy.resize();
+    cy.panBy({ x: (w - size.w) / 2, y: (h - size.h) / 2 });
+    size = { w, h };
+    if (whole && !inView(cy.elements(), w, h)) {
+      cy.fit(undefined, 40);
+      capZoom();
+    }
+    if (reveal && !inView(reveal, w, h)) cy.center(reveal);
+    reveal = null;
+  }
+
   function draw(m) {
     const els = elementsOf(m);
     const saved = stored()[graphType] || {};
@@ -294,6 +324,7 @@
         boxSelectionEnabled: false,
       });
       window.cy = cy;
+      new ResizeObserver(resized).observe(cyEl);
       cy.on("dragfree", "node", savePositions);
       cy.on("tap", "edge", (event) => select(event.target.id(), "edge"));
       cy.on("tap", "node", (event) => select(event.target.id(), "node"));
@@ -327,8 +358,10 @@
       place(cy.collection(fresh));
       savePositions();
     }
-    if (first || (fresh.length && fresh.length === cy.nodes().length)) cy.fit(undefined, 40);
-    if (cy.zoom() > 1.25) cy.zoom({ level: 1.25, renderedPosition: { x: cyEl.clientWidth / 2, y: cyEl.clientHeight / 2 } });
+    if (first || (fresh.length && fresh.length === cy.nodes().length)) {
+      cy.fit(undefined, 40);
+      capZoom();
+    }
   }
 
   // -- the table and the side panel ------------------------------------------------------------
@@ -462,7 +495,10 @@
       cy.elements().unselect();
       const ele = cy.getElementById(id);
       ele.select();
-      if (fromTable) cy.animate({ center: { eles: ele }, duration: 250 });
+      if (fromTable) {
+        if (panel.hidden) reveal = ele; // once the panel has made room
+        else if (!inView(ele, cyEl.clientWidth, cyEl.clientHeight)) cy.center(ele);
+      }
     }
     for (const tr of edgesEl.querySelectorAll("tr[data-edge-id]")) tr.classList.toggle("selected", tr.dataset.edgeId === id);
     const close = el("button", { type: "button", "aria-label": "Close the details", onclick: closePanel }, "×");
@@ -470,7 +506,7 @@
       const list = el("div", { class: "txns" }, el("p", { class: "loading" }, "Looking for its transactions…"));
       replace(
         panel,
-        el("h2", {}, el("span", {}, nodeCell(item.source), el("span", { class: "arrow" }, "→"), nodeCell(item.target)), close),
+        el("h2", {}, el("span", {}, nodeCell(item.source), el("span", { class: "arrow" }, " → "), nodeCell(item.target)), close),
         el(
           "dl",
           {},
@@ -595,7 +631,11 @@
     MC.setParams({ refresh: refresh.value === "15" ? "" : refresh.value });
   });
   document.getElementById("g-reload").addEventListener("click", load);
-  document.getElementById("g-fit").addEventListener("click", () => cy && cy.fit(undefined, 40));
+  document.getElementById("g-fit").addEventListener("click", () => {
+    if (!cy) return;
+    cy.fit(undefined, 40);
+    capZoom();
+  });
   document.getElementById("g-relayout").addEventListener("click", () => {
     if (!cy) return;
     const all = stored();
@@ -603,6 +643,7 @@
     localStorage.setItem(POSITIONS, JSON.stringify(all));
     cy.layout({ ...LAYOUT }).run();
     cy.fit(undefined, 40);
+    capZoom();
     savePositions();
   });
   document.addEventListener("keydown", (event) => {

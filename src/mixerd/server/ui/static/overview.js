@@ -49,7 +49,7 @@
       target,
       MC.table({
         columns: [
-          { key: "edge", label: "Edge", sortable: false, render: (e) => el("span", {}, el("div", {}, nodeCell(nodes.get(e.source))), el("div", {}, el("span", { class: "arrow" }, "→"), nodeCell(nodes.get(e.target)))) },
+          { key: "edge", label: "Edge", sortable: false, render: (e) => el("span", {}, el("div", {}, nodeCell(nodes.get(e.source))), el("div", {}, el("span", { class: "arrow" }, " → "), nodeCell(nodes.get(e.target)))) },
           { key: "rate", label: "Requests/s", num: true, sortable: false, class: "bar-cell", render: (e) => [MC.rate(e.traffic.rates.http), meter(e.traffic.rates.http / max)] },
           { key: "err", label: "Errors", num: true, sortable: false, render: (e) => MC.pct(e.traffic.rates.httpPercentErr) },
           { key: "p95", label: "p95", num: true, sortable: false, render: (e) => MC.ms(e.responseTime) },

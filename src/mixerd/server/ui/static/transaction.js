@@ -188,7 +188,7 @@
       el(
         "div",
         { class: "wf-label", style: { "--depth": item.depth }, title: `${MC.peerName(hop.source)} → ${MC.peerName(hop.destination)}  ${what}` },
-        el("div", { class: "l1" }, shortPeer(hop.source), el("span", { class: "arrow" }, "→"), shortPeer(hop.destination), outcome !== "ok" ? [" ", MC.outcome(hop)] : null),
+        el("div", { class: "l1" }, shortPeer(hop.source), el("span", { class: "arrow" }, " → "), shortPeer(hop.destination), outcome !== "ok" ? [" ", MC.outcome(hop)] : null),
         el("div", { class: "l2" }, [what, el("span", { class: "code" }, code + flags), namespaces(hop)].filter(Boolean).flatMap((x, i) => (i ? [" · ", x] : [x]))),
       ),
       el("div", { class: "wf-track" }, barEl, durLabel(model, t(outer.start), t(outer.start) + outer.duration_ms, durText)),
