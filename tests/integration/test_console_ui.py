@@ -115,7 +115,7 @@ async def seeded(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Shop
             await _until(
                 session,
                 f"{base}/api/v1/transactions/{shop.TXN}",
-                lambda b: len(b["hops"]) == 3 and len(b["decisions"]) == 1,
+                lambda b: [len(b[k]) for k in ("hops", "decisions", "spans", "logs")] == [3, 1, 2, 2],
             )
             await _until(
                 session,
@@ -208,9 +208,17 @@ async def test_the_waterfall_shows_three_calls_in_order_and_the_denial_with_its_
     assert ["denied" in c for c in classes] == [False, False, True]
     await expect(hops.nth(2).locator(".badge.denied")).to_have_text("denied")
 
-    # the decision sits right under its call, naming the rule and the handler
-    kinds = await page.locator(".wf-row").evaluate_all("rows => rows.map(r => r.dataset.kind)")
-    assert kinds == ["hop", "hop", "hop", "decision"]
+    # the decision sits right under its call, naming the rule and the handler; the apps' spans
+    # and log lines (over OTLP) under the calls into them, at their times
+    rows = await page.locator(".wf-row").evaluate_all(
+        "rows => rows.map(r => r.dataset.kind + ' ' + r.querySelector('.wf-label').innerText.split('\\n')[0])"
+    )
+    assert [r.split()[0] for r in rows] == ["hop", "span", "span", "hop", "log", "hop", "decision", "log"], (
+        rows
+    )
+    assert "cart" in rows[4] and "frontend" in rows[7], rows
+    await expect(page.locator(".wf-row.log").first).to_contain_text("cart loaded: 2 items")
+    await expect(page.locator(".wf-row.span").first).to_contain_text("POST /checkout")
     decision = page.locator(".wf-row.decision")
     await expect(decision).to_have_attribute("data-rule", shop.DENY_RULE)
     await expect(decision).to_contain_text(shop.DENY_RULE)

@@ -6,7 +6,8 @@ The shop: ``istio-ingressgateway`` (istio-system) calls ``frontend``, which call
 (workloads ``cart-v1`` and ``cart-v2``, the canary) and ``payments``, all in namespace ``shop``.
 :func:`seed_shop` sends one transaction of three calls whose last one is denied by policy (the
 Check first, so the call's times can be placed around the decision's), then background traffic
-to both cart versions over the last minutes.
+to both cart versions over the last minutes. The apps' own spans and log lines of the checkout
+arrive over OTLP (:func:`export_app_records`).
 """
 
 from __future__ import annotations
@@ -19,10 +20,24 @@ from typing import Any
 import grpc
 
 from mixerd._proto.mixer.v1 import mixer_pb2_grpc
+from mixerd._proto.otlp.collector.logs.v1 import logs_service_pb2
+from mixerd._proto.otlp.collector.trace.v1 import trace_service_pb2
+from mixerd._proto.otlp.common.v1 import common_pb2
+from mixerd._proto.otlp.trace.v1 import trace_pb2
 from mixerd.api.mixer_v1.client import build_check_request, build_report_request
 from mixerd.server.app import Server
 
-__all__ = ["DENY_RULE", "NS", "TXN", "Workload", "call_reports", "check_blocked", "mixer", "seed_shop"]
+__all__ = [
+    "DENY_RULE",
+    "NS",
+    "TXN",
+    "Workload",
+    "call_reports",
+    "check_blocked",
+    "export_app_records",
+    "mixer",
+    "seed_shop",
+]
 
 NS = "shop"
 TXN = "txn-ui-checkout-1"
@@ -130,6 +145,63 @@ async def report(server: Server, sets: list[dict[str, Any]]) -> None:
     await mixer(server, lambda stub: stub.Report(build_report_request(sets)))
 
 
+def _ns(t: _dt.datetime) -> int:
+    return int(t.timestamp() * 1_000_000) * 1000
+
+
+def _string(value: str) -> common_pb2.AnyValue:
+    return common_pb2.AnyValue(string_value=value)
+
+
+async def _export(server: Server, service: str, request: Any, response_type: Any) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.listeners.grpc_port}") as channel:
+        call = channel.unary_unary(
+            f"/opentelemetry.proto.collector.{service}/Export",
+            request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=response_type.FromString,
+        )
+        await call(request, timeout=10)
+
+
+async def export_app_records(server: Server, t0: _dt.datetime) -> None:
+    """frontend's spans of the checkout (its handler, and its call to cart inside) and a log line
+    each of cart and frontend, tagged with the transaction id, through the OTLP receiver."""
+    ms = _dt.timedelta(milliseconds=1)
+    trace = bytes(range(1, 17))
+    traces = trace_service_pb2.ExportTraceServiceRequest()
+    rs = traces.resource_spans.add()
+    rs.resource.attributes.add(key="service.name", value=_string("frontend"))
+    spans = rs.scope_spans.add().spans
+    for span_id, parent, name, kind, start, end in (
+        (b"\x01" * 8, b"", "POST /checkout", trace_pb2.Span.SPAN_KIND_SERVER, 3, 115),
+        (b"\x02" * 8, b"\x01" * 8, "load cart", trace_pb2.Span.SPAN_KIND_CLIENT, 19, 62),
+    ):
+        span = spans.add(
+            trace_id=trace,
+            span_id=span_id,
+            parent_span_id=parent,
+            name=name,
+            kind=kind,
+            start_time_unix_nano=_ns(t0 + start * ms),
+            end_time_unix_nano=_ns(t0 + end * ms),
+        )
+        span.attributes.add(key="transaction.id", value=_string(TXN))
+    await _export(server, "trace.v1.TraceService", traces, trace_service_pb2.ExportTraceServiceResponse)
+
+    logs = logs_service_pb2.ExportLogsServiceRequest()
+    for service, at, severity, body in (
+        ("cart", 30, "INFO", "cart loaded: 2 items"),
+        ("frontend", 80, "WARN", "payment refused: PERMISSION_DENIED"),
+    ):
+        rl = logs.resource_logs.add()
+        rl.resource.attributes.add(key="service.name", value=_string(service))
+        record = rl.scope_logs.add().log_records.add(
+            time_unix_nano=_ns(t0 + at * ms), severity_text=severity, body=_string(body)
+        )
+        record.attributes.add(key="transaction.id", value=_string(TXN))
+    await _export(server, "logs.v1.LogsService", logs, logs_service_pb2.ExportLogsServiceResponse)
+
+
 async def seed_shop(server: Server, decision_time: _dt.datetime, *, background: int = 24) -> None:
     """The checkout transaction :data:`TXN` (placed around ``decision_time``, the time the denied
     Check was recorded) and ``background`` transactions through both cart versions over the
@@ -154,3 +226,4 @@ async def seed_shop(server: Server, decision_time: _dt.datetime, *, background: 
         length = (30 if canary else 18) + i % 5
         sets += call_reports(txn, FRONTEND, cart, start + 5 * ms, length, path="/cart", code=code)
     await report(server, sets)
+    await export_app_records(server, t0)

@@ -92,7 +92,7 @@ def _banner(server: Server) -> str:
         f"  {cmd} check --server 127.0.0.1:{ln.grpc_port}{client} -a 'request.headers[x-user]=blocked'   # denied",
         f"  {cmd} check --server 127.0.0.1:{ln.grpc_port}{client} -a 'request.headers[x-user]=alice'     # allowed",
         f"  {cmd} report --server 127.0.0.1:{ln.grpc_port}{client} -a 'request.headers[x-user]=alice' "
-        "-a response.code=200",
+        "-a response.code=200 -a request.time=now",
     ]
     if ln.prometheus_port:
         curl = "curl -s"

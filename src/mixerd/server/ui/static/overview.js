@@ -39,7 +39,7 @@
           `No calls recorded in the last ${MC.windowText(win)}.`,
           "Calls appear when proxies report them (Mixer Report, Envoy's access-log service) through a rule that sends them to the console adapter; " +
             "the embedded default config's record-hops rule does. Try: ",
-          el("code", {}, "mixerd report -a context.protocol=http -a response.code=200"),
+          el("code", {}, "mixerd report -a request.time=now -a response.code=200 -a source.workload.name=web -a destination.workload.name=api"),
         ),
       );
       return;

@@ -258,8 +258,8 @@
     const label = el(
       "div",
       { class: "wf-label", style: { "--depth": item.depth } },
-      el("div", { class: "l1" }, MC.verdict(d.verdict), " ", d.rule ? ["rule ", el("code", { class: "rule" }, d.rule)] : d.verdict === "allow" ? "no rule denied it" : ""),
-      el("div", { class: "l2" }, `${verb} at ${(d.frontend || "check").replaceAll("_", " ")}`, d.handler ? [" · handler ", el("code", {}, d.handler)] : null),
+      el("div", { class: "l1" }, MC.verdict(d.verdict), " ", d.rule ? ["rule ", el("code", { class: "rule" }, MC.dotted(d.rule))] : d.verdict === "allow" ? "no rule denied it" : ""),
+      el("div", { class: "l2" }, `${verb} at ${(d.frontend || "check").replaceAll("_", " ")}`, d.handler ? [" · handler ", el("code", {}, MC.dotted(d.handler))] : null),
     );
     const status = d.status.name && d.status.name !== "OK" ? d.status.name : "";
     return el(

@@ -133,7 +133,7 @@
               `No transactions recorded in ${rangeText()}.`,
               "Calls appear here when proxies report them to mixerd (Mixer Report or Envoy's access-log service) through a rule that feeds the console adapter; " +
                 "the embedded default config's record-hops rule does. Try: ",
-              el("code", {}, "mixerd report -a context.protocol=http -a response.code=200 -a 'request.headers[x-request-id]=demo-1'"),
+              el("code", {}, "mixerd report -a request.time=now -a response.code=200 -a 'request.headers[x-transaction-id]=demo-1'"),
             ),
       );
       return;
