@@ -3,11 +3,13 @@
 // stays where it was, or where the user dragged it, across refreshes and reloads; only nodes
 // never seen before are placed, next to a neighbour that already has a place. The same edges are
 // in a table under the graph. window.cy is the Cytoscape instance (tests read the model from it).
+// Positions are kept per view (graph type and namespace filter): a filtered view is laid out for
+// its own nodes.
 "use strict";
 
 (function () {
   const { el, replace } = MC;
-  const POSITIONS = "mixerd.graph.positions.v1";
+  const POSITIONS = "mixerd.graph.positions.v2";
   const cyEl = document.getElementById("cy");
   const panel = document.getElementById("panel");
   const edgesEl = document.getElementById("edges");
@@ -21,6 +23,7 @@
 
   let cy = null;
   let graphType = null;
+  let view = null; // graph type and namespaces: what positions are kept under
   let graph = null;
   let loadedAt = null;
   let stopTimer = () => {};
@@ -150,7 +153,7 @@
   function savePositions() {
     if (!cy) return;
     const all = stored();
-    const mine = (all[graphType] = all[graphType] || {});
+    const mine = (all[view] = all[view] || {});
     cy.nodes().forEach((n) => {
       const p = n.position();
       mine[n.id()] = { x: Math.round(p.x), y: Math.round(p.y) };
@@ -313,13 +316,13 @@
 
   function draw(m) {
     const els = elementsOf(m);
-    const saved = stored()[graphType] || {};
+    const saved = stored()[view] || {};
     if (!cy) {
       cy = cytoscape({
         container: cyEl,
         elements: [],
         style: style(),
-        minZoom: 0.15,
+        minZoom: 0.02,
         maxZoom: 3,
         boxSelectionEnabled: false,
       });
@@ -568,9 +571,11 @@
         }
         return;
       }
-      if (graphType !== p.graphType) {
+      const key = `${p.graphType}|${p.namespaces.split(",").filter(Boolean).sort().join(",")}`;
+      if (view !== key) {
         if (cy) cy.elements().remove();
         graphType = p.graphType;
+        view = key;
         loads = 0;
       }
       graph = model(body);
@@ -594,7 +599,8 @@
           ),
         );
       } else overlay.hidden = true;
-      status.textContent = `${graph.nodes.length} nodes, ${graph.edges.length} edges${where}, last ${MC.windowText(p.duration)} · updated ${MC.local(loadedAt, { ms: false })}`;
+      const small = cy && graph.edges.length && cy.zoom() * 11 < 7 ? " · zoom in (wheel, pinch) to read the labels" : "";
+      status.textContent = `${graph.nodes.length} nodes, ${graph.edges.length} edges${where}, last ${MC.windowText(p.duration)} · updated ${MC.local(loadedAt, { ms: false })}${small}`;
       cyEl.dataset.state = "ready";
       cyEl.dataset.loads = String(loads);
     })();
@@ -639,7 +645,7 @@
   document.getElementById("g-relayout").addEventListener("click", () => {
     if (!cy) return;
     const all = stored();
-    delete all[graphType];
+    delete all[view];
     localStorage.setItem(POSITIONS, JSON.stringify(all));
     cy.layout({ ...LAYOUT }).run();
     cy.fit(undefined, 40);
