@@ -69,6 +69,7 @@ async def test_each_page_is_a_self_contained_shell(client: TestClient, path: str
     assert '<main id="main"' in body and 'href="#main"' in body
     # everything the page loads comes from mixerd, versioned by content
     sources = re.findall(r'(?:src|href)="([^"#]+)"', body)
+    sources += re.search(r'data-libraries="([^"]*)"', body).group(1).split()  # type: ignore[union-attr]
     assert sources and all(s.startswith("/ui/") for s in sources), sources
     assert all("?v=" in s for s in sources if s.startswith("/ui/static/")), sources
 

@@ -331,6 +331,25 @@
     return () => clearInterval(timer);
   };
 
+  /** Resolves once the browser has painted the page as it is now. */
+  MC.afterPaint = () => new Promise((resolve) => requestAnimationFrame(() => setTimeout(resolve, 0)));
+
+  /** Run the page's browser libraries (body data-libraries, preloaded by the page) in order, after
+   * the first paint: parsing them must not hold the page's first paint back. */
+  MC.libraries = async function () {
+    const urls = (document.body.dataset.libraries || "").split(" ").filter(Boolean);
+    await MC.afterPaint();
+    for (const src of urls) {
+      await new Promise((resolve, reject) => {
+        const script = document.createElement("script");
+        script.src = src;
+        script.onload = resolve;
+        script.onerror = () => reject(new Error(`could not load ${src.split("?")[0]}; reload the page, or run make install if this persists`));
+        document.head.append(script);
+      });
+    }
+  };
+
   // -- every page -------------------------------------------------------------------------------
 
   function zoneLabel() {

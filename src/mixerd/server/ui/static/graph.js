@@ -267,6 +267,7 @@
           "text-border-color": css("--border"),
           "text-border-opacity": 1,
           "min-zoomed-font-size": 7,
+          "text-events": "yes", // a click on the label selects the edge
         },
       },
       { selector: "edge[health = 'degraded']", style: { "line-color": css("--degraded"), "target-arrow-color": css("--degraded"), width: 3 } },
@@ -656,6 +657,15 @@
     if (event.key === "Escape" && !panel.hidden) closePanel();
   });
 
-  load();
-  schedule();
+  MC.libraries().then(
+    () => {
+      load();
+      schedule();
+    },
+    (err) => {
+      overlay.hidden = false;
+      replace(overlay, MC.notice("error", "The graph library did not load.", err.message));
+      cyEl.dataset.state = "error";
+    },
+  );
 })();

@@ -142,7 +142,15 @@
   durationSelect.addEventListener("change", load);
   document.getElementById("s-reload").addEventListener("click", load);
   document.getElementById("controls").addEventListener("submit", (event) => event.preventDefault());
-  load();
-  stopTimer = MC.every(30, load);
+  MC.libraries().then(
+    () => {
+      load();
+      stopTimer = MC.every(30, load);
+    },
+    (err) => {
+      replace(split, MC.notice("error", "The chart library did not load.", err.message));
+      charts.dataset.state = "error";
+    },
+  );
   window.addEventListener("pagehide", () => stopTimer());
 })();
