@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages that mixerd's integration tests and benchmarks run for real:
-# redis-server, prometheus, nginx, h2load (nghttp2-client), wrk and postgresql (the console store's
-# PostgreSQL tests start their own server with its initdb/postgres). Does nothing when they are there.
+# redis-server, prometheus, nginx, h2load (nghttp2-client), wrk, postgresql (the console store's
+# PostgreSQL tests start their own server with its initdb/postgres) and chromium (the console UI's
+# browser tests drive it through Playwright; no browser is downloaded). Does nothing when they are there.
 set -euo pipefail
-declare -A pkg=([redis-server]=redis-server [prometheus]=prometheus [nginx]=nginx [h2load]=nghttp2-client [wrk]=wrk)
+declare -A pkg=([redis-server]=redis-server [prometheus]=prometheus [nginx]=nginx [h2load]=nghttp2-client [wrk]=wrk [chromium]=chromium)
 missing=()
 for cmd in "${!pkg[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || missing+=("${pkg[$cmd]}")

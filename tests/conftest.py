@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.support import artifacts
 from tests.support.postgres_server import PostgresProcess, start_postgres
 from tests.support.redis_server import RedisProcess, start_redis
 
@@ -54,3 +56,13 @@ def postgres_server() -> Iterator[PostgresProcess]:
         yield server
     finally:
         server.destroy()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Where the screenshots (and other files for people) of this run are."""
+    if not artifacts.saved:
+        return
+    terminalreporter.section("test artifacts")
+    terminalreporter.write_line(f"{len(artifacts.saved)} files under {artifacts.ARTIFACTS}:")
+    for path in artifacts.saved:
+        terminalreporter.write_line(f"  {path.relative_to(artifacts.ARTIFACTS)}")

@@ -86,9 +86,10 @@ def _banner(server: Server) -> str:
     console = ""
     if server.console is not None:
         port = ln.console_port or ln.monitoring_port
-        console = f"{scheme('monitoring')}://127.0.0.1:{port}/api/v1"
+        base = f"{scheme('monitoring')}://127.0.0.1:{port}"
+        console = f"{base}/api/v1"
         lines.append(
-            f"  console API: {console}/transactions {console}/decisions  (store: "
+            f"  console (transactions, graph, decisions): {base}/ui/  API {console}/  (store: "
             f"{server.console.store.url_for_display})"
         )
     lines += [
@@ -96,7 +97,7 @@ def _banner(server: Server) -> str:
         f"  {cmd} check --server 127.0.0.1:{ln.grpc_port}{client} -a 'request.headers[x-user]=blocked'   # denied",
         f"  {cmd} check --server 127.0.0.1:{ln.grpc_port}{client} -a 'request.headers[x-user]=alice'     # allowed",
         f"  {cmd} report --server 127.0.0.1:{ln.grpc_port}{client} -a 'request.headers[x-user]=alice' "
-        "-a response.code=200",
+        "-a response.code=200 -a request.time=now",
     ]
     if ln.prometheus_port:
         curl = "curl -s"
