@@ -39,6 +39,7 @@ from tests.support.net import free_port
         ("postgresql://u:hunter2@h1:5432,h2/db", "postgresql://u:***@h1:5432,h2/db"),
         ("redis+cluster://u:hunter2@a:7000,b:port", "redis+cluster://***"),
         ("bad scheme://u:hunter2@h", "***"),
+        ("u:hunter2@h:6379", "***"),
     ],
 )
 def test_redact_url(url: str, shown: str) -> None:

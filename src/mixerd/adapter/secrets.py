@@ -35,6 +35,8 @@ def redact_url(url: str) -> str:
         scheme, sep, _rest = url.partition("://")
         return f"{scheme}://{REDACTED}" if sep and _SCHEME.fullmatch(scheme) else REDACTED
     netloc = parts.netloc
+    if not netloc and "@" in url:
+        return REDACTED  # user info outside an authority ("u:pw@host", "bad scheme://u:pw@h")
     if "@" in netloc:
         userinfo, _, hostport = netloc.rpartition("@")
         user, colon, _password = userinfo.partition(":")
