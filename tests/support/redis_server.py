@@ -192,13 +192,20 @@ class RedisProcess:
             s.sendall(payload.encode())
             return s.recv(65536)
 
-    def query(self, *words: str | int, timeout: float = 5.0) -> Any:
+    def query(self, *words: str | int, timeout: float = 5.0, asking: bool = False) -> Any:
         """One command on a new connection, its reply parsed (see :func:`_read_reply`); an error
-        reply raises :class:`RedisReplyError`."""
-        encoded = [str(w).encode() for w in words]
-        payload = f"*{len(encoded)}\r\n".encode() + b"".join(b"$%d\r\n%s\r\n" % (len(w), w) for w in encoded)
+        reply raises :class:`RedisReplyError`. ``asking`` sends ``ASKING`` first, on the same
+        connection, to read a cluster node's importing slot."""
+        payload = b""
+        for command in [("ASKING",), words] if asking else [words]:
+            encoded = [str(w).encode() for w in command]
+            payload += f"*{len(encoded)}\r\n".encode() + b"".join(
+                b"$%d\r\n%s\r\n" % (len(w), w) for w in encoded
+            )
         with socket.create_connection((self.host, self.port), timeout=timeout) as s, s.makefile("rb") as f:
             s.sendall(payload)
+            if asking:
+                _read_reply(f)
             return _read_reply(f)
 
     def info(self, section: str) -> dict[str, str]:

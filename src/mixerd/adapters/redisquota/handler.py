@@ -166,7 +166,8 @@ class RedisQuotaHandler(Handler):
             Algorithm.FIXED_WINDOW: self._backend.client.register_script(FIXED_WINDOW),
             Algorithm.ROLLING_WINDOW: self._backend.client.register_script(ROLLING_WINDOW),
         }
-        self._outage = OutageTracker()
+        self._cluster = client if isinstance(client := self._backend.client, RedisCluster) else None
+        self._outages: dict[str, OutageTracker] = {"": OutageTracker()}
         self._warned: set[str] = set()
         self._preload: asyncio.Task[None] | None = None
         self.stats = RedisQuotaStats()
@@ -189,9 +190,9 @@ class RedisQuotaHandler(Handler):
             for script in self._scripts.values():
                 await self._call(functools.partial(client.script_load, script.script))
         except _ERRORS as exc:
-            self._failed(exc)
+            self._failed(exc, "")
             return False
-        self._succeeded()
+        self._succeeded("")
         return True
 
     async def handle_quota(self, instance: QuotaInstanceLike, args: QuotaArgs) -> QuotaResult:
@@ -210,14 +211,15 @@ class RedisQuotaHandler(Handler):
             )
         dims = dimension_strings(instance.dimensions)
         max_amount = quota.max_amount_for(dims)
-        if self._outage.should_skip(self._clock.monotonic()):
-            self.stats.skipped += 1
-            return self._without_redis(quota, max_amount, args, self._outage.last_error, unreachable=True)
-
         key = redis_key(quota.name, dims)
         if quota.algorithm is Algorithm.ROLLING_WINDOW:
             key += ".rolling"  # its keys hold other types: never mix them with a fixed window's
         keys = bucket_keys(key, args.dedup_id, hash_tag=self._hash_tags)
+        node = self._node_of(keys[0])
+        outage = self._outages.get(node) or self._outages.setdefault(node, OutageTracker())
+        if outage.should_skip(self._clock.monotonic()):
+            self.stats.skipped += 1
+            return self._without_redis(quota, max_amount, args, outage.last_error, unreachable=True)
         argv = [
             max_amount,
             quota.window_ms,
@@ -231,10 +233,23 @@ class RedisQuotaHandler(Handler):
         try:
             reply = ScriptReply.parse(await self._call(lambda: script(keys=keys, args=argv)))
         except (*_ERRORS, ValueError) as exc:
-            reason, unreachable = self._failed(exc)
+            reason, unreachable = self._failed(exc, node)
             return self._without_redis(quota, max_amount, args, reason, unreachable=unreachable)
-        self._succeeded()
+        self._succeeded(node)
         return reply.result(max_amount, quota.valid_duration)
+
+    def _node_of(self, key: str) -> str:
+        """Whose outage a call for ``key`` meets: on a cluster, the primary that owns its slot as
+        the client's slot map has it (``host:port``), so a primary that is down or stalled costs
+        only the buckets it holds; anywhere else, and before the slot map is known, ``""``: one
+        server for all."""
+        if self._cluster is None:
+            return ""
+        try:
+            owner = self._cluster.get_node_from_key(key)
+        except RedisClusterException:
+            return ""
+        return owner.name if owner is not None else ""
 
     async def _call(self, call: Callable[[], Awaitable[_T]]) -> _T:
         """One call to Redis within the timeout, waiting for a free slot included."""
@@ -244,27 +259,30 @@ class RedisQuotaHandler(Handler):
             async with self._backend.slots:
                 return await call()
 
-    def _failed(self, exc: Exception) -> tuple[str, bool]:
-        """Count and (at most once per interval) log a failed call; returns its reason and
-        whether Redis was unreachable (rather than answering with an error)."""
+    def _failed(self, exc: Exception, node: str) -> tuple[str, bool]:
+        """Count and (at most once per interval and node) log a failed call; returns its reason
+        and whether Redis was unreachable (rather than answering with an error)."""
         unreachable = isinstance(exc, _UNREACHABLE)
         reason = str(exc) or f"no answer within {self._timeout * 1000:g} ms"
         self.stats.failures += 1
-        report = self._outage.failure(self._clock.monotonic(), reason)
+        report = self._outages[node].failure(self._clock.monotonic(), reason)
         if report is not None:
             self._logger.warning(
                 "redisquota: redis at %s %s (%s): %s",
-                self._where,
+                self._where_is(node),
                 "unreachable" if unreachable else "failed",
                 "granting requests" if self._policy is FailurePolicy.FAIL_OPEN else "denying requests",
                 report,
             )
         return reason, unreachable
 
-    def _succeeded(self) -> None:
-        recovered = self._outage.success()
+    def _succeeded(self, node: str) -> None:
+        recovered = self._outages[node].success()
         if recovered is not None:
-            self._logger.info("redisquota: redis at %s reachable again %s", self._where, recovered)
+            self._logger.info("redisquota: redis at %s reachable again %s", self._where_is(node), recovered)
+
+    def _where_is(self, node: str) -> str:
+        return f"{self._where}, node {node}" if node else self._where
 
     def _without_redis(
         self, quota: RedisQuota, max_amount: int, args: QuotaArgs, reason: str, *, unreachable: bool
