@@ -34,7 +34,7 @@ from typing import Any, Final, Protocol, TypeVar
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.exceptions import ClusterDownError, RedisClusterException, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -53,7 +53,16 @@ from mixerd.adapters.redisquota.dims import bucket_keys, dimension_strings, redi
 from mixerd.adapters.redisquota.policy import OutageTracker
 from mixerd.adapters.redisquota.scripts import EXHAUSTED, FIXED_WINDOW, ROLLING_WINDOW, ScriptReply
 
-__all__ = ["FAIL_OPEN_VALIDITY", "QuotaInstanceLike", "RedisQuotaHandler", "RedisQuotaStats"]
+__all__ = [
+    "FAIL_OPEN_VALIDITY",
+    "PRIMARY_CHECK_INTERVAL",
+    "QuotaInstanceLike",
+    "RedisQuotaHandler",
+    "RedisQuotaStats",
+]
+
+PRIMARY_CHECK_INTERVAL: Final = 0.5
+"""Sentinel: how often (seconds) the handler asks the Sentinels where the primary is."""
 
 FAIL_OPEN_VALIDITY: Final = _dt.timedelta(seconds=1)
 """How long a grant made without Redis lives (at most the quota's window): short, so callers
@@ -96,10 +105,16 @@ class RedisQuotaStats:
     fail_close_denials: int = 0
 
 
+def _hp(address: tuple[str, int]) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 @dataclass(slots=True)
 class _Backend:
     client: Redis | RedisCluster
     sentinel: Sentinel | None = None
+    nodes: tuple[tuple[str, int], ...] = ()
     slots: asyncio.Semaphore | None = None
     """Bounds the calls in flight where the client's pool does not block (cluster, Sentinel)."""
 
@@ -145,7 +160,7 @@ def _connect(address: RedisAddress, pool_size: int, timeout: float) -> _Backend:
             ssl=address.tls,
             **sockets,
         )
-        return _Backend(primary, sentinel, asyncio.Semaphore(pool_size))
+        return _Backend(primary, sentinel, address.nodes, asyncio.Semaphore(pool_size))
     pool = BlockingConnectionPool.from_url(
         address.url, max_connections=pool_size, timeout=timeout, retry=no_retries, **sockets
     )
@@ -159,7 +174,8 @@ class RedisQuotaHandler(Handler):
         self._logger = logger
         self._policy = config.failure_policy
         self._where = config.address.display
-        self._hash_tags = config.address.topology is Topology.CLUSTER
+        self.topology = config.address.topology
+        self._hash_tags = self.topology is Topology.CLUSTER
         self._timeout = config.timeout.total_seconds()
         self._backend = _connect(config.address, config.pool_size, self._timeout)
         self._scripts = {
@@ -170,6 +186,8 @@ class RedisQuotaHandler(Handler):
         self._outages: dict[str, OutageTracker] = {"": OutageTracker()}
         self._warned: set[str] = set()
         self._preload: asyncio.Task[None] | None = None
+        self._primary: tuple[str, int] | None = None
+        """Sentinel: where :meth:`check_primary` last found the primary."""
         self.stats = RedisQuotaStats()
 
     @classmethod
@@ -180,7 +198,48 @@ class RedisQuotaHandler(Handler):
             await handler.load_scripts()
 
         handler._preload = env.spawn(load, "load scripts")
+        if handler.topology is Topology.SENTINEL:
+
+            async def check() -> None:
+                await handler.check_primary()
+
+            env.every(PRIMARY_CHECK_INTERVAL, check, "check primary", initial_delay=PRIMARY_CHECK_INTERVAL)
         return handler
+
+    async def check_primary(self) -> bool:
+        """Sentinel: ask the Sentinels where the primary is; when it moved, drop every connection
+        to the old one, busy ones included, and return True.
+
+        Connections find the primary when they connect, and a failover that kills the primary
+        breaks them. A failover of a primary that is still up (``SENTINEL FAILOVER``, a
+        partition that heals) does not: the old primary goes on accepting writes until Sentinel
+        turns it into a replica, 8 s or more later, and then drops them with the rest of its
+        data. Asking every ``PRIMARY_CHECK_INTERVAL`` (0.5 s) keeps what is counted there, and
+        lost, to what arrives between the replica's promotion and the Sentinels announcing it
+        (up to about a second) plus that interval."""
+        client = self._backend.client
+        pool = client.connection_pool if isinstance(client, Redis) else None
+        if not isinstance(pool, SentinelConnectionPool):
+            return False
+        try:
+            async with asyncio.timeout(self._timeout * len(self._backend.nodes)):
+                # drops the idle connections if it moved (redis-py's sentinel module has no types)
+                after = await pool.get_master_address()  # type: ignore[no-untyped-call]
+        except _ERRORS:
+            return False  # the calls find out for themselves, through the failure policy
+        # compared with what this check saw last, not with the pool's idea: a connection opened
+        # since the move has updated that, and dropped only the idle connections
+        before, self._primary = self._primary, after
+        if before is None or after == before:
+            return False
+        self._logger.warning(
+            "redisquota: the Sentinels moved the primary of %s from %s to %s",
+            self._where,
+            _hp(before),
+            _hp(after),
+        )
+        await pool.disconnect(inuse_connections=True)
+        return True
 
     async def load_scripts(self) -> bool:
         """``SCRIPT LOAD`` both scripts ahead of the first call (calls load them on demand too);
