@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-system-deps: ## install the Debian services the integration tests start (redis, prometheus, nginx, h2load, wrk, postgresql)
+system-deps: ## install the Debian services the integration tests start (redis with sentinel and redis-cli, prometheus, nginx, h2load, wrk, postgresql)
 	@scripts/system-deps.sh
 
 run: install ## start mixerd on its embedded default config

@@ -361,3 +361,30 @@ async def test_requests_redis_cannot_serve(built: list[tuple[RedisQuotaHandler, 
     r = await h.handle_quota(Instance("q"), QuotaArgs(-1))
     assert r.status.code == Code.INVALID_ARGUMENT
     assert h.stats.failures == 0
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis+cluster://127.0.0.1:{a},127.0.0.1:{b}",
+        "redis+sentinel://:hunter2@127.0.0.1:{a},127.0.0.1:{b}/mymaster",
+    ],
+    ids=["cluster", "sentinel"],
+)
+async def test_cluster_and_sentinel_nothing_listening(
+    url: str, built: list[tuple[RedisQuotaHandler, Env]], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    h = make(
+        built,
+        ManualClock(),
+        redisServerUrl=url.format(a=free_port(), b=free_port()),
+        failurePolicy="FAIL_CLOSE",
+    )
+    started = time.perf_counter()
+    results = [await h.handle_quota(Instance("q"), QuotaArgs(1)) for _ in range(10)]
+    assert time.perf_counter() - started < 1.0
+    assert {(r.status.code, r.amount) for r in results} == {(Code.UNAVAILABLE, 0)}
+    assert 1 <= h.stats.failures <= 3  # then the breaker answers without trying
+    assert "hunter2" not in caplog.text
+    assert "127.0.0.1" in caplog.text  # the log says where

@@ -186,6 +186,7 @@ class RedisQuotaHandler(Handler):
         self._outages: dict[str, OutageTracker] = {"": OutageTracker()}
         self._warned: set[str] = set()
         self._preload: asyncio.Task[None] | None = None
+        self._closed = False
         self._primary: tuple[str, int] | None = None
         """Sentinel: where :meth:`check_primary` last found the primary."""
         self.stats = RedisQuotaStats()
@@ -219,7 +220,7 @@ class RedisQuotaHandler(Handler):
         (up to about a second) plus that interval."""
         client = self._backend.client
         pool = client.connection_pool if isinstance(client, Redis) else None
-        if not isinstance(pool, SentinelConnectionPool):
+        if self._closed or not isinstance(pool, SentinelConnectionPool):
             return False
         try:
             async with asyncio.timeout(self._timeout * len(self._backend.nodes)):
@@ -367,6 +368,7 @@ class RedisQuotaHandler(Handler):
         )
 
     async def close(self) -> None:
+        self._closed = True
         preload, self._preload = self._preload, None
         if preload is not None and not preload.done():
             preload.cancel()
