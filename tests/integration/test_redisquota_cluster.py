@@ -185,6 +185,7 @@ def test_two_mixerd_processes_share_quotas_exactly(
             + [CONFIG.format(q=q) for q in ("fixedq", "rollq")]
         )
     )
+    booting = time.monotonic()
     with ThreadPoolExecutor(2) as pool:  # both start at once
         for started in [pool.submit(start_mixerd, tmp_path, [config]) for _ in range(2)]:
             mixerd_procs.append(started.result())
@@ -225,6 +226,7 @@ def test_two_mixerd_processes_share_quotas_exactly(
                         )
 
     started = time.monotonic()
+    booted = started - booting
     threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(THREADS)]
     for t in threads:
         t.start()
@@ -259,7 +261,8 @@ def test_two_mixerd_processes_share_quotas_exactly(
     assert primaries == {n.port for n in redis_cluster.nodes}
     print(
         f"\n[cluster exactness] {len(answers)} quota answers from 2 processes, {len(users)} users x 2 quotas "
-        f"on {len(primaries)} primaries in {took:.2f}s ({len(answers) / took:.0f} allocations/s)"
+        f"on {len(primaries)} primaries in {took:.2f}s ({len(answers) / took:.0f} allocations/s); "
+        f"the processes started in {booted:.2f}s"
     )
     for p in mixerd_procs:
         assert p.stop() == 0, p.log()[-3000:]
