@@ -313,7 +313,10 @@ def test_failover_of_a_live_primary_through_mixerd(
         switched = time.monotonic()
         # both handlers leave the old primary at their next check of the Sentinels
         wait_for(
-            lambda: mixerd.log().count("the Sentinels moved the primary") == 2,
+            lambda: (
+                mixerd.log().count(f"the Sentinels moved the primary from {old.address} to {new.address}")
+                == 2
+            ),
             timeout=10,
             what="both handlers to leave the old primary",
         )

@@ -234,7 +234,8 @@ class RedisQuotaHandler(Handler):
         if before is None or after == before:
             return False
         self._logger.warning(
-            "redisquota: the Sentinels moved the primary of %s from %s to %s",
+            "redisquota: redis at %s: the Sentinels moved the primary from %s to %s; "
+            "closing every connection to the old one",
             self._where,
             _hp(before),
             _hp(after),
