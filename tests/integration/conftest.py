@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from tests.support.redisquota_handlers import Handlers
+
+from .mixerd_proc import MixerdProcess
 
 
 @pytest.fixture
@@ -17,3 +19,17 @@ async def handlers() -> AsyncIterator[Handlers]:
         yield h
     finally:
         await h.close()
+
+
+@pytest.fixture
+def mixerd_procs() -> Iterator[list[MixerdProcess]]:
+    """``mixerd serve`` processes a test starts; any still running at the end is killed (its exit
+    code is the test's business, the fixture only makes sure nothing is left behind)."""
+    procs: list[MixerdProcess] = []
+    try:
+        yield procs
+    finally:
+        for p in procs:
+            if p.proc.poll() is None:
+                p.proc.kill()
+                p.proc.wait()

@@ -17,10 +17,8 @@ import time
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import grpc
-import pytest
 
 from mixerd._proto.mixer.v1 import mixer_pb2_grpc
 from mixerd.adapter import Code, ManualClock, QuotaResult, SystemClock
@@ -158,18 +156,6 @@ spec:
 LIMIT = 40
 ASKED = 60  # Checks per user, each asking 1 of both quotas: 20 more than the limit
 THREADS = 8
-
-
-@pytest.fixture
-def mixerd_procs() -> Any:
-    procs: list[MixerdProcess] = []
-    try:
-        yield procs
-    finally:
-        for p in procs:
-            if p.proc.poll() is None:
-                p.proc.kill()
-                p.proc.wait()
 
 
 def test_two_mixerd_processes_share_quotas_exactly(

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import pytest
 
 from mixerd._proto.mixer.v1 import mixer_pb2_grpc
 from mixerd.adapter import Code, ManualClock, QuotaResult, SystemClock
@@ -232,18 +231,6 @@ metadata: {{name: {q}, namespace: istio-system}}
 spec:
   actions: [{{handler: {q}-redis, instances: [{q}]}}]
 """
-
-
-@pytest.fixture
-def mixerd_procs() -> Any:
-    procs: list[MixerdProcess] = []
-    try:
-        yield procs
-    finally:
-        for p in procs:
-            if p.proc.poll() is None:
-                p.proc.kill()
-                p.proc.wait()
 
 
 def test_failover_of_a_live_primary_through_mixerd(
