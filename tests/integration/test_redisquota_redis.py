@@ -9,16 +9,15 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import pytest
 
-from mixerd.adapter import Code, Env, ManualClock, QuotaArgs, QuotaResult, SystemClock
-from mixerd.adapter.env import Clock
-from mixerd.adapters.redisquota import INFO, RedisQuotaHandler
+from mixerd.adapter import Code, ManualClock, QuotaArgs, QuotaResult, SystemClock
+from mixerd.adapters.redisquota import RedisQuotaHandler
 from mixerd.adapters.redisquota.policy import RETRY_INTERVAL, THRESHOLD
 from mixerd.templates import QuotaInstance as Instance
+from tests.support.redisquota_handlers import Handlers, ask
 
 FIXED = {"name": "q", "maxAmount": 50, "validDuration": "60s"}
 ROLLING = {
@@ -28,55 +27,6 @@ ROLLING = {
     "bucketDuration": "1s",
     "rateLimitAlgorithm": "ROLLING_WINDOW",
 }
-
-
-class Handlers:
-    """Builds handlers and closes them all at the end of a test."""
-
-    def __init__(self) -> None:
-        self._built: list[tuple[RedisQuotaHandler, Env]] = []
-
-    def build(self, address: str, quota: Mapping[str, Any], clock: Clock, **params: Any) -> RedisQuotaHandler:
-        """A handler on ``address``. Tests of counting semantics get a 2 s timeout: with the
-        default 100 ms, a first call that opens its connection on a busy machine can time out and
-        be answered by the failure policy, which is not what they test. The outage tests set the
-        timeout they measure explicitly."""
-        params.setdefault("timeout", "2s")
-        builder = INFO.builder({"quotas": [quota], "redisServerUrl": address, **params}, {})
-        assert builder.validate() == []
-        env = Env("redisquota.it", clock=clock)
-        handler = builder.build(env)
-        assert isinstance(handler, RedisQuotaHandler)
-        self._built.append((handler, env))
-        return handler
-
-    async def settled(self, timeout: float = 5.0) -> None:
-        """Wait until every handler's background work (the script preload spawned by ``build``)
-        is over. A test that stops or stalls Redis waits for this first: a preload still in flight
-        would meet the outage too and count a failed call of its own."""
-        deadline = time.monotonic() + timeout
-        while busy := [env.name for _, env in self._built if env.task_count]:
-            assert time.monotonic() < deadline, f"background tasks still running after {timeout}s: {busy}"
-            await asyncio.sleep(0.01)
-
-    async def close(self) -> None:
-        for handler, env in self._built:
-            await handler.close()
-            await env.aclose()
-
-
-@pytest.fixture
-async def handlers() -> AsyncIterator[Handlers]:
-    h = Handlers()
-    try:
-        yield h
-    finally:
-        await h.close()
-
-
-async def ask(handler: RedisQuotaHandler, amount: int = 1, **kw: Any) -> QuotaResult:
-    dims = kw.pop("dims", {})
-    return await handler.handle_quota(Instance("q", dims), QuotaArgs(amount, **kw))
 
 
 # -- exact counting under concurrency ---------------------------------------------------------
