@@ -10,7 +10,8 @@ STAMP := $(VENV)/.installed-stamp
 help: ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-install: $(STAMP) ## create .venv and install mixerd with its dev extra
+install: $(STAMP) ## create .venv, install mixerd with its dev extra and the console UI's browser libraries
+	@$(PY) scripts/fetch_ui_vendor.py
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,7 +19,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-system-deps: ## install the Debian services the integration tests start (redis, prometheus, nginx, h2load, wrk, postgresql)
+system-deps: ## install the Debian packages the integration tests run (redis with sentinel and redis-cli, prometheus, nginx, h2load, wrk, postgresql, chromium)
 	@scripts/system-deps.sh
 
 run: install ## start mixerd on its embedded default config
@@ -47,4 +48,4 @@ proto: install ## regenerate src/mixerd/_proto from proto/
 	$(PY) scripts/gen_protos.py
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) build dist src/*.egg-info .mypy_cache .ruff_cache .pytest_cache test-artifacts src/mixerd/server/ui/static/vendor

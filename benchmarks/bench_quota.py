@@ -1,9 +1,11 @@
-"""Quota allocations per second: memquota in-process, redisquota against a real redis-server.
+"""Quota allocations per second: memquota in-process, redisquota against real Redis servers.
 
 memquota: ``handle_quota`` called directly (it is synchronous), over 100 dimension sets, for a
 rolling window and an allocation counter. redisquota: one handler (one connection pool of 10)
 on a redis-server started for the run, with 1 and with 64 requests in flight, for both
-algorithms; the single-flight run also gives the latency of one call.
+algorithms; the single-flight run also gives the latency of one call. Then the fixed window on a
+Redis Cluster of three primaries and through Sentinel (a primary, a replica, three Sentinels),
+started with the tests' helpers (tests/support/redis_server.py).
 
     python benchmarks/bench_quota.py [--seconds S]
 """
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # tests.support.redis_server
 
 from _util import free_port, need, start, stop, table
 
@@ -126,11 +129,36 @@ def bench_redisquota(seconds: float) -> list[tuple[str, str, str]]:
             stop(proc)
 
 
+def bench_topologies(seconds: float) -> list[tuple[str, str, str]]:
+    from tests.support.redis_server import RedisClusterServers, SentinelServers
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, servers in (
+            ("cluster of 3 primaries", RedisClusterServers(Path(tmp) / "cluster")),
+            ("through Sentinel", SentinelServers(Path(tmp) / "sentinel")),
+        ):
+            servers.start()
+            try:
+                for in_flight in (1, 64):
+                    rate, lat = asyncio.run(_redis_run(servers.url, "FIXED_WINDOW", in_flight, seconds))
+                    extra = ""
+                    if in_flight == 1:
+                        q = statistics.quantiles(lat, n=100)
+                        extra = f" (p50 {q[49] * 1e3:.2f} ms, p99 {q[98] * 1e3:.2f} ms)"
+                    rows.append(
+                        ("redisquota", f"{label}, FIXED_WINDOW, {in_flight} in flight{extra}", f"{rate:,.0f}")
+                    )
+            finally:
+                servers.stop()
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=2.0, help="time per measurement")
     opts = parser.parse_args()
-    rows = bench_memquota(opts.seconds) + bench_redisquota(opts.seconds)
+    rows = bench_memquota(opts.seconds) + bench_redisquota(opts.seconds) + bench_topologies(opts.seconds)
     print(table(rows, ("adapter", "case", "allocations/s")))
     return 0
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.support import artifacts
 from tests.support.postgres_server import PostgresProcess, start_postgres
-from tests.support.redis_server import RedisProcess, start_redis
+from tests.support.redis_server import RedisClusterServers, RedisProcess, SentinelServers, start_redis
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -45,6 +47,27 @@ def redis_server_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Re
         server.stop()
 
 
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
+    """A Redis Cluster of three primaries for a whole test module (``flush()`` it between tests;
+    tests that move slots leave the cluster consistent, so later ones ask where a slot is)."""
+    cluster = RedisClusterServers(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def redis_sentinel(tmp_path: Path) -> Iterator[SentinelServers]:
+    """A primary, a replica and three Sentinels, fresh for each test (failovers change them)."""
+    servers = SentinelServers(tmp_path / "sentinel")
+    try:
+        yield servers.start()
+    finally:
+        servers.stop()
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresProcess]:
     """One PostgreSQL server for the whole run (tests create a database each with
@@ -54,3 +77,13 @@ def postgres_server() -> Iterator[PostgresProcess]:
         yield server
     finally:
         server.destroy()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Where the screenshots (and other files for people) of this run are."""
+    if not artifacts.saved:
+        return
+    terminalreporter.section("test artifacts")
+    terminalreporter.write_line(f"{len(artifacts.saved)} files under {artifacts.ARTIFACTS}:")
+    for path in artifacts.saved:
+        terminalreporter.write_line(f"  {path.relative_to(artifacts.ARTIFACTS)}")

@@ -9,6 +9,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from tests.support.net import free_port, wait_for
 from tests.support.proc import stop_process
 
@@ -33,6 +35,16 @@ class MixerdProcess:
         url = f"http://127.0.0.1:{port or self.monitoring_port}{path}"
         with urllib.request.urlopen(url, timeout=5) as resp:
             return resp.read().decode()
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of the samples named ``name`` on /metrics whose labels include ``labels``
+        (0 when there is none, as for a counter nothing has incremented yet)."""
+        total = 0.0
+        for family in text_string_to_metric_families(self.http("/metrics")):
+            for sample in family.samples:
+                if sample.name == name and labels.items() <= sample.labels.items():
+                    total += sample.value
+        return total
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

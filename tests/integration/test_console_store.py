@@ -296,6 +296,23 @@ async def _write_transactions(store: ConsoleStore) -> None:
     await store.write(Batch(decisions=[decision("d", T0 + 3 * S, Verdict.QUOTA_EXHAUSTED)]), [])
 
 
+async def test_a_caller_named_unknown_is_outside_the_mesh(store: ConsoleStore) -> None:
+    # Regression: the stock config's bindings name a caller outside the mesh "unknown"; the root
+    # was then that "unknown" caller instead of the edge workload it called.
+    unknown = Peer("unknown", "unknown", "unknown", "unknown", "", "unknown")
+    await store.write(
+        Batch(
+            hops=[
+                hop("u", T0, 50 * MS, unknown, INGRESS),
+                *call("u", T0 + 2 * MS, 45 * MS, INGRESS, PRODUCTPAGE),
+            ]
+        ),
+        [],
+    )
+    (summary,) = await store.transactions(TransactionQuery())
+    assert summary.root == INGRESS and summary.hops == 2
+
+
 async def test_transaction_summaries(store: ConsoleStore) -> None:
     await _write_transactions(store)
     got = {s.id: s for s in await store.transactions(TransactionQuery())}

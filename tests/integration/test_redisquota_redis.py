@@ -6,20 +6,18 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import pytest
 
-from mixerd.adapter import Code, Env, ManualClock, QuotaArgs, QuotaResult, SystemClock
-from mixerd.adapter.env import Clock
-from mixerd.adapters.redisquota import INFO, RedisQuotaHandler
+from mixerd.adapter import Code, ManualClock, QuotaArgs, QuotaResult, SystemClock
+from mixerd.adapters.redisquota import RedisQuotaHandler
 from mixerd.adapters.redisquota.policy import RETRY_INTERVAL, THRESHOLD
 from mixerd.templates import QuotaInstance as Instance
+from tests.support.redisquota_handlers import Handlers, ask
 
 FIXED = {"name": "q", "maxAmount": 50, "validDuration": "60s"}
 ROLLING = {
@@ -29,63 +27,6 @@ ROLLING = {
     "bucketDuration": "1s",
     "rateLimitAlgorithm": "ROLLING_WINDOW",
 }
-
-
-class Handlers:
-    """Builds handlers and closes them all at the end of a test."""
-
-    def __init__(self) -> None:
-        self._built: list[tuple[RedisQuotaHandler, Env]] = []
-
-    def build(self, address: str, quota: Mapping[str, Any], clock: Clock, **params: Any) -> RedisQuotaHandler:
-        """A handler on ``address``. Tests of counting semantics get a 2 s timeout: with the
-        default 100 ms, a first call that opens its connection on a busy machine can time out and
-        be answered by the failure policy, which is not what they test. The outage tests set the
-        timeout they measure explicitly."""
-        params.setdefault("timeout", "2s")
-        builder = INFO.builder({"quotas": [quota], "redisServerUrl": address, **params}, {})
-        assert builder.validate() == []
-        env = Env("redisquota.it", clock=clock)
-        handler = builder.build(env)
-        assert isinstance(handler, RedisQuotaHandler)
-        self._built.append((handler, env))
-        return handler
-
-    async def settled(self, timeout: float = 5.0) -> None:
-        """Wait until every handler's background work (the script preload spawned by ``build``)
-        is over. A test that stops or stalls Redis waits for this first: a preload still in flight
-        would meet the outage too and count a failed call of its own."""
-        deadline = time.monotonic() + timeout
-        while busy := [env.name for _, env in self._built if env.task_count]:
-            assert time.monotonic() < deadline, f"background tasks still running after {timeout}s: {busy}"
-            await asyncio.sleep(0.01)
-
-    async def close(self) -> None:
-        for handler, env in self._built:
-            await handler.close()
-            await env.aclose()
-
-
-@pytest.fixture
-async def handlers() -> AsyncIterator[Handlers]:
-    h = Handlers()
-    try:
-        yield h
-    finally:
-        await h.close()
-
-
-async def ask(handler: RedisQuotaHandler, amount: int = 1, **kw: Any) -> QuotaResult:
-    dims = kw.pop("dims", {})
-    return await handler.handle_quota(Instance("q", dims), QuotaArgs(amount, **kw))
-
-
-def redis_command(port: int, *words: str) -> bytes:
-    """One command over a raw socket (RESP), returning the raw reply."""
-    payload = f"*{len(words)}\r\n" + "".join(f"${len(w.encode())}\r\n{w}\r\n" for w in words)
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(payload.encode())
-        return s.recv(65536)
 
 
 # -- exact counting under concurrency ---------------------------------------------------------
@@ -260,9 +201,8 @@ async def test_hints_and_key_lifetimes(redis_server_module: Any, handlers: Handl
         dt.timedelta(seconds=15),
     )
 
-    port = redis_server_module.port
     for key in ("f.meta", "f.data", "r.rolling.meta", "r.rolling.data"):
-        ttl = int(redis_command(port, "PTTL", key)[1:].split(b"\r\n")[0])
+        ttl = int(redis_server_module.command("PTTL", key)[1:].split(b"\r\n")[0])
         assert 0 < ttl <= 60_000, key
 
 
@@ -281,7 +221,7 @@ async def test_scripts_are_reloaded_after_script_flush(redis_server_module: Any,
     redis_server_module.flush()
     h = handlers.build(redis_server_module.address, FIXED, ManualClock())
     assert (await ask(h, 10)).amount == 10
-    assert redis_command(redis_server_module.port, "SCRIPT", "FLUSH").startswith(b"+OK")
+    assert redis_server_module.command("SCRIPT", "FLUSH").startswith(b"+OK")
     r = await ask(h, 10)
     assert (r.amount, r.remaining) == (10, 30)
     assert h.stats.failures == 0
@@ -354,7 +294,7 @@ async def test_a_stalled_redis_costs_at_most_the_timeout(redis_server: Any, hand
     assert (await ask(h, 5)).amount == 5
     await handlers.settled()  # the script preload is done (it answered) before Redis stalls
     assert h.stats.failures == 0
-    assert redis_command(redis_server.port, "CLIENT", "PAUSE", "1500", "ALL").startswith(b"+OK")
+    assert redis_server.command("CLIENT", "PAUSE", "1500", "ALL").startswith(b"+OK")
     for _ in range(2):  # below the threshold: each call waits on Redis, and gives up in time
         r, took = await timed(h)
         assert took < 0.3 + SLACK

@@ -11,7 +11,6 @@ the test asks Prometheus' HTTP API for the series and values Mixer would have pr
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -21,55 +20,11 @@ import pytest
 from mixerd._proto.mixer.v1 import mixer_pb2_grpc
 from mixerd.api.mixer_v1.client import build_report_request
 from mixerd.attribute import IPAddress
-from tests.conformance_data import conformance_dir
 from tests.support.net import wait_for
 
 from .mixerd_proc import start_mixerd
 from .prometheus_server import start_prometheus
-
-PODS = Path(__file__).resolve().parents[1] / "data" / "pods.yaml"
-STOCK_FILES = (
-    "attributemanifests.yaml",
-    "handlers.yaml",
-    "instances.yaml",
-    "rules.yaml",
-    "optional-stdio.yaml",
-)
-
-PRODUCTPAGE = "kubernetes://productpage-v1-6b746f74dc-9stvs.default"
-REVIEWS = "kubernetes://reviews-v2-7d7b8c9f4c-x2x7p.default"
-
-
-def inbound_http() -> dict[str, Any]:
-    """What reviews' sidecar reports for a call from productpage (mTLS, 200)."""
-    return {
-        "context.reporter.kind": "inbound",
-        "context.protocol": "http",
-        "source.uid": PRODUCTPAGE,
-        "destination.uid": REVIEWS,
-        "source.principal": "cluster.local/ns/default/sa/bookinfo-productpage",
-        "destination.principal": "cluster.local/ns/default/sa/bookinfo-reviews",
-        "destination.port": 9080,
-        "destination.service.host": "reviews.default.svc.cluster.local",
-        "destination.service.name": "reviews",
-        "destination.service.namespace": "default",
-        "request.host": "reviews:9080",
-        "request.method": "GET",
-        "request.path": "/reviews/0",
-        "request.useragent": "python-requests/2.22.0",
-        "request.headers": {
-            "x-request-id": "8c7e2f8a-5f1f-4a8e-9a47-1b1d2c3e4f50",
-            ":authority": "reviews:9080",
-        },
-        "request.time": dt.datetime(2026, 11, 26, 12, 0, 0, tzinfo=dt.UTC),
-        "response.time": dt.datetime(2026, 11, 26, 12, 0, 0, 25000, tzinfo=dt.UTC),
-        "request.size": 100,
-        "response.size": 1500,
-        "response.code": 200,
-        "response.duration": dt.timedelta(milliseconds=25),
-        "connection.mtls": True,
-        "context.proxy_error_code": "-",
-    }
+from .stock_telemetry import PODS, PRODUCTPAGE, copy_stock_config, inbound_http
 
 
 def outbound_unknown() -> dict[str, Any]:
@@ -170,12 +125,7 @@ def _series(results: list[dict[str, Any]]) -> dict[frozenset[tuple[str, str]], f
 
 @pytest.fixture
 def stock_config(tmp_path: Path) -> Path:
-    rendered = conformance_dir() / "stock-telemetry-config" / "rendered"
-    config = tmp_path / "config"
-    config.mkdir()
-    for name in STOCK_FILES:
-        shutil.copyfile(rendered / name, config / name)  # unchanged
-    return config
+    return copy_stock_config(tmp_path / "config")  # unchanged
 
 
 def test_stock_config_series_in_prometheus(tmp_path: Path, stock_config: Path) -> None:

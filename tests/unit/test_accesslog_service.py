@@ -359,9 +359,11 @@ async def test_a_slow_handler_gets_bounded_backpressure_and_counted_drops(slow: 
         await asyncio.sleep(0)  # let the worker take the first batch
     assert _dropped(slow, "queue_full") - before == 15
     assert svc.queued == 10
-    # Readers wait for room, but never longer than the bound.
-    assert max(waits) < 0.5
-    assert sum(1 for w in waits if w >= 0.09) == 3
+    # The three readers whose entries were dropped waited for room for the whole enqueue timeout
+    # first (a lower bound on elapsed time holds on any machine); none waited unboundedly (the
+    # upper bound is generous: a loaded machine may be slow to resume a reader, not to time out).
+    assert sorted(waits)[-3] >= 0.09  # (the event loop may fire a timer a hair early)
+    assert max(waits) < 2.0
     GATE.open.set()
     assert await svc.flush(5)
     assert GATE.received == 15  # nothing lost silently: 15 dispatched + 15 counted as dropped

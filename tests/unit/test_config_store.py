@@ -120,7 +120,8 @@ async def test_file_store_one_batch_per_change_within_debounce(config_dir: Path)
         (event,) = batch.events
         assert event.type is EventType.UPDATE and event.resource is not None
         assert event.resource.spec.compiled_adapter == "stdio"  # type: ignore[union-attr]
-        assert store.scans == scans + 1
+        # (two or three scans: the new contents are adopted once they read the same for 0.2 s)
+        assert store.scans > scans
         await no_batch(changes, 0.5)
 
         (config_dir / "sub" / "b.yml").unlink()
@@ -211,3 +212,49 @@ async def test_file_store_close_ends_watchers(config_dir: Path) -> None:
     await store.close()  # idempotent
     with pytest.raises(StopAsyncIteration):
         await anext(changes)
+
+
+async def test_file_store_adopts_changed_contents_only_once_they_read_the_same_for_the_debounce(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A file rewritten in place can be read truncated or half written (and, racing the writer,
+    # with its old modification time): the background scans adopt contents that read the same
+    # for `debounce` seconds. The store's clock is moved by hand, so nothing here depends on timing.
+    import mixerd.config.fsstore as fsstore
+
+    clock = [1000.0]
+    monkeypatch.setattr(fsstore.time, "monotonic", lambda: clock[0])
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(doc("a") + "---\n" + doc("b"))
+    async with FileStore(policy, watch_events=False, resync_interval=None, debounce=0.5) as store:
+        assert sorted(k.name for k in await store.list()) == ["a", "b"]  # the first load adopts
+        policy.write_text("")  # truncated: the writer has not written the new contents yet
+        assert await store._rescan(settle=0.5) is None
+        clock[0] += 0.2
+        policy.write_text(doc("a"))  # half written
+        assert await store._rescan(settle=0.5) is None
+        clock[0] += 0.49  # not yet the same for 0.5 s
+        assert await store._rescan(settle=0.5) is None
+        clock[0] += 0.01
+        batch = await store._rescan(settle=0.5)
+        assert batch is not None and sorted(k.name for k in await store.list()) == ["a"]
+        # an explicit rescan adopts what it reads
+        policy.write_text(doc("c"))
+        assert await store.rescan() is not None
+        assert [k.name for k in await store.list()] == ["c"]
+
+
+async def test_file_store_a_new_file_waits_for_the_debounce_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mixerd.config.fsstore as fsstore
+
+    clock = [1000.0]
+    monkeypatch.setattr(fsstore.time, "monotonic", lambda: clock[0])
+    async with FileStore(tmp_path, watch_events=False, resync_interval=None, debounce=0.5) as store:
+        assert await store.list() == {}
+        (tmp_path / "new.yaml").write_text(doc("n"))
+        assert await store._rescan(settle=0.5) is None
+        clock[0] += 0.5
+        assert await store._rescan(settle=0.5) is not None
+        assert [k.name for k in await store.list()] == ["n"]

@@ -1,12 +1,18 @@
 """The console adapter: logentry variables (the stock accesslog names plus the console's) -> hops."""
 
 import datetime as _dt
+from typing import Any
 
 import pytest
+import yaml
+from envoy.data.accesslog.v3 import accesslog_pb2
 
 from mixerd.adapter.testing import AdapterHarness, HarnessConfigError
 from mixerd.adapters.console import INFO
+from mixerd.api.accesslog import StreamContext, convert_http
+from mixerd.console.correlate import request_id_key
 from mixerd.console.model import Hop, Peer, Reporter
+from mixerd.server.app import default_config_text
 
 _T0 = _dt.datetime(2026, 12, 4, 10, 0, 0, 250_000, tzinfo=_dt.UTC)
 _T0_US = int(_T0.timestamp()) * 1_000_000 + 250_000
@@ -128,3 +134,50 @@ async def test_without_a_console_hops_are_dropped_and_counted() -> None:
 def test_a_malformed_transaction_header_name_is_a_config_error() -> None:
     with pytest.raises(HarnessConfigError, match="transactionHeaders"):
         AdapterHarness(INFO, {"transactionHeaders": ["x correlation"]}, {"hop": _INSTANCE})
+
+
+async def test_the_request_id_is_the_key_when_the_header_was_not_logged() -> None:
+    # Regression: Envoy's access log carries the request id (request.id) but logs only the headers
+    # it is told to; the default config read the id from the headers alone, so such a hop had
+    # neither a request id nor, without x-transaction-id, a transaction key (a request denied at
+    # the edge then did not join its decision's transaction).
+    entry = accesslog_pb2.HTTPAccessLogEntry()
+    entry.common_properties.start_time.FromDatetime(_T0.replace(tzinfo=None))
+    entry.common_properties.upstream_cluster = "inbound|80|http|edge.shop.svc.cluster.local"
+    entry.request.request_id = "7C2A59E4-0F1E-9B4A-9A0E-6C1D2B3E4F50"
+    entry.request.path = "/checkout"
+    entry.response.response_code.value = 403
+    bag = convert_http(entry, StreamContext())
+    assert "x-request-id" not in bag["request.headers"]
+
+    sink = _Sink()
+    h = AdapterHarness(INFO, {}, {"hop": _default_consolehop()}, services={"console": sink})
+    await h.report("hop", [bag])
+    await h.close()
+    (hop,) = sink.hops
+    assert hop.request_id == "7C2A59E4-0F1E-9B4A-9A0E-6C1D2B3E4F50"
+    assert hop.transaction_id == request_id_key(hop.request_id) == "7c2a59e4-0f1e-4b4a-9a0e-6c1d2b3e4f50"
+
+    # A logged x-transaction-id still wins, and a logged x-request-id is not replaced.
+    bag["request.headers"] = {"x-transaction-id": "txn-1", "x-request-id": "logged"}
+    sink = _Sink()
+    h = AdapterHarness(INFO, {}, {"hop": _default_consolehop()}, services={"console": sink})
+    await h.report("hop", [bag])
+    await h.close()
+    (hop,) = sink.hops
+    assert (hop.transaction_id, hop.request_id) == ("txn-1", "7C2A59E4-0F1E-9B4A-9A0E-6C1D2B3E4F50")
+    no_id = {k: v for k, v in bag.items() if k != "request.id"}
+    no_id["request.headers"] = {"x-request-id": "logged"}
+    sink = _Sink()
+    h = AdapterHarness(INFO, {}, {"hop": _default_consolehop()}, services={"console": sink})
+    await h.report("hop", [no_id])
+    await h.close()
+    assert (sink.hops[0].transaction_id, sink.hops[0].request_id) == ("logged", "logged")
+
+
+def _default_consolehop() -> tuple[str, dict[str, Any]]:
+    """The embedded default config's consolehop instance, as it is."""
+    for doc in yaml.safe_load_all(default_config_text()):
+        if doc and doc["kind"] == "instance" and doc["metadata"]["name"] == "consolehop":
+            return doc["spec"]["compiledTemplate"], doc["spec"]["params"]
+    raise AssertionError("no consolehop instance in the default config")

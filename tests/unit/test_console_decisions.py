@@ -4,6 +4,7 @@ status, quota grants, the transaction key (including one minted by the answer it
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -179,3 +180,96 @@ async def test_without_a_recorder_nothing_is_recorded() -> None:
         assert ExtAuthzService(rt).authorizer.recorder is None
     finally:
         await rt.close()
+
+
+PODS = """
+apiVersion: v1
+kind: List
+items:
+- metadata:
+    name: frontend-v1-5f9b8-x2k4p
+    namespace: shop
+    labels: {app: frontend, version: v1, pod-template-hash: 5f9b8}
+    ownerReferences: [{apiVersion: apps/v1, kind: ReplicaSet, name: frontend-v1-5f9b8, controller: true}]
+  status: {podIP: 10.0.0.1}
+- metadata:
+    name: cart-v2-7c6d5-q8r9s
+    namespace: shop
+    labels: {app: cart, version: v2, pod-template-hash: 7c6d5}
+    ownerReferences: [{apiVersion: apps/v1, kind: ReplicaSet, name: cart-v2-7c6d5, controller: true}]
+  status: {podIP: 10.0.0.2}
+"""
+
+KUBERNETESENV = """
+apiVersion: config.istio.io/v1alpha2
+kind: handler
+metadata: {{name: pods, namespace: istio-system}}
+spec: {{compiledAdapter: kubernetesenv, params: {{podsFile: {pods}}}}}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: instance
+metadata: {{name: peers, namespace: istio-system}}
+spec:
+  compiledTemplate: kubernetes
+  params:
+    source_ip: source.ip | ip("0.0.0.0")
+    destination_ip: destination.ip | ip("0.0.0.0")
+  attributeBindings:
+    source.namespace: $out.source_namespace | "unknown"
+    source.labels: $out.source_labels | emptyStringMap()
+    source.workload.name: $out.source_workload_name | "unknown"
+    destination.namespace: $out.destination_namespace | "unknown"
+    destination.labels: $out.destination_labels | emptyStringMap()
+    destination.workload.name: $out.destination_workload_name | "unknown"
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {{name: peers, namespace: istio-system}}
+spec:
+  actions: [{{handler: pods, instances: [peers]}}]
+"""
+
+
+async def test_a_decision_names_the_workloads_attribute_generators_found(tmp_path: Path) -> None:
+    # Regression: decisions were built from the request's own attributes, so an ext_authz
+    # decision behind kubernetesenv had no source or destination workload although its rules saw
+    # them (and the console could not tell which call of a transaction it was made for).
+    pods = tmp_path / "pods.yaml"
+    pods.write_text(PODS)
+    sink = _Sink()
+    clock = ManualClock()
+    config = CONFIG + "\n---\n" + KUBERNETESENV.format(pods=pods)
+    rt = Runtime(
+        MemoryStore(parse_text(config).resources),
+        clock=clock,
+        services={DECISIONS: DecisionRecorder(sink, clock)},
+    )
+    await rt.start()
+    try:
+        assert not rt.status.errors, rt.status.errors
+        req = external_auth_pb2.CheckRequest()
+        req.attributes.source.address.socket_address.address = "10.0.0.1"
+        req.attributes.destination.address.socket_address.address = "10.0.0.2"
+        http = req.attributes.request.http
+        http.headers["x-request-id"] = RID
+        http.headers["x-user"] = "blocked"
+        http.method, http.path = "GET", "/cart"
+        resp = await ExtAuthzService(rt).Check(req, _Context())
+        assert resp.status.code == 7
+    finally:
+        await rt.close()
+    (d,) = sink.decisions
+    assert d.verdict is Verdict.DENY
+    assert (d.source.namespace, d.source.workload, d.source.app, d.source.version) == (
+        "shop",
+        "frontend-v1",
+        "frontend",
+        "v1",
+    )
+    assert (d.destination.namespace, d.destination.workload, d.destination.app, d.destination.version) == (
+        "shop",
+        "cart-v2",
+        "cart",
+        "v2",
+    )
+    assert d.transaction_id == RID and d.request_id == RID

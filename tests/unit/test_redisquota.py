@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import pytest
+from redis.crc import key_slot
 
 from mixerd.adapter import Code, Env, InstanceInfo, ManualClock, QuotaArgs
 from mixerd.adapters.redisquota import INFO, RedisQuotaHandler
@@ -17,10 +18,11 @@ from mixerd.adapters.redisquota.config import (
     DEFAULT_TIMEOUT,
     Algorithm,
     FailurePolicy,
+    Topology,
     parse_address,
     parse_config,
 )
-from mixerd.adapters.redisquota.dims import dimension_strings, redis_key
+from mixerd.adapters.redisquota.dims import bucket_keys, dimension_strings, redis_key
 from mixerd.adapters.redisquota.policy import OutageTracker
 from mixerd.adapters.redisquota.scripts import ScriptReply
 from mixerd.templates import QuotaInstance as Instance
@@ -68,7 +70,8 @@ def test_mixerd_params_and_field_paths() -> None:
         "bogus: unknown field",
         "quotas[1].name: duplicate quota name 'q' (also quotas[0])",
         "connection_pool_size: connection_pool_size of 0 is invalid, must be > 0",
-        "redisServerUrl: invalid redis server url 'http://x': unsupported scheme 'http' (expected redis:// or rediss://)",
+        "redisServerUrl: invalid redis server url 'http://x': unsupported scheme 'http' "
+        "(expected redis://, rediss://, redis+cluster:// or redis+sentinel://)",
     ]
 
 
@@ -125,7 +128,98 @@ def test_bad_addresses(text: str, reason: str) -> None:
         parse_address(text)
 
 
+def test_cluster_and_sentinel_addresses() -> None:
+    cluster = parse_address("redis+cluster://127.0.0.1:7000,[::1]:7001,node-c")
+    assert (cluster.topology, cluster.nodes, cluster.display, cluster.tls) == (
+        Topology.CLUSTER,
+        (("127.0.0.1", 7000), ("::1", 7001), ("node-c", 6379)),
+        "127.0.0.1:7000,[::1]:7001,node-c:6379 (cluster)",
+        False,
+    )
+    secure = parse_address("rediss+cluster://app:p%40ss@h:7000/")
+    assert (secure.username, secure.password, secure.tls) == ("app", "p@ss", True)
+
+    sentinel = parse_address(
+        "redis+sentinel://:hunter2@10.0.0.1,10.0.0.2:26380/my%20primary/3?sentinel_password=s3cret"
+    )
+    assert (sentinel.topology, sentinel.nodes, sentinel.master_name, sentinel.db) == (
+        Topology.SENTINEL,
+        (("10.0.0.1", 26379), ("10.0.0.2", 26380)),
+        "my primary",
+        3,
+    )
+    assert (sentinel.username, sentinel.password, sentinel.sentinel_password) == (None, "hunter2", "s3cret")
+    assert sentinel.display == "my primary via sentinels 10.0.0.1:26379,10.0.0.2:26380"
+    # neither the messages nor the dataclass's repr show a password
+    for address in (secure, sentinel):
+        assert (
+            "p@ss" not in repr(address) and "hunter2" not in repr(address) and "s3cret" not in repr(address)
+        )
+    assert parse_address("redis+sentinel://h/m/").master_name == "m"
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("redis+cluster://", "missing host"),
+        ("redis+cluster://a:1,,b:2", "missing host"),
+        ("redis+cluster://a:1,b:x", "the port must be a number from 1 to 65535"),
+        ("redis+cluster://a:1/2", "a Redis Cluster has only database 0"),
+        ("redis+cluster://a:1?timeout=1", "unknown option 'timeout' \\(known: none\\)"),
+        ("redis+sentinel://a:1", "missing the master name"),
+        ("redis+sentinel://a:1/", "missing the master name"),
+        ("redis+sentinel://a:1/m/x", "the path must be /<master name>\\[/<database number>\\]"),
+        ("redis+sentinel://a:1/m/1/2", "the path must be"),
+        (
+            "redis+sentinel://a:1/m?db=1",
+            "unknown option 'db' \\(known: sentinel_username, sentinel_password\\)",
+        ),
+        ("redis+sentinel://a:1/m#x", "a fragment"),
+        ("u:pw@h:6379", "credentials and databases need a URL"),
+    ],
+)
+def test_bad_cluster_and_sentinel_addresses(text: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        parse_address(text)
+
+
+def test_topology_errors_have_field_paths_and_no_passwords() -> None:
+    assert errors({"quotas": [QUOTA], "redisServerUrl": "redis+sentinel://:hunter2@a:1,b:2"}, "q") == [
+        "redisServerUrl: invalid redis server url 'redis+sentinel://:***@a:1,b:2': missing the master name "
+        "(redis+sentinel://host:port,host:port/<master name>)"
+    ]
+    assert errors({"quotas": [QUOTA], "redis_server_url": "redis+cluster://u:hunter2@a:1,b:port"}, "q") == [
+        "redis_server_url: invalid redis server url 'redis+cluster://***': "
+        "the port must be a number from 1 to 65535"
+    ]
+    # "{<name>...}" is the hash tag: a name starting with "}" would leave it empty
+    odd = dict(QUOTA, name="}q")
+    assert errors({"quotas": [QUOTA, odd], "redisServerUrl": "redis+cluster://a:1"}, "q", "}q") == [
+        "quotas[1].name: a quota name cannot start with '}' on a Redis Cluster"
+    ]
+    assert errors({"quotas": [odd], "redisServerUrl": "a:1"}, "}q") == []
+
+
 # -- keys and replies ---------------------------------------------------------------------------
+
+
+def test_bucket_keys() -> None:
+    # one server and Sentinel: the names mixerd always used, so counters survive an upgrade
+    assert bucket_keys("q-d0f8") == ["q-d0f8.meta", "q-d0f8.data"]
+    assert bucket_keys("q.rolling", "req-1") == ["q.rolling.meta", "q.rolling.data", "req-1-q.rolling.meta"]
+    # cluster: one hash tag per bucket, the caller's dedup id after it (it may hold braces)
+    assert bucket_keys("q-d0f8", "a{b}", hash_tag=True) == [
+        "{q-d0f8}.meta",
+        "{q-d0f8}.data",
+        "{q-d0f8}.dedup.a{b}",
+    ]
+    # every key of a bucket hashes to one slot, whatever braces the name or the dedup id hold
+    names = ["q", "q.rolling", "a}b", "a{b}c", "{x}", "q-" + "f" * 32, "ünïcode"]
+    for base in names:
+        slots = {key_slot(k.encode()) for k in bucket_keys(base, "id-{7}", hash_tag=True)}
+        assert len(slots) == 1, base
+    # and buckets spread over the slots
+    assert len({key_slot(bucket_keys(f"q-{i}", hash_tag=True)[0].encode()) for i in range(100)}) > 90
 
 
 def test_keys_are_per_dimension_set_and_stable() -> None:
@@ -267,3 +361,30 @@ async def test_requests_redis_cannot_serve(built: list[tuple[RedisQuotaHandler, 
     r = await h.handle_quota(Instance("q"), QuotaArgs(-1))
     assert r.status.code == Code.INVALID_ARGUMENT
     assert h.stats.failures == 0
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis+cluster://127.0.0.1:{a},127.0.0.1:{b}",
+        "redis+sentinel://:hunter2@127.0.0.1:{a},127.0.0.1:{b}/mymaster",
+    ],
+    ids=["cluster", "sentinel"],
+)
+async def test_cluster_and_sentinel_nothing_listening(
+    url: str, built: list[tuple[RedisQuotaHandler, Env]], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    h = make(
+        built,
+        ManualClock(),
+        redisServerUrl=url.format(a=free_port(), b=free_port()),
+        failurePolicy="FAIL_CLOSE",
+    )
+    started = time.perf_counter()
+    results = [await h.handle_quota(Instance("q"), QuotaArgs(1)) for _ in range(10)]
+    assert time.perf_counter() - started < 1.0
+    assert {(r.status.code, r.amount) for r in results} == {(Code.UNAVAILABLE, 0)}
+    assert 1 <= h.stats.failures <= 3  # then the breaker answers without trying
+    assert "hunter2" not in caplog.text
+    assert "127.0.0.1" in caplog.text  # the log says where

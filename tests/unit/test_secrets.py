@@ -30,6 +30,16 @@ from tests.support.net import free_port
         # an empty authority keeps its "//"
         ("postgresql:///db?host=/run/postgresql", "postgresql:///db?host=/run/postgresql"),
         ("sqlite:////var/lib/mixerd/console.db", "sqlite:////var/lib/mixerd/console.db"),
+        # several hosts in the authority (Redis Cluster and Sentinel, PostgreSQL multi-host)
+        ("redis+cluster://u:hunter2@a:7000,b:7001", "redis+cluster://u:***@a:7000,b:7001"),
+        (
+            "rediss+sentinel://:hunter2@a:26379,[::1]:26380/mymaster?sentinel_password=s",
+            "rediss+sentinel://:***@a:26379,[::1]:26380/mymaster?sentinel_password=***",
+        ),
+        ("postgresql://u:hunter2@h1:5432,h2/db", "postgresql://u:***@h1:5432,h2/db"),
+        ("redis+cluster://u:hunter2@a:7000,b:port", "redis+cluster://***"),
+        ("bad scheme://u:hunter2@h", "***"),
+        ("u:hunter2@h:6379", "***"),
     ],
 )
 def test_redact_url(url: str, shown: str) -> None:

@@ -10,6 +10,7 @@ import logging
 import math
 import os
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -350,6 +351,46 @@ def test_missing_directory_fails_the_build(tmp_path: Path) -> None:
         builder.build(Env("stdio"))
 
 
+def test_a_fifo_nobody_reads_fails_the_build_instead_of_blocking(tmp_path: Path) -> None:
+    # Regression: opening the output waited for a reader, on the event loop (mixerd never became
+    # ready, or a config change froze every request).
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    for stream in ("FILE", "ROTATED_FILE"):
+        builder = INFO.builder({"logStream": stream, "outputPath": str(fifo)}, {})
+        assert builder.validate() == []
+        outcome: list[object] = []
+
+        def build(b: Any = builder, out: list[object] = outcome) -> None:
+            try:
+                out.append(b.build(Env("stdio")))
+            except OSError as exc:
+                out.append(exc)
+
+        t = threading.Thread(target=build, daemon=True)
+        t.start()
+        t.join(5)
+        if t.is_alive():  # the old behaviour: release the blocked open() before failing
+            os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+            pytest.fail(f"{stream}: building the handler blocked on a FIFO nobody reads")
+        (error,) = outcome
+        assert isinstance(error, OSError) and "a FIFO that nobody reads" in str(error), (stream, error)
+        assert str(fifo) in str(error)
+
+
+async def test_a_fifo_with_a_reader_is_an_output(tmp_path: Path) -> None:
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        h = build({"logStream": "FILE", "outputPath": str(fifo)})
+        h.handle_logentry([entry(n=1)])
+        await h.close()
+        assert json.loads(os.read(reader, 65536))["n"] == 1
+    finally:
+        os.close(reader)
+
+
 async def test_rotation_by_size_keeps_max_files(tmp_path: Path) -> None:
     out = tmp_path / "access.log"
     clock = ManualClock()
@@ -431,30 +472,52 @@ async def test_close_flushes_everything(tmp_path: Path) -> None:
 
 
 class BlockingSink:
+    """An output whose writes block until released, and whose close waits for the write in
+    progress (as a buffered file's lock makes it)."""
+
     def __init__(self) -> None:
         self.release = threading.Event()
+        self.writing = threading.Event()
+        self.closed = threading.Event()
         self.data: list[str] = []
+        self._lock = threading.Lock()
 
     def write(self, data: str) -> None:
-        self.release.wait(5)
-        self.data.append(data)
+        with self._lock:
+            self.writing.set()
+            self.release.wait(30)
+            self.data.append(data)
 
     def close(self) -> None:
-        pass
+        with self._lock:
+            self.closed.set()
 
 
-async def test_close_waits_a_bounded_time() -> None:
+async def test_close_gives_up_on_a_blocked_output_in_bounded_time() -> None:
+    # Regression: a blocked output (a FIFO nobody reads) kept the write, and then the sink's
+    # close, in event-loop executor threads that the loop and the process wait for on exit:
+    # mixerd never exited after SIGTERM.
     cfg, _ = parse_config({})
     sink = BlockingSink()
-    h = StdioHandler(cfg, Env("stdio"), sink)
+    reported: list[tuple[int, str]] = []
+    h = StdioHandler(cfg, Env("stdio", on_drop=lambda n, reason: reported.append((n, reason))), sink)
     h.flush_timeout = 0.05
     h.handle_logentry([entry(n=1)])
-    await asyncio.sleep(0.01)  # the writer is now stuck in the sink
+    assert await asyncio.to_thread(sink.writing.wait, 5)  # the writer is now stuck in the sink
     h.handle_logentry([entry(n=2), entry(n=3)])
+    started = time.monotonic()
     await h.close()
-    assert h.dropped == 2
-    sink.release.set()
-    await asyncio.sleep(0.05)
+    assert time.monotonic() - started < 2.0  # the flush timeout (0.05 s), not the output, bounds it
+    assert h.dropped == 3  # two queued, one held by the blocked output
+    assert reported == [(3, "shutdown")]
+    writers = [t for t in threading.enumerate() if t.name == "mixerd-stdio:stdio"]
+    assert writers and all(t.daemon for t in writers)  # the process does not wait for it
+    assert not sink.closed.is_set()
+    sink.release.set()  # the output takes the data after all: the writer closes the sink, and ends
+    assert await asyncio.to_thread(sink.closed.wait, 5)
+    for t in writers:
+        await asyncio.to_thread(t.join, 5)
+        assert not t.is_alive()
 
 
 def test_without_an_event_loop_lines_are_written_in_place(tmp_path: Path) -> None:

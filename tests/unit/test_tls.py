@@ -303,6 +303,7 @@ async def test_mixerd_check_and_the_banner_speak_tls(
     assert "--tls-ca CA.pem --tls-cert CERT.pem --tls-key KEY.pem" in banner
     assert f"https://127.0.0.1:{_port(server, 'http_authz')}/  (TLS, client certificates required)" in banner
     assert f"http://127.0.0.1:{_port(server, 'monitoring')}/metrics" in banner
+    assert f"http://127.0.0.1:{_port(server, 'monitoring')}/ui/" in banner
 
 
 async def test_without_client_certificates_there_is_no_caller_principal(

@@ -125,7 +125,13 @@ class DecisionRecorder:
         """Record one answered call: ``code``/``message`` as the caller got them, ``quotas`` the
         amounts granted (``asked`` the amounts requested), ``outcome`` the runtime's answer when
         the check ran (its deciding rule and handler, referenced attributes and header operations).
-        Never raises for what a request carried."""
+        Never raises for what a request carried.
+
+        The decision shows the request as the rules saw it: when the check ran, its outcome's
+        attributes (``bag`` plus what attribute generators such as kubernetesenv added, so the
+        source and destination workloads are named), else ``bag``."""
+        if outcome is not None and outcome.attributes is not None:
+            bag = outcome.attributes
         now = self._clock.now()
         granted = dict(quotas or {})
         refs: tuple[str, ...] = ()

@@ -80,14 +80,25 @@ def _banner(server: Server) -> str:
         client = " --tls-ca CA.pem"
         if server.client_auth("grpc"):
             client += " --tls-cert CERT.pem --tls-key KEY.pem"
-    lines += [
+    lines.append(
         f"  monitoring: {mon}/metrics {mon}/readyz {mon}/debug/routes {mon}/debug/config"
-        + _tls_note(server, "monitoring"),
+        + _tls_note(server, "monitoring")
+    )
+    console = ""
+    if server.console is not None:
+        port = ln.console_port or ln.monitoring_port
+        base = f"{scheme('monitoring')}://127.0.0.1:{port}"
+        console = f"{base}/api/v1"
+        lines.append(
+            f"  console (transactions, graph, decisions): {base}/ui/  API {console}/  (store: "
+            f"{server.console.store.url_for_display})"
+        )
+    lines += [
         "Try it:",
         f"  {cmd} check --server 127.0.0.1:{ln.grpc_port}{client} -a 'request.headers[x-user]=blocked'   # denied",
         f"  {cmd} check --server 127.0.0.1:{ln.grpc_port}{client} -a 'request.headers[x-user]=alice'     # allowed",
         f"  {cmd} report --server 127.0.0.1:{ln.grpc_port}{client} -a 'request.headers[x-user]=alice' "
-        "-a response.code=200",
+        "-a response.code=200 -a request.time=now",
     ]
     if ln.prometheus_port:
         curl = "curl -s"
@@ -98,25 +109,36 @@ def _banner(server: Server) -> str:
         lines.append(
             f"  {curl} {scheme('prometheus')}://127.0.0.1:{ln.prometheus_port}/metrics | grep mixerd_demo"
         )
+    if console:
+        lines.append(f"  curl -s '{console}/decisions?verdict=deny'   # the decisions just made")
     return "\n".join(lines)
 
 
 async def _serve(settings: Settings) -> int:
     server = Server(settings)
+    stopping: list[asyncio.Task[None]] = []
+    started = False
+    signalled = False
+
+    def on_signal() -> None:
+        nonlocal signalled
+        signalled = True
+        if started and not stopping:
+            stopping.append(asyncio.get_running_loop().create_task(server.stop(settings.drain_timeout)))
+
+    # Installed before the listeners open, so a SIGTERM at any moment drains instead of killing
+    # the process; one that arrives during start-up takes effect once start-up is done.
+    server.install_signal_handlers(on_signal)
     try:
         await server.start()
     except (OSError, RuntimeError, ValueError) as exc:
         print(f"mixerd: {exc}", file=sys.stderr)
         await server.stop(0)  # whatever did start (the runtime, a listener) is closed again
         return 1
+    started = True
     print(_banner(server), flush=True)
-    stopping: list[asyncio.Task[None]] = []
-
-    def on_signal() -> None:
-        if not stopping:
-            stopping.append(asyncio.get_running_loop().create_task(server.stop(settings.drain_timeout)))
-
-    server.install_signal_handlers(on_signal)
+    if signalled:
+        on_signal()
     await server.wait()
     return 0
 

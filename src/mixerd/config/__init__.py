@@ -80,6 +80,7 @@ from mixerd.config.store import (
     diff_states,
     merge_resources,
 )
+from mixerd.config.unbuilt import NOT_BUILT_ADAPTERS, NotBuiltAdapter, missing_adapter_message
 
 __all__ = [
     "API_VERSION",
@@ -87,6 +88,7 @@ __all__ = [
     "FAIL_CLOSED_ANNOTATION",
     "LANG_ANNOTATION",
     "LEGACY_KINDS",
+    "NOT_BUILT_ADAPTERS",
     "Action",
     "AdapterCatalog",
     "AdapterSpec",
@@ -113,6 +115,7 @@ __all__ = [
     "Language",
     "LegacyKind",
     "MemoryStore",
+    "NotBuiltAdapter",
     "ParseResult",
     "QuotaCharge",
     "QuotaRule",
@@ -141,6 +144,7 @@ __all__ = [
     "format_report",
     "load_paths",
     "merge_resources",
+    "missing_adapter_message",
     "parse_document",
     "parse_documents",
     "parse_file",

@@ -9,6 +9,14 @@ ways:
 * a periodic full resync (default every 30 s) that compares the SHA-256 of every file's
   contents, so a missed event cannot leave stale config behind.
 
+Either way a file whose contents changed is adopted only once it has read the same for
+``debounce`` seconds: a file being rewritten in place (truncated, then written in pieces by
+``cp``, a template renderer or an editor without atomic saves) is never read half-written into
+force; its previous contents keep serving and the store reads it again after ``debounce``. The
+contents decide, not the modification time: a reader can see a truncated file before its new
+modification time, and remote file systems have clocks of their own. The first load and an
+explicit :meth:`FileStore.rescan` adopt what they read.
+
 Either way a rescan re-reads every file, re-parses those whose hash changed, and publishes one
 :class:`~mixerd.config.store.ChangeBatch` if resources or load problems changed.
 
@@ -26,6 +34,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +91,9 @@ class FileStore:
         self._closed = False
         self._tasks: list[asyncio.Task[None]] = []
         self._dirty = asyncio.Event()
+        self._unsettled = False
+        self._seen: dict[Path, tuple[str, float]] = {}
+        """Changed contents not adopted yet: path -> (digest, when first read that way)."""
         self._stop = asyncio.Event()
         self.scans = 0
         """How many rescans ran (for tests and metrics)."""
@@ -127,8 +139,13 @@ class FileStore:
 
     async def rescan(self) -> ChangeBatch | None:
         """Re-read the files now; publish and return the batch if anything changed."""
+        return await self._rescan(settle=0.0)
+
+    async def _rescan(self, settle: float) -> ChangeBatch | None:
         async with self._lock:
-            new_files = await asyncio.to_thread(self._scan, dict(self._files))
+            new_files, unsettled = await asyncio.to_thread(self._scan, dict(self._files), settle)
+            if unsettled:
+                self._unsettled = True
             return self._commit(new_files, publish=True)
 
     async def _initial_load(self) -> None:
@@ -137,14 +154,21 @@ class FileStore:
         async with self._lock:
             if self._loaded:
                 return
-            new_files = await asyncio.to_thread(self._scan, dict(self._files))
+            new_files, _ = await asyncio.to_thread(self._scan, dict(self._files), 0.0)
             self._commit(new_files, publish=False)
             self._loaded = True
 
-    def _scan(self, old: dict[Path, _FileState]) -> dict[Path, _FileState]:
-        """Read every file (in a worker thread); reparse the ones whose contents changed."""
+    def _scan(self, old: dict[Path, _FileState], settle: float) -> tuple[dict[Path, _FileState], bool]:
+        """Read every file (in a worker thread); reparse the ones whose contents changed. With
+        ``settle`` > 0, changed contents are adopted only when they read the same ``settle``
+        seconds earlier; until then the file keeps its previous state (a new file waits). The
+        second value says whether a file is waiting."""
         out: dict[Path, _FileState] = {}
-        for path in config_files(self.paths):
+        unsettled = False
+        seen = self._seen
+        now = time.monotonic()
+        listed = config_files(self.paths)
+        for path in listed:
             try:
                 data = path.read_bytes()
             except OSError as exc:
@@ -158,13 +182,26 @@ class FileStore:
             if previous is not None and previous.digest == digest:
                 out[path] = previous
                 continue
+            if settle > 0:
+                first = seen.get(path)
+                if first is None or first[0] != digest:
+                    seen[path] = (digest, now)
+                    first = seen[path]
+                if now - first[1] < settle:  # maybe being written: keep what it was, read it again
+                    if previous is not None:
+                        out[path] = previous
+                    unsettled = True
+                    continue
+            seen.pop(path, None)
             result = parse_bytes(data, file=str(path), default_namespace=self.default_namespace)
             if result.ok:
                 out[path] = _FileState(digest, result, result.errors)
             else:
                 good = previous.good if previous is not None else ParseResult()
                 out[path] = _FileState(digest, good, result.errors)
-        return out
+        for gone in [p for p in seen if p not in listed]:
+            del seen[gone]
+        return out, unsettled
 
     def _commit(self, files: dict[Path, _FileState], *, publish: bool) -> ChangeBatch | None:
         self.scans += 1
@@ -244,8 +281,12 @@ class FileStore:
         except Exception:
             _log.exception("initial load of %s failed", self.paths)
         while not self._closed:
+            timeout = self.resync_interval
+            if self._unsettled:  # a file was being written at the last scan: look again soon
+                self._unsettled = False
+                timeout = self.debounce if timeout is None else min(timeout, self.debounce)
             try:
-                await asyncio.wait_for(self._dirty.wait(), timeout=self.resync_interval)
+                await asyncio.wait_for(self._dirty.wait(), timeout=timeout)
             except TimeoutError:
                 pass  # periodic resync
             else:
@@ -260,6 +301,6 @@ class FileStore:
                     except TimeoutError:
                         break
             try:
-                await self.rescan()
+                await self._rescan(settle=self.debounce)
             except Exception:
                 _log.exception("rescanning %s failed", self.paths)

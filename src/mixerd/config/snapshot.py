@@ -75,6 +75,7 @@ from mixerd.config.model import (
 from mixerd.config.parse import DEFAULT_NAMESPACE
 from mixerd.config.resolve import resolve
 from mixerd.config.store import duplicate_warning
+from mixerd.config.unbuilt import missing_adapter_message
 from mixerd.lang import CompileError, Expression, compile
 from mixerd.templates import (
     TEMPLATES,
@@ -506,7 +507,8 @@ class _Builder:
             templates = self.adapters.templates_of(spec.compiled_adapter)
             if templates is None:
                 path = "kind" if r.legacy else "spec.compiledAdapter"
-                self.error(r, path, f"unknown adapter '{spec.compiled_adapter}'")
+                name = spec.compiled_adapter
+                self.error(r, path, missing_adapter_message(name, f"unknown adapter '{name}'"))
         elif spec.adapter:
             self.error(
                 r, "spec.adapter", f"out-of-process adapters are not supported yet (adapter '{spec.adapter}')"

@@ -34,6 +34,9 @@ and its namespace the destination's, else the host's.
 proxies counts once: for each workload edge (source and destination namespace and workload) the
 rollups of one reporter only, ``source`` when the caller's proxy reported any, else
 ``destination`` (callers outside the mesh, or whose proxy does not report), else the rest.
+Denials are the exception: the proxy that refused a call flags it (``UAEX``, ``RL``) and the
+other one only sees the 403 or 429 (with Istio the callee's proxy asks for the decision), so a
+workload edge's denials are those of the reporter that flagged the most.
 
 **Traffic.** Numbers, not Kiali's strings, and not rounded (format them for display):
 ``rates.http`` requests per second over ``duration_s``, ``rates.httpDenied`` denied requests (by
@@ -163,10 +166,24 @@ def graph(rollups: Iterable[EdgeRollup], graph_type: str, duration_s: float) -> 
         edge = edges[source["id"], target["id"]]
         edge.count += g.count
         edge.errors += g.errors
-        edge.denied += g.denied
         edge.codes[g.response_code] += g.count
         edge.protocols[g.protocol] += g.count
         edge.histograms.extend(g.histograms)
+
+    # Denials from the reporter that flagged the most of them, per workload edge: the proxy that
+    # refused a call marks it (UAEX, RL), the other one only sees the 403 or 429.
+    denials: dict[tuple[str, str], dict[tuple[object, ...], Counter[int]]] = defaultdict(
+        lambda: defaultdict(Counter)
+    )
+    for g in ordered:
+        if g.denied:
+            source = _source_node(g.source, graph_type, entry)
+            target = _destination_node(g.destination, graph_type)
+            rank = _REPORTER_RANK.get(g.reporter, 2)
+            denials[source["id"], target["id"]][_ident(g.source), _ident(g.destination)][rank] += g.denied
+    for edge_id, by_workload_edge in denials.items():
+        if edge_id in edges:
+            edges[edge_id].denied = sum(max(ranks.values()) for ranks in by_workload_edge.values())
 
     return {
         "graphType": graph_type,

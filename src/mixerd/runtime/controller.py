@@ -21,7 +21,7 @@ from typing import Any
 
 from mixerd.adapter import Clock, Info, InstanceInfo, SystemClock, load_adapters
 from mixerd.attribute import builtin_manifest
-from mixerd.config import Snapshot, Store, build_snapshot
+from mixerd.config import Snapshot, Store, build_snapshot, missing_adapter_message
 from mixerd.runtime.dispatcher import Dispatcher
 from mixerd.runtime.handlers import HandlerEntry, HandlerTable, build_handler_table
 from mixerd.runtime.metrics import RuntimeMetrics
@@ -50,7 +50,7 @@ class AdapterRegistryCatalog:
     ) -> list[tuple[str, str]]:
         info = self._adapters.get(adapter)
         if info is None:
-            return [("", f"no adapter named '{adapter}' is installed")]
+            return [("", missing_adapter_message(adapter, f"no adapter named '{adapter}' is installed"))]
         infos = {name: InstanceInfo(name, t, dict(types)) for name, (t, types) in instances.items()}
         try:
             problems = info.builder(dict(params or {}), infos).validate()

@@ -117,6 +117,9 @@ class CheckOutcome:
     the Check passed. For the console's decision records, not for callers."""
     handler: str = ""
     """The handler that gave the denial; empty when the Check passed or failed closed."""
+    attributes: Mapping[str, Any] | None = None
+    """The attributes the rules saw: the request's plus those the attribute generators added
+    (kubernetesenv's workloads and labels). For the console's decision records, not for callers."""
 
 
 def request_namespace(bag: Mapping[str, Any]) -> str:
@@ -318,7 +321,14 @@ class Dispatcher:
                         qr = QuotaResult()
                     quota_out[name] = QuotaOutcome(qr, tracker.frozen() if tracker is not None else None)
             return CheckOutcome(
-                result, directive, references, reason=reason, quotas=quota_out, rule=rule, handler=handler
+                result,
+                directive,
+                references,
+                reason=reason,
+                quotas=quota_out,
+                rule=rule,
+                handler=handler,
+                attributes=bag,
             )
 
     async def _check(self, nt: NamespaceTable, bag: Mapping[str, Any]) -> tuple[CheckResult, str, str, str]:

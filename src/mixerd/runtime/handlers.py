@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mixerd.adapter import Clock, ConfigError, Env, Info, InstanceInfo, SystemClock, handler_method
-from mixerd.config import Snapshot
+from mixerd.config import Snapshot, missing_adapter_message
 from mixerd.templates import TEMPLATES, Variety
 
 __all__ = ["HandlerEntry", "HandlerTable", "build_handler_table", "handler_signature"]
@@ -130,7 +130,8 @@ def build_handler_table(
             continue
         info = adapters.get(cfg.adapter)
         if info is None:
-            errors.append(f"handler {fqn}: no adapter named '{cfg.adapter}' is installed")
+            missing = f"no adapter named '{cfg.adapter}' is installed"
+            errors.append(f"handler {fqn}: {missing_adapter_message(cfg.adapter, missing)}")
             continue
         infos = {i.key.fqn: InstanceInfo(i.key.fqn, i.template, dict(i.builder.types)) for i in instances}
         try:

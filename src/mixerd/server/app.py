@@ -19,6 +19,7 @@ from mixerd import __version__
 from mixerd.config import FileStore, MemoryStore, Store, parse_text
 from mixerd.runtime import Runtime
 from mixerd.server.console import Console
+from mixerd.server.console_ui import ConsoleUI, console_off_routes
 from mixerd.server.settings import Settings, is_loopback, parse_address
 from mixerd.server.tls import CertificateSource, open_sources
 
@@ -64,6 +65,8 @@ class Server:
         self.store = store or self._make_store()
         self.console = Console(settings) if settings.console_enabled else None
         """The console (store, writer, decision feed, API), None with ``--console-store off``."""
+        self.console_ui = ConsoleUI(settings) if self.console is not None else None
+        """The console's web pages (``/ui/``), served beside its API."""
         self.runtime = Runtime(
             self.store,
             default_namespace=settings.default_namespace,
@@ -80,6 +83,8 @@ class Server:
         """The certificates of the listeners that serve TLS, by listener (``grpc``, ``monitoring``,
         ``prometheus``, ``http_authz``); listeners with the same files share one."""
         self._stopped = asyncio.Event()
+        self.serving = False
+        """Every listener is open (``/readyz`` waits for it as well as for the config)."""
         self._services: list[Any] = []
         self._runners: list[web.BaseRunner] = []
         self._watchers: list[asyncio.Task[None]] = []
@@ -126,6 +131,7 @@ class Server:
         await self.runtime.start()
         await self._start_grpc()
         await self._start_http()
+        self.serving = True
 
     async def _start_grpc(self) -> None:
         from mixerd.server.services import build_services
@@ -181,7 +187,7 @@ class Server:
         )
         if self.console is not None and self.settings.console_address:
             app = web.Application()
-            self.console.add_routes(app)
+            self._add_console_routes(app)
             self.listeners.console_port = await self._listen(app, self.settings.console_address, "monitoring")
         if self.settings.prometheus_address:
             app = web.Application()
@@ -201,6 +207,7 @@ class Server:
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop taking calls, let in-flight ones finish (bounded), flush reports, close handlers."""
+        self.serving = False  # /readyz: not ready while draining
         if self.grpc is not None or self._runners:  # not after a start that failed before listening
             _log.info("shutting down: draining in-flight calls (up to %.0fs)", grace)
         if self.grpc is not None:
@@ -245,9 +252,16 @@ class Server:
         app.router.add_get("/debug/routes", self._routes)
         app.router.add_get("/debug/config", self._config)
         app.router.add_get("/adapters/metrics", self._adapter_metrics)
-        if self.console is not None and not self.settings.console_address:
-            self.console.add_routes(app)
+        if self.console is None:
+            console_off_routes(app)
+        elif not self.settings.console_address:
+            self._add_console_routes(app)
         return app
+
+    def _add_console_routes(self, app: web.Application) -> None:
+        assert self.console is not None and self.console_ui is not None
+        self.console.add_routes(app)
+        self.console_ui.add_routes(app)
 
     async def _self_metrics(self, request: web.Request) -> web.Response:
         body = generate_latest(self.runtime.metrics.registry)
@@ -265,6 +279,8 @@ class Server:
         return web.Response(text="ok\n")
 
     async def _readyz(self, request: web.Request) -> web.Response:
+        if not self.serving:
+            return web.Response(status=503, text="not ready: listeners still opening\n")
         if self.runtime.ready:
             return web.Response(text=f"ready: config {self.runtime.dispatcher.table.id}\n")
         return web.Response(status=503, text="not ready: config not loaded yet\n")

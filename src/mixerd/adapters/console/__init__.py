@@ -15,7 +15,8 @@ variable                   hop field
 ``protocol``, ``method``   as is; ``url`` is the path, ``httpAuthority`` the host
 ``responseCode``           ``responseFlags``, ``requestSize``, ``responseSize``
 ``latency``                the duration (a duration, or Go duration text such as ``"12ms"``)
-``requestId``              Envoy's ``x-request-id``
+``requestId``              Envoy's ``x-request-id`` (``request.id``); it is also the key's
+                           ``x-request-id`` when ``requestHeaders`` lacks that header
 ``requestHeaders``         the request's headers (``request.headers``): the transaction key and
                            the W3C / B3 trace context are read from them
 ``transactionId``          overrides the key taken from the headers

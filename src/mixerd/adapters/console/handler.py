@@ -8,7 +8,7 @@ from typing import Any, Final, Protocol, runtime_checkable
 
 from mixerd.adapter import Builder, ConfigError, Env, Handler, InstanceInfo, Params
 from mixerd.attribute import parse_duration
-from mixerd.console.correlate import DEFAULT_ORDER, correlation, parse_order
+from mixerd.console.correlate import DEFAULT_ORDER, REQUEST_ID, correlation, parse_order
 from mixerd.console.model import Hop, Peer, Reporter
 
 __all__ = ["ConsoleBuilder", "ConsoleHandler", "HopSink", "hop_from_variables"]
@@ -111,6 +111,10 @@ def hop_from_variables(
     headers = v.get("requestHeaders")
     if type(headers) is not dict and not isinstance(headers, Mapping):  # the ABC check is slow
         headers = {}
+    if request_id and REQUEST_ID not in headers:
+        # A proxy that did not log the header (Envoy's access log logs only the headers it is
+        # told to) still knows the request id: it is the x-request-id header.
+        headers = {**headers, REQUEST_ID: request_id}
     key, ids = correlation(headers, key_order)
     return Hop(
         _time_us(timestamp, now),

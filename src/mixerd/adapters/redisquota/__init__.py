@@ -8,10 +8,25 @@ Params (Mixer's ``redisquota`` config):
     ``rateLimitAlgorithm`` (``FIXED_WINDOW``, the default, or ``ROLLING_WINDOW``) and
     ``overrides[]`` (``dimensions``, ``maxAmount``).
 ``redisServerUrl``
-    ``host:port`` (default ``localhost:6379``), ``redis://[user:password@]host:port/db`` or
-    ``rediss://...`` for TLS.
+    Where Redis is; its scheme chooses the topology:
+
+    * one server: ``host:port`` (default ``localhost:6379``), ``redis://[user:password@]host:port/db``
+      or ``rediss://...`` for TLS;
+    * a Redis Cluster: ``redis+cluster://[user:password@]host:port,host:port,...`` (or
+      ``rediss+cluster://``): the nodes to discover the cluster from (one is enough, more
+      survive one being down); no database;
+    * Redis Sentinel: ``redis+sentinel://[user:password@]host:port,host:port,.../<master name>[/db]``
+      (or ``rediss+sentinel://``, TLS to the Sentinels and the servers): the Sentinels (port
+      26379 by default) and the name they monitor the primary under. The user and password are
+      the Redis servers'; the Sentinels' own, if they have any, go in the query:
+      ``?sentinel_username=...&sentinel_password=...``.
+
+    Passwords never appear in messages or logs (``mixerd.adapter.redact_url``); percent-encode
+    ``/ ? # @`` in them.
 ``connectionPoolSize``
-    Connections to Redis (default 10).
+    Connections to Redis (default 10): on a cluster, at most this many per primary; on a cluster
+    and through Sentinel, at most this many calls in flight (the others wait, within
+    ``timeout``).
 
 and two of mixerd's own:
 
@@ -28,7 +43,31 @@ and two of mixerd's own:
     ``FAIL_CLOSE``: answer ``UNAVAILABLE`` with ``redisquota: redis at host:port unreachable:
     <reason>``. Either way failures are counted, logged at most once per 10 s, and after 3 in a
     row calls stop waiting on Redis for 0.5 s at a time, so an outage neither adds a timeout to
-    every request nor turns into a storm of denials nobody asked for (Istio issue #12115).
+    every request nor turns into a storm of denials nobody asked for (Istio issue #12115). On a
+    cluster this is per primary: one that is down costs only the buckets in its slots.
+
+Redis Cluster and Sentinel:
+
+* Cluster: every key of one bucket carries the hash tag ``{<key>}`` (``{<key>}.meta``,
+  ``{<key>}.data``, ``{<key>}.dedup.<dedup id>``), so one script call touches one slot; buckets
+  spread over the primaries. ``MOVED`` and ``ASK`` redirects (a resharding) are followed by
+  redis-py's cluster client. While a slot migrates, a call for a bucket in it can get the failure
+  policy's answer: Redis answers ``TRYAGAIN`` for buckets half moved, and redis-py's asyncio client
+  may send ``ASKING`` and the redirected call on different pooled connections, which ends after 16
+  redirects. Both are over within the milliseconds a slot of quota buckets takes to move; no unit
+  is ever counted twice (``MIGRATE`` moves a bucket's keys at once). A quota name cannot start
+  with ``}`` on a cluster (its hash tag would be empty).
+* Sentinel: a connection asks the Sentinels for the primary when it opens, and every 0.5 s the
+  handler asks again and drops every connection to a former primary. When the primary dies,
+  calls get the failure policy's answer until the Sentinels have promoted the replica (their
+  ``down-after-milliseconds`` plus the failover, a few seconds) and then go to the new primary.
+  Replication is asynchronous: units counted on the old primary and not yet on its replica are
+  lost with it (on a kill, at most the calls in flight; a failover of a live primary, which keeps
+  taking writes until Sentinel demotes it, loses what it counted between the promotion and the
+  handler's next check, about a second). ``min-replicas-to-write 1`` on the servers (with two
+  replicas or more) makes a demoted primary refuse writes at once instead.
+* One server and Sentinel keep the key names mixerd always used (below), so moving a single
+  server behind Sentinel keeps the counters; moving to a cluster starts them afresh.
 
 Semantics:
 
@@ -55,8 +94,9 @@ Differences from Mixer, and why:
   quotas (Istio issues #15543, #15958); Mixer's redisquota shared one counter per quota, or per
   matched override. Keys are ``<quota name>`` without dimensions and ``<quota name>-<first 128 bits
   of the SHA-256 of the sorted dimensions>`` with them, plus ``.rolling`` for rolling windows so a
-  change of algorithm never meets keys of the wrong type (see
+  change of algorithm never meets keys of the wrong type, then ``.meta``/``.data`` (see
   :mod:`mixerd.adapters.redisquota.dims`).
+* Mixer's redisquota talked to one server; Cluster and Sentinel are new.
 * Times in the scripts are milliseconds, not nanoseconds, so they stay exact in Lua numbers.
 * A rolling window saves its state even when it denies a request; Mixer's script returned early
   and could lose units it had just reclaimed.

@@ -12,7 +12,7 @@ import enum
 import math
 import urllib.parse
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from mixerd.adapter import ConfigError, InstanceInfo, Params, redact_url
@@ -28,6 +28,7 @@ __all__ = [
     "RedisOverride",
     "RedisQuota",
     "RedisQuotaConfig",
+    "Topology",
     "parse_address",
     "parse_config",
 ]
@@ -87,12 +88,38 @@ class RedisQuota:
         return self.max_amount
 
 
+class Topology(enum.Enum):
+    """How the Redis servers are arranged, chosen by the scheme of ``redisServerUrl``."""
+
+    SERVER = "server"
+    """One server (``host:port``, ``redis://``, ``rediss://``)."""
+    CLUSTER = "cluster"
+    """A Redis Cluster (``redis+cluster://``, ``rediss+cluster://``)."""
+    SENTINEL = "sentinel"
+    """A primary found through Redis Sentinel (``redis+sentinel://``, ``rediss+sentinel://``)."""
+
+
 @dataclass(frozen=True, slots=True)
 class RedisAddress:
-    url: str
-    """What redis-py connects to (``redis://host:port/db``, ``rediss://...``)."""
+    url: str = field(repr=False)
+    """What redis-py connects to for one server (``redis://host:port/db``, ``rediss://...``);
+    for a cluster or Sentinel, the URL as written (never shown: it may hold a password)."""
     display: str
-    """``host:port``, for messages (never includes credentials)."""
+    """Where Redis is, for messages (never includes credentials): ``host:port``,
+    ``host:port,host:port (cluster)`` or ``<master> via sentinels host:port,host:port``."""
+    topology: Topology = Topology.SERVER
+    nodes: tuple[tuple[str, int], ...] = ()
+    """Cluster: the nodes to discover the cluster from. Sentinel: the Sentinels."""
+    master_name: str = ""
+    """Sentinel: the name the Sentinels monitor the primary under."""
+    db: int = 0
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    """Credentials for the Redis servers (cluster nodes, the primary)."""
+    sentinel_username: str | None = None
+    sentinel_password: str | None = field(default=None, repr=False)
+    """Credentials for the Sentinels themselves (none unless given)."""
+    tls: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,34 +131,113 @@ class RedisQuotaConfig:
     failure_policy: FailurePolicy = FailurePolicy.FAIL_OPEN
 
 
+_SCHEMES: Final = {
+    "redis": (Topology.SERVER, False),
+    "rediss": (Topology.SERVER, True),
+    "redis+cluster": (Topology.CLUSTER, False),
+    "rediss+cluster": (Topology.CLUSTER, True),
+    "redis+sentinel": (Topology.SENTINEL, False),
+    "rediss+sentinel": (Topology.SENTINEL, True),
+}
+_SENTINEL_PORT: Final = 26379
+_SENTINEL_QUERY: Final = ("sentinel_username", "sentinel_password")
+
+
+def _host_port(text: str, default_port: int) -> tuple[str, int]:
+    """``host``, ``host:port``, ``[v6]`` or ``[v6]:port``."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or "]" in port_text or (host.count(":") and not host.startswith("[")):
+        host, port_text = text, str(default_port)
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError("the port must be a number from 1 to 65535")
+    if "@" in host or "/" in host:
+        raise ValueError("credentials and databases need a URL (redis://user:password@host:port/db)")
+    host = host.strip("[]")
+    if not host:
+        raise ValueError("missing host")
+    return host, int(port_text)
+
+
+def _joined(nodes: tuple[tuple[str, int], ...]) -> str:
+    return ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in nodes)
+
+
 def parse_address(text: str) -> RedisAddress:
-    """``host:port``, ``host`` (port 6379), ``[v6]:port``, ``redis://[user:pass@]host:port/db`` or
-    ``rediss://...``. Raises ValueError with a reason."""
-    if "://" in text:
+    """``host:port``, ``host`` (port 6379), ``[v6]:port``, ``redis://[user:pass@]host:port/db``,
+    ``rediss://...``, ``redis+cluster://[user:pass@]host:port,host:port...`` or
+    ``redis+sentinel://[user:pass@]host:port,host:port.../master[/db][?sentinel_password=...]``
+    (and their ``rediss+`` forms). Raises ValueError with a reason."""
+    if "://" not in text:
+        host, port = _host_port(text, 6379)
+        url_host = f"[{host}]" if ":" in host else host
+        return RedisAddress(f"redis://{url_host}:{port}/0", f"{host}:{port}")
+    scheme, _, rest = text.partition("://")
+    if scheme.lower() not in _SCHEMES:
+        raise ValueError(
+            f"unsupported scheme {scheme!r} (expected redis://, rediss://, redis+cluster:// or redis+sentinel://)"
+        )
+    topology, tls = _SCHEMES[scheme.lower()]
+    if topology is Topology.SERVER:
         parts = urllib.parse.urlsplit(text)
-        if parts.scheme not in ("redis", "rediss"):
-            raise ValueError(f"unsupported scheme {parts.scheme!r} (expected redis:// or rediss://)")
         try:
             port = parts.port or 6379
         except ValueError:
             raise ValueError("the port must be a number from 1 to 65535") from None
-        host = parts.hostname
-        if not host:
+        if not parts.hostname:
             raise ValueError("missing host")
         db = parts.path.strip("/")
         if db and not db.isdigit():
             raise ValueError(f"the database must be a number, got {db!r}")
-        return RedisAddress(text, f"{host}:{port}")
-    host, sep, port_text = text.rpartition(":")
-    if not sep or "]" in port_text:
-        host, port_text = text, "6379"
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError("the port must be a number from 1 to 65535")
-    host = host.strip("[]")
-    if not host:
+        return RedisAddress(text, f"{parts.hostname}:{port}", tls=tls)
+
+    rest, _, fragment = rest.partition("#")
+    rest, _, query = rest.partition("?")
+    authority, slash, path = rest.partition("/")
+    userinfo, at, hosts = authority.rpartition("@")
+    username = password = None
+    if at:
+        user, colon, secret = userinfo.partition(":")
+        username = urllib.parse.unquote(user) or None
+        password = urllib.parse.unquote(secret) if colon else None
+    if not hosts:
         raise ValueError("missing host")
-    url_host = f"[{host}]" if ":" in host else host
-    return RedisAddress(f"redis://{url_host}:{port_text}/0", f"{host}:{port_text}")
+    default_port = _SENTINEL_PORT if topology is Topology.SENTINEL else 6379
+    nodes = tuple(_host_port(h, default_port) for h in hosts.split(","))
+    if fragment:
+        raise ValueError("a fragment (#...) means nothing here")
+    options: dict[str, str] = {}
+    for name, value in urllib.parse.parse_qsl(query, keep_blank_values=True):
+        if topology is not Topology.SENTINEL or name not in _SENTINEL_QUERY:
+            known = ", ".join(_SENTINEL_QUERY) if topology is Topology.SENTINEL else "none"
+            raise ValueError(f"unknown option {name!r} (known: {known})")
+        options[name] = value
+    segments = [urllib.parse.unquote(s) for s in path.split("/")] if slash and path else []
+    if topology is Topology.CLUSTER:
+        if segments not in ([], ["0"], ["0", ""]):
+            raise ValueError("a Redis Cluster has only database 0: write no path")
+        return RedisAddress(
+            text, f"{_joined(nodes)} (cluster)", Topology.CLUSTER, nodes,
+            username=username, password=password, tls=tls,
+        )  # fmt: skip
+    if segments and segments[-1] == "":
+        segments.pop()  # a trailing slash
+    if not segments or not segments[0]:
+        raise ValueError("missing the master name (redis+sentinel://host:port,host:port/<master name>)")
+    if len(segments) > 2 or (len(segments) == 2 and not segments[1].isdigit()):
+        raise ValueError(f"the path must be /<master name>[/<database number>], got {'/' + path!r}")
+    return RedisAddress(
+        text,
+        f"{segments[0]} via sentinels {_joined(nodes)}",
+        Topology.SENTINEL,
+        nodes,
+        master_name=segments[0],
+        db=int(segments[1]) if len(segments) == 2 else 0,
+        username=username,
+        password=password,
+        sentinel_username=options.get("sentinel_username") or None,
+        sentinel_password=options.get("sentinel_password") or None,
+        tls=tls,
+    )
 
 
 def parse_config(
@@ -223,4 +329,10 @@ def parse_config(
             except ValueError as exc:
                 shown = redact_url(url)
                 fail(url_key, f"invalid redis server url {shown!r}: {str(exc).replace(url, shown)}")
+    if address.topology is Topology.CLUSTER:
+        for i, quota in enumerate(quotas):
+            if quota.name.startswith("}"):
+                # keys are "{<name>...}.meta": a name starting with "}" makes the hash tag empty,
+                # and the keys of one bucket would land in different slots
+                fail(f"quotas[{i}].name", "a quota name cannot start with '}' on a Redis Cluster")
     return RedisQuotaConfig(tuple(quotas), address, pool_size, timeout, policy), errors

@@ -1,35 +1,68 @@
 """The redisquota handler: counts in Redis through Lua scripts, bounded by a timeout (I/O).
 
 Every call is one ``EVALSHA`` (redis-py reloads the script with ``SCRIPT LOAD`` when Redis
-answers ``NOSCRIPT``, e.g. after a restart) on a blocking connection pool of
-``connectionPoolSize`` connections. The whole call, waiting for a pooled connection included,
-is bounded by ``timeout``; redis-py's own retries are off so the bound holds. When Redis cannot
-answer in time, ``failurePolicy`` decides (see :mod:`mixerd.adapters.redisquota.policy`).
+answers ``NOSCRIPT``, e.g. after a restart or a failover). The whole call, waiting for a
+connection, connecting and any redirect included, is bounded by ``timeout``; redis-py's own
+retries are off so the bound holds. When Redis cannot answer in time, ``failurePolicy`` decides
+(see :mod:`mixerd.adapters.redisquota.policy`).
+
+Where the call goes depends on the topology ``redisServerUrl`` names:
+
+* one server: a blocking pool of ``connectionPoolSize`` connections;
+* a Redis Cluster (:class:`redis.asyncio.cluster.RedisCluster`): the call goes to the primary
+  that owns the bucket's hash slot (all keys of a bucket share one, see
+  :func:`~mixerd.adapters.redisquota.dims.bucket_keys`); ``MOVED`` and ``ASK`` redirects are
+  followed by the client, which keeps the slot map current. At most ``connectionPoolSize``
+  calls are in flight, so no node gets more connections than that;
+* Sentinel (:class:`redis.asyncio.sentinel.Sentinel`): a connection asks the Sentinels for the
+  primary when it connects. After a failover the old primary's connections fail (closed by
+  Sentinel, refused, or ``READONLY`` once it is a replica, which redis-py turns into a
+  disconnect), and new ones find the new primary; calls in between get the failure policy's
+  answer. At most ``connectionPoolSize`` calls are in flight, as for a cluster.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as _dt
+import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
+from redis.exceptions import ClusterDownError, RedisClusterException, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from mixerd.adapter import Clock, Code, Env, Handler, QuotaArgs, QuotaResult, Status
-from mixerd.adapters.redisquota.config import Algorithm, FailurePolicy, RedisQuota, RedisQuotaConfig
-from mixerd.adapters.redisquota.dims import dimension_strings, redis_key
+from mixerd.adapters.redisquota.config import (
+    Algorithm,
+    FailurePolicy,
+    RedisAddress,
+    RedisQuota,
+    RedisQuotaConfig,
+    Topology,
+)
+from mixerd.adapters.redisquota.dims import bucket_keys, dimension_strings, redis_key
 from mixerd.adapters.redisquota.policy import OutageTracker
 from mixerd.adapters.redisquota.scripts import EXHAUSTED, FIXED_WINDOW, ROLLING_WINDOW, ScriptReply
 
-__all__ = ["FAIL_OPEN_VALIDITY", "QuotaInstanceLike", "RedisQuotaHandler", "RedisQuotaStats"]
+__all__ = [
+    "FAIL_OPEN_VALIDITY",
+    "PRIMARY_CHECK_INTERVAL",
+    "QuotaInstanceLike",
+    "RedisQuotaHandler",
+    "RedisQuotaStats",
+]
+
+PRIMARY_CHECK_INTERVAL: Final = 0.5
+"""Sentinel: how often (seconds) the handler asks the Sentinels where the primary is."""
 
 FAIL_OPEN_VALIDITY: Final = _dt.timedelta(seconds=1)
 """How long a grant made without Redis lives (at most the quota's window): short, so callers
@@ -37,6 +70,17 @@ come back soon and enforcement resumes as soon as Redis does."""
 
 _EPOCH: Final = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
 _MS: Final = _dt.timedelta(milliseconds=1)
+_ERRORS: Final = (RedisError, RedisClusterException, OSError, TimeoutError)
+"""What a call to Redis can fail with (RedisClusterException is not a RedisError)."""
+_UNREACHABLE: Final = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ClusterDownError,
+    RedisClusterException,
+    OSError,
+    TimeoutError,
+)
+_T = TypeVar("_T")
 
 
 class QuotaInstanceLike(Protocol):
@@ -61,6 +105,68 @@ class RedisQuotaStats:
     fail_close_denials: int = 0
 
 
+def _hp(address: tuple[str, int]) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@dataclass(slots=True)
+class _Backend:
+    client: Redis | RedisCluster
+    sentinel: Sentinel | None = None
+    nodes: tuple[tuple[str, int], ...] = ()
+    slots: asyncio.Semaphore | None = None
+    """Bounds the calls in flight where the client's pool does not block (cluster, Sentinel)."""
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+        if self.sentinel is not None:
+            await self.sentinel.aclose()
+
+
+def _connect(address: RedisAddress, pool_size: int, timeout: float) -> _Backend:
+    """A client for the topology (nothing connects until the first call)."""
+    no_retries = Retry(NoBackoff(), 0)
+    sockets: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    if address.topology is Topology.CLUSTER:
+        cluster = RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in address.nodes],
+            max_connections=pool_size,
+            retry=no_retries,
+            username=address.username,
+            password=address.password,
+            ssl=address.tls,
+            **sockets,
+        )
+        return _Backend(cluster, slots=asyncio.Semaphore(pool_size))
+    if address.topology is Topology.SENTINEL:
+        sentinel = Sentinel(
+            list(address.nodes),
+            sentinel_kwargs={
+                **sockets,
+                "retry": no_retries,
+                "username": address.sentinel_username,
+                "password": address.sentinel_password,
+                "ssl": address.tls,
+            },
+        )
+        primary = sentinel.master_for(
+            address.master_name,
+            max_connections=pool_size,
+            retry=no_retries,
+            db=address.db,
+            username=address.username,
+            password=address.password,
+            ssl=address.tls,
+            **sockets,
+        )
+        return _Backend(primary, sentinel, address.nodes, asyncio.Semaphore(pool_size))
+    pool = BlockingConnectionPool.from_url(
+        address.url, max_connections=pool_size, timeout=timeout, retry=no_retries, **sockets
+    )
+    return _Backend(Redis.from_pool(pool))
+
+
 class RedisQuotaHandler(Handler):
     def __init__(self, config: RedisQuotaConfig, clock: Clock, logger: logging.Logger) -> None:
         self._quotas = {q.name: q for q in config.quotas}
@@ -68,23 +174,21 @@ class RedisQuotaHandler(Handler):
         self._logger = logger
         self._policy = config.failure_policy
         self._where = config.address.display
+        self.topology = config.address.topology
+        self._hash_tags = self.topology is Topology.CLUSTER
         self._timeout = config.timeout.total_seconds()
-        pool = BlockingConnectionPool.from_url(
-            config.address.url,
-            max_connections=config.pool_size,
-            timeout=self._timeout,
-            socket_timeout=self._timeout,
-            socket_connect_timeout=self._timeout,
-            retry=Retry(NoBackoff(), 0),
-        )
-        self._redis: Redis = Redis.from_pool(pool)
+        self._backend = _connect(config.address, config.pool_size, self._timeout)
         self._scripts = {
-            Algorithm.FIXED_WINDOW: self._redis.register_script(FIXED_WINDOW),
-            Algorithm.ROLLING_WINDOW: self._redis.register_script(ROLLING_WINDOW),
+            Algorithm.FIXED_WINDOW: self._backend.client.register_script(FIXED_WINDOW),
+            Algorithm.ROLLING_WINDOW: self._backend.client.register_script(ROLLING_WINDOW),
         }
-        self._outage = OutageTracker()
+        self._cluster = client if isinstance(client := self._backend.client, RedisCluster) else None
+        self._outages: dict[str, OutageTracker] = {"": OutageTracker()}
         self._warned: set[str] = set()
         self._preload: asyncio.Task[None] | None = None
+        self._closed = False
+        self._primary: tuple[str, int] | None = None
+        """Sentinel: where :meth:`check_primary` last found the primary."""
         self.stats = RedisQuotaStats()
 
     @classmethod
@@ -95,19 +199,61 @@ class RedisQuotaHandler(Handler):
             await handler.load_scripts()
 
         handler._preload = env.spawn(load, "load scripts")
+        if handler.topology is Topology.SENTINEL:
+
+            async def check() -> None:
+                await handler.check_primary()
+
+            env.every(PRIMARY_CHECK_INTERVAL, check, "check primary", initial_delay=PRIMARY_CHECK_INTERVAL)
         return handler
+
+    async def check_primary(self) -> bool:
+        """Sentinel: ask the Sentinels where the primary is; when it moved, drop every connection
+        to the old one, busy ones included, and return True.
+
+        Connections find the primary when they connect, and a failover that kills the primary
+        breaks them. A failover of a primary that is still up (``SENTINEL FAILOVER``, a
+        partition that heals) does not: the old primary goes on accepting writes until Sentinel
+        turns it into a replica, 8 s or more later, and then drops them with the rest of its
+        data. Asking every ``PRIMARY_CHECK_INTERVAL`` (0.5 s) keeps what is counted there, and
+        lost, to what arrives between the replica's promotion and the Sentinels announcing it
+        (up to about a second) plus that interval."""
+        client = self._backend.client
+        pool = client.connection_pool if isinstance(client, Redis) else None
+        if self._closed or not isinstance(pool, SentinelConnectionPool):
+            return False
+        try:
+            async with asyncio.timeout(self._timeout * len(self._backend.nodes)):
+                # drops the idle connections if it moved (redis-py's sentinel module has no types)
+                after = await pool.get_master_address()  # type: ignore[no-untyped-call]
+        except _ERRORS:
+            return False  # the calls find out for themselves, through the failure policy
+        # compared with what this check saw last, not with the pool's idea: a connection opened
+        # since the move has updated that, and dropped only the idle connections
+        before, self._primary = self._primary, after
+        if before is None or after == before:
+            return False
+        self._logger.warning(
+            "redisquota: redis at %s: the Sentinels moved the primary from %s to %s; "
+            "closing every connection to the old one",
+            self._where,
+            _hp(before),
+            _hp(after),
+        )
+        await pool.disconnect(inuse_connections=True)
+        return True
 
     async def load_scripts(self) -> bool:
         """``SCRIPT LOAD`` both scripts ahead of the first call (calls load them on demand too);
         False when Redis could not be reached, which counts as a failed call."""
+        client = self._backend.client
         try:
-            async with asyncio.timeout(self._timeout * len(self._scripts)):
-                for script in self._scripts.values():
-                    await self._redis.script_load(script.script)
-        except (RedisError, OSError, TimeoutError) as exc:
-            self._failed(exc)
+            for script in self._scripts.values():
+                await self._call(functools.partial(client.script_load, script.script))
+        except _ERRORS as exc:
+            self._failed(exc, "")
             return False
-        self._succeeded()
+        self._succeeded("")
         return True
 
     async def handle_quota(self, instance: QuotaInstanceLike, args: QuotaArgs) -> QuotaResult:
@@ -126,16 +272,15 @@ class RedisQuotaHandler(Handler):
             )
         dims = dimension_strings(instance.dimensions)
         max_amount = quota.max_amount_for(dims)
-        if self._outage.should_skip(self._clock.monotonic()):
-            self.stats.skipped += 1
-            return self._without_redis(quota, max_amount, args, self._outage.last_error, unreachable=True)
-
         key = redis_key(quota.name, dims)
         if quota.algorithm is Algorithm.ROLLING_WINDOW:
             key += ".rolling"  # its keys hold other types: never mix them with a fixed window's
-        keys = [f"{key}.meta", f"{key}.data"]
-        if args.dedup_id:
-            keys.append(f"{args.dedup_id}-{key}.meta")
+        keys = bucket_keys(key, args.dedup_id, hash_tag=self._hash_tags)
+        node = self._node_of(keys[0])
+        outage = self._outages.get(node) or self._outages.setdefault(node, OutageTracker())
+        if outage.should_skip(self._clock.monotonic()):
+            self.stats.skipped += 1
+            return self._without_redis(quota, max_amount, args, outage.last_error, unreachable=True)
         argv = [
             max_amount,
             quota.window_ms,
@@ -145,37 +290,60 @@ class RedisQuotaHandler(Handler):
             (self._clock.now() - _EPOCH) // _MS,
             args.dedup_id,
         ]
+        script = self._scripts[quota.algorithm]
         try:
-            async with asyncio.timeout(self._timeout):
-                raw = await self._scripts[quota.algorithm](keys=keys, args=argv)
-            reply = ScriptReply.parse(raw)
-        except (RedisError, OSError, TimeoutError, ValueError) as exc:
-            reason, unreachable = self._failed(exc)
+            reply = ScriptReply.parse(await self._call(lambda: script(keys=keys, args=argv)))
+        except (*_ERRORS, ValueError) as exc:
+            reason, unreachable = self._failed(exc, node)
             return self._without_redis(quota, max_amount, args, reason, unreachable=unreachable)
-        self._succeeded()
+        self._succeeded(node)
         return reply.result(max_amount, quota.valid_duration)
 
-    def _failed(self, exc: Exception) -> tuple[str, bool]:
-        """Count and (at most once per interval) log a failed call; returns its reason and
-        whether Redis was unreachable (rather than answering with an error)."""
-        unreachable = isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError | TimeoutError)
+    def _node_of(self, key: str) -> str:
+        """Whose outage a call for ``key`` meets: on a cluster, the primary that owns its slot as
+        the client's slot map has it (``host:port``), so a primary that is down or stalled costs
+        only the buckets it holds; anywhere else, and before the slot map is known, ``""``: one
+        server for all."""
+        if self._cluster is None:
+            return ""
+        try:
+            owner = self._cluster.get_node_from_key(key)
+        except RedisClusterException:
+            return ""
+        return owner.name if owner is not None else ""
+
+    async def _call(self, call: Callable[[], Awaitable[_T]]) -> _T:
+        """One call to Redis within the timeout, waiting for a free slot included."""
+        async with asyncio.timeout(self._timeout):
+            if self._backend.slots is None:
+                return await call()
+            async with self._backend.slots:
+                return await call()
+
+    def _failed(self, exc: Exception, node: str) -> tuple[str, bool]:
+        """Count and (at most once per interval and node) log a failed call; returns its reason
+        and whether Redis was unreachable (rather than answering with an error)."""
+        unreachable = isinstance(exc, _UNREACHABLE)
         reason = str(exc) or f"no answer within {self._timeout * 1000:g} ms"
         self.stats.failures += 1
-        report = self._outage.failure(self._clock.monotonic(), reason)
+        report = self._outages[node].failure(self._clock.monotonic(), reason)
         if report is not None:
             self._logger.warning(
                 "redisquota: redis at %s %s (%s): %s",
-                self._where,
+                self._where_is(node),
                 "unreachable" if unreachable else "failed",
                 "granting requests" if self._policy is FailurePolicy.FAIL_OPEN else "denying requests",
                 report,
             )
         return reason, unreachable
 
-    def _succeeded(self) -> None:
-        recovered = self._outage.success()
+    def _succeeded(self, node: str) -> None:
+        recovered = self._outages[node].success()
         if recovered is not None:
-            self._logger.info("redisquota: redis at %s reachable again %s", self._where, recovered)
+            self._logger.info("redisquota: redis at %s reachable again %s", self._where_is(node), recovered)
+
+    def _where_is(self, node: str) -> str:
+        return f"{self._where}, node {node}" if node else self._where
 
     def _without_redis(
         self, quota: RedisQuota, max_amount: int, args: QuotaArgs, reason: str, *, unreachable: bool
@@ -201,8 +369,9 @@ class RedisQuotaHandler(Handler):
         )
 
     async def close(self) -> None:
+        self._closed = True
         preload, self._preload = self._preload, None
         if preload is not None and not preload.done():
             preload.cancel()
             await asyncio.wait([preload])
-        await self._redis.aclose()
+        await self._backend.aclose()

@@ -2,9 +2,9 @@
 
 Both scripts take the same arguments::
 
-    KEYS[1]  <key>.meta                  window state (a hash)
-    KEYS[2]  <key>.data                  units used (fixed) / closed buckets (rolling, a sorted set)
-    KEYS[3]  <dedup id>-<key>.meta       the answer kept for a deduplication id (only with one)
+    KEYS[1]  window state (a hash)
+    KEYS[2]  units used (fixed) / closed buckets (rolling, a sorted set)
+    KEYS[3]  the answer kept for a deduplication id (only with one)
     ARGV     credit (max amount), window ms, bucket ms, best effort (0|1), amount, now ms, dedup id
 
 and reply ``{granted, valid ms, remaining (-1: unknown), reset ms, deduplicated (0|1)}``.
@@ -14,8 +14,11 @@ call Redis ``TIME``, so tests with a manual clock are deterministic. Millisecond
 number below 2^53, exact in Lua's doubles (Mixer passed nanoseconds, which are not). Numbers
 written back are formatted with ``%.0f`` so they never turn into ``1.7e+12``.
 
-The deduplication key is passed in ``KEYS`` (not built inside the script) so every key a script
-touches is declared, as Redis requires for scripts.
+The keys are named by :func:`mixerd.adapters.redisquota.dims.bucket_keys` (``<key>.meta``,
+``<key>.data``, ``<dedup id>-<key>.meta``; on a Redis Cluster ``{<key>}.meta`` and so on, one hash
+slot per bucket). The deduplication key is passed in ``KEYS`` (not built inside the script) so
+every key a script touches is declared, as Redis requires for scripts, and a cluster can route the
+call to the node that holds them.
 """
 
 from __future__ import annotations

@@ -3,15 +3,24 @@
 Request handling never waits for a write: ``handle_logentry``/``handle_metric`` format the lines
 and append them to a bounded in-memory queue (when it is full the oldest lines are dropped and
 counted in :attr:`StdioHandler.dropped`, with a warning at most once a minute). A background task
-started through ``env.spawn`` moves queued lines to the sink in a worker thread. ``close()``
-flushes what is left, waiting at most :attr:`StdioHandler.flush_timeout` seconds.
+started through ``env.spawn`` moves queued lines to the sink in a thread of the handler's own.
+``close()`` flushes what is left, waiting at most :attr:`StdioHandler.flush_timeout` seconds.
+
+An output that never takes its data (a FIFO nobody reads, a hung network mount) keeps that thread
+in ``write()`` for ever. It is a daemon thread, not one of the event loop's executor threads
+(which are joined when the loop and the process end): ``close()`` gives up on it after the flush
+timeout, counts what it held as dropped (reason ``shutdown``; the output may have taken part of
+that last write), and mixerd can still exit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Mapping, Sequence
+import functools
+import queue
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 from mixerd.adapter import Builder, ConfigError, Env, Handler, InstanceInfo
@@ -23,6 +32,56 @@ __all__ = ["StdioBuilder", "StdioHandler"]
 
 DROP_WARNING_INTERVAL: Final = 60.0
 _BATCH_LINES: Final = 4096
+
+_Job = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[[], Any]]
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():  # the caller stopped waiting (cancelled)
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+class _SinkThread:
+    """Runs blocking sink calls one at a time, in order, in a daemon thread started on first use.
+    :meth:`stop` lets the thread end once the calls handed to it are done (or never, if one of
+    them never returns: the process does not wait for it)."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def run(self, fn: Callable[[], Any]) -> asyncio.Future[Any]:
+        """Call ``fn`` in the thread; the future (of the running loop) gets its result."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name=f"mixerd-stdio:{self._name}", daemon=True)
+            self._thread.start()
+        self._jobs.put((loop, future, fn))
+        return future
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._jobs.put(None)
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            loop, future, fn = job
+            result: Any = None
+            error: BaseException | None = None
+            try:
+                result = fn()
+            except BaseException as exc:  # handed to the waiting coroutine
+                error = exc
+            try:
+                loop.call_soon_threadsafe(_settle, future, result, error)
+            except RuntimeError:  # the loop is closed: nobody waits for this any more
+                pass
 
 
 class StdioHandler(Handler):
@@ -47,6 +106,9 @@ class StdioHandler(Handler):
         self._queue: collections.deque[str] = collections.deque(maxlen=config.max_queued_lines)
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._writer = _SinkThread(env.name)
+        self._writing = 0
+        """Lines handed to the sink whose write has not returned yet."""
         self._started = False
         self._inline = False
         self._closing = False
@@ -137,7 +199,10 @@ class StdioHandler(Handler):
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._queue:
-                await asyncio.to_thread(self._write_batch, self._take())
+                data = self._take()
+                self._writing = data.count("\n")
+                await self._writer.run(functools.partial(self._write_batch, data))
+                self._writing = 0
             self._report_drops()
             if self._closing and not self._queue:
                 return
@@ -157,31 +222,44 @@ class StdioHandler(Handler):
         self._drops_reported_at = now
 
     async def close(self) -> None:
-        """Write what is queued (bounded by :attr:`flush_timeout`), then close the sink."""
+        """Write what is queued, then close the sink, waiting at most :attr:`flush_timeout` for
+        each. Lines not written by then (queued, or held by an output that does not take them)
+        are counted as dropped; a blocked output is left to the writer thread."""
         if self._closed:
             return
         self._closing = True
         self._wakeup.set()
         task = self._task
+        if (task is None or task.done()) and self._queue:
+            task = self._task = asyncio.get_running_loop().create_task(self._drain())
         if task is not None and not task.done():
             try:
                 await asyncio.wait_for(asyncio.shield(task), timeout=self.flush_timeout)
             except TimeoutError:
                 task.cancel()
-        elif self._queue:
-            await asyncio.to_thread(self._flush_all)
-        lost = len(self._queue)
+        blocked = self._writing
+        lost = len(self._queue) + blocked
         if lost:
             self.dropped += lost
             self._env.dropped(lost, "shutdown")
             self._queue.clear()
-            self._env.logger.warning("stdio: %d lines not written before close", lost)
-        await asyncio.to_thread(self.sink.close)
+            self._env.logger.warning(
+                "stdio: %d lines not written before close%s",
+                lost,
+                f" ({blocked} of them in a write the output did not finish within {self.flush_timeout:g}s)"
+                if blocked
+                else "",
+            )
         self._closed = True
-
-    def _flush_all(self) -> None:
-        while self._queue:
-            self._write_batch(self._take())
+        closing = self._writer.run(self.sink.close)  # after the write in progress, if any
+        self._writer.stop()
+        if blocked:  # the write may never return: do not wait for it
+            closing.add_done_callback(lambda f: f.cancelled() or f.exception())
+            return
+        try:
+            await asyncio.wait_for(closing, timeout=self.flush_timeout)
+        except TimeoutError:
+            self._env.logger.warning("stdio: the output did not close within %gs", self.flush_timeout)
 
 
 class StdioBuilder(Builder):

@@ -12,13 +12,14 @@ removed (0 disables either limit). A single write larger than ``max_bytes`` stil
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import os
 import re
 import sys
 from collections.abc import Callable
 from typing import BinaryIO, Final, Protocol
 
-__all__ = ["FileSink", "RotatingFileSink", "Sink", "StreamSink", "rotated_files"]
+__all__ = ["FileSink", "RotatingFileSink", "Sink", "StreamSink", "open_append", "rotated_files"]
 
 _STAMP_FORMAT: Final = "%Y%m%dT%H%M%S.%fZ"
 _ROTATED_RE: Final = re.compile(r"\.(\d{8}T\d{6}\.\d{6}Z)(?:-(\d+))?\Z")
@@ -28,6 +29,24 @@ class Sink(Protocol):
     def write(self, data: str) -> None: ...
 
     def close(self) -> None: ...
+
+
+def open_append(path: str) -> BinaryIO:
+    """``open(path, "ab")``, except that a FIFO nobody reads is an error at once: opening one for
+    writing would wait for a reader, and handlers are built on the event loop (the whole server
+    would stop). Writes to the file block as usual (the handler makes them in its own thread)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o666)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:
+            raise OSError(exc.errno, "a FIFO that nobody reads", path) from None
+        raise
+    try:
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "ab")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 class StreamSink:
@@ -55,7 +74,7 @@ class FileSink:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._file: BinaryIO | None = open(path, "ab")  # noqa: SIM115 - closed in close()
+        self._file: BinaryIO | None = open_append(path)
 
     def write(self, data: str) -> None:
         if self._file is None:
@@ -106,7 +125,7 @@ class RotatingFileSink:
         self.max_days = max_days
         self.max_files = max_files
         self._now = now
-        self._file: BinaryIO | None = open(path, "ab")  # noqa: SIM115 - closed in close()
+        self._file: BinaryIO | None = open_append(path)
         self._size = self._file.tell()
         self.rotations = 0
 
@@ -133,7 +152,7 @@ class RotatingFileSink:
             target = f"{self.path}.{stamp}-{seq}"
         os.replace(self.path, target)
         self.rotations += 1
-        self._file = open(self.path, "ab")  # noqa: SIM115 - closed in close()
+        self._file = open_append(self.path)
         self._size = 0
         self.prune(now)
 

@@ -472,8 +472,18 @@ class SummaryRow:
         )
 
 
+_UNKNOWN: Final = ("", "unknown")
+
+
 def _known(p: Peer) -> bool:
-    return bool(p.workload or p.namespace or p.app or p.principal)
+    """Anything is known about the peer (``unknown`` is what the stock config's attribute
+    bindings write for a peer outside the mesh: it says nothing)."""
+    return (
+        p.workload not in _UNKNOWN
+        or p.namespace not in _UNKNOWN
+        or p.app not in _UNKNOWN
+        or p.principal not in _UNKNOWN
+    )
 
 
 def _root_of(source: Peer, destination: Peer) -> Peer:
