@@ -312,14 +312,16 @@ def test_in_place_rewrites_never_put_a_partial_file_in_force(
     tmp_path: Path, mixerd_procs: list[MixerdProcess]
 ) -> None:
     # A writer that rewrites the file in place (cp, a template renderer, an editor without
-    # atomic saves): truncate, write the first documents, 80 ms later the rest (less than the
-    # 0.1 s debounce). The resync runs every 20 ms here so that it meets the half-written file
-    # on every rewrite; with the default 30 s it meets one rarely, but it can.
+    # atomic saves): truncate, write the first documents, 80 ms later the rest. The store adopts
+    # contents that read the same for the debounce, 0.5 s here (the default): far above the
+    # writer's pause even when a busy machine stretches its 80 ms sleep. (Contents that stay half
+    # written for longer than the debounce are indistinguishable from a finished file.) The resync
+    # runs every 20 ms here so that it meets the half-written file on every rewrite.
     config = tmp_path / "config"
     config.mkdir()
     policy_file = config / "policy.yaml"
     policy_file.write_text(POLICIES["A"])
-    mixerd = start_mixerd(tmp_path, [config], "--config-resync", "0.02")
+    mixerd = start_mixerd(tmp_path, [config], "--config-resync", "0.02", "--config-debounce", "0.5")
     mixerd_procs.append(mixerd)
 
     def check(stub: mixer_pb2_grpc.MixerStub, index: int, seq: int) -> None:
