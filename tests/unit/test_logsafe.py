@@ -7,12 +7,11 @@ import logging
 import pytest
 
 from mixerd._proto.mixer.v1 import check_pb2
-from mixerd.adapter import ManualClock, QuotaArgs, load_adapters
+from mixerd.adapter import ManualClock, QuotaArgs, RateLimitedWarning, load_adapters
 from mixerd.api.mixer_v1.service import MixerService
 from mixerd.attribute import DictBag, logsafe
 from mixerd.config import MemoryStore
 from mixerd.runtime import Runtime, log_failure, new_request_id
-from mixerd.runtime.ratelog import RateLimitedWarning
 
 CASES = [
     # (value, expected)

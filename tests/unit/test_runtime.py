@@ -20,13 +20,13 @@ from mixerd.adapter import (
     Info,
     ManualClock,
     QuotaArgs,
+    RateLimitedWarning,
     Status,
     load_adapters,
 )
 from mixerd.attribute import DictBag, TrackingBag
 from mixerd.config import MemoryStore, parse_text
 from mixerd.runtime import DispatchError, Runtime, request_namespace
-from mixerd.runtime.reporting import RateLimitedWarning
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 GOLDEN = DATA / "golden"

@@ -5,6 +5,7 @@ See :mod:`mixerd.adapter.sdk` for the contract and :mod:`mixerd.adapter.testing`
 
 from mixerd.adapter.env import Clock, Env, ManualClock, SystemClock
 from mixerd.adapter.params import Params, camel_case
+from mixerd.adapter.ratelog import WARN_INTERVAL, RateLimitedWarning
 from mixerd.adapter.registry import ENTRY_POINT_GROUP, AdapterNotFound, get_adapter, load_adapters
 from mixerd.adapter.results import OK, CheckResult, Code, QuotaArgs, QuotaResult, Status, code_name
 from mixerd.adapter.sdk import Builder, ConfigError, Handler, Info, InstanceInfo, handler_method
@@ -15,6 +16,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "OK",
     "REDACTED",
+    "WARN_INTERVAL",
     "AdapterNotFound",
     "Builder",
     "CheckResult",
@@ -29,6 +31,7 @@ __all__ = [
     "Params",
     "QuotaArgs",
     "QuotaResult",
+    "RateLimitedWarning",
     "Status",
     "SystemClock",
     "camel_case",

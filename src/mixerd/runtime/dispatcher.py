@@ -41,7 +41,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from mixerd.adapter import CheckResult, Clock, Code, QuotaArgs, QuotaResult, Status, SystemClock
+from mixerd.adapter import (
+    CheckResult,
+    Clock,
+    Code,
+    QuotaArgs,
+    QuotaResult,
+    RateLimitedWarning,
+    Status,
+    SystemClock,
+)
 from mixerd.attribute import MISSING, FrozenReferences, OverlayBag, ReferenceTracker, logsafe
 from mixerd.config import HeaderAction
 from mixerd.lang import EvaluationError
@@ -52,7 +61,6 @@ from mixerd.runtime.failures import (
     DispatchError,
 )
 from mixerd.runtime.metrics import RuntimeMetrics
-from mixerd.runtime.ratelog import RateLimitedWarning
 from mixerd.runtime.routing import Destination, InstanceGroup, NamespaceTable, RoutingTable
 from mixerd.templates import InstanceBuildError, Variety
 

@@ -32,11 +32,11 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from mixerd.adapter import RateLimitedWarning
 from mixerd.attribute import logsafe
 from mixerd.runtime.dispatcher import Dispatcher
-from mixerd.runtime.ratelog import RateLimitedWarning
 
-__all__ = ["DropPolicy", "RateLimitedWarning", "ReportPipeline"]
+__all__ = ["DropPolicy", "ReportPipeline"]
 
 _log = logging.getLogger(__name__)
 

@@ -15,10 +15,11 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
-from mixerd.adapter import Builder, ConfigError, Env, Handler, InstanceInfo, stringify
+from mixerd.adapter import Builder, ConfigError, Env, Handler, InstanceInfo, RateLimitedWarning, stringify
 from mixerd.adapter.udp import UdpLineSender
 from mixerd.adapter.values import format_float_f
 from mixerd.adapters.dogstatsd.config import DogstatsdConfig, MetricConfig, MetricType, parse_config
+from mixerd.attribute import logsafe
 
 __all__ = ["OPTIMAL_PAYLOAD_BYTES", "DogstatsdBuilder", "DogstatsdHandler", "format_tags"]
 
@@ -62,7 +63,7 @@ class DogstatsdHandler(Handler):
         """Source of sampling decisions (tests replace it)."""
         self.errors = 0
         """Instances not sent because their value does not suit the metric's type."""
-        self._warned_at = -1e18
+        self._bad_values = RateLimitedWarning(env.clock, _WARN_INTERVAL, logger=env.logger)
 
     def handle_metric(self, instances: Sequence[Any]) -> None:
         rate = self._rate
@@ -99,16 +100,11 @@ class DogstatsdHandler(Handler):
     def _bad_value(self, name: str, m: MetricConfig, value: Any) -> None:
         self.errors += 1
         self._env.dropped(1, "bad_value")
-        now = self._env.clock.monotonic()
-        if now - self._warned_at >= _WARN_INTERVAL:
-            self._warned_at = now
-            self._env.logger.warning(
-                "dogstatsd: could not record %s metric '%s' from value %r (%d so far)",
-                m.type.name.lower(),
-                name,
-                value,
-                self.errors,
-            )
+        self._bad_values.add(
+            1,
+            f"dogstatsd: could not record {m.type.name.lower()} metric '{name}' from value "
+            f"{logsafe(repr(value))}",
+        )
 
     async def close(self) -> None:
         await self.sender.close()

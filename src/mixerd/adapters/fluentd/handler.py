@@ -44,9 +44,10 @@ from typing import Any, Final
 
 import msgpack
 
-from mixerd.adapter import Builder, ConfigError, Env, Handler, InstanceInfo
+from mixerd.adapter import Builder, ConfigError, Env, Handler, InstanceInfo, RateLimitedWarning
 from mixerd.adapters.fluentd.config import FluentdConfig, parse_config
 from mixerd.adapters.fluentd.encode import encode_event, message, record_of
+from mixerd.attribute import logsafe
 
 __all__ = ["FluentdBuilder", "FluentdHandler"]
 
@@ -108,7 +109,7 @@ class FluentdHandler(Handler):
         self._closed = False
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
-        self._warned_at: dict[str, float] = {}
+        self._warnings: dict[str, RateLimitedWarning] = {}
         self._backoff = self.retry_initial
         self.flush_timeout = 5.0
         """Seconds ``close()`` waits for the queue to be pushed."""
@@ -147,14 +148,16 @@ class FluentdHandler(Handler):
     def _drop(self, count: int, reason: str) -> None:
         self.dropped += count
         self._env.dropped(count, reason)
-        self._warn(reason, "%d log entries dropped (%s)", count, reason.replace("_", " "))
+        self._warn(reason, f"log entries dropped ({reason.replace('_', ' ')})", count)
 
-    def _warn(self, key: str, fmt: str, *args: Any) -> None:
-        now = self._env.clock.monotonic()
-        last = self._warned_at.get(key)
-        if last is None or now - last >= _WARN_INTERVAL:
-            self._warned_at[key] = now
-            self._env.logger.warning("fluentd %s: " + fmt, self.config.address, *args)
+    def _warn(self, key: str, message: str, count: int = 1) -> None:
+        """Log ``message`` (with the count of such events) at most once a minute per ``key``."""
+        warning = self._warnings.get(key)
+        if warning is None:
+            warning = self._warnings[key] = RateLimitedWarning(
+                self._env.clock, _WARN_INTERVAL, logger=self._env.logger
+            )
+        warning.add(count, f"fluentd {self.config.address}: {message}")
 
     # -- batching ------------------------------------------------------------------------------
 
@@ -170,7 +173,7 @@ class FluentdHandler(Handler):
                 body = encode_event(inst.timestamp or now(), record)
             except Exception as exc:  # a value msgpack cannot take: that entry only
                 self._drop(1, "encode_error")
-                self._warn("encode", "cannot encode a log entry of %s: %s", inst.name, exc)
+                self._warn("encode", f"cannot encode a log entry of {inst.name}: {logsafe(str(exc))}")
                 continue
             size = len(body) + len(tag) + 6
             if size > self._max_batch:
@@ -246,9 +249,7 @@ class FluentdHandler(Handler):
             reader, writer = await self._connection()
         except (OSError, TimeoutError) as exc:
             self.push_failures += 1
-            self._warn(
-                "connect", "cannot connect (%s); %d entries wait", exc or type(exc).__name__, self.queued
-            )
+            self._warn("connect", f"cannot connect ({exc or type(exc).__name__}); {self.queued} entries wait")
             return False
         count = len(batch.entries)
         try:
@@ -263,14 +264,14 @@ class FluentdHandler(Handler):
             self._disconnect()
             self.push_failures += 1
             if self.config.require_ack:
-                self._warn("ack", "no acknowledgement within %gs; sending the batch again", self._timeout)
+                self._warn("ack", f"no acknowledgement within {self._timeout:g}s; sending the batch again")
                 return False
             self._drop(count, "timeout")
             return True
         except (OSError, _PushError, ValueError) as exc:
             self._disconnect()
             self.push_failures += 1
-            self._warn("push", "push failed (%s); sending the batch again", exc or type(exc).__name__)
+            self._warn("push", f"push failed ({exc or type(exc).__name__}); sending the batch again")
             return False
         self.sent += count
         self.batches += 1

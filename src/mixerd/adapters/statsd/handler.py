@@ -13,10 +13,11 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
-from mixerd.adapter import Builder, ConfigError, Env, Handler, InstanceInfo, stringify
+from mixerd.adapter import Builder, ConfigError, Env, Handler, InstanceInfo, RateLimitedWarning, stringify
 from mixerd.adapter.udp import UdpLineSender
 from mixerd.adapter.values import format_float_f
 from mixerd.adapters.statsd.config import MetricConfig, MetricType, StatsdConfig, parse_config
+from mixerd.attribute import logsafe
 
 __all__ = ["StatsdBuilder", "StatsdHandler", "duration_ms", "rate_suffix", "safe_name"]
 
@@ -69,7 +70,7 @@ class StatsdHandler(Handler):
         """Source of sampling decisions (tests replace it)."""
         self.errors = 0
         """Instances not sent because their value does not suit the metric's type."""
-        self._warned_at = -1e18
+        self._bad_values = RateLimitedWarning(env.clock, _WARN_INTERVAL, logger=env.logger)
 
     def handle_metric(self, instances: Sequence[Any]) -> None:
         rate = self._rate
@@ -99,18 +100,12 @@ class StatsdHandler(Handler):
     def _bad_value(self, name: str, m: MetricConfig, value: Any) -> None:
         self.errors += 1
         self._env.dropped(1, "bad_value")
-        now = self._env.clock.monotonic()
-        if now - self._warned_at >= _WARN_INTERVAL:
-            self._warned_at = now
-            want = "an integer or a duration" if m.type is MetricType.DISTRIBUTION else "an integer"
-            self._env.logger.warning(
-                "statsd: could not record %s metric '%s': expected %s value, got %r (%d so far)",
-                m.type.name.lower(),
-                name,
-                want,
-                value,
-                self.errors,
-            )
+        want = "an integer or a duration" if m.type is MetricType.DISTRIBUTION else "an integer"
+        self._bad_values.add(
+            1,
+            f"statsd: could not record {m.type.name.lower()} metric '{name}': expected {want} value, "
+            f"got {logsafe(repr(value))}",
+        )
 
     async def close(self) -> None:
         await self.sender.close()

@@ -38,7 +38,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from mixerd._proto.mixer.v1 import check_pb2, mixer_pb2_grpc, report_pb2
-from mixerd.adapter import Code, QuotaArgs
+from mixerd.adapter import Code, QuotaArgs, RateLimitedWarning
 from mixerd.api.caller import CALLER_PRINCIPAL, grpc_caller
 from mixerd.api.decisions import DecisionRecorder, granted
 from mixerd.api.mixer_v1.decode import ProtoBag, WireTypes, check_limits, decode_report_steps
@@ -53,7 +53,7 @@ from mixerd.api.mixer_v1.wire import (
 from mixerd.attribute import OverlayBag, logsafe, sorted_references
 from mixerd.console.model import Frontend
 from mixerd.runtime import CheckOutcome, Dispatcher, DispatchError, failure_answer, log_failure
-from mixerd.runtime.reporting import RateLimitedWarning, ReportPipeline
+from mixerd.runtime.reporting import ReportPipeline
 
 __all__ = ["MixerService"]
 

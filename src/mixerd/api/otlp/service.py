@@ -45,7 +45,7 @@ from google.protobuf.message import DecodeError
 
 from mixerd._proto.otlp.collector.logs.v1 import logs_service_pb2
 from mixerd._proto.otlp.collector.trace.v1 import trace_service_pb2
-from mixerd.adapter import Clock, SystemClock
+from mixerd.adapter import Clock, RateLimitedWarning, SystemClock
 from mixerd.api.otlp.convert import (
     BadRecord,
     Origin,
@@ -58,7 +58,6 @@ from mixerd.api.otlp.convert import (
 )
 from mixerd.console.model import LogRecord, Span
 from mixerd.runtime import RuntimeMetrics
-from mixerd.runtime.reporting import RateLimitedWarning
 
 __all__ = [
     "LOGS_SERVICE",

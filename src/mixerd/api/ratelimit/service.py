@@ -52,7 +52,7 @@ from typing import Any, Final
 import grpc
 from envoy.service.ratelimit.v3 import rls_pb2_grpc
 
-from mixerd.adapter import Code, QuotaArgs
+from mixerd.adapter import Code, QuotaArgs, RateLimitedWarning
 from mixerd.api.caller import grpc_caller
 from mixerd.api.decisions import DecisionRecorder
 from mixerd.api.ratelimit.convert import (
@@ -67,7 +67,6 @@ from mixerd.api.ratelimit.convert import (
 from mixerd.attribute import logsafe
 from mixerd.console.model import Frontend as DecisionFrontend
 from mixerd.runtime import Dispatcher, DispatchError, failure_answer
-from mixerd.runtime.ratelog import RateLimitedWarning
 
 __all__ = ["FailureMode", "RateLimitService"]
 

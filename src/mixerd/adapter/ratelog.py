@@ -3,7 +3,8 @@
 One :class:`RateLimitedWarning` per kind of event (rejected requests of one kind, dropped reports,
 evaluation errors of one rule, unconfigured quotas ...): the first ``burst`` events of an
 interval get a line each, later ones are only counted, and the next line after the interval
-carries their count. Time comes from the runtime's clock.
+carries their count. Time comes from the given clock (a handler's ``env.clock``, the runtime's).
+Part of the adapter SDK, so handlers and the runtime log the same way.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Final
 
-from mixerd.adapter import Clock
+from mixerd.adapter.env import Clock
 
 __all__ = ["WARN_INTERVAL", "RateLimitedWarning"]
 
