@@ -10,33 +10,10 @@ import grpc
 
 from mixerd._proto.mixer.v1 import mixer_pb2_grpc
 from mixerd.api.mixer_v1.client import build_check_request
-from tests.support.certs import CA, KubeSecretDir, client_context, served_serial
+from tests.support.certs import BAD, CA, CALLER_POLICY, KubeSecretDir, client_context, served_serial
 from tests.support.net import wait_for
 
 from .mixerd_proc import start_mixerd
-
-BAD = "spiffe://cluster.local/ns/default/sa/bad"
-
-POLICY = f"""
-apiVersion: config.istio.io/v1alpha2
-kind: handler
-metadata: {{name: deny, namespace: istio-system}}
-spec:
-  compiledAdapter: denier
-  params: {{status: {{code: 7, message: "caller not allowed"}}}}
----
-apiVersion: config.istio.io/v1alpha2
-kind: instance
-metadata: {{name: nothing, namespace: istio-system}}
-spec: {{compiledTemplate: checknothing}}
----
-apiVersion: config.istio.io/v1alpha2
-kind: rule
-metadata: {{name: deny-bad-caller, namespace: istio-system}}
-spec:
-  match: mixerd.caller.principal == "{BAD}"
-  actions: [{{handler: deny, instances: [nothing]}}]
-"""
 
 
 def _authz(port: int, ctx: object) -> int:
@@ -59,7 +36,7 @@ def test_mixerd_serve_with_mtls_and_a_rotated_certificate(tmp_path: Path) -> Non
     secret.write({"tls.crt": server.cert_pem, "tls.key": server.key_pem, "ca.crt": ca.pem})
     config = tmp_path / "config"
     config.mkdir()
-    (config / "policy.yaml").write_text(POLICY)
+    (config / "policy.yaml").write_text(CALLER_POLICY)
     env = {
         "MIXERD_TLS_CERT": secret.path("tls.crt"),
         "MIXERD_TLS_KEY": secret.path("tls.key"),

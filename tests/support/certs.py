@@ -175,3 +175,29 @@ class KubeSecretDir:
             for f in (self.root / old).iterdir():
                 f.unlink()
             (self.root / old).rmdir()
+
+
+GOOD = "spiffe://cluster.local/ns/default/sa/good"
+BAD = "spiffe://cluster.local/ns/default/sa/bad"
+
+CALLER_POLICY = f"""
+apiVersion: config.istio.io/v1alpha2
+kind: handler
+metadata: {{name: deny, namespace: istio-system}}
+spec:
+  compiledAdapter: denier
+  params: {{status: {{code: 7, message: "caller not allowed"}}}}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: instance
+metadata: {{name: nothing, namespace: istio-system}}
+spec: {{compiledTemplate: checknothing}}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {{name: deny-bad-caller, namespace: istio-system}}
+spec:
+  match: mixerd.caller.principal == "{BAD}"
+  actions: [{{handler: deny, instances: [nothing]}}]
+"""
+"""A policy denying the caller whose client certificate names :data:`BAD`."""

@@ -35,32 +35,18 @@ from mixerd.config import MemoryStore, parse_text
 from mixerd.server.app import Server
 from mixerd.server.settings import Settings, add_arguments
 from mixerd.server.tls import TlsError, certificate_facts, listener_files, open_sources
-from tests.support.certs import CA, Issued, KubeSecretDir, client_context, served_serial
+from tests.support.certs import (
+    BAD,
+    CA,
+    CALLER_POLICY,
+    GOOD,
+    Issued,
+    KubeSecretDir,
+    client_context,
+    served_serial,
+)
 
-GOOD = "spiffe://cluster.local/ns/default/sa/good"
-BAD = "spiffe://cluster.local/ns/default/sa/bad"
 LISTENERS = ("grpc", "monitoring", "prometheus", "http_authz")
-
-POLICY = f"""
-apiVersion: config.istio.io/v1alpha2
-kind: handler
-metadata: {{name: deny, namespace: istio-system}}
-spec:
-  compiledAdapter: denier
-  params: {{status: {{code: 7, message: "caller not allowed"}}}}
----
-apiVersion: config.istio.io/v1alpha2
-kind: instance
-metadata: {{name: nothing, namespace: istio-system}}
-spec: {{compiledTemplate: checknothing}}
----
-apiVersion: config.istio.io/v1alpha2
-kind: rule
-metadata: {{name: deny-bad-caller, namespace: istio-system}}
-spec:
-  match: mixerd.caller.principal == "{BAD}"
-  actions: [{{handler: deny, instances: [nothing]}}]
-"""
 
 
 @dataclass
@@ -95,7 +81,7 @@ def _secret(tmp_path: Path, server: Issued, ca_pem: bytes) -> KubeSecretDir:
 
 
 def _store() -> MemoryStore:
-    parsed = parse_text(POLICY, file="policy.yaml")
+    parsed = parse_text(CALLER_POLICY, file="policy.yaml")
     assert not parsed.errors, parsed.errors
     store = MemoryStore()
     store.replace(parsed.resources, parsed.errors)
