@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final, Protocol
 
 from mixerd.adapter import Clock, Code
+from mixerd.attribute import untracked_view
 from mixerd.config import HeaderAction
 from mixerd.console.correlate import DEFAULT_ORDER, transaction_key
 from mixerd.console.model import Decision, Frontend, Peer, Verdict
@@ -66,22 +67,27 @@ def _text(bag: Mapping[str, Any], name: str) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _label(bag: Mapping[str, Any], name: str, key: str) -> str:
-    labels = bag.get(name)
-    if isinstance(labels, Mapping):
-        value = labels.get(key)
-        return value if isinstance(value, str) else ""
-    return ""
+def _label(labels: Any, key: str) -> str:
+    value = labels.get(key) if isinstance(labels, Mapping) else None
+    return value if isinstance(value, str) else ""
+
+
+_SIDES: Final = {
+    side: (f"{side}.namespace", f"{side}.workload.name", f"{side}.labels", f"{side}.principal")
+    for side in ("source", "destination")
+}
 
 
 def _peer(bag: Mapping[str, Any], side: str) -> Peer:
+    namespace, workload, labels_name, principal = _SIDES[side]
+    labels = bag.get(labels_name)
     return Peer(
-        namespace=_text(bag, f"{side}.namespace"),
-        workload=_text(bag, f"{side}.workload.name"),
-        app=_label(bag, f"{side}.labels", "app"),
-        version=_label(bag, f"{side}.labels", "version"),
+        namespace=_text(bag, namespace),
+        workload=_text(bag, workload),
+        app=_label(labels, "app"),
+        version=_label(labels, "version"),
         service=_text(bag, "destination.service.host") if side == "destination" else "",
-        principal=_text(bag, f"{side}.principal"),
+        principal=_text(bag, principal),
     )
 
 
@@ -129,9 +135,11 @@ class DecisionRecorder:
 
         The decision shows the request as the rules saw it: when the check ran, its outcome's
         attributes (``bag`` plus what attribute generators such as kubernetesenv added, so the
-        source and destination workloads are named), else ``bag``."""
+        source and destination workloads are named), else ``bag``. It is read without recording
+        references: what the console shows is not what the answer depends on."""
         if outcome is not None and outcome.attributes is not None:
             bag = outcome.attributes
+        bag = untracked_view(bag)
         now = self._clock.now()
         granted = dict(quotas or {})
         refs: tuple[str, ...] = ()

@@ -14,6 +14,7 @@ from mixerd.attribute.bag import (
     TrackingBag,
     sorted_references,
     tracker_of,
+    untracked_view,
 )
 from mixerd.attribute.coerce import coerce
 from mixerd.attribute.dictionary import GLOBAL_DICTIONARY, GLOBAL_INDEX
@@ -76,4 +77,5 @@ __all__ = [
     "stock_manifest",
     "tracker_of",
     "type_of",
+    "untracked_view",
 ]

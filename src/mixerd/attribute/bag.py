@@ -42,6 +42,7 @@ __all__ = [
     "TrackingBag",
     "sorted_references",
     "tracker_of",
+    "untracked_view",
 ]
 
 
@@ -169,6 +170,20 @@ def tracker_of(bag: Mapping[str, Any]) -> ReferenceTracker | None:
     """The tracker that records reads of ``bag`` (see :class:`ReferenceTracking`), or ``None``."""
     tracker = getattr(bag, "tracker", None)
     return tracker if isinstance(tracker, ReferenceTracker) else None
+
+
+def untracked_view(bag: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``bag`` as a mapping whose reads record nothing: the same values, without the tracking
+    layers (a :class:`TrackingBag`'s inner mapping; an :class:`OverlayBag` over its parent's
+    untracked view). For readers that are not part of a decision, such as the console's record
+    of it; cheaper than reading inside ``tracker.untracked()``. String maps come back plain."""
+    if isinstance(bag, TrackingBag):
+        return bag._inner
+    if isinstance(bag, OverlayBag):
+        view = OverlayBag(untracked_view(bag._parent))
+        view._local = bag._local
+        return view
+    return bag
 
 
 class Bag(Mapping[str, Any]):

@@ -193,13 +193,13 @@ class MixerService(mixer_pb2_grpc.MixerServicer):  # type: ignore[misc]
             # The caller gets a fixed phrase and a request id; the detail is logged under that id.
             message = failure_answer(exc, api="mixer", method="Check", attributes=bag)
             if self.recorder is not None:
-                self._record(checked, bag, Code.INTERNAL, message, None, quotas, start)
+                self._record(checked, Code.INTERNAL, message, None, quotas, start)
             await self._abort(context, "Check", grpc.StatusCode.INTERNAL, message)
             raise AssertionError("unreachable") from None
         whole_maps = bag.tracker.whole_maps
         r = outcome.result
         if self.recorder is not None:
-            self._record(checked, bag, r.status.code, r.status.message, outcome, quotas, start)
+            self._record(checked, r.status.code, r.status.message, outcome, quotas, start)
         key = None
         if not outcome.quotas:
             # The same answer to the same question encodes to the same response: reuse it (a
@@ -242,7 +242,6 @@ class MixerService(mixer_pb2_grpc.MixerServicer):  # type: ignore[misc]
     def _record(
         self,
         checked: Mapping[str, Any],
-        bag: ProtoBag,
         code: int,
         message: str,
         outcome: CheckOutcome | None,
@@ -250,17 +249,16 @@ class MixerService(mixer_pb2_grpc.MixerServicer):  # type: ignore[misc]
         start: float,
     ) -> None:
         assert self.recorder is not None
-        with bag.tracker.untracked():  # what the console shows is not what the answer depends on
-            self.recorder.record(
-                Frontend.MIXER_CHECK,
-                checked,
-                code=code,
-                message=message,
-                outcome=outcome,
-                quotas=granted(outcome) if outcome is not None else None,
-                asked={name: q.amount for name, q in quotas.items()} if quotas else None,
-                duration_s=self.clock.monotonic() - start,
-            )
+        self.recorder.record(  # reads the bag without recording references
+            Frontend.MIXER_CHECK,
+            checked,
+            code=code,
+            message=message,
+            outcome=outcome,
+            quotas=granted(outcome) if outcome is not None else None,
+            asked={name: q.amount for name, q in quotas.items()} if quotas else None,
+            duration_s=self.clock.monotonic() - start,
+        )
 
     async def Report(self, request: Any, context: Any) -> Any:
         """Report; ``request`` is a ``ReportRequest`` or its serialized bytes."""
