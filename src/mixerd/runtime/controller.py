@@ -22,6 +22,7 @@ from typing import Any
 from mixerd.adapter import Clock, Info, InstanceInfo, SystemClock, load_adapters
 from mixerd.attribute import builtin_manifest
 from mixerd.config import Snapshot, Store, build_snapshot, missing_adapter_message
+from mixerd.runtime.checkcache import DEFAULT_CACHE_ENTRIES
 from mixerd.runtime.dispatcher import Dispatcher
 from mixerd.runtime.handlers import HandlerEntry, HandlerTable, build_handler_table
 from mixerd.runtime.metrics import RuntimeMetrics
@@ -98,6 +99,7 @@ class Runtime:
         clock: Clock | None = None,
         drain_timeout: float = 10.0,
         check_deadline: float = 1.0,
+        check_cache_entries: int = DEFAULT_CACHE_ENTRIES,
         services: Mapping[str, object] | None = None,
         fail_closed: bool = False,
     ) -> None:
@@ -125,6 +127,7 @@ class Runtime:
         self.dispatcher = Dispatcher(
             RoutingTable(0, default_namespace, {}, {}, empty, []),
             check_deadline=check_deadline,
+            check_cache_entries=check_cache_entries,
             metrics=self.metrics,
             clock=self.clock,
         )

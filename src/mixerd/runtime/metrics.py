@@ -61,6 +61,13 @@ class RuntimeMetrics:
             ["rule", "part"],
             registry=r,
         )
+        self.check_cache = Counter(
+            "mixerd_check_cache_lookups",
+            "Checks looked up in the decision cache, by result (hit: answered from it; miss: "
+            "evaluated). Checks with quotas do not use it.",
+            ["result"],
+            registry=r,
+        )
         self.unconfigured_quotas = Counter(
             "mixerd_unconfigured_quota_requests",
             "Requests for a quota no rule routes (granted, as Mixer does).",
