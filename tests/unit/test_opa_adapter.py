@@ -299,3 +299,30 @@ def test_evaluation_error_carries_no_request_values() -> None:
     assert policy is not None
     got = policy.evaluate({"subject": {"user": "admin"}})
     assert not got.defined and got.error is not None and "admin" not in got.error
+
+
+def test_mixerd_validate_reports_the_module_line_and_drops_the_rule(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mixerd.cli.main import main
+
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "apiVersion: config.istio.io/v1alpha2\nkind: handler\n"
+        "metadata: {name: opahandler, namespace: istio-system}\n"
+        "spec:\n  compiledAdapter: opa\n  params:\n    checkMethod: data.mixerauthz.allow\n"
+        "    policy:\n    - |\n      package mixerauthz\n      allow {\n        input.subject.user ==\n      }\n"
+        "---\napiVersion: config.istio.io/v1alpha2\nkind: instance\n"
+        "metadata: {name: authz, namespace: istio-system}\n"
+        "spec: {compiledTemplate: authorization, params: {subject: {user: source.user}}}\n"
+        "---\napiVersion: config.istio.io/v1alpha2\nkind: rule\n"
+        "metadata: {name: opa, namespace: istio-system}\n"
+        "spec: {actions: [{handler: opahandler, instances: [authz]}]}\n"
+    )
+    assert main(["validate", str(config)]) == 1
+    out = capsys.readouterr().out
+    assert "handler/opahandler.istio-system: spec.params.policy[0]: Rego: line 3 column " in out
+    assert (
+        "rule/opa.istio-system: spec.actions[0].handler: handler 'opahandler.handler.istio-system' is invalid"
+        in out
+    )
