@@ -20,6 +20,7 @@ default.
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from collections.abc import Mapping, Sequence
@@ -147,7 +148,18 @@ def compile_policy(
     modules: Sequence[str], check_method: str
 ) -> tuple[CompiledPolicy | None, list[CompileProblem]]:
     """Parse and compile ``modules`` for ``check_method`` (which :func:`check_method_problem`
-    accepted). Returns the compiled policy, or None and every problem found."""
+    accepted). Returns the compiled policy, or None and every problem found.
+
+    The last few compilations are kept (the config layer validates a handler and the runtime
+    then builds it: one compilation, not two); the bundle is read-only and shared, each
+    :class:`CompiledPolicy` has interpreters of its own."""
+    entry = entry_point(check_method)
+    bundle, problems = _compile(tuple(modules), entry)
+    return (None if bundle is None else CompiledPolicy(bundle, entry)), list(problems)
+
+
+@functools.lru_cache(maxsize=16)
+def _compile(modules: tuple[str, ...], entry: str) -> tuple[Bundle | None, tuple[CompileProblem, ...]]:
     interpreter = _new_interpreter()
     sources = {f"{MODULE_PREFIX}.{i}": text for i, text in enumerate(modules)}
     problems: list[CompileProblem] = []
@@ -166,13 +178,12 @@ def compile_policy(
             for file, message in engine_errors(str(exc), sources):
                 problems.append(CompileProblem(_module_index(file) if file else index, message))
     if problems:
-        return None, problems
-    entry = entry_point(check_method)
+        return None, tuple(problems)
     try:
         bundle = interpreter.build(None, [entry])
     except RegoError as exc:
-        return None, [CompileProblem(_module_index(f), m) for f, m in engine_errors(str(exc), sources)]
-    return CompiledPolicy(bundle, entry), []
+        return None, tuple(CompileProblem(_module_index(f), m) for f, m in engine_errors(str(exc), sources))
+    return bundle, ()
 
 
 class CompiledPolicy:
