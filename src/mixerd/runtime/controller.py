@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mixerd.adapter import Clock, Info, InstanceInfo, SystemClock, load_adapters
+from mixerd.adapter.authz_metrics import AUTHZ_DECISIONS
 from mixerd.attribute import builtin_manifest
 from mixerd.config import Snapshot, Store, build_snapshot, missing_adapter_message
 from mixerd.runtime.checkcache import DEFAULT_CACHE_ENTRIES
@@ -104,13 +105,17 @@ class Runtime:
         fail_closed: bool = False,
     ) -> None:
         self.store = store
-        self.services: Mapping[str, object] = dict(services or {})
-        """Process-wide services handlers reach through ``Env.shared`` (the console writer)."""
         self.default_namespace = default_namespace
         self.adapters = adapters if adapters is not None else load_adapters()
         self.catalog = AdapterRegistryCatalog(self.adapters)
         self.clock: Clock = clock or SystemClock()
         self.metrics = RuntimeMetrics()
+        self.services: Mapping[str, object] = {
+            AUTHZ_DECISIONS: self.metrics.authz_decisions,
+            **(services or {}),
+        }
+        """Process-wide services handlers reach through ``Env.shared`` (the console writer, the
+        authorization decision counter)."""
         self._adapter_drops = self.metrics.counter(
             "mixerd_adapter_dropped",
             "Work that handlers dropped (log lines, points ...), by handler and reason, as they report it "
