@@ -7,7 +7,8 @@ What each kind of case checks here:
   dict, a :class:`DictBag` and a :class:`TrackingBag` must give ``result`` (exact type, IP bytes
   exactly, times by instant, maps by content) or an error starting with ``error``, and the
   tracker's log must equal ``referenced`` when given.
-* ``cel.BenchmarkAccessLog`` (compile_only): the CEXL form must compile.
+* ``cel.BenchmarkAccessLog`` (compile_only): the expression must compile as CEXL and as COMPAT
+  (CEL semantics over CEXL syntax), as Mixer's benchmark compiles both.
 * ``checker.TestTypeCheck``, ``ast.TestInternalTypeCheck`` (typecheck): :func:`infer_type` (with
   the case's functions only, when it replaces the built-ins) gives ``type``, or an error
   containing ``compile_error``.
@@ -15,8 +16,10 @@ What each kind of case checks here:
   or parsing fails with a reason containing ``compile_error``.
 * ``ast.TestExtractMatches``: :func:`extract_eq_matches`; ``ast.TestNewConstant``: the typed
   constant (``new_constant``).
-* ``cel.TestCELExpressions`` (``lang: cel``) run through ``dialect="cel"``, which is not
-  implemented: they are listed in ``unsupported.yaml`` and skipped with its reason.
+* ``cel.TestCELExpressions`` (``lang: cel``) compile with ``dialect="cel"`` against ``cel.attrs``:
+  a ``compile_error`` must be contained in the reason; else the result (a CEL map literal,
+  ``cel_map``, compares by content like a string map) or the exact error message, and the
+  reference log (``[]`` when not given) must be Mixer's.
 """
 
 from __future__ import annotations
@@ -72,7 +75,7 @@ def decode(value: Any) -> Any:
         return dt.timedelta(microseconds=value["nanos"] // 1000)
     if kind == "ip":
         return IPAddress(base64.b64decode(value["bytes"]))
-    if kind == "string_map":
+    if kind in ("string_map", "cel_map"):
         return dict(value["value"])
     if kind == "go_int":  # a deliberately wrong-typed bag value; an int is as wrong for a STRING
         return int(value["value"])
@@ -90,7 +93,7 @@ def assert_same(actual: Any, expected: Any) -> None:
             assert isinstance(actual, dt.datetime) and actual == want, (actual, want)
         elif kind == "duration":
             assert isinstance(actual, dt.timedelta) and actual == want, (actual, want)
-        elif kind == "string_map":
+        elif kind in ("string_map", "cel_map"):
             assert isinstance(actual, Mapping) and dict(actual) == want, (actual, want)
         else:
             raise AssertionError(f"unexpected result encoding {expected!r}")
@@ -193,7 +196,9 @@ def run_cel(case: dict[str, Any]) -> None:
 
 
 def run_compile_only(case: dict[str, Any]) -> None:
+    """Mixer's access-log benchmark compiles each expression as CEXL and as CEL (COMPAT)."""
     compile(case["expr"], _manifest(case))
+    compile(case["expr"], _manifest(case), dialect="compat")
 
 
 def run_typecheck(case: dict[str, Any]) -> None:
