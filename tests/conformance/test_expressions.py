@@ -9,6 +9,7 @@ What each kind of case checks here:
   tracker's log must equal ``referenced`` when given.
 * ``cel.BenchmarkAccessLog`` (compile_only): the expression must compile as CEXL and as COMPAT
   (CEL semantics over CEXL syntax), as Mixer's benchmark compiles both.
+* ``il.TestData`` again in COMPAT (``test_expression_case_compat``): see :func:`run_compat`.
 * ``checker.TestTypeCheck``, ``ast.TestInternalTypeCheck`` (typecheck): :func:`infer_type` (with
   the case's functions only, when it replaces the built-ins) gives ``type``, or an error
   containing ``compile_error``.
@@ -195,6 +196,40 @@ def run_cel(case: dict[str, Any]) -> None:
     assert tracker.log() == sorted(case.get("referenced", []))
 
 
+def run_compat(case: dict[str, Any]) -> None:
+    """An ``il.TestData`` case in COMPAT (CEXL syntax, CEL semantics), by the rules of Mixer's
+    ``TestCEXLCompatibility``: a case with a ``compile_error`` passes whether COMPAT compiles it
+    or not; else the type must match; an evaluation error passes when the case expects one
+    (``error``, or an error containing ``cel_error``); a value must equal ``cel_result``, else
+    ``result`` (or ``result_also_given``); then the reference log must equal ``referenced_cel``,
+    else ``referenced``, when given."""
+    manifest = _manifest(case)
+    try:
+        expr = compile(case["expr"], manifest, dialect="compat")
+    except CompileError:
+        if "compile_error" in case:
+            return
+        raise
+    if "compile_error" in case:
+        return
+    assert expr.result_type.name == case["type"]
+    value, tracker = expr.referenced({name: decode(v) for name, v in case["attrs"].items()})
+    if isinstance(value, EvaluationError):
+        if "error" in case or case.get("cel_error", "\0") in str(value):
+            return
+        raise AssertionError(f"unexpected evaluation error: {value}")
+    assert "cel_error" not in case, f"expected an error containing {case['cel_error']!r}, got {value!r}"
+    for key in ("cel_result", "result", "result_also_given"):
+        if key in case:
+            assert_same(value, case[key])
+            break
+    else:
+        raise AssertionError(f"expected an error starting with {case['error']!r}, got {value!r}")
+    referenced = case.get("referenced_cel", case.get("referenced"))
+    if referenced is not None:
+        assert tracker.log() == sorted(referenced)
+
+
 def run_compile_only(case: dict[str, Any]) -> None:
     """Mixer's access-log benchmark compiles each expression as CEXL and as CEL (COMPAT)."""
     compile(case["expr"], _manifest(case))
@@ -268,6 +303,18 @@ def _params() -> list[Any]:
 @pytest.mark.parametrize("case", _params())
 def test_expression_case(case: dict[str, Any]) -> None:
     run_case(case)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        pytest.param(case, id=case["id"], marks=pytest.mark.conformance("expressions[il.TestData/compat]"))
+        for case in CASES
+        if case["suite"] == "il.TestData"
+    ],
+)
+def test_expression_case_compat(case: dict[str, Any]) -> None:
+    run_compat(case)
 
 
 def test_unsupported_list_is_current() -> None:

@@ -20,7 +20,10 @@ Where CEL means the same as CEXL the tree uses CEXL's nodes (``EQ``, ``ADD``, ``
 * Mixer's string maps support neither ``==``, ``size()`` nor ``type()``: these compile and fail
   when evaluated, with Mixer's messages (``FAIL``).
 * Mixer's macros: ``conditional(c, a, b)`` is ``c ? a : b``; ``pick(a, b, ..., z)`` is the first
-  of ``a, b, ...`` that is present (an attribute or a map key), else ``z`` (CEXL's ``a | b | z``).
+  of ``a, b, ...`` that is present, else ``z`` (CEXL's ``a | b | z``). Only a selection
+  (``source.name``) or a map entry can be absent: a bare identifier (an attribute without a dot,
+  ``as``) cannot be tested with ``has()``, so ``pick(as, "x")`` is ``as`` (``""`` when absent),
+  as in Mixer.
 * Functions: CEL's ``size``, ``type``, ``duration``, ``timestamp``, ``int``, ``double``,
   ``string``, ``s.startsWith(p)``, ``s.endsWith(p)``, ``s.matches(re)``, ``s.contains(t)`` and
   Mixer's ``ip``, ``dnsName``, ``email``, ``uri``, ``match``, ``toLower``, ``reverse`` (also
@@ -442,7 +445,15 @@ class PMessage:
 
 PNode = PLit | PIdent | PSelect | PCall | PList | PMap | PMessage
 
-_RELATIONS: Final = {"==": "_==_", "!=": "_!=_", "<": "_<_", "<=": "_<=_", ">": "_>_", ">=": "_>=_", "in": "@in"}
+_RELATIONS: Final = {
+    "==": "_==_",
+    "!=": "_!=_",
+    "<": "_<_",
+    "<=": "_<=_",
+    ">": "_>_",
+    ">=": "_>=_",
+    "in": "@in",
+}
 _COMPREHENSIONS: Final = frozenset({"all", "exists", "exists_one", "map", "filter"})
 
 
@@ -694,8 +705,6 @@ def _from_cexl(node: Node) -> PNode:
         return PCall("pick", tuple(flat), node.pos)
     name = _CEXL_OPERATORS.get(node.name, node.name)
     target = _from_cexl(node.target) if node.target is not None else None
-    if name == "matches" and target is not None and args:  # CEXL: pattern.matches(s)
-        return PCall("matches", (target,), node.pos, target=args[0])
     return PCall(name, args, node.pos, target=target)
 
 
@@ -989,7 +998,9 @@ class _Lowering:
             if not t.same(wrapped):
                 raise self.fail(_pos(value), f"field 'value' of {name} needs {wrapped}, got {t}")
         if node is None:
-            zero = {"int": 0, "uint": 0, "double": 0.0, "bool": False, "string": "", "bytes": b""}[wrapped.name]
+            zero = {"int": 0, "uint": 0, "double": 0.0, "bool": False, "string": "", "bytes": b""}[
+                wrapped.name
+            ]
             node = Constant(repr(zero), zero, wrapped.value_type, p.pos)
         return self.mk(node, wrapper)
 
@@ -1045,7 +1056,7 @@ class _Lowering:
 
     def pick_part(self, p: PNode) -> tuple[Node, CelType]:
         """An element of ``pick``: an attribute or map entry stays "absent" when missing."""
-        if isinstance(p, PIdent | PSelect):
+        if isinstance(p, PSelect):  # a bare identifier cannot be tested with has(): its value
             node, t = self.lower(p, raw=True)
             if isinstance(node, Call) and node.name == "KEY":  # m.k: absent when the key is
                 node, t = self.mk(Call("INDEX", node.args, start=node.start, pos=node.pos), t)
@@ -1053,7 +1064,7 @@ class _Lowering:
                 raise self.fail(p.pos, f"'{node.prefix}' is not an attribute")
             return node, t
         if isinstance(p, PCall) and p.function == "_[_]" and p.target is None:
-            node, t = self.index(p, raw=True)
+            node, t = self.index(p, raw=isinstance(p.args[1], PLit))  # else the key is read too
             if isinstance(node, Call) and node.name == "KEY":
                 return self.mk(Call("INDEX", node.args, start=node.start, pos=node.pos), t)
             return node, t
@@ -1087,6 +1098,8 @@ class _Lowering:
         if any(isinstance(n, _Namespace) for n, _ in lowered):
             raise self.no_overload(p.pos, p.function, *types)
         nodes = tuple(n for n, _ in lowered if not isinstance(n, _Namespace))
+        if len(nodes) != (1 if p.function == "-_" else 2):
+            raise self.fail(p.pos, f"operator {p.function} takes {1 if p.function == '-_' else 2} operand(s)")
         if p.function == "-_":
             t = _unwrap(types[0])
             if t.name not in ("int", "double", "dyn") and t is not DURATION:
@@ -1242,7 +1255,9 @@ def divide(a: Any, b: Any) -> Any:
     """``a / b``: Go's truncating integer division (``divide by zero``), IEEE for doubles."""
     if isinstance(a, float):
         if b == 0.0:
-            return math.nan if a == 0.0 or math.isnan(a) else math.copysign(math.inf, a) * math.copysign(1.0, b)
+            return (
+                math.nan if a == 0.0 or math.isnan(a) else math.copysign(math.inf, a) * math.copysign(1.0, b)
+            )
         return a / b
     if b == 0:
         raise EvaluationError("divide by zero")

@@ -383,7 +383,9 @@ class _Generator:
         value_type = self.types[id(args[0])]
         if name in ("SUB", "MUL"):
             symbol = "-" if name == "SUB" else "*"
-            template = _INT64_WRAP.replace("+", symbol, 1) if value_type is _V.INT64 else f"({{0}} {symbol} {{1}})"
+            template = (
+                _INT64_WRAP.replace("+", symbol, 1) if value_type is _V.INT64 else f"({{0}} {symbol} {{1}})"
+            )
         elif name == "NEG":
             template = _INT64_WRAP.format("0", "-{0}") if value_type is _V.INT64 else "(-{0})"
         else:
