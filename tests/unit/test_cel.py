@@ -4,6 +4,7 @@ a value or an EvaluationError)."""
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 from typing import Any
 
@@ -12,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mixerd.attribute import DictBag, IPAddress, ValueType, builtin_manifest
+from mixerd.cli import eval as eval_cmd
 from mixerd.lang import CompileError, EvaluationError, compile
 from mixerd.lang.cel import TypeValue
 
@@ -243,3 +245,25 @@ def test_compile_and_evaluate_are_total(text: str, dialect: str) -> None:
             expr.evaluate(bag)
         except EvaluationError as exc:
             assert not str(exc).startswith("evaluation failed"), (text, str(exc))
+
+
+# --- mixerd eval --lang --------------------------------------------------------------------------
+
+
+def test_mixerd_eval_takes_the_dialect(capsys: pytest.CaptureFixture[str]) -> None:
+    def run(*argv: str) -> int:
+        parser = argparse.ArgumentParser(prog="mixerd")
+        eval_cmd.register(parser.add_subparsers())
+        args = parser.parse_args(["eval", *argv])
+        return int(args.func(args))
+
+    assert run('pick(source.labels["app"], "unknown")', "--lang", "cel", "--references") == 0
+    assert capsys.readouterr().out == '"unknown" (STRING)\nreferenced: -source.labels\n'
+    assert run("request.size | 7", "--lang", "COMPAT") == 0
+    assert capsys.readouterr().out == "7 (INT64)\n"
+    assert run("request.size > '1'", "--lang", "CEL") == 1
+    assert capsys.readouterr().err == (
+        "error: found no matching overload for '_>_' applied to '(int, string)'\n"
+        "  request.size > '1'\n"
+        "               ^\n"
+    )
