@@ -157,6 +157,16 @@ metadata:
 spec:
   match: 'true'
   actions: [{handler: spy, instances: [celcheck]}]
+---
+apiVersion: config.istio.io/v1alpha2
+kind: instance
+metadata:
+  name: listdim
+  namespace: istio-system
+  annotations: {policy.istio.io/lang: CEL}
+spec:
+  compiledTemplate: metric
+  params: {value: '1', dimensions: {codes: '[1, 2]'}}
 """
     rt = await _runtime(text)
     try:
@@ -171,6 +181,8 @@ spec:
             "is invalid and was dropped (see its errors)",
             'rule/python.istio-system: metadata.annotations["policy.istio.io/lang"]: unknown expression '
             "language 'PYTHON' (expected CEXL, CEL or COMPAT)",
+            "instance/listdim.istio-system: spec.params.dimensions.codes: expression '[1, 2]' gives a CEL "
+            "list, bytes, uint or type, not an attribute value",
         ]
         out = await rt.dispatcher.check(DictBag({"request.headers": {"x-user": "banned"}}))
         assert out.result.status.code == Code.PERMISSION_DENIED  # the good CEL rule still serves

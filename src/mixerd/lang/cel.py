@@ -123,7 +123,8 @@ URI_T: Final = CelType("istio.policy.v1beta1.Uri", "message", value_type=_V.URI)
 
 
 def _map_type(key: CelType, value: CelType, *, stringmap: bool = False) -> CelType:
-    vt = _V.STRING_MAP if key.name == "string" and value.name == "string" else _U
+    stringish = ("string", "dyn")  # dyn: the empty map literal
+    vt = _V.STRING_MAP if key.name in stringish and value.name in stringish else _U
     return CelType(f"map({key}, {value})", "map", (key, value), vt, stringmap)
 
 

@@ -268,6 +268,13 @@ def _compile_expr(
     except CompileError as exc:
         errors.append(FieldError(path, f"{exc}"))
         return None
+    if expr.result_type is ValueType.VALUE_TYPE_UNSPECIFIED:  # only CEL has such values
+        errors.append(
+            FieldError(
+                path, f"expression '{text}' gives a CEL list, bytes, uint or type, not an attribute value"
+            )
+        )
+        return None
     if want is not ANY and expr.result_type != want:
         errors.append(
             FieldError(
