@@ -69,8 +69,9 @@ def compile(
     """Compile the expression ``text`` against an attribute ``manifest`` (name -> type).
 
     ``dialect`` is ``"cexl"`` (Mixer's default language), ``"cel"`` or ``"compat"``
-    (:mod:`mixerd.lang.cel`). ``functions`` (CEXL only) replaces the extern catalogue :data:`FUNCTIONS` (pass ``{**FUNCTIONS, ...}``
-    to extend it). Raises :class:`CompileError`; an empty text is an error too.
+    (:mod:`mixerd.lang.cel`). ``functions`` (CEXL only) replaces the extern catalogue
+    :data:`FUNCTIONS` (pass ``{**FUNCTIONS, ...}`` to extend it). Raises :class:`CompileError`; an
+    empty text is an error too.
     """
     return compile_expression(text, manifest, dialect=dialect, functions=functions)
 

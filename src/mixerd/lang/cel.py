@@ -43,9 +43,12 @@ gives it (``undefined field 'report'``, ``found no matching overload for '_==_' 
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Final
 
 from mixerd.attribute import URI, DNSName, EmailAddress, IPAddress, ValueType, parse_duration
@@ -219,33 +222,36 @@ class _Tok:
     value: Any = None
 
 
-_OPS: Final = (
-    "==",
-    "!=",
-    "<=",
-    ">=",
-    "&&",
-    "||",
-    "<",
-    ">",
-    "!",
-    "+",
-    "-",
-    "*",
-    "/",
-    "%",
-    "?",
-    ":",
-    ".",
-    ",",
-    "(",
-    ")",
-    "[",
-    "]",
-    "{",
-    "}",
+_OPS: Final = frozenset(
+    {
+        "==",
+        "!=",
+        "<=",
+        ">=",
+        "&&",
+        "||",
+        "<",
+        ">",
+        "!",
+        "+",
+        "-",
+        "*",
+        "/",
+        "%",
+        "?",
+        ":",
+        ".",
+        ",",
+        "(",
+        ")",
+        "[",
+        "]",
+        "{",
+        "}",
+    }
 )
 _RESERVED: Final = frozenset({"true", "false", "null", "in"})
+_IDENT: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ESC: Final = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
 _ESC.update({"\\": "\\", "'": "'", '"': '"', "`": "`", "?": "?"})
 
@@ -270,10 +276,10 @@ def _lex(text: str) -> list[_Tok]:
         c = text[i]
         start = i
         if c.isascii() and (c.isalpha() or c == "_"):
-            j = i + 1
-            while j < n and text[j].isascii() and (text[j].isalnum() or text[j] == "_"):
-                j += 1
-            word = text[i:j]
+            m = _IDENT.match(text, i)
+            assert m is not None
+            j = m.end()
+            word = m.group()
             if j < n and text[j] in "\"'" and word.lower() in ("r", "b", "rb", "br"):
                 tok, i = _lex_string(text, j, raw="r" in word.lower(), as_bytes="b" in word.lower(), start=i)
                 out.append(tok)
@@ -289,13 +295,13 @@ def _lex(text: str) -> list[_Tok]:
             tok, i = _lex_string(text, i, raw=False, as_bytes=False, start=i)
             out.append(tok)
             continue
-        for op in _OPS:
-            if text.startswith(op, i):
-                out.append(_Tok(op, op, i))
-                i += len(op)
-                break
-        else:
-            raise _error(text, i, f"Syntax error: token recognition error at: '{c}'")
+        op = text[i : i + 2]
+        if op not in _OPS:
+            op = c
+            if op not in _OPS:
+                raise _error(text, i, f"Syntax error: token recognition error at: '{c}'")
+        out.append(_Tok(op, op, i))
+        i += len(op)
 
 
 def _lex_number(text: str, i: int) -> tuple[_Tok, int]:
@@ -845,7 +851,7 @@ _Lowered = tuple[Node | _Namespace, CelType]
 @dataclass(slots=True)
 class _Lowering:
     text: str
-    attributes: dict[str, ValueType]
+    attributes: Mapping[str, ValueType]
     prefixes: frozenset[str]
     types: dict[int, ValueType] = field(default_factory=dict)
 
@@ -1203,6 +1209,24 @@ def _pos(p: PNode) -> int:
     return p.pos
 
 
+@functools.lru_cache(maxsize=64)
+def _scope(
+    manifest: tuple[tuple[str, ValueType | str], ...],
+) -> tuple[Mapping[str, ValueType], frozenset[str]]:
+    """The typed attributes of a manifest and the prefixes of their names (the provider's
+    messages), computed once per manifest content."""
+    attributes: dict[str, ValueType] = {}
+    for name, raw in manifest:
+        try:
+            attributes[name] = ValueType.parse(raw)
+        except ValueError as exc:
+            raise ValueError(f"attribute {name}: {exc}") from None
+    prefixes = frozenset(
+        ".".join(parts[:i]) for parts in (n.split(".") for n in attributes) for i in range(1, len(parts))
+    )
+    return MappingProxyType(attributes), prefixes
+
+
 def lower(
     text: str, manifest: Mapping[str, ValueType | str], *, compat: bool = False
 ) -> tuple[Node, ValueType, dict[int, ValueType]]:
@@ -1212,15 +1236,10 @@ def lower(
     type of every node (``VALUE_TYPE_UNSPECIFIED`` for CEL-only types: lists, maps of other
     types, bytes, uint, type values). Raises :class:`CompileError`.
     """
-    attributes: dict[str, ValueType] = {}
-    for name, raw in manifest.items():
-        try:
-            attributes[name] = ValueType.parse(raw)
-        except ValueError as exc:
-            raise CompileError(text, f"attribute {name}: {exc}") from None
-    prefixes = frozenset(
-        ".".join(parts[:i]) for parts in (n.split(".") for n in attributes) for i in range(1, len(parts))
-    )
+    try:
+        attributes, prefixes = _scope(tuple(manifest.items()))
+    except ValueError as exc:
+        raise CompileError(text, str(exc)) from None
     tree = parse_compat(text) if compat else parse_cel(text)
     lowering = _Lowering(text, attributes, prefixes)
     node, t = lowering.value(tree)
