@@ -28,6 +28,12 @@ expression (mostly CPython's own ``compile()``) and happens once per configurati
   constant ``match`` patterns become ``startswith``/``endswith``/``==``, constant ``matches``
   patterns are compiled once with RE2.
 
+**CEL and COMPAT** (:mod:`mixerd.lang.cel`) are lowered into the same tree and generated here too:
+an attribute read is ``OR($attr, zero value)`` (``a.get(name, zero)``), ``pick`` is ``OR``; the
+nodes only CEL has (``KEY``, ``HASKEY``, ``LAND_ABSORB`` ...) have templates of their own
+(:meth:`_Generator.cel_node`), and ``&&``/``||`` whose operands may fail become a small helper
+function that absorbs the error when the other side decides.
+
 The generated function catches non-:class:`EvaluationError` exceptions (a bag value of the wrong
 type makes Python fail somewhere) and reports Mixer's conversion error for the offending
 attribute (``error converting value to string: '20'``).
