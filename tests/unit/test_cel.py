@@ -181,6 +181,8 @@ def test_compat_is_cexl_syntax_with_cel_semantics() -> None:
     assert compat('source.labels["app"] | source.name | "unknown"', {"source.name": "s"}) == "s"
     assert compat('connection.duration | "10ms"') == dt.timedelta(milliseconds=10)
     assert compat("request.size") == 0  # absent: CEXL fails with "lookup failed"
+    assert compat("(request.size | 7) * 3 - 10 / 4 % 3") == 21 - 2  # CEL's arithmetic (CEXL has none)
+    assert compat("-(request.size | 7)") == -7
     assert compat('"abc".matches("b")') is True  # CEL's text.matches(regex)
     with pytest.raises(
         CompileError, match=r"found no matching overload for '_==_' applied to '\(int, string\)'"

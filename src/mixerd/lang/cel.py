@@ -33,7 +33,8 @@ Where CEL means the same as CEXL the tree uses CEXL's nodes (``EQ``, ``ADD``, ``
 
 COMPAT (Mixer's "legacy syntax CEL") is CEXL's syntax with these semantics: the text is parsed by
 the CEXL parser and its tree rewritten into the CEL parse tree (``a | b`` becomes ``pick(a, b)``,
-a string literal that reads as a duration becomes ``duration("...")``) before type-checking.
+a string literal that reads as a duration becomes ``duration("...")``, and ``- * / %``, which
+CEXL parses but cannot compile, are CEL's arithmetic) before type-checking.
 
 Errors are :class:`~mixerd.lang.errors.CompileError` with CEL's wording where the conformance data
 gives it (``undefined field 'report'``, ``found no matching overload for '_==_' applied to
@@ -677,6 +678,10 @@ _CEXL_OPERATORS: Final = {
     "LAND": "_&&_",
     "LOR": "_||_",
     "ADD": "_+_",
+    "SUB": "_-_",
+    "MUL": "_*_",
+    "QUO": "_/_",
+    "REM": "_%_",
     "INDEX": "_[_]",
     "NOT": "!_",
 }
@@ -711,6 +716,8 @@ def _from_cexl(node: Node) -> PNode:
                 flat.append(arg)
         return PCall("pick", tuple(flat), node.pos)
     name = _CEXL_OPERATORS.get(node.name, node.name)
+    if name == "_-_" and len(args) == 1:
+        name = "-_"
     target = _from_cexl(node.target) if node.target is not None else None
     return PCall(name, args, node.pos, target=target)
 
