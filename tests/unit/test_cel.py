@@ -151,6 +151,9 @@ def test_strings_lists_maps_and_types() -> None:
     assert cel("has({'a': 1}.a) && !has({'a': 1}.b)") is True
     assert cel("type(1) == int && type('a') == string && type([1]) == list") is True
     assert cel("type(request.size)") == TypeValue("int")
+    assert cel("type(request.time) == google.protobuf.Timestamp") is True
+    with pytest.raises(EvaluationError, match="cannot convert wrapper value  to CEL types"):
+        cel("type(source.ip)")
     assert cel("int('42') + int(2.9) == 44 && double(1) == 1.0 && string(true) == 'true'") is True
     assert cel(r"'a\tb' == '''a	b''' && r'\d' == '\\d' && b'ab' == b'\x61\x62'") is True
     assert cel("'mixer'.contains('xe') && 'mixer'.matches('^m.*r$') && matches('mixer', 'x')") is True

@@ -939,6 +939,9 @@ class _Lowering:
             found = self.name(full, p.pos, raw=raw)
             if found is not None:
                 return found
+            if full in (TIMESTAMP.name, DURATION.name):
+                tv = TypeValue(full)
+                return self.mk(Constant(full, tv, _U, p.pos), TYPE)
         operand, t = self.lower(p.operand, raw=raw)
         if isinstance(operand, _Namespace):
             raise self.fail(p.pos, f"undefined field '{p.field}'")
@@ -1163,6 +1166,8 @@ class _Lowering:
         node, t = self.value(p.args[0])
         if t.stringmap:
             return self.runtime_failure(p, "cannot convert stringmap to CEL types", node, None, TYPE)
+        if t in (IP, DNS, EMAIL, URI_T):  # Mixer's own value types have no CEL type (message as Mixer's)
+            return self.runtime_failure(p, "cannot convert wrapper value  to CEL types", node, None, TYPE)
         tv = _type_value_of(t)
         const, _ = self.mk(Constant(tv.name, tv, _U, p.pos), TYPE)
         return self.mk(Call("TYPE", (node, const), start=p.pos, pos=p.pos), TYPE)
