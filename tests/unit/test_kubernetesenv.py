@@ -24,7 +24,7 @@ from mixerd.adapters.kubernetesenv.cache import (
     parse_pod,
 )
 from mixerd.adapters.kubernetesenv.config import Source, parse_params
-from mixerd.adapters.kubernetesenv.kubeapi import (
+from mixerd.config.k8s.api import (
     KubeConfigError,
     in_cluster_config,
     load_kubeconfig,

@@ -60,7 +60,10 @@ def _banner(server: Server) -> str:
 
     cmd = _command()
     mon = f"{scheme('monitoring')}://127.0.0.1:{ln.monitoring_port}"
-    source = ", ".join(str(p) for p in s.config) if s.config else "the embedded default config"
+    if s.config_url:
+        source = f"config from Kubernetes ({s.config_url})"
+    else:
+        source = ", ".join(str(p) for p in s.config) if s.config else "the embedded default config"
     lines = [
         f"mixerd is serving {source}",
         f"  gRPC (Mixer API, ext_authz, rate limit, access log)  127.0.0.1:{ln.grpc_port}{_tls_note(server, 'grpc')}",

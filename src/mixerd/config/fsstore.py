@@ -42,7 +42,7 @@ from typing import Any
 
 from mixerd.config.model import IgnoredResource, Key, Resource, ResourceError
 from mixerd.config.parse import DEFAULT_NAMESPACE, ParseResult, config_files, parse_bytes
-from mixerd.config.store import ChangeBatch, _Bus, diff_states, merge_resources
+from mixerd.config.store import ChangeBatch, _Bus, diff_states, merge_resources, settle
 
 __all__ = ["FileStore"]
 
@@ -275,7 +275,6 @@ class FileStore:
             _log.warning("watching %s failed (%s); relying on the periodic resync", roots, exc)
 
     async def _scheduler(self) -> None:
-        loop = asyncio.get_running_loop()
         try:
             await self._initial_load()
         except Exception:
@@ -290,16 +289,7 @@ class FileStore:
             except TimeoutError:
                 pass  # periodic resync
             else:
-                first = loop.time()
-                while True:  # debounce: wait until quiet for `debounce` (at most `max_delay`)
-                    self._dirty.clear()
-                    remaining = self.max_delay - (loop.time() - first)
-                    if remaining <= 0:
-                        break
-                    try:
-                        await asyncio.wait_for(self._dirty.wait(), timeout=min(self.debounce, remaining))
-                    except TimeoutError:
-                        break
+                await settle(self._dirty, self.debounce, self.max_delay)
             try:
                 await self._rescan(settle=self.debounce)
             except Exception:

@@ -40,6 +40,7 @@ __all__ = [
     "apply_batch",
     "diff_states",
     "merge_resources",
+    "settle",
 ]
 
 
@@ -110,6 +111,23 @@ def merge_resources(resources: Iterable[Resource]) -> tuple[dict[Key, Resource],
             warnings.append(duplicate_warning(previous, r))
         out[r.key] = r
     return out, warnings
+
+
+async def settle(dirty: asyncio.Event, quiet: float, max_delay: float) -> None:
+    """Debounce: after ``dirty`` was set, wait until it stays unset for ``quiet`` seconds, but no
+    longer than ``max_delay`` in all (``dirty`` is left clear). A burst of changes is then applied
+    once."""
+    loop = asyncio.get_running_loop()
+    first = loop.time()
+    while True:
+        dirty.clear()
+        remaining = max_delay - (loop.time() - first)
+        if remaining <= 0:
+            return
+        try:
+            await asyncio.wait_for(dirty.wait(), timeout=min(quiet, remaining))
+        except TimeoutError:
+            return
 
 
 def duplicate_warning(previous: Resource, latest: Resource) -> ResourceError:
