@@ -207,7 +207,9 @@ class FakeKubeApi:
 
     def watches(self, plural: str) -> list[dict[str, str]]:
         """Query strings of the watch requests made for ``plural``."""
-        return [q for m, p, q in self.requests if p.endswith("/" + plural) and q.get("watch") in ("1", "true")]
+        return [
+            q for m, p, q in self.requests if p.endswith("/" + plural) and q.get("watch") in ("1", "true")
+        ]
 
     def _record(self, change: _Change, notify: bool = True) -> None:
         self.history.append(change)
@@ -277,7 +279,12 @@ class FakeKubeApi:
             state = {"id": ident, "rv": rv, "offset": offset + limit}
             meta["continue"] = base64.urlsafe_b64encode(json.dumps(state).encode()).decode()
             meta["remainingItemCount"] = len(snapshot) - offset - limit
-        body = {"apiVersion": f"{crd.group}/{crd.version}", "kind": f"{crd.kind}List", "metadata": meta, "items": page}
+        body = {
+            "apiVersion": f"{crd.group}/{crd.version}",
+            "kind": f"{crd.kind}List",
+            "metadata": meta,
+            "items": page,
+        }
         return web.json_response(body)
 
     async def _watch(self, request: web.Request, crd: Crd, namespace: str | None) -> web.StreamResponse:
@@ -285,9 +292,13 @@ class FakeKubeApi:
         since = int(raw) if raw.isdigit() else self.rv
         too_old = since < self.oldest - 1
         if too_old and self.gone_as_http:
-            return web.json_response(_status(410, "Expired", f"too old resource version: {since}"), status=410)
+            return web.json_response(
+                _status(410, "Expired", f"too old resource version: {since}"), status=410
+            )
         watcher = _Watcher(crd, namespace, request.query.get("allowWatchBookmarks") == "true")
-        resp = web.StreamResponse(headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"})
+        resp = web.StreamResponse(
+            headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"}
+        )
         await resp.prepare(request)
         watcher.transport = request.transport  # type: ignore[assignment]
         if too_old:
@@ -305,7 +316,9 @@ class FakeKubeApi:
         try:
             while True:
                 try:
-                    item = await asyncio.wait_for(watcher.queue.get(), timeout=max(0.0, deadline - loop.time()))
+                    item = await asyncio.wait_for(
+                        watcher.queue.get(), timeout=max(0.0, deadline - loop.time())
+                    )
                 except TimeoutError:
                     break
                 if item is None:
@@ -386,7 +399,9 @@ class FakeKubeThread:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
 
 
-def write_kubeconfig(path: Path, server: str, *, token: str, ca_pem: bytes | None = None, **user: str) -> Path:
+def write_kubeconfig(
+    path: Path, server: str, *, token: str, ca_pem: bytes | None = None, **user: str
+) -> Path:
     """A kubeconfig with one cluster, user and (current) context; ``user`` adds user fields."""
     cluster: dict[str, Any] = {"server": server}
     if ca_pem is not None:

@@ -70,7 +70,9 @@ def kubeconfig(tmp_path: Path, api: FakeKubeApi, ca: CA) -> Path:
     return write_kubeconfig(tmp_path / "kubeconfig", api.url, token=TOKEN, ca_pem=ca.pem)
 
 
-def make_store(kubeconfig: Path, query: str = "", kinds: list[KubeKind] | None = None, **kw: Any) -> KubeStore:
+def make_store(
+    kubeconfig: Path, query: str = "", kinds: list[KubeKind] | None = None, **kw: Any
+) -> KubeStore:
     kw.setdefault("debounce", 0.02)
     kw.setdefault("backoff", (0.02, 0.2))
     kw.setdefault("missing_retry", 0.2)

@@ -322,7 +322,9 @@ class KubeClient:
             ) as resp:
                 data = await resp.read()
                 if resp.status not in (200, 201, 202):
-                    raise KubeApiError(f"POST {path}: HTTP {resp.status}: {_status_message(data)}", resp.status)
+                    raise KubeApiError(
+                        f"POST {path}: HTTP {resp.status}: {_status_message(data)}", resp.status
+                    )
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise KubeApiError(f"POST {path}: {exc or type(exc).__name__}") from None
         try:
@@ -369,7 +371,8 @@ class KubeClient:
                         if code == 410:
                             raise GoneError(f"watch {path}: {message}")
                         raise KubeApiError(
-                            f"watch {path}: error event {code}: {message}", code if isinstance(code, int) else None
+                            f"watch {path}: error event {code}: {message}",
+                            code if isinstance(code, int) else None,
                         )
                     yield kind, obj
         except (aiohttp.ClientError, TimeoutError) as exc:

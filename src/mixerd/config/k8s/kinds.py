@@ -74,7 +74,16 @@ def _config(kind: str) -> KubeKind:
 KINDS: Final[tuple[KubeKind, ...]] = (
     *(
         _config(k)
-        for k in (RULE, INSTANCE, HANDLER, ATTRIBUTE_MANIFEST, ADAPTER, TEMPLATE, QUOTA_SPEC, QUOTA_SPEC_BINDING)
+        for k in (
+            RULE,
+            INSTANCE,
+            HANDLER,
+            ATTRIBUTE_MANIFEST,
+            ADAPTER,
+            TEMPLATE,
+            QUOTA_SPEC,
+            QUOTA_SPEC_BINDING,
+        )
     ),
     *(_config(k) for k in sorted(LEGACY_KINDS)),
     KubeKind("security.istio.io", "v1beta1", "AuthorizationPolicy", "authorizationpolicies"),

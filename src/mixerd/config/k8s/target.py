@@ -85,7 +85,9 @@ def parse_url(text: str) -> KubeTarget:
     kubeconfig = unquote(parts.path) if parts.path not in ("", "/") else ""
     if "kubeconfig" in query:
         if kubeconfig:
-            raise ValueError(f"{text!r}: give the kubeconfig either as the URL path or as ?kubeconfig=, not both")
+            raise ValueError(
+                f"{text!r}: give the kubeconfig either as the URL path or as ?kubeconfig=, not both"
+            )
         kubeconfig = query["kubeconfig"][0]
         if not kubeconfig:
             raise ValueError(f"{text!r}: ?kubeconfig= needs a path")
