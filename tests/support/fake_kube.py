@@ -20,7 +20,8 @@ on (https://kubernetes.io/docs/reference/using-api/api-concepts/):
 * ``POST /api/v1/namespaces/NS/events`` stores the Event (``generateName`` honoured).
 
 Test controls: :meth:`put`, :meth:`delete`, :meth:`bookmark`, :meth:`compact`,
-:meth:`drop_watches` (cut every watch connection mid-stream), :attr:`fail_lists` (answer ``500``
+:meth:`end_watches` (end every watch normally), :meth:`drop_watches` (cut every watch connection
+mid-stream), :attr:`fail_lists` (answer ``500``
 to the next N lists), :attr:`hold_lists` (lists wait until it is set). :class:`FakeKubeThread`
 runs it in a thread of its own for tests that drive a ``mixerd`` subprocess.
 """
@@ -195,6 +196,16 @@ class FakeKubeApi:
                 w.queue.put_nowait(
                     {"type": "ERROR", "object": _status(410, "Expired", "too old resource version")}
                 )
+
+    def end_watches(self) -> int:
+        """End every open watch normally (as its ``timeoutSeconds`` would); how many."""
+        for w in self.watchers:
+            w.queue.put_nowait(None)
+        return len(self.watchers)
+
+    def delivered(self) -> bool:
+        """Every event queued for an open watch was written to its connection."""
+        return all(w.queue.empty() for w in self.watchers)
 
     def drop_watches(self) -> int:
         """Cut every open watch connection without ending the chunked stream; how many."""

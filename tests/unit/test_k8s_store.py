@@ -136,9 +136,10 @@ async def test_bookmark_moves_the_resume_point(api: FakeKubeApi, kubeconfig: Pat
         await until(lambda: len(api.watchers) == len(MIXER))
         assert api.bookmark() == len(MIXER)
         bookmark_rv = str(api.rv)
-        await asyncio.sleep(0.1)  # let the bookmark reach the client before the connection is cut
-        api.drop_watches()
+        await until(api.delivered)
+        api.end_watches()  # a watch that ends normally resumes from the last version seen
         await until(lambda: any(q["resourceVersion"] == bookmark_rv for q in api.watches("handlers")))
+        assert api.lists["/apis/config.istio.io/v1alpha2/handlers"] == 1  # no relist needed
 
 
 async def test_gone_relists_and_publishes_the_difference(api: FakeKubeApi, kubeconfig: Path) -> None:

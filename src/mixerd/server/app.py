@@ -125,6 +125,7 @@ class Server:
             debounce=s.config_debounce,
             write_events=s.k8s_write_status,
             validate=validate,
+            missing_retry=s.k8s_missing_retry,
         )
 
     # -- lifecycle -------------------------------------------------------------------------------

@@ -42,6 +42,8 @@ class Settings:
     config_resync: float = 30.0
     k8s_write_status: bool = False
     """With a ``k8s://`` config: write resources' validation errors as Kubernetes Events on them."""
+    k8s_missing_retry: float = 30.0
+    """With a ``k8s://`` config: seconds between looks for a kind whose CRD is not installed."""
     log_level: str = "info"
     http_authz_prefix: str = ""
     """Path prefix stripped from HTTP authorization request lines (Envoy's http_service.path_prefix)."""
@@ -164,6 +166,9 @@ class Settings:
                 parse_order(order)
             except ValueError as exc:
                 raise ValueError(f"--console-transaction-headers: {exc}") from None
+        retry = values.get("k8s_missing_retry")
+        if retry is not None and not retry > 0:
+            raise ValueError(f"--k8s-missing-retry must be above 0 seconds, got {retry}")
         interval = values.get("tls_reload_interval")
         if interval is not None and not 0 < interval <= 3600:
             raise ValueError(
@@ -204,6 +209,8 @@ _HELP = {
     "k8s_write_status": "with --config k8s://: write each invalid resource's errors as a Kubernetes Event on "
     "it (kubectl describe shows them; needs the 'create' verb on events), once per object generation and "
     "problem",
+    "k8s_missing_retry": "with --config k8s://: seconds between looks for a config kind whose CRD is not "
+    "installed (it counts as empty meanwhile) [default: %(default)s]",
     "log_level": "debug, info, warning or error [default: %(default)s]",
     "http_authz_prefix": "path prefix to strip from HTTP authorization request lines (Envoy "
     "http_service.path_prefix)",
