@@ -226,6 +226,19 @@ def test_serve_from_cluster(tmp_path: Path, kube: FakeKubeThread, kubeconfig: Pa
     assert TOKEN not in mixerd.log()
 
 
+def test_sigterm_while_waiting_for_the_cluster(
+    tmp_path: Path, kube: FakeKubeThread, kubeconfig: Path
+) -> None:
+    kube.call(lambda: setattr(kube.api, "hold_lists", asyncio.Event()))
+    mixerd = spawn(tmp_path, f"k8s://{kubeconfig}")
+    try:
+        wait_for(lambda: readyz(mixerd)[0] == 503, timeout=30, what="/readyz 503")
+    finally:
+        code = mixerd.stop()
+    assert code == 1
+    assert "stopped before the config was loaded" in mixerd.log()
+
+
 def test_validate_reads_the_cluster(tmp_path: Path, kube: FakeKubeThread, kubeconfig: Path) -> None:
     def validate(*extra: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

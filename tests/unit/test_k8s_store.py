@@ -197,8 +197,13 @@ async def test_kind_not_installed_is_skipped_then_found(
         assert len(state) == 19
         assert store.not_installed() == ("quotaspecs.config.istio.io",)
         await asyncio.sleep(0.5)  # a few retries
-        warnings = [r for r in caplog.records if "not installed on the API server" in r.getMessage()]
-        assert len(warnings) == 1  # logged once, not per retry
+        notes = [
+            r
+            for r in caplog.records
+            if r.getMessage().startswith("quotaspecs.config.istio.io: not installed")
+        ]
+        assert len(notes) == 1  # logged once, not per retry
+        assert any("1 config kinds are not installed" in r.getMessage() for r in caplog.records)
         tries = [p for _, p, _ in api.requests if p == "/apis/config.istio.io/v1alpha2/quotaspecs"]
         assert len(tries) >= 2  # looked for again
         api.install(Crd(quotas.group, quotas.version, quotas.kind, quotas.plural))
@@ -256,7 +261,7 @@ async def test_wrong_token_is_not_ready_and_never_logged(
     async with make_store(wrong) as store:
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(store.list(), 0.5)
-        assert any("Unauthorized" in w for w in store.waiting_for())
+        assert any("Unauthorized" in w for w in store.list_errors())
     assert api.unauthorized > 0
     assert "wrong-token-9c1d" not in caplog.text
 
@@ -267,7 +272,7 @@ async def test_untrusted_server_certificate_is_refused(api: FakeKubeApi, tmp_pat
     async with make_store(config) as store:
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(store.list(), 0.5)
-        assert any("certificate" in w.lower() for w in store.waiting_for())
+        assert any("certificate" in w.lower() for w in store.list_errors())
     assert api.requests == []
 
 

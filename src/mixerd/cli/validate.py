@@ -60,9 +60,11 @@ async def _list_cluster(url: str, default_namespace: str, timeout: float) -> Sna
         try:
             resources = await asyncio.wait_for(store.list(), timeout)
         except TimeoutError:
+            errors = store.list_errors()
             raise TimeoutError(
                 f"{url}: not every kind was listed within {timeout:g}s; still waiting for "
                 + ", ".join(store.waiting_for())
+                + ("\n  " + "\n  ".join(errors) if errors else "")
             ) from None
         return build_snapshot(
             resources,

@@ -456,7 +456,7 @@ class Reflector:
                     if self.missing_retry is None:
                         raise
                     if not self.missing:
-                        self._log.warning(
+                        self._log.info(
                             "%s: not installed on the API server (%s); treated as empty, looking again every %gs",
                             kind,
                             exc,
@@ -477,16 +477,17 @@ class Reflector:
                 self.lists += 1
                 self.synced.set()
                 self.last_error = None
-                delay = self._backoff[0]
                 self._log.info("listed %d %s objects (resourceVersion %s)", len(items), kind, version)
                 while True:
                     async for event_type, obj in client.watch(path, version, self.watch_seconds):
+                        delay = self._backoff[0]  # the server answers: back off from the start next time
                         meta = obj.get("metadata")
                         if isinstance(meta, Mapping) and meta.get("resourceVersion"):
                             version = str(meta["resourceVersion"])
                         if event_type != "BOOKMARK":
                             self._on_event(kind, event_type, obj)
                             self.events += 1
+                    delay = self._backoff[0]  # a watch that ended normally
             except GoneError as exc:
                 self._log.info("%s: %s; listing again", kind, exc)
                 continue

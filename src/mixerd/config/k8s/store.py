@@ -153,13 +153,17 @@ class KubeStore:
     # -- state -----------------------------------------------------------------------------------
 
     def waiting_for(self) -> tuple[str, ...]:
-        """Collections not listed yet (empty once the initial list is complete), with the last error."""
-        out: list[str] = []
-        for w in self._watched:
-            if not w.reflector.synced.is_set():
-                error = w.reflector.last_error
-                out.append(f"{w.label} ({error})" if error else w.label)
-        return tuple(out)
+        """Collections not listed yet (empty once the initial list is complete)."""
+        return tuple(w.label for w in self._watched if not w.reflector.synced.is_set())
+
+    def list_errors(self) -> tuple[str, ...]:
+        """Why collections are not listed yet: ``label: last error`` (errors name API paths and
+        hosts, never credentials; for logs and the command line, not for /readyz)."""
+        return tuple(
+            f"{w.label}: {w.reflector.last_error}"
+            for w in self._watched
+            if not w.reflector.synced.is_set() and w.reflector.last_error
+        )
 
     def not_installed(self) -> tuple[str, ...]:
         """Collections the API server does not know (CRD not installed)."""
@@ -213,11 +217,18 @@ class KubeStore:
             self._loaded = True
             missing = self.not_installed()
             _log.info(
-                "initial list of %d collections complete: %d objects%s",
+                "initial list of %d collections complete: %d objects",
                 len(self._watched),
                 self._mirror.count(),
-                f"; not installed: {', '.join(missing)}" if missing else "",
             )
+            if missing:
+                _log.warning(
+                    "%d config kinds are not installed on the API server (their CRDs are missing; they count "
+                    "as empty and are looked for every %gs): %s",
+                    len(missing),
+                    self._missing_retry,
+                    ", ".join(missing),
+                )
 
     def _commit(self, *, publish: bool) -> ChangeBatch | None:
         self.commits += 1
