@@ -168,7 +168,7 @@ async def test_gone_as_http_410_on_watch(api: FakeKubeApi, kubeconfig: Path) -> 
         api.compact(expire_watches=False)
         api.drop_watches()  # the client watches again from its (now too old) version: HTTP 410
         api.put(rule("seen-after-relist"))
-        await until(lambda: Key("rule", "istio-system", "seen-after-relist") in store._state)
+        await until(lambda: Key("rule", "istio-system", "seen-after-relist") in store._published.state)
 
 
 async def test_dropped_connection_and_5xx_back_off_and_recover(
@@ -180,7 +180,7 @@ async def test_dropped_connection_and_5xx_back_off_and_recover(
         api.fail_lists = 3
         assert api.drop_watches() == len(MIXER)
         api.put(rule("after-drop"))
-        await until(lambda: Key("rule", "istio-system", "after-drop") in store._state)
+        await until(lambda: Key("rule", "istio-system", "after-drop") in store._published.state)
         assert api.fail_lists == 0
     assert "etcd is having a bad day" in caplog.text
     assert TOKEN not in caplog.text

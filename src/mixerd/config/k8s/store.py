@@ -38,7 +38,7 @@ from mixerd.config.k8s.status import EventRecorder
 from mixerd.config.k8s.target import KubeTarget, connection, parse_url
 from mixerd.config.model import IgnoredResource, Key, Resource, ResourceError
 from mixerd.config.parse import DEFAULT_NAMESPACE
-from mixerd.config.store import ChangeBatch, _Bus, diff_states, merge_resources, settle
+from mixerd.config.store import ChangeBatch, Published, settle
 
 __all__ = ["KubeStore", "Validator"]
 
@@ -91,10 +91,7 @@ class KubeStore:
         self._home = home
         self._mirror = Mirror(default_namespace)
         self._recorder = EventRecorder(os.environ.get("POD_NAME") or socket.gethostname())
-        self._state: dict[Key, Resource] = {}
-        self._problems: tuple[ResourceError, ...] = ()
-        self._ignored: tuple[IgnoredResource, ...] = ()
-        self._bus = _Bus()
+        self._published = Published()
         self._client: KubeClient | None = None
         self._watched: list[_Watched] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -118,17 +115,17 @@ class KubeStore:
         ``KubeConfigError`` (a ``ValueError``) when there is no usable connection config."""
         self._start()
         await self._initial_load()
-        return dict(self._state)
+        return dict(self._published.state)
 
     def problems(self) -> tuple[ResourceError, ...]:
-        return self._problems
+        return self._published.problems
 
     def ignored(self) -> tuple[IgnoredResource, ...]:
-        return self._ignored
+        return self._published.ignored
 
     def watch(self) -> AsyncIterator[ChangeBatch]:
         self._start()
-        return self._bus.subscribe()
+        return self._published.bus.subscribe()
 
     async def close(self) -> None:
         if self._closed:
@@ -142,7 +139,7 @@ class KubeStore:
         self._tasks.clear()
         if self._client is not None:
             await self._client.close()
-        self._bus.close()
+        self._published.bus.close()
 
     async def __aenter__(self) -> KubeStore:
         return self
@@ -233,19 +230,7 @@ class KubeStore:
     def _commit(self, *, publish: bool) -> ChangeBatch | None:
         self.commits += 1
         parsed = self._mirror.result()
-        new_state, duplicates = merge_resources(parsed.resources)
-        problems = tuple(parsed.errors) + tuple(duplicates)
-        events = diff_states(self._state, new_state)
-        changed = problems != self._problems
-        self._state = new_state
-        self._problems = problems
-        self._ignored = parsed.ignored
-        if not events and not changed:
-            return None
-        batch = ChangeBatch(events, problems)
-        if publish:
-            self._bus.publish(batch)
-        return batch
+        return self._published.commit(parsed.resources, parsed.errors, parsed.ignored, publish=publish)
 
     async def _scheduler(self) -> None:
         try:
@@ -270,7 +255,8 @@ class KubeStore:
         if self._validate is None or self._client is None:
             return
         try:
-            errors = list(self._validate(list(self._state.values()), self._problems))
+            published = self._published
+            errors = list(self._validate(list(published.state.values()), published.problems))
         except Exception:
             _log.exception("validating the config for Kubernetes Events failed")
             return
