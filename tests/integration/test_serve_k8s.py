@@ -27,7 +27,7 @@ from tests.support.certs import CA
 from tests.support.fake_kube import Crd, FakeKubeApi, FakeKubeThread, load_fixture_lists, write_kubeconfig
 from tests.support.net import free_port, wait_for
 
-from .mixerd_proc import MixerdProcess
+from .mixerd_proc import MixerdProcess, start_mixerd
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "k8s"
 TOKEN = "serve-k8s-token-41b7"
@@ -80,23 +80,8 @@ def kubeconfig(tmp_path: Path, kube: FakeKubeThread, ca: CA) -> Path:
 
 
 def spawn(tmp: Path, url: str, *args: str) -> MixerdProcess:
-    """Start mixerd without waiting for /readyz."""
-    ports = {k: free_port() for k in ("grpc", "monitoring", "prometheus", "http_authz")}
-    log_path = tmp / f"mixerd-{ports['grpc']}.log"
-    cmd = [
-        sys.executable, "-m", "mixerd.cli.main", "serve",
-        "--grpc-address", f"127.0.0.1:{ports['grpc']}",
-        "--monitoring-address", f"127.0.0.1:{ports['monitoring']}",
-        "--prometheus-address", f"127.0.0.1:{ports['prometheus']}",
-        "--http-authz-address", f"127.0.0.1:{ports['http_authz']}",
-        "--config-debounce", "0.1", "--console-store", "off",
-        "--config", url, *args,
-    ]  # fmt: skip
-    with open(log_path, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-    return MixerdProcess(
-        proc, ports["grpc"], ports["monitoring"], ports["prometheus"], ports["http_authz"], log_path
-    )
+    """Start mixerd on the cluster config without waiting for /readyz."""
+    return start_mixerd(tmp, None, "--config", url, "--console-store", "off", *args, wait_ready=False)
 
 
 def readyz(mixerd: MixerdProcess) -> tuple[int, str]:
