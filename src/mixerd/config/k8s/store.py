@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import socket
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -90,10 +89,11 @@ class KubeStore:
         self._sa_dir = sa_dir
         self._home = home
         self._mirror = Mirror(default_namespace)
-        self._recorder = EventRecorder(os.environ.get("POD_NAME") or socket.gethostname())
+        self._recorder = EventRecorder(socket.gethostname())  # in a pod: the pod's name
         self._published = Published()
         self._client: KubeClient | None = None
         self._watched: list[_Watched] = []
+        self._by_label: dict[str, _Watched] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._dirty = asyncio.Event()
         self._loaded = False
