@@ -522,7 +522,10 @@ def test_selectors_match_the_pods(rendered: dict[str, list[Obj]], overlay: str) 
     deployment = _one(objects, "Deployment")
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert _selects(deployment["spec"]["selector"]["matchLabels"], pod_labels)
-    assert _selects(_one(objects, "Service")["spec"]["selector"], pod_labels)
+    services = [o for o in objects if o["kind"] == "Service"]
+    assert {s["metadata"]["name"] for s in services} == {"mixerd", "mixerd-headless"}
+    for service in services:
+        assert _selects(service["spec"]["selector"], pod_labels)
     assert _selects(_one(objects, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"], pod_labels)
     for constraint in deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]:
         assert _selects(constraint["labelSelector"]["matchLabels"], pod_labels)
@@ -546,12 +549,14 @@ def test_ports_are_mixerds(rendered: dict[str, list[Obj]], overlay: str) -> None
     }
     # Mixer's Service port names and numbers (istio-policy / istio-telemetry).
     assert (by_name["grpc-mixer"], by_name["http-monitoring"], by_name["prometheus"]) == (9091, 15014, 42422)
-    service = _one(objects, "Service")
-    for port in service["spec"]["ports"]:
-        assert port["targetPort"] in by_name, port
-        assert port["port"] == by_name[port["targetPort"]]
-        assert port["name"] == port["targetPort"]
-    assert {p["name"] for p in service["spec"]["ports"]} == set(by_name)
+    services = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Service"}
+    for service in services.values():
+        for port in service["spec"]["ports"]:
+            assert port["targetPort"] in by_name, port
+            assert port["port"] == by_name[port["targetPort"]]
+            assert port["name"] == port["targetPort"]
+    assert {p["name"] for p in services["mixerd"]["spec"]["ports"]} == set(by_name)
+    assert services["mixerd-headless"]["spec"]["clusterIP"] == "None"
     monitoring = by_name["http-monitoring"]
     probes = {k: container[k]["httpGet"] for k in ("startupProbe", "livenessProbe", "readinessProbe")}
     assert probes["readinessProbe"]["path"] == "/readyz"
