@@ -714,3 +714,85 @@ def test_overlay_config_is_valid_mixerd_config(
     snapshot = load_snapshot([config], deployment["metadata"]["namespace"])
     assert not snapshot.errors, snapshot.errors
     assert len(snapshot.resources) == len(_custom(objects))
+
+
+# --- docs/kubernetes.md ---------------------------------------------------------------------------
+
+DOC = REPO / "docs" / "kubernetes.md"
+
+
+def _doc_yaml_blocks() -> list[Any]:
+    text = DOC.read_text()
+    blocks = text.split("```yaml\n")[1:]
+    return [yaml.safe_load(block.split("```", 1)[0]) for block in blocks]
+
+
+def test_doc_port_table_is_the_services(rendered: dict[str, list[Obj]]) -> None:
+    rows = {}
+    for line in DOC.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0].isdigit() and cells[1].startswith("`"):
+            rows[cells[1].strip("`")] = int(cells[0])
+    service = next(
+        o for o in rendered["single"] if o["kind"] == "Service" and o["metadata"]["name"] == "mixerd"
+    )
+    assert rows == {p["name"]: p["port"] for p in service["spec"]["ports"]}
+
+
+def test_doc_paths_exist() -> None:
+    text = DOC.read_text()
+    for path in ("deploy/crds/", "deploy/base/", "deploy/overlays/single/", "deploy/overlays/scaled/"):
+        assert f"`{path}`" in text and (REPO / path).is_dir()
+    for path in (
+        "Dockerfile",
+        "deploy/systemd/mixerd.env",
+        "deploy/systemd/mixerd.sysusers",
+        "docs/examples/envoy.yaml",
+    ):
+        assert path in text and (REPO / path).is_file()
+
+
+def _doc_patches() -> list[Obj]:
+    return [b for b in _doc_yaml_blocks() if isinstance(b, dict) and b.get("kind") == "Deployment"]
+
+
+@pytest.mark.parametrize("index", range(len(_doc_patches())))
+def test_doc_patches_render_and_validate(index: int, tmp_path: Path) -> None:
+    """The doc's Deployment patches (global config in istio-system; TLS), applied to an overlay."""
+    patch = _doc_patches()[index]
+    (tmp_path / "patch.yaml").write_text(yaml.safe_dump(patch))
+    kustomization = {"resources": [str(DEPLOY / "overlays" / "single")], "patches": [{"path": "patch.yaml"}]}
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+    deployment = _one(render_kustomization(tmp_path), "Deployment")
+    for version in K8S_VERSIONS:
+        _kubernetes_validate(deployment, version)
+    container = _container(deployment)
+    env = _env(container)
+    for wanted in patch["spec"]["template"]["spec"]["containers"][0]["env"]:
+        assert env[wanted["name"]] == {k: v for k, v in wanted.items() if v is not None}
+    fields = {f"MIXERD_{name.upper()}" for name in Settings.__dataclass_fields__}
+    assert set(env) <= fields | {"XDG_STATE_HOME"}
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    for name in ("MIXERD_TLS_CERT", "MIXERD_TLS_KEY", "MIXERD_TLS_CLIENT_CA"):
+        if name in env:
+            assert str(Path(env[name]["value"]).parent) in mounts
+
+
+def test_doc_has_both_patches() -> None:
+    names = [
+        {e["name"] for e in p["spec"]["template"]["spec"]["containers"][0]["env"]} for p in _doc_patches()
+    ]
+    assert {"MIXERD_DEFAULT_NAMESPACE"} in names
+    assert any("MIXERD_TLS_CERT" in n for n in names)
+
+
+def test_doc_envoy_cluster_names_the_headless_service(rendered: dict[str, list[Obj]]) -> None:
+    (clusters,) = [b for b in _doc_yaml_blocks() if isinstance(b, dict) and "clusters" in b]
+    (cluster,) = clusters["clusters"]
+    (endpoint,) = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    address = endpoint["endpoint"]["address"]["socket_address"]
+    headless = next(o for o in rendered["scaled"] if o["metadata"]["name"] == "mixerd-headless")
+    meta = headless["metadata"]
+    assert address["address"] == f"{meta['name']}.{meta['namespace']}.svc.cluster.local"
+    assert address["port_value"] in {p["port"] for p in headless["spec"]["ports"]}
+    assert cluster["type"] == "STRICT_DNS"
