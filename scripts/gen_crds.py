@@ -147,26 +147,20 @@ MIXER_SPECS: Final[dict[str, dict[str, Any]]] = {
 IGNORED_MIXER_KINDS: Final = ("HTTPAPISpec", "HTTPAPISpecBinding")
 """Proxy-side kinds of config.istio.io that mixerd accepts and ignores."""
 
-SOURCE: Final = obj(
-    principals=STRINGS,
-    notPrincipals=STRINGS,
-    requestPrincipals=STRINGS,
-    notRequestPrincipals=STRINGS,
-    namespaces=STRINGS,
-    notNamespaces=STRINGS,
-    ipBlocks=STRINGS,
-    notIpBlocks=STRINGS,
+
+def with_negations(**fields: dict[str, Any]) -> dict[str, Any]:
+    """Istio's match lists, each with its negated form: ``hosts`` and ``notHosts`` ..."""
+    both = {}
+    for name, schema in fields.items():
+        both[name] = schema
+        both["not" + name[0].upper() + name[1:]] = schema
+    return obj(**both)
+
+
+SOURCE: Final = with_negations(
+    principals=STRINGS, requestPrincipals=STRINGS, namespaces=STRINGS, ipBlocks=STRINGS
 )
-OPERATION: Final = obj(
-    hosts=STRINGS,
-    notHosts=STRINGS,
-    ports=STRINGS,
-    notPorts=STRINGS,
-    methods=STRINGS,
-    notMethods=STRINGS,
-    paths=STRINGS,
-    notPaths=STRINGS,
-)
+OPERATION: Final = with_negations(hosts=STRINGS, ports=STRINGS, methods=STRINGS, paths=STRINGS)
 INCLUSION: Final = obj(services=STRINGS, namespaces=STRINGS)
 RBAC_CONFIG: Final = obj(
     "Whether Istio RBAC is enforced, and where.",
@@ -234,22 +228,28 @@ POLICY_SPECS: Final[dict[str, dict[str, Any]]] = {
 
 @dataclass(frozen=True)
 class CrdKind:
-    group: str
-    version: str
+    api_version: str
     kind: str
-    plural: str
-    categories: tuple[str, ...]
+    category: str
+    """Besides ``istio-io``: ``kubectl get policy-istio-io`` lists the kinds of one category."""
     spec: dict[str, Any]
     scope: str = "Namespaced"
-    note: str = ""
+
+    @property
+    def group(self) -> str:
+        return self.api_version.split("/")[0]
+
+    @property
+    def version(self) -> str:
+        return self.api_version.split("/")[1]
+
+    @property
+    def plural(self) -> str:
+        return plural(self.kind)
 
     @property
     def name(self) -> str:
         return f"{self.plural}.{self.group}"
-
-    @property
-    def api_version(self) -> str:
-        return f"{self.group}/{self.version}"
 
 
 def plural(kind: str) -> str:
@@ -262,65 +262,33 @@ def plural(kind: str) -> str:
     return lower + "s"
 
 
+POLICY_KINDS: Final = {
+    "AuthorizationPolicy": ("security.istio.io/v1beta1", "security-istio-io"),
+    "RequestAuthentication": ("security.istio.io/v1beta1", "security-istio-io"),
+    "ServiceRole": ("rbac.istio.io/v1alpha1", "rbac-istio-io"),
+    "ServiceRoleBinding": ("rbac.istio.io/v1alpha1", "rbac-istio-io"),
+    "ClusterRbacConfig": ("rbac.istio.io/v1alpha1", "rbac-istio-io"),
+    "RbacConfig": ("rbac.istio.io/v1alpha1", "rbac-istio-io"),
+}
+"""Istio's policy kinds mixerd reads besides Mixer's (their schemas: ``POLICY_SPECS``)."""
+
+
 def crd_kinds() -> list[CrdKind]:
     """Every kind mixerd reads, in a stable order."""
-    group, version = API_VERSION.split("/")
     out: list[CrdKind] = []
     for kind in sorted(GENERIC_KINDS | {QUOTA_SPEC, QUOTA_SPEC_BINDING}):
-        categories = (
-            ("istio-io", "apim-istio-io") if kind.startswith("Quota") else ("istio-io", "policy-istio-io")
-        )
-        out.append(CrdKind(group, version, kind, plural(kind), categories, MIXER_SPECS[kind]))
+        category = "apim-istio-io" if kind.startswith("Quota") else "policy-istio-io"
+        out.append(CrdKind(API_VERSION, kind, category, MIXER_SPECS[kind]))
     for kind in IGNORED_MIXER_KINDS:
-        out.append(
-            CrdKind(
-                group,
-                version,
-                kind,
-                plural(kind),
-                ("istio-io", "apim-istio-io"),
-                obj("Proxy-side API description; mixerd accepts and ignores it."),
-                note="ignored",
-            )
-        )
+        doc = "Proxy-side API description; mixerd accepts and ignores it."
+        out.append(CrdKind(API_VERSION, kind, "apim-istio-io", obj(doc)))
     for kind, legacy in sorted(LEGACY_KINDS.items()):
         what = "adapter" if legacy.role == "handler" else "template"
-        out.append(
-            CrdKind(
-                group,
-                version,
-                kind,
-                plural(kind),
-                ("istio-io", "policy-istio-io"),
-                obj(
-                    f"Legacy per-{what} kind: a {legacy.role} of the {legacy.target} {what}, params in spec."
-                ),
-                note="legacy",
-            )
-        )
-    for kind in ("AuthorizationPolicy", "RequestAuthentication"):
-        out.append(
-            CrdKind(
-                "security.istio.io",
-                "v1beta1",
-                kind,
-                plural(kind),
-                ("istio-io", "security-istio-io"),
-                POLICY_SPECS[kind],
-            )
-        )
-    for kind in ("ServiceRole", "ServiceRoleBinding", "ClusterRbacConfig", "RbacConfig"):
-        out.append(
-            CrdKind(
-                "rbac.istio.io",
-                "v1alpha1",
-                kind,
-                plural(kind),
-                ("istio-io", "rbac-istio-io"),
-                POLICY_SPECS[kind],
-                scope="Cluster" if kind == "ClusterRbacConfig" else "Namespaced",
-            )
-        )
+        doc = f"Legacy per-{what} kind: a {legacy.role} of the {legacy.target} {what}, params in spec."
+        out.append(CrdKind(API_VERSION, kind, "policy-istio-io", obj(doc)))
+    for kind, (api_version, category) in POLICY_KINDS.items():
+        scope = "Cluster" if kind == "ClusterRbacConfig" else "Namespaced"
+        out.append(CrdKind(api_version, kind, category, POLICY_SPECS[kind], scope))
     return out
 
 
@@ -346,7 +314,7 @@ def crd(k: CrdKind) -> dict[str, Any]:
                 "listKind": f"{k.kind}List",
                 "plural": k.plural,
                 "singular": k.kind.lower(),
-                "categories": list(k.categories),
+                "categories": ["istio-io", k.category],
             },
             "scope": k.scope,
             "versions": [
@@ -362,6 +330,12 @@ def crd(k: CrdKind) -> dict[str, Any]:
     }
 
 
+def group_and_resource(path: str) -> tuple[str, str]:
+    """``/api/v1/pods`` -> ("", "pods"); ``/apis/apps/v1/replicasets`` -> ("apps", "replicasets")."""
+    parts = path.strip("/").split("/")
+    return ("" if parts[0] == "api" else parts[1]), parts[-1]
+
+
 def cluster_role(kinds: list[CrdKind]) -> dict[str, Any]:
     rules: list[dict[str, Any]] = []
     for group in dict.fromkeys(k.group for k in kinds):
@@ -374,10 +348,8 @@ def cluster_role(kinds: list[CrdKind]) -> dict[str, Any]:
         )
     by_group: dict[str, list[str]] = {}
     for resource in KUBERNETESENV_RESOURCES:
-        # /api/v1/pods -> core group; /apis/apps/v1/replicasets -> apps
-        parts = resource.path.strip("/").split("/")
-        group = "" if parts[0] == "api" else parts[1]
-        by_group.setdefault(group, []).append(parts[-1])
+        group, plural = group_and_resource(resource.path)
+        by_group.setdefault(group, []).append(plural)
     for group, resources in by_group.items():
         rules.append({"apiGroups": [group], "resources": resources, "verbs": ["get", "list", "watch"]})
     rules.append({"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]})
