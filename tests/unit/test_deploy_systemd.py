@@ -160,3 +160,27 @@ def test_unit_parses_as_ini() -> None:
     parser = configparser.ConfigParser(strict=False, interpolation=None)
     parser.read_string((SYSTEMD / "mixerd.service").read_text())
     assert parser.sections() == ["Unit", "Service", "Install"]
+
+
+def test_sysusers_creates_the_units_user(tmp_path: Path) -> None:
+    """systemd-sysusers, into an empty root directory: the user and group the unit runs as."""
+    sysusers = shutil.which("systemd-sysusers")
+    if sysusers is None:
+        pytest.skip("systemd-sysusers is not installed (Debian package systemd)")
+    (tmp_path / "etc").mkdir()
+    done = subprocess.run(
+        [sysusers, f"--root={tmp_path}", str(SYSTEMD / "mixerd.sysusers")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    service = {k: v[-1] for k, v in _unit()["Service"].items()}
+    passwd = {
+        line.split(":")[0]: line.split(":") for line in (tmp_path / "etc/passwd").read_text().splitlines()
+    }
+    user = passwd[service["User"]]
+    assert user[5] == "/var/lib/mixerd" and user[6] == "/usr/sbin/nologin"
+    groups = {line.split(":")[0] for line in (tmp_path / "etc/group").read_text().splitlines()}
+    assert service["Group"] in groups
