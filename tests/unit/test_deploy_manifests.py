@@ -48,6 +48,7 @@ from mixerd.config.model import (
     Resource,
 )
 from mixerd.config.parse import parse_document
+from mixerd.console.store import sqlite_path
 from mixerd.server.settings import Settings, parse_address
 from tests.conformance_data import conformance_dir
 
@@ -598,9 +599,7 @@ def test_pod_runs_restricted_and_writes_only_to_volumes(rendered: dict[str, list
     assert state_home in mounts
     store = env["MIXERD_CONSOLE_STORE"]
     if "value" in store:  # SQLite: its directory is a mounted volume
-        url = store["value"]
-        assert url.startswith("sqlite:///")
-        assert str(Path("/" + url.removeprefix("sqlite:///").lstrip("/")).parent) in mounts
+        assert str(sqlite_path(store["value"]).parent) in mounts
     namespace = _one(rendered[overlay], "Namespace")
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
 
