@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import argparse
 import copy
 import functools
 import importlib.util
@@ -49,7 +50,7 @@ from mixerd.config.model import (
 )
 from mixerd.config.parse import parse_document
 from mixerd.console.store import sqlite_path
-from mixerd.server.settings import Settings, parse_address
+from mixerd.server.settings import Settings, add_arguments, parse_address
 from tests.conformance_data import conformance_dir
 
 REPO = Path(__file__).resolve().parents[2]
@@ -625,7 +626,10 @@ def test_shutdown_drains_within_the_grace_period(rendered: dict[str, list[Obj]],
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_container_settings_are_mixerds(rendered: dict[str, list[Obj]], overlay: str) -> None:
     container = _container(_one(rendered[overlay], "Deployment"))
-    assert container["args"] == ["--config", "k8s://"]
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, environ={})
+    settings = Settings.from_args(parser.parse_args(container["args"]))  # mixerd serve's own flags
+    assert settings.config_url == "k8s://" and settings.k8s_write_status
     fields = {f"MIXERD_{name.upper()}" for name in Settings.__dataclass_fields__}
     for name in _env(container):
         assert name in fields or name == "XDG_STATE_HOME", f"{name} is not a mixerd setting"
