@@ -57,6 +57,7 @@ from mixerd.config.model import (
     Issue,
     IstioService,
     Key,
+    PluginKindSpec,
     QuotaCharge,
     QuotaRule,
     QuotaSpecBindingSpec,
@@ -434,23 +435,38 @@ def _params(value: Any, path: str, issues: list[Issue]) -> dict[str, Any] | None
 # --- per kind ----------------------------------------------------------------------------------
 
 
+def _instance_params(raw: Any, issues: list[Issue]) -> tuple[dict[str, Any] | None, dict[str, str]]:
+    """A shorthand instance's ``spec``: its params, and the ``attributeBindings`` taken out of them."""
+    params = _params(raw, "spec", issues)
+    bindings: dict[str, str] = {}
+    if params is not None:
+        for spelled in ("attributeBindings", "attribute_bindings"):
+            if spelled in params:
+                value = params.pop(spelled)
+                bindings.update(_Fields({spelled: value}, "spec", issues).string_map(spelled))
+    return params, bindings
+
+
+_PLUGIN_KIND: Final = re.compile(r"[a-z][a-z0-9_-]*")
+"""What a kind naming a plugin adapter or template may look like."""
+
+
 def _parse_spec(key: Key, raw: Any, issues: list[Issue]) -> Spec | None:
     legacy = LEGACY_KINDS.get(key.kind)
     if legacy is not None:
         if legacy.role == "handler":
             return HandlerSpec(compiled_adapter=legacy.target, params=_params(raw, "spec", issues))
-        params = _params(raw, "spec", issues)
-        bindings: dict[str, str] = {}
-        if params is not None:
-            for spelled in ("attributeBindings", "attribute_bindings"):
-                if spelled in params:
-                    value = params.pop(spelled)
-                    bindings.update(_Fields({spelled: value}, "spec", issues).string_map(spelled))
+        params, bindings = _instance_params(raw, issues)
         return InstanceSpec(compiled_template=legacy.target, params=params, attribute_bindings=bindings)
     parser = _PARSERS.get(key.kind)
-    if parser is None:
+    if parser is not None:
+        return parser(_Fields(raw, "spec", issues), key)
+    known = {k.lower() for k in (*_PARSERS, *LEGACY_KINDS)}
+    if _PLUGIN_KIND.fullmatch(key.kind) is None or key.kind.lower() in known:
         return None
-    return parser(_Fields(raw, "spec", issues), key)
+    # Perhaps an adapter or a template added as a plugin: the snapshot decides.
+    params, bindings = _instance_params(raw, issues)
+    return PluginKindSpec(params, bindings)
 
 
 def _manifest(f: _Fields, key: Key) -> AttributeManifestSpec:
