@@ -159,6 +159,8 @@ async def test_mixer_dispatch_case(case: dict[str, Any]) -> None:
                     want["headers"],
                 )
         assert Scripted.calls == expect["calls"]
+        if "rule" in expect:
+            assert out.rule == expect["rule"]
     finally:
         await rt.close()
 

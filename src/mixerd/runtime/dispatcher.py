@@ -405,14 +405,14 @@ class Dispatcher:
         pending_rules: list[str] = []
         try:
             for d in nt.destinations:
-                for g, _, inst in self._instances(d, bag, _raise_build_error):
+                for g, i, inst in self._instances(d, bag, _raise_build_error):
                     d.dispatches.inc()
                     r = self._call(d, inst)
                     if d.is_async:
                         pending.append((d, r))
-                        pending_rules.append(g.rule)
+                        pending_rules.append(g.rule_of(i))
                     else:
-                        answers.append((d, g.rule, r))
+                        answers.append((d, g.rule_of(i), r))
         except _FailClosed as denied:
             _close_unstarted(pending)
             result = CheckResult(denied.status, DEFAULT_VALID_DURATION, DEFAULT_VALID_USE_COUNT)
@@ -561,13 +561,16 @@ class Dispatcher:
                     if not cond.evaluate(bag):
                         continue
                 except EvaluationError as exc:
+                    if g.rules:  # the match of every rule of a merged group failed
+                        for rule in g.all_rules[1:]:
+                            self._rule_failed(rule, "match", exc, False)
                     self._rule_failed(g.rule, "match", exc, g.fail_closed)
                     continue
             for i, b in enumerate(g.builders):
                 try:
                     inst = b.build(bag, memo)
                 except InstanceBuildError as exc:
-                    self._rule_failed(g.rule, "instance", exc, g.fail_closed)
+                    self._rule_failed(g.rule_of(i), "instance", exc, g.fail_closed)
                     build_failed(d, exc)
                     continue
                 yield g, i, inst
