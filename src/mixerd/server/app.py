@@ -71,6 +71,7 @@ class Server:
             self.store,
             default_namespace=settings.default_namespace,
             check_deadline=settings.check_deadline,
+            check_cache_entries=settings.check_cache_entries,
             drain_timeout=settings.drain_timeout,
             fail_closed=settings.fail_closed,
             services=self.console.services() if self.console is not None else None,

@@ -28,6 +28,9 @@ class Settings:
     """The HTTP authorization endpoint (Envoy http_service, nginx auth_request); empty disables it."""
     default_namespace: str = "istio-system"
     check_deadline: float = 1.0
+    check_cache_entries: int = 10_000
+    """Entries of the decision cache (Check answers reused while valid, emptied by every config
+    change); 0 disables it."""
     fail_closed: bool = False
     """Deny a Check when a check or quota rule's match, or an instance it sends to a handler, cannot
     be evaluated (rules without a mixerd.io/fail-closed annotation). Off: Mixer's behaviour."""
@@ -127,6 +130,8 @@ class Settings:
         for name in _POSITIVE:
             if name in values and values[name] < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {values[name]}")
+        if values.get("check_cache_entries", 0) < 0:
+            raise ValueError(f"--check-cache-entries must be 0 or more, got {values['check_cache_entries']}")
         retention = values.get("console_retention")
         if retention is not None:
             try:
@@ -171,6 +176,9 @@ _HELP = {
     "[default: %(default)s]",
     "default_namespace": "config namespace whose rules apply to every namespace [default: %(default)s]",
     "check_deadline": "seconds a Check waits for its handlers [default: %(default)s]",
+    "check_cache_entries": "Check answers kept for reuse by requests that agree on every attribute the answer "
+    "read, while the handlers say they are valid; emptied by every config change; 0 disables "
+    "[default: %(default)s]",
     "fail_closed": "deny a Check when a check or quota rule's match, or an instance it sends to a handler, "
     "cannot be evaluated (default: the rule does not apply, as in Mixer); a rule's annotation "
     'mixerd.io/fail-closed: "true"|"false" overrides it',
