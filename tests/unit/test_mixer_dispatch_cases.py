@@ -168,3 +168,21 @@ async def test_mixer_dispatch_case(case: dict[str, Any]) -> None:
 def test_a_direct_response_code_must_be_an_http_status() -> None:
     with pytest.raises(ValueError, match="must be 0 or an HTTP status 200-599, got 99"):
         DirectHttpResponse(99)
+
+
+async def test_a_cached_denial_keeps_its_direct_response() -> None:
+    case = next(c for c in CASES if c["name"].startswith("Set-Cookie of a direct response"))
+    parsed = parse_text(_config(case), file="case.yaml")
+    store = MemoryStore()
+    store.replace(parsed.resources, parsed.errors)
+    rt = Runtime(store, adapters={**load_adapters(), "scripted": SCRIPTED})
+    await rt.start()
+    Scripted.calls = []
+    try:
+        first = await rt.dispatcher.check(DictBag({}))
+        second = await rt.dispatcher.check(DictBag({}))  # from the decision cache: no call
+        assert Scripted.calls == ["hcheck1:icheck1"]
+        assert first.directive is not None and first.directive.direct_response_code == 302
+        assert second.directive == first.directive
+    finally:
+        await rt.close()

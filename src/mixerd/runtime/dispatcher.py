@@ -432,9 +432,9 @@ class Dispatcher:
                 for name, args in quotas.items():
                     if tracker is not None and after_preprocess is not None:
                         tracker.restore(after_preprocess)
-                    reason = ""
+                    quota_reason = ""
                     try:
-                        qr, reason = await self._quota(qt, bag, name, args)
+                        qr, quota_reason = await self._quota(qt, bag, name, args)
                     except DispatchError as exc:
                         # Not an error of the Check: the quota is answered "nothing granted".
                         _log.warning(
@@ -442,7 +442,7 @@ class Dispatcher:
                         )
                         qr = QuotaResult()
                     quota_out[name] = QuotaOutcome(
-                        qr, tracker.frozen() if tracker is not None else None, reason
+                        qr, tracker.frozen() if tracker is not None else None, quota_reason
                     )
             return CheckOutcome(
                 result,
@@ -476,6 +476,8 @@ class Dispatcher:
             nt = t.lookup(Variety.CHECK, request_namespace(bag))
             if nt.directives:
                 directive = self._directives(nt, bag)
+        elif result.status.direct_response is not None:
+            directive = direct_response_directive(result.status)
         return CheckOutcome(
             result,
             directive,
