@@ -509,7 +509,8 @@ def _ask(stub: mixer_pb2_grpc.MixerStub, quota: str, user: str) -> str:
     assert decoded["status"] == "OK", decoded
     q = decoded["quotas"][quota]
     if q["status"] == "UNAVAILABLE" and quota == "closeq":
-        assert q["message"] == FAIL_CLOSE_MESSAGE, q  # generic: no address, no Redis error
+        # generic: no address, no Redis error; prefixed with the handler's name, as Mixer did
+        assert q["message"] == f"closeq-redis.handler.istio-system:{FAIL_CLOSE_MESSAGE}", q
         assert q["granted_amount"] == 0, q
         return "fail_close"
     assert (q["status"], q["granted_amount"]) == ("OK", 1), q

@@ -645,3 +645,59 @@ def test_hand_made_resource_with_mismatched_spec_is_reported() -> None:
         "gizmo/g.istio-system: kind: unknown kind 'gizmo'",
     ]
     assert snap.rules == () and snap.handlers == {}
+
+
+# The kind shorthand (`kind: <adapter>` / `kind: <template>`) for adapters and templates that are
+# not in Mixer's fixed list: (config, the adapters installed, expected errors, handler FQN ->
+# adapter, instance FQN -> template).
+_SHORTHAND_RULE = """
+---
+kind: rule
+metadata: {name: r, namespace: istio-system}
+spec:
+  actions: [{handler: h.myadapter, instances: [c.checknothing]}]
+"""
+PLUGIN_KINDS = [
+    pytest.param(
+        "kind: myadapter\nmetadata: {name: h, namespace: istio-system}\nspec: {level: 3}\n---\n"
+        "kind: checknothing\nmetadata: {name: c, namespace: istio-system}\nspec: {}" + _SHORTHAND_RULE,
+        {"myadapter": ("checknothing",)},
+        [],
+        {"h.myadapter.istio-system": ("myadapter", {"level": 3})},
+        id="a plugin adapter's kind is a handler of it",
+    ),
+    pytest.param(
+        "kind: list\nmetadata: {name: l, namespace: istio-system}\nspec: {overrides: [a]}",
+        {"list": ("listentry",)},
+        [],
+        {"l.list.istio-system": ("list", {"overrides": ["a"]})},
+        id="so is a built-in adapter missing from Mixer's list",
+    ),
+    pytest.param(
+        "kind: gizmo\nmetadata: {name: g, namespace: istio-system}\nspec: {}",
+        {"myadapter": ("checknothing",)},
+        ["gizmo/g.istio-system: kind: unknown kind 'gizmo' (no adapter or template of that name)"],
+        {},
+        id="a kind nothing is installed for is refused",
+    ),
+    pytest.param(
+        "kind: myadapter\nmetadata: {name: h, namespace: istio-system}\nspec: {attributeBindings: {a: b}}",
+        {"myadapter": ("checknothing",)},
+        [
+            "myadapter/h.istio-system: spec.attributeBindings: a handler (kind myadapter) has no attributeBindings"
+        ],
+        {},
+        id="a handler shorthand takes no attributeBindings",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "adapters", "errors", "handlers"), PLUGIN_KINDS)
+def test_kind_shorthand_for_plugins(
+    text: str, adapters: Mapping[str, tuple[str, ...]], errors: list[str], handlers: dict[str, Any]
+) -> None:
+    snap = build(text, adapters={**INVENTORY, **adapters})
+    assert [str(e) for e in snap.errors] == errors
+    assert {fqn: (h.adapter, dict(h.params)) for fqn, h in snap.handlers.items()} == handlers
+    if handlers and "myadapter" in adapters and not errors:
+        assert [a.handler_fqn for r in snap.rules for a in r.actions] == ["h.myadapter.istio-system"]

@@ -121,6 +121,8 @@ def _outcome(spec: dict[str, Any]) -> CheckOutcome:
         directive = RouteDirective(
             tuple(_op(*op) for op in d.get("request", ())),
             tuple(_op(*op) for op in d.get("response", ())),
+            d.get("code", 0),
+            d.get("body", ""),
         )
     quotas = {}
     for name, q in (spec.get("quotas") or {}).items():
@@ -133,10 +135,16 @@ def _outcome(spec: dict[str, Any]) -> CheckOutcome:
                 limit=q.get("limit"),
                 remaining=q.get("remaining"),
                 reset_after=None if reset is None else dt.timedelta(seconds=reset),
-            )
+            ),
+            None,
+            q.get("reason", ""),
         )
     return CheckOutcome(
-        CheckResult(Status(st.get("code", 0), st.get("message", ""))), directive, None, quotas
+        CheckResult(Status(st.get("code", 0), st.get("message", ""))),
+        directive,
+        None,
+        quotas,
+        reason=spec.get("reason", ""),
     )
 
 

@@ -7,7 +7,16 @@ from mixerd.adapter.env import Clock, Env, ManualClock, SystemClock
 from mixerd.adapter.params import Params, camel_case
 from mixerd.adapter.ratelog import WARN_INTERVAL, RateLimitedWarning
 from mixerd.adapter.registry import ENTRY_POINT_GROUP, AdapterNotFound, get_adapter, load_adapters
-from mixerd.adapter.results import OK, CheckResult, Code, QuotaArgs, QuotaResult, Status, code_name
+from mixerd.adapter.results import (
+    OK,
+    CheckResult,
+    Code,
+    DirectHttpResponse,
+    QuotaArgs,
+    QuotaResult,
+    Status,
+    code_name,
+)
 from mixerd.adapter.sdk import Builder, ConfigError, Handler, Info, InstanceInfo, handler_method
 from mixerd.adapter.secrets import REDACTED, redact_url
 from mixerd.adapter.values import stringify
@@ -23,6 +32,7 @@ __all__ = [
     "Clock",
     "Code",
     "ConfigError",
+    "DirectHttpResponse",
     "Env",
     "Handler",
     "Info",

@@ -11,6 +11,7 @@ __all__ = [
     "OK",
     "CheckResult",
     "Code",
+    "DirectHttpResponse",
     "QuotaArgs",
     "QuotaResult",
     "Status",
@@ -49,11 +50,32 @@ def code_name(code: int) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class DirectHttpResponse:
+    """An HTTP response the proxy should send the client itself when a check fails: a denial
+    page, a login redirect (Mixer's ``DirectHttpResponse`` status detail).
+
+    ``code`` is the HTTP status (0: derived from the check's gRPC code); ``headers`` are
+    (name, value) pairs set on the response (a ``Set-Cookie`` value is split on ``,`` into one
+    header per cookie, as Mixer did).
+    """
+
+    code: int = 0
+    body: str = ""
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.code != 0 and not 200 <= self.code <= 599:
+            raise ValueError(f"DirectHttpResponse.code must be 0 or an HTTP status 200-599, got {self.code}")
+
+
+@dataclass(frozen=True, slots=True)
 class Status:
-    """A status: a gRPC code and a message for people."""
+    """A status: a gRPC code and a message for people, and for a failed check optionally the
+    HTTP response the client should get (:class:`DirectHttpResponse`)."""
 
     code: int = Code.OK
     message: str = ""
+    direct_response: DirectHttpResponse | None = None
 
     @property
     def ok(self) -> bool:

@@ -23,7 +23,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description=(
             "Build the routing table that `mixerd serve` would use for this config (handlers are built "
             "and closed again, without starting background work) and print it: for each variety and "
-            "namespace, the handlers, the rules and their match conditions, and the instances."
+            "namespace, the handlers, the rules and their match conditions, and the instances, in "
+            "dispatch order (handlers by name; the rules sending instances to a handler under the same "
+            "match text share one group, as in Mixer; groups by match text)."
         ),
     )
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH")

@@ -15,7 +15,10 @@ Kinds (group ``config.istio.io``, version ``v1alpha2``):
   handler of the ``prometheus`` adapter, ``kind: metric`` an instance of the ``metric``
   template; their ``spec`` is the params themselves. The key keeps the legacy kind, so the
   fully qualified name of such a handler is ``handler.prometheus.istio-system``;
-* proxy-side kinds that mixerd's Envoy front-ends use: ``QuotaSpec``, ``QuotaSpecBinding``.
+* proxy-side kinds that mixerd's Envoy front-ends use: ``QuotaSpec``, ``QuotaSpecBinding``;
+* any other kind, such as the name of an adapter installed as a plugin (``kind: myadapter``),
+  is read like a legacy kind (:class:`PluginKindSpec`); building the snapshot decides, from the
+  adapters and templates available, whether it is a handler, an instance or an unknown kind.
 
 Handler and instance ``params`` stay plain YAML data (dicts, lists, scalars) because adapters
 read them as such; treat them as read-only.
@@ -64,6 +67,7 @@ __all__ = [
     "Key",
     "Language",
     "LegacyKind",
+    "PluginKindSpec",
     "QuotaCharge",
     "QuotaRule",
     "QuotaSpecBindingSpec",
@@ -423,6 +427,16 @@ class QuotaSpecBindingSpec:
     quota_specs: tuple[QuotaSpecReference, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class PluginKindSpec:
+    """The spec of a resource whose kind is none of Mixer's own: ``kind: <adapter>`` (a handler,
+    ``spec`` = the params) or ``kind: <template>`` (an instance, ``spec`` = the params with
+    ``attributeBindings``), decided when the snapshot is built, once the adapters are known."""
+
+    params: Mapping[str, Any] | None = None
+    attribute_bindings: Mapping[str, str] = field(default_factory=dict)
+
+
 Spec = (
     AttributeManifestSpec
     | RuleSpec
@@ -432,7 +446,11 @@ Spec = (
     | TemplateSpec
     | QuotaSpecSpec
     | QuotaSpecBindingSpec
+    | PluginKindSpec
 )
+
+_OWN_KINDS: Final = GENERIC_KINDS | {QUOTA_SPEC, QUOTA_SPEC_BINDING}
+"""The kinds that are not a per-adapter or per-template shorthand."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -450,8 +468,8 @@ class Resource:
 
     @property
     def legacy(self) -> bool:
-        """True for a legacy per-adapter / per-template kind (``kind: prometheus``)."""
-        return self.key.kind in LEGACY_KINDS
+        """True for a per-adapter / per-template kind (``kind: prometheus``, or a plugin's)."""
+        return self.key.kind not in _OWN_KINDS
 
     @property
     def language(self) -> str:

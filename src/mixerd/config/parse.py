@@ -57,6 +57,7 @@ from mixerd.config.model import (
     Issue,
     IstioService,
     Key,
+    PluginKindSpec,
     QuotaCharge,
     QuotaRule,
     QuotaSpecBindingSpec,
@@ -368,10 +369,13 @@ class _Fields:
             return False
         return value
 
-    def items(self, name: str) -> list[tuple[str, Any]]:
-        """``[(path, item)]`` of a list field."""
+    def items(self, name: str, *, required: str = "") -> list[tuple[str, Any]]:
+        """``[(path, item)]`` of a list field. ``required``: the issue to record when the list is
+        absent or empty."""
         path, value = self.raw(name)
-        if value is None:
+        if value is None or value == []:
+            if required:
+                self.issues.append(Issue(path, required))
             return []
         if not isinstance(value, list):
             self.issues.append(Issue(path, f"expected a list, got {type(value).__name__}"))
@@ -431,23 +435,38 @@ def _params(value: Any, path: str, issues: list[Issue]) -> dict[str, Any] | None
 # --- per kind ----------------------------------------------------------------------------------
 
 
+def _instance_params(raw: Any, issues: list[Issue]) -> tuple[dict[str, Any] | None, dict[str, str]]:
+    """A shorthand instance's ``spec``: its params, and the ``attributeBindings`` taken out of them."""
+    params = _params(raw, "spec", issues)
+    bindings: dict[str, str] = {}
+    if params is not None:
+        for spelled in ("attributeBindings", "attribute_bindings"):
+            if spelled in params:
+                value = params.pop(spelled)
+                bindings.update(_Fields({spelled: value}, "spec", issues).string_map(spelled))
+    return params, bindings
+
+
+_PLUGIN_KIND: Final = re.compile(r"[a-z][a-z0-9_-]*")
+"""What a kind naming a plugin adapter or template may look like."""
+
+
 def _parse_spec(key: Key, raw: Any, issues: list[Issue]) -> Spec | None:
     legacy = LEGACY_KINDS.get(key.kind)
     if legacy is not None:
         if legacy.role == "handler":
             return HandlerSpec(compiled_adapter=legacy.target, params=_params(raw, "spec", issues))
-        params = _params(raw, "spec", issues)
-        bindings: dict[str, str] = {}
-        if params is not None:
-            for spelled in ("attributeBindings", "attribute_bindings"):
-                if spelled in params:
-                    value = params.pop(spelled)
-                    bindings.update(_Fields({spelled: value}, "spec", issues).string_map(spelled))
+        params, bindings = _instance_params(raw, issues)
         return InstanceSpec(compiled_template=legacy.target, params=params, attribute_bindings=bindings)
     parser = _PARSERS.get(key.kind)
-    if parser is None:
+    if parser is not None:
+        return parser(_Fields(raw, "spec", issues), key)
+    known = {k.lower() for k in (*_PARSERS, *LEGACY_KINDS)}
+    if _PLUGIN_KIND.fullmatch(key.kind) is None or key.kind.lower() in known:
         return None
-    return parser(_Fields(raw, "spec", issues), key)
+    # Perhaps an adapter or a template added as a plugin: the snapshot decides.
+    params, bindings = _instance_params(raw, issues)
+    return PluginKindSpec(params, bindings)
 
 
 def _manifest(f: _Fields, key: Key) -> AttributeManifestSpec:
@@ -593,15 +612,15 @@ def _quota_spec(f: _Fields, key: Key) -> QuotaSpecSpec:
             m.done()
             clauses.append(clause)
         quotas: list[QuotaCharge] = []
-        for qpath, raw_q in r.items("quotas"):
+        for qpath, raw_q in r.items("quotas", required="at least one quota must be specified"):
             q = _Fields(raw_q, qpath, f.issues)
             quota = q.text("quota", required=True)
             cpath, raw_charge = q.raw("charge")
             q.done()
             charge = 1
             if raw_charge is not None:
-                if isinstance(raw_charge, bool) or not isinstance(raw_charge, int) or raw_charge < 0:
-                    f.issues.append(Issue(cpath, f"expected a non-negative integer, got {raw_charge!r}"))
+                if isinstance(raw_charge, bool) or not isinstance(raw_charge, int) or raw_charge < 1:
+                    f.issues.append(Issue(cpath, f"expected a positive integer, got {raw_charge!r}"))
                 else:
                     charge = raw_charge
             quotas.append(QuotaCharge(quota, charge))
@@ -640,8 +659,10 @@ def _string_match(raw: Any, path: str, issues: list[Issue]) -> StringMatch:
 
 
 def _quota_spec_binding(f: _Fields, key: Key) -> QuotaSpecBindingSpec:
+    # Istio's validation (ValidateQuotaSpecBinding) refuses a binding without services or specs:
+    # it would charge nothing.
     services: list[IstioService] = []
-    for spath, raw in f.items("services"):
+    for spath, raw in f.items("services", required="at least one service must be specified"):
         s = _Fields(raw, spath, f.issues)
         services.append(
             IstioService(
@@ -654,7 +675,7 @@ def _quota_spec_binding(f: _Fields, key: Key) -> QuotaSpecBindingSpec:
         )
         s.done()
     refs: list[QuotaSpecReference] = []
-    for qpath, raw in f.items("quota_specs"):
+    for qpath, raw in f.items("quota_specs", required="at least one spec must be specified"):
         q = _Fields(raw, qpath, f.issues)
         refs.append(QuotaSpecReference(q.text("name", required=True), q.text("namespace") or key.namespace))
         q.done()

@@ -39,7 +39,7 @@ import json
 import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Final, Protocol, TypeVar
 
@@ -66,6 +66,7 @@ from mixerd.config.model import (
     InstanceSpec,
     Key,
     Language,
+    PluginKindSpec,
     QuotaSpecBindingSpec,
     QuotaSpecSpec,
     Resource,
@@ -306,6 +307,8 @@ class _Builder:
         self.handlers: dict[str, HandlerConfig] = {}
         self.bad_handlers: set[str] = set()
         self.match_cache: dict[tuple[str, str], Expression | CompileError] = {}
+        self.plugin_kinds: dict[str, type] = {}
+        """Kinds named after a plugin adapter (-> HandlerSpec) or a template (-> InstanceSpec)."""
 
     # -- bookkeeping -----------------------------------------------------------------------------
 
@@ -340,11 +343,36 @@ class _Builder:
             if r.key.kind in kinds and isinstance(r.spec, spec_type)
         ]
 
+    def plugin_kind_resources(self) -> None:
+        """Turn each ``kind: <name>`` resource (:class:`PluginKindSpec`) into a handler of the
+        adapter of that name, or an instance of the template of that name."""
+        for key, r in list(self.resources.items()):
+            spec = r.spec
+            if not isinstance(spec, PluginKindSpec):
+                continue
+            kind = key.kind
+            if self.adapters.templates_of(kind) is not None:
+                if spec.attribute_bindings:
+                    self.error(
+                        r, "spec.attributeBindings", f"a handler (kind {kind}) has no attributeBindings"
+                    )
+                new: HandlerSpec | InstanceSpec = HandlerSpec(compiled_adapter=kind, params=spec.params)
+                self.plugin_kinds[kind] = HandlerSpec
+            elif kind in TEMPLATES:
+                new = InstanceSpec(
+                    compiled_template=kind, params=spec.params, attribute_bindings=spec.attribute_bindings
+                )
+                self.plugin_kinds[kind] = InstanceSpec
+            else:
+                continue  # reported by check_specs
+            self.resources[key] = replace(r, spec=new)
+
     def check_specs(self) -> None:
         for r in self.resources.values():
-            want = _SPEC_TYPES.get(r.key.kind)
+            want = _SPEC_TYPES.get(r.key.kind) or self.plugin_kinds.get(r.key.kind)
             if want is None:
-                self.error(r, "kind", f"unknown kind '{r.key.kind}'")
+                hint = " (no adapter or template of that name)" if isinstance(r.spec, PluginKindSpec) else ""
+                self.error(r, "kind", f"unknown kind '{r.key.kind}'{hint}")
             elif not isinstance(r.spec, want):
                 self.error(r, "spec", f"a {r.key.kind} needs a {want.__name__}, got {type(r.spec).__name__}")
 
@@ -374,16 +402,19 @@ class _Builder:
     def build(
         self, base_manifest: Mapping[str, ValueType] | None, ignored: tuple[IgnoredResource, ...], sid: int
     ) -> Snapshot:
+        self.plugin_kind_resources()
         self.check_specs()
         self.manifests(base_manifest)
-        for r, instance in self.of_kind(InstanceSpec, INSTANCE, *_LEGACY_INSTANCE_KINDS):
+        plugin_instances = [k for k, t in self.plugin_kinds.items() if t is InstanceSpec]
+        plugin_handlers = [k for k, t in self.plugin_kinds.items() if t is HandlerSpec]
+        for r, instance in self.of_kind(InstanceSpec, INSTANCE, *_LEGACY_INSTANCE_KINDS, *plugin_instances):
             try:
                 self.instance(r, instance)
             except Exception as exc:  # a compiler bug drops this instance, not the whole snapshot
                 self.crashed(r, exc)
                 self.instances.pop(r.key.fqn, None)
                 self.bad_instances.add(r.key.fqn)
-        for r, handler in self.of_kind(HandlerSpec, HANDLER, *_LEGACY_HANDLER_KINDS):
+        for r, handler in self.of_kind(HandlerSpec, HANDLER, *_LEGACY_HANDLER_KINDS, *plugin_handlers):
             self.handler(r, handler)
         for r, _ in self.of_kind(AdapterSpec, ADAPTER):
             self.report_issues(r)

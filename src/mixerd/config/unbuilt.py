@@ -71,13 +71,9 @@ NOT_BUILT_ADAPTERS: Final = MappingProxyType(
             "Apigee's adapter as an out-of-process adapter (a handler with `adapter:` and "
             "`connection.address`), or the Apigee Envoy Adapter as Envoy's ext_authz service directly",
         ),
-        "zipkin": NotBuiltAdapter(
-            "tracespan instances sent as Zipkin spans",
-            "Envoy's own tracer (zipkin or OpenTelemetry) sending spans to the collector directly; "
-            f"{_OUT_OF_PROCESS}",
-        ),
         "bypass": NotBuiltAdapter(
-            "forwarding instances to another Mixer-API backend (a test adapter)",
+            "calling a gRPC backend through Mixer's out-of-process adapter model (Handle<Template> "
+            "calls and, with sessionBased, the InfrastructureBackend sessions); a test adapter",
             "that backend as an out-of-process adapter (a handler with `adapter:` and `connection.address`)",
         ),
         "rbac": NotBuiltAdapter(

@@ -22,10 +22,14 @@ Semantics (Mixer's, see mixer-reference §1.5):
   asynchronous ones concurrently under a deadline. The first non-OK status (in routing order)
   decides; its message lists ``<handler>:<message>`` of every non-OK answer. Validity is the
   minimum over all answers; with no answer at all it is 1 minute / 10000 uses. After an OK
-  check the header operations of matching rules are evaluated into a route directive.
-* Quota: instances whose short name equals the requested quota name (case-insensitive) are
-  dispatched and the first answer is returned; a quota whose rule does not match is granted; a
-  quota nobody configured is granted too, with a warning (Mixer's behaviour).
+  check the header operations of matching rules are evaluated into a route directive. When the
+  deciding (first non-OK) answer carries a :class:`~mixerd.adapter.DirectHttpResponse`, the
+  route directive is that response instead (:func:`direct_response_directive`).
+* Quota: every instance whose short name equals the requested quota name (case-insensitive) is
+  dispatched, once per rule and handler routing it, and the first answer (in routing order) is
+  returned; when an answer is not OK the status is the first such code with the message
+  ``<handler>:<message>, ...`` of every non-OK answer, as for checks. A quota whose rule does not
+  match is granted; a quota nobody configured is granted too, with a warning (Mixer's behaviour).
 * Report: instances are buffered per destination over all attribute sets of the request, then
   each destination is called once with its batch.
 """
@@ -38,13 +42,14 @@ import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from mixerd.adapter import (
     CheckResult,
     Clock,
     Code,
+    DirectHttpResponse,
     QuotaArgs,
     QuotaResult,
     RateLimitedWarning,
@@ -82,6 +87,7 @@ __all__ = [
     "HeaderOperation",
     "QuotaOutcome",
     "RouteDirective",
+    "direct_response_directive",
     "request_namespace",
 ]
 
@@ -117,6 +123,9 @@ class RouteDirective:
 class QuotaOutcome:
     result: QuotaResult
     references: FrozenReferences | None = None
+    reason: str = ""
+    """The first denying handler's own message, without the ``<handler>:`` prefix (what a
+    front-end may show an end user)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +156,49 @@ def request_namespace(bag: Mapping[str, Any]) -> str:
     else:
         ns = bag.get("destination.namespace", MISSING)
     return "" if ns is MISSING else str(ns)
+
+
+_HTTP_STATUS_OF_CODE: Final = (
+    200,
+    408,
+    500,
+    400,
+    504,
+    404,
+    409,
+    403,
+    429,
+    412,
+    409,
+    400,
+    501,
+    500,
+    503,
+    500,
+    401,
+)
+"""Mixer's HTTP status for each gRPC code (``status.HTTPStatusFromCode``), indexed by code."""
+
+
+def direct_response_directive(status: Status) -> RouteDirective | None:
+    """The route directive of a failed check whose status carries a :class:`DirectHttpResponse`
+    (None without one): its code (else the HTTP status Mixer gives the gRPC code), its body, and
+    its headers as REPLACE response-header operations; ``Set-Cookie`` is split on ``,`` into
+    APPEND operations, one per cookie (Mixer's ``session.handleDirectResponse``)."""
+    direct = status.direct_response
+    if direct is None:
+        return None
+    code = direct.code
+    if not code:
+        c = status.code
+        code = _HTTP_STATUS_OF_CODE[c] if 0 <= c < len(_HTTP_STATUS_OF_CODE) else 500
+    ops: list[HeaderOperation] = []
+    for name, value in direct.headers:
+        if name.lower() == "set-cookie":
+            ops.extend(HeaderOperation(name, cookie, HeaderAction.APPEND) for cookie in value.split(","))
+        else:
+            ops.append(HeaderOperation(name, value, HeaderAction.REPLACE))
+    return RouteDirective((), tuple(ops), code, direct.body)
 
 
 _OK_DEFAULT: Final = CheckResult(Status(), DEFAULT_VALID_DURATION, DEFAULT_VALID_USE_COUNT)
@@ -368,8 +420,11 @@ class Dispatcher:
                     context=context,
                 )
             directive = None
-            if result.status.code == Code.OK and nt.directives:
-                directive = self._directives(nt, bag)
+            if result.status.code == Code.OK:
+                if nt.directives:
+                    directive = self._directives(nt, bag)
+            elif result.status.direct_response is not None:
+                directive = direct_response_directive(result.status)
             references = tracker.frozen() if tracker is not None else None
             quota_out: dict[str, QuotaOutcome] = {}
             if quotas and result.status.code == Code.OK:
@@ -377,15 +432,18 @@ class Dispatcher:
                 for name, args in quotas.items():
                     if tracker is not None and after_preprocess is not None:
                         tracker.restore(after_preprocess)
+                    quota_reason = ""
                     try:
-                        qr = await self._quota(qt, bag, name, args)
+                        qr, quota_reason = await self._quota(qt, bag, name, args)
                     except DispatchError as exc:
                         # Not an error of the Check: the quota is answered "nothing granted".
                         _log.warning(
                             "quota %s failed, granting nothing: %s", logsafe(name), logsafe(str(exc))
                         )
                         qr = QuotaResult()
-                    quota_out[name] = QuotaOutcome(qr, tracker.frozen() if tracker is not None else None)
+                    quota_out[name] = QuotaOutcome(
+                        qr, tracker.frozen() if tracker is not None else None, quota_reason
+                    )
             return CheckOutcome(
                 result,
                 directive,
@@ -418,6 +476,8 @@ class Dispatcher:
             nt = t.lookup(Variety.CHECK, request_namespace(bag))
             if nt.directives:
                 directive = self._directives(nt, bag)
+        elif result.status.direct_response is not None:
+            directive = direct_response_directive(result.status)
         return CheckOutcome(
             result,
             directive,
@@ -436,19 +496,16 @@ class Dispatcher:
         pending_rules: list[str] = []
         try:
             for d in nt.destinations:
-                for g, _, inst in self._instances(d, bag, _raise_build_error):
+                for g, i, inst in self._instances(d, bag, _raise_build_error):
                     d.dispatches.inc()
                     r = self._call(d, inst)
                     if d.is_async:
                         pending.append((d, r))
-                        pending_rules.append(g.rule)
+                        pending_rules.append(g.rule_of(i))
                     else:
-                        answers.append((d, g.rule, r))
+                        answers.append((d, g.rule_of(i), r))
         except _FailClosed as denied:
-            for _, aw in pending:  # not started yet: nobody waits for them
-                close = getattr(aw, "close", None)
-                if close is not None:
-                    close()
+            _close_unstarted(pending)
             result = CheckResult(denied.status, DEFAULT_VALID_DURATION, DEFAULT_VALID_USE_COUNT)
             return result, FAIL_CLOSED_REASON, denied.rule, ""
         if pending:
@@ -460,6 +517,7 @@ class Dispatcher:
         if not answers:
             return _OK_DEFAULT, "", "", ""
         code: int = Code.OK
+        direct: DirectHttpResponse | None = None
         reason = deciding_rule = deciding_handler = ""
         messages: list[str] = []
         duration: _dt.timedelta | None = None
@@ -473,6 +531,7 @@ class Dispatcher:
                 if code == Code.OK:
                     code = r.status.code
                     reason = r.status.message
+                    direct = r.status.direct_response
                     deciding_rule, deciding_handler = rule_name, d.name
                 messages.append(f"{d.name}:{r.status.message}")
             if duration is None or r.valid_duration < duration:
@@ -480,7 +539,7 @@ class Dispatcher:
             if uses is None or r.valid_use_count < uses:
                 uses = r.valid_use_count
         assert duration is not None and uses is not None
-        result = CheckResult(Status(code, ", ".join(messages)), duration, uses)
+        result = CheckResult(Status(code, ", ".join(messages), direct), duration, uses)
         return result, reason, deciding_rule, deciding_handler
 
     # -- quota ---------------------------------------------------------------------------------
@@ -489,28 +548,58 @@ class Dispatcher:
         """Allocate one quota outside a Check (used by the rate-limit front-end)."""
         with self.pinned() as t:
             bag = await self._preprocess(t, bag, fail=True)
-            return await self._quota(t.lookup(Variety.QUOTA, request_namespace(bag)), bag, name, args)
+            result, _ = await self._quota(t.lookup(Variety.QUOTA, request_namespace(bag)), bag, name, args)
+            return result
 
     async def _quota(
         self, nt: NamespaceTable, bag: Mapping[str, Any], name: str, args: QuotaArgs
-    ) -> QuotaResult:
+    ) -> tuple[QuotaResult, str]:
+        """The result and the first denial's own message (see :attr:`QuotaOutcome.reason`).
+
+        Every instance named ``name`` goes to its handler (one instance routed by two rules,
+        or to two handlers, is dispatched each time); the first answer in routing order is the
+        result. When some answer is not OK, the result's status is the first such code with
+        ``<handler>:<message>`` of every non-OK answer (Mixer's ``session.go``)."""
         hits = nt.quota_index.get(name.lower())
         if not hits:
             self._warn_unconfigured(name)
-            return QuotaResult(valid_duration=_UNCONFIGURED_QUOTA_VALIDITY, amount=args.amount)
+            return QuotaResult(valid_duration=_UNCONFIGURED_QUOTA_VALIDITY, amount=args.amount), ""
+        calls: list[tuple[Destination, Any]] = []
         try:
             for d in hits:
                 for _, _, inst in self._instances(d, bag, _raise_build_error):
                     d.dispatches.inc()
-                    r = await self._answer(d, inst, args)
-                    if not isinstance(r, QuotaResult):
-                        raise DispatchError(
-                            f"handler {d.name} returned {type(r).__name__}, not a QuotaResult", handler=d.name
-                        )
-                    return r
+                    calls.append((d, self._call(d, inst, args)))
         except _FailClosed as denied:
-            return QuotaResult(status=denied.status, amount=0)
-        return QuotaResult(valid_duration=_UNCONFIGURED_QUOTA_VALIDITY, amount=args.amount)
+            _close_unstarted(calls)
+            return QuotaResult(status=denied.status, amount=0), FAIL_CLOSED_REASON
+        if not calls:
+            return QuotaResult(valid_duration=_UNCONFIGURED_QUOTA_VALIDITY, amount=args.amount), ""
+        pending = [(d, r) for d, r in calls if d.is_async]
+        if pending:
+            done = iter(await self._await_all(pending, self.check_deadline))
+            calls = [next(done) if d.is_async else (d, r) for d, r in calls]
+        first: QuotaResult | None = None
+        code: int = Code.OK
+        reason = ""
+        messages: list[str] = []
+        for d, r in calls:
+            if isinstance(r, DispatchError):
+                raise r
+            if not isinstance(r, QuotaResult):
+                raise DispatchError(
+                    f"handler {d.name} returned {type(r).__name__}, not a QuotaResult", handler=d.name
+                )
+            if first is None:
+                first = r
+            if r.status.code != Code.OK:
+                if code == Code.OK:
+                    code, reason = r.status.code, r.status.message
+                messages.append(f"{d.name}:{r.status.message}")
+        assert first is not None
+        if code != Code.OK:
+            return replace(first, status=Status(code, ", ".join(messages))), reason
+        return first, ""
 
     def _warn_unconfigured(self, name: str) -> None:
         """Warn once per quota name; names come from requests, so at most ``max_warned_quotas``
@@ -564,13 +653,16 @@ class Dispatcher:
                     if not cond.evaluate(bag):
                         continue
                 except EvaluationError as exc:
+                    if g.rules:  # the match of every rule of a merged group failed
+                        for rule in g.all_rules[1:]:
+                            self._rule_failed(rule, "match", exc, False)
                     self._rule_failed(g.rule, "match", exc, g.fail_closed)
                     continue
             for i, b in enumerate(g.builders):
                 try:
                     inst = b.build(bag, memo)
                 except InstanceBuildError as exc:
-                    self._rule_failed(g.rule, "instance", exc, g.fail_closed)
+                    self._rule_failed(g.rule_of(i), "instance", exc, g.fail_closed)
                     build_failed(d, exc)
                     continue
                 yield g, i, inst
@@ -722,6 +814,16 @@ class _DictOverlay(dict[str, Any]):
     def merge(self, values: Mapping[str, Any]) -> None:
         for name, value in values.items():
             self.setdefault(name, value)
+
+
+def _close_unstarted(calls: Sequence[tuple[Destination, Any]]) -> None:
+    """Close the coroutines of asynchronous calls that were made but never awaited."""
+    for d, aw in calls:
+        if not d.is_async:
+            continue
+        close = getattr(aw, "close", None)
+        if close is not None:
+            close()
 
 
 def _raise_build_error(d: Destination, exc: InstanceBuildError) -> None:

@@ -1,9 +1,16 @@
 """The routing table: which handlers get which instances, for each variety and namespace.
 
 ``variety -> namespace -> NamespaceTable``. A NamespaceTable lists *destinations* (one per
-handler x template) in a fixed order, each with *instance groups* (one per rule action: the
-rule's compiled match condition and the instance builders), plus the *directive groups* (a rule's
-header operations). Destinations of the default config namespace (``istio-system``) apply to every
+handler x template, ordered by handler name, then template), each with *instance groups*, plus
+the *directive groups* (a rule's header operations). As in Mixer's builder, the rule actions that
+send instances to a destination under the same match condition (the same text; ``""`` and
+``"true"`` are "always") share one instance group: the condition is evaluated once and the
+group's instances are the actions' instances in rule order (rules by fully qualified name), an
+instance named by two rules twice (Mixer dispatched it twice too). Groups are ordered by their
+match text ("always" first), which is the dispatch order and the order of :meth:`RoutingTable.dump`.
+mixerd keeps one thing apart: groups of rules that differ in fail-closed behaviour are not merged.
+
+Destinations of the default config namespace (``istio-system``) apply to every
 namespace: they are put in front of each namespace's own list, and a namespace without rules of
 its own uses the default table. (As in Mixer, header-operation directives of the default
 namespace are not copied into namespaces that have rules of their own.)
@@ -52,6 +59,7 @@ class InstanceGroup:
     """The instances one rule action sends to one destination, and the rule's condition."""
 
     rule: str
+    """The (first) rule of the group."""
     condition: Expression | None
     builders: tuple[InstanceBuilder, ...]
     mappers: tuple[OutputMapper | None, ...] = ()
@@ -59,6 +67,18 @@ class InstanceGroup:
     fail_closed: bool = False
     """Deny the Check (or the quota) when ``condition`` or a builder fails to evaluate, instead
     of skipping the group (CHECK and QUOTA groups only)."""
+    rules: tuple[str, ...] = ()
+    """The rule of each builder, when the group merges the actions of several rules (empty: every
+    builder is ``rule``'s)."""
+
+    def rule_of(self, index: int) -> str:
+        """The rule that sent the instance of builder ``index``."""
+        return self.rules[index] if self.rules else self.rule
+
+    @property
+    def all_rules(self) -> tuple[str, ...]:
+        """The distinct rules of the group, in order."""
+        return tuple(dict.fromkeys(self.rules)) if self.rules else (self.rule,)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -174,9 +194,11 @@ class RoutingTable:
                     for g in d.groups:
                         cond = g.condition.text if g.condition is not None else "(always)"
                         closed = " (fail-closed)" if g.fail_closed else ""
-                        lines.append(f"      rule {g.rule} match {cond}{closed}")
-                        for b in g.builders:
-                            lines.append(f"        instance {b.name}")
+                        rules = ", ".join(g.all_rules)
+                        lines.append(f"      rule{'s' if g.rules else ''} {rules} match {cond}{closed}")
+                        for i, b in enumerate(g.builders):
+                            of = f" (rule {g.rules[i]})" if g.rules else ""
+                            lines.append(f"        instance {b.name}{of}")
                 for dg in t.directives:
                     cond = dg.condition.text if dg.condition is not None else "(always)"
                     lines.append(f"    directives of rule {dg.rule} match {cond}")
@@ -291,13 +313,44 @@ def _finish(variety: Variety, a: _Acc, handlers: HandlerTable, metrics: RuntimeM
                 template,
                 method,
                 is_async,
-                tuple(groups),
+                _merge_groups(groups),
                 metrics.dispatches.labels(handler_name, template),
                 metrics.dispatch_errors.labels(handler_name, template),
             )
         )
     table = tuple(dests)
     return NamespaceTable(table, tuple(a.directives), _quota_index(table) if variety is Variety.QUOTA else {})
+
+
+def _match_text(g: InstanceGroup) -> str:
+    return g.condition.text.strip() if g.condition is not None else ""
+
+
+def _merge_groups(groups: list[InstanceGroup]) -> tuple[InstanceGroup, ...]:
+    """One group per (match text, fail-closed) of a destination, ordered by match text (see the
+    module doc); ``groups`` come in rule order."""
+    merged: dict[tuple[str, bool], list[InstanceGroup]] = {}
+    for g in groups:
+        merged.setdefault((_match_text(g), g.fail_closed), []).append(g)
+    out: list[InstanceGroup] = []
+    for (_, _), parts in sorted(merged.items(), key=lambda kv: kv[0][0]):
+        first = parts[0]
+        if len(parts) == 1:
+            out.append(first)
+            continue
+        rules = tuple(g.rule_of(i) for g in parts for i in range(len(g.builders)))
+        out.append(
+            InstanceGroup(
+                rule=first.rule,
+                condition=first.condition,
+                builders=tuple(b for g in parts for b in g.builders),
+                mappers=tuple(m for g in parts for m in g.mappers),
+                action_name=first.action_name,
+                fail_closed=first.fail_closed,
+                rules=rules if len(set(rules)) > 1 else (),
+            )
+        )
+    return tuple(out)
 
 
 def _short_name(fqn: str) -> str:
@@ -311,10 +364,19 @@ def _quota_index(dests: tuple[Destination, ...]) -> dict[str, tuple[Destination,
         for name in sorted(names):
             groups = []
             for g in d.groups:
-                builders = tuple(b for b in g.builders if _short_name(b.name) == name)
-                if builders:
+                picked = [i for i, b in enumerate(g.builders) if _short_name(b.name) == name]
+                if picked:
+                    rules = tuple(g.rule_of(i) for i in picked)
                     groups.append(
-                        InstanceGroup(g.rule, g.condition, builders, (), g.action_name, g.fail_closed)
+                        InstanceGroup(
+                            rules[0],
+                            g.condition,
+                            tuple(g.builders[i] for i in picked),
+                            (),
+                            g.action_name,
+                            g.fail_closed,
+                            rules if len(set(rules)) > 1 else (),
+                        )
                     )
             index.setdefault(name, []).append(replace(d, groups=tuple(groups)))
     return {k: tuple(v) for k, v in index.items()}

@@ -14,6 +14,10 @@ Decision -> ``CheckResponse``
   name when there is no message), header ``x-mixerd-status: <CODE NAME>``, plus for an exhausted
   quota ``x-ratelimit-limit``/``-remaining``/``-reset`` and ``retry-after`` when the handler
   says them.
+* denied with a direct HTTP response (the denying handler's
+  :class:`~mixerd.adapter.DirectHttpResponse`, as Mixer's route directive carried it):
+  ``denied_response.status`` = its code, body = its body as is, headers = its headers (REPLACE ->
+  overwrite, ``Set-Cookie`` -> one appended header per cookie) and ``x-mixerd-status``.
 * error (the check could not be evaluated): ``status`` = the error's code (INTERNAL, or
   DEADLINE_EXCEEDED/UNAVAILABLE), ``error_response`` with HTTP 500 (504, 503) and as body a fixed
   phrase and a request id (``handler failure (request id 7f3a09c2e1b4d5a6)``, made by
@@ -32,8 +36,10 @@ headers (REMOVE -> ``x-envoy-auth-headers-to-remove``; pseudo-headers such as ``
 be expressed and are left out), so the proxy can copy them upstream
 (Envoy ``allowed_upstream_headers``, nginx ``auth_request_set``); response header operations are
 sent the same way (Envoy ``allowed_client_headers_on_success``). Denied -> the mapped status, a
-short text body and ``x-mixerd-status``. nginx honours only 401 and 403 from ``auth_request``;
-any other status (429, 503 ...) becomes a 500 there.
+short text body and ``x-mixerd-status``; or a handler's direct HTTP response (status, body,
+headers), except that a 2xx status, which would allow the request, is replaced by the mapped
+one. nginx honours only 401 and 403 from ``auth_request``; any other status (429, 503 ...)
+becomes a 500 there.
 """
 
 from __future__ import annotations
@@ -117,6 +123,8 @@ class Verdict:
     request_headers: tuple[HeaderOperation, ...] = ()
     response_headers: tuple[HeaderOperation, ...] = ()
     error: bool = False
+    direct_body: str | None = None
+    """The body of a handler's direct HTTP response (sent as is), None without one."""
 
     @property
     def allowed(self) -> bool:
@@ -127,6 +135,8 @@ class Verdict:
         """The client body of a denial or error (empty when allowed)."""
         if self.allowed:
             return ""
+        if self.direct_body is not None:
+            return self.direct_body
         return _short(self.message or code_name(self.code))
 
 
@@ -181,6 +191,17 @@ def decide(outcome: CheckOutcome, quotas: Mapping[str, QuotaArgs] | None = None)
         # The denying handler's own words; the Mixer-style "<handler>:<message>" list names
         # config internals and stays in mixerd's logs and Mixer API answers.
         message = outcome.reason or status.message
+        d = outcome.directive
+        if d is not None and d.direct_response_code:
+            # The denying handler's direct HTTP response: its status, body and headers.
+            return Verdict(
+                status.code,
+                d.direct_response_code,
+                message,
+                (),
+                (*_valid_ops(d.response_header_operations), _status_header(status.code)),
+                direct_body=d.direct_response_body,
+            )
         return Verdict(status.code, http_status_for(status.code), message, (), (_status_header(status.code),))
     if quotas:
         for name, args in quotas.items():
@@ -189,7 +210,8 @@ def decide(outcome: CheckOutcome, quotas: Mapping[str, QuotaArgs] | None = None)
                 continue
             r = q.result
             if r.status.code != Code.OK:
-                message = f"quota {name}: {r.status.message}" if r.status.message else f"quota {name}"
+                # The handler's own words, as for checks: "<handler>:" prefixes stay internal.
+                message = f"quota {name}: {q.reason}" if q.reason else f"quota {name}"
                 return Verdict(
                     r.status.code,
                     http_status_for(r.status.code),
@@ -308,4 +330,9 @@ def encode_http(v: Verdict) -> HttpAnswer:
         if removed:
             fields.append(("x-envoy-auth-headers-to-remove", ", ".join(removed)))
         return HttpAnswer(200, tuple(fields), "")
-    return HttpAnswer(v.http_status, tuple((op.name, op.value) for op in v.response_headers), v.body)
+    status = v.http_status
+    if 200 <= status < 300:
+        # A 2xx answer would tell the proxy to let the request through: a direct response
+        # with a 2xx code is sent with the check's own HTTP status instead.
+        status = http_status_for(v.code)
+    return HttpAnswer(status, tuple((op.name, op.value) for op in v.response_headers), v.body)
