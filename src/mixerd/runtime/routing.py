@@ -13,9 +13,14 @@ Fail-closed is decided here, once per config: an instance group of a CHECK or QU
 when the server runs with ``--fail-closed``. Groups of other varieties never are (a Report, an
 attribute generator never denies).
 
-The table is immutable once built; the dispatcher pins one table per request. It also carries the
-config's :class:`~mixerd.runtime.quotas.QuotaPlan` (which quotas a Check charges), built with it,
-so what a request is charged and where it is routed always come from the same config.
+Rule sampling is compiled here too: one :class:`~mixerd.runtime.sampling.RuleSampler` per rule
+with ``sampling``, shared by that rule's REPORT instance groups (only those: sampling never skips
+a check, a quota, an attribute generator or header operations).
+
+The table is immutable once built (a sampler's rate-limit window is its only moving part); the
+dispatcher pins one table per request. It also carries the config's
+:class:`~mixerd.runtime.quotas.QuotaPlan` (which quotas a Check charges), built with it, so what a
+request is charged and where it is routed always come from the same config.
 """
 
 from __future__ import annotations
@@ -24,12 +29,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from mixerd.adapter import Clock
 from mixerd.attribute import ValueType
 from mixerd.config import CompiledHeaderOperation, Snapshot
 from mixerd.lang import Expression
 from mixerd.runtime.handlers import HandlerEntry, HandlerTable
 from mixerd.runtime.metrics import RuntimeMetrics
 from mixerd.runtime.quotas import EMPTY_QUOTA_PLAN, QuotaPlan
+from mixerd.runtime.sampling import RuleSampler
 from mixerd.templates import TEMPLATES, InstanceBuilder, OutputMapper, Variety
 
 __all__ = [
@@ -58,6 +65,8 @@ class InstanceGroup:
     fail_closed: bool = False
     """Deny the Check (or the quota) when ``condition`` or a builder fails to evaluate, instead
     of skipping the group (CHECK and QUOTA groups only)."""
+    sampler: RuleSampler | None = None
+    """REPORT groups of a rule with ``sampling``: decides per request whether the group runs."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -171,6 +180,8 @@ class RoutingTable:
                         cond = g.condition.text if g.condition is not None else "(always)"
                         closed = " (fail-closed)" if g.fail_closed else ""
                         lines.append(f"      rule {g.rule} match {cond}{closed}")
+                        if g.sampler is not None:
+                            lines.append(f"        sampled: {g.sampler.config.describe()}")
                         for b in g.builders:
                             lines.append(f"        instance {b.name}")
                 for dg in t.directives:
@@ -200,11 +211,14 @@ def build_routing_table(
     metrics: RuntimeMetrics | None = None,
     *,
     fail_closed: bool = False,
+    clock: Clock | None = None,
+    randbelow: Callable[[int], int] | None = None,
 ) -> RoutingTable:
     """Route every satisfied rule action of ``snapshot`` to the live handlers of ``handlers``, and
     compile the snapshot's quota plan. ``metrics``: where the destinations count their calls (the
     runtime's; by default a registry of their own). ``fail_closed``: the server's default for
-    rules without a ``mixerd.io/fail-closed`` annotation."""
+    rules without a ``mixerd.io/fail-closed`` annotation. ``clock`` and ``randbelow`` (``n ->``
+    an integer in ``[0, n)``) drive rule sampling (default: the system clock, :mod:`random`)."""
     metrics = metrics or RuntimeMetrics()
     errors: list[str] = list(handlers.errors)
     acc: dict[Variety, dict[str, _Acc]] = {}
@@ -213,6 +227,11 @@ def build_routing_table(
     for rule in sorted(snapshot.rules, key=lambda r: r.key.fqn):
         ns = rule.namespace
         closed = fail_closed if rule.fail_closed is None else rule.fail_closed
+        sampler = (
+            RuleSampler(rule.key.fqn, rule.sampling, randbelow=randbelow, clock=clock)
+            if rule.sampling is not None
+            else None
+        )
         for action in rule.actions:
             entry = handlers.entries.get(action.handler_fqn)
             if entry is None:
@@ -242,6 +261,7 @@ def build_routing_table(
                     mappers=tuple(getattr(i, "output_mapper", None) for i in insts),
                     action_name=action.name or "",
                     fail_closed=closed if variety in _DENYING else False,
+                    sampler=sampler if variety is Variety.REPORT else None,
                 )
                 ns_acc = acc.setdefault(variety, {}).setdefault(ns, _Acc())
                 ns_acc.destinations.setdefault((entry.name, template), []).append(group)
