@@ -187,3 +187,8 @@ def test_every_template(session: Session) -> None:
     routes = session.mixerd(["routes", "every/config/sample.yaml"])
     for template in TEMPLATES:
         assert f"handler every.handler.istio-system (every) template {template}" in routes, routes
+    # installed, the name is taken; regenerating the package in place with --force is not a clash
+    out = session.mixerd(["adapter", "new", "every", "--templates", "metric", "-o", "other"], expect=1)
+    assert "an adapter named 'every' is already installed" in out, out
+    session.mixerd(["adapter", "new", "every", "--templates", "metric", "--force"])
+    assert 'templates=("metric",)' in (session.work / "every" / "src" / "every" / "__init__.py").read_text()

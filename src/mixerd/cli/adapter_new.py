@@ -141,21 +141,31 @@ def _class_prefix(name: str) -> str:
     return "".join(part.capitalize() for part in name.split("_") if part)
 
 
-def check_name(name: str) -> None:
-    """Refuse a name that cannot be the adapter's package, entry point and distribution name."""
+def _inside(origin: str | None, directory: Path | None) -> bool:
+    if origin is None or directory is None:
+        return False
+    return Path(origin).resolve().is_relative_to(directory.resolve())
+
+
+def check_name(name: str, regenerate_in: Path | None = None) -> None:
+    """Refuse a name that cannot be the adapter's package, entry point and distribution name.
+    ``regenerate_in``: with ``--force``, the output directory; an installed adapter or module of
+    that name whose code lives there is the package being regenerated, not a clash."""
     if not _NAME_RE.match(name) or keyword.iskeyword(name):
         raise ScaffoldError(
             f"invalid adapter name {name!r}: it names the Python package, the entry point and the "
             "distribution, so it must be a lower-case Python identifier (a letter, then letters, digits "
             "or '_'), not a keyword; for example 'my_adapter'"
         )
+    spec = importlib.util.find_spec(name)
+    ours = spec is not None and _inside(spec.origin, regenerate_in)
     installed = load_adapters()
-    if name in installed:
+    if name in installed and not ours:
         raise ScaffoldError(
             f"an adapter named {name!r} is already installed (entry point in group 'mixerd.adapters'); "
             "choose another name"
         )
-    if importlib.util.find_spec(name) is not None:
+    if spec is not None and not ours:
         raise ScaffoldError(
             f"a Python module named {name!r} is already importable here; the new package would clash "
             "with it: choose another name"
@@ -272,7 +282,7 @@ _FILES: Final = (
 
 def generate(name: str, templates: Sequence[str], output: Path, *, force: bool = False) -> list[Path]:
     """Write the adapter package into ``output``; return the files written."""
-    check_name(name)
+    check_name(name, output if force else None)
     if output.exists() and not output.is_dir():
         raise ScaffoldError(f"{output} exists and is not a directory")
     if output.exists() and not force:
