@@ -1,4 +1,5 @@
-"""docs/adapters.md, run: every command of its ``sh`` blocks, in order, for real.
+"""docs/adapters.md, run: every command of its ``sh`` blocks, in order, for real (and a package
+of every template: installed, tested, lint- and type-checked, validated).
 
 ``mixerd adapter new`` generates a package into a temporary directory; it is installed
 (``pip install -e``) into a fresh virtual environment that sees this mixerd through a ``.pth``
@@ -13,6 +14,7 @@ command in the document fails the test until the test runs it too).
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import subprocess
@@ -53,8 +55,10 @@ class Session:
         self.host_python = host_python
         self.server: MixerdProcess | None = None
 
-    def run(self, argv: list[str], *, expect: int = 0, timeout: float = 60) -> str:
-        done = subprocess.run(argv, cwd=self.work, capture_output=True, text=True, timeout=timeout)
+    def run(
+        self, argv: list[str], *, expect: int = 0, timeout: float = 60, env: dict[str, str] | None = None
+    ) -> str:
+        done = subprocess.run(argv, cwd=self.work, capture_output=True, text=True, timeout=timeout, env=env)
         output = done.stdout + done.stderr
         assert done.returncode == expect, f"{argv} exited {done.returncode}, not {expect}:\n{output}"
         return output
@@ -182,6 +186,14 @@ def test_every_template(session: Session) -> None:
     )  # fmt: skip
     out = session.run([session.python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "every/tests"])
     assert re.search(r"\b\d+ passed\b", out) and "failed" not in out and "skipped" not in out, out
+    # the generated code is lint-clean and type-checks strictly
+    ruff = str(Path(sys.executable).parent / "ruff")
+    rules = ["--isolated", "--line-length", "100"]
+    session.run([ruff, "check", *rules, "--select", "E,F,W,I,B,UP,SIM,RUF", "every/src", "every/tests"])
+    session.run([ruff, "format", "--check", *rules, "every/src", "every/tests"])
+    env = {**os.environ, "PYTHONPATH": str(session.work / "every" / "src")}
+    mypy = [sys.executable, "-m", "mypy", "--strict", "--cache-dir", os.devnull, "every/src", "every/tests"]
+    assert "Success: no issues found" in session.run(mypy, env=env)
     out = session.mixerd(["validate", "every/config/sample.yaml"])
     assert f"{len(TEMPLATES)} instances, 1 handler, 1 rule" in out and "0 errors, 0 warnings" in out, out
     routes = session.mixerd(["routes", "every/config/sample.yaml"])
