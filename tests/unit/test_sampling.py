@@ -204,3 +204,17 @@ def test_bad_sampling_drops_the_rule_with_its_path() -> None:
         "expected a non-negative integer, got 'fifty'"
     ]
     assert snapshot.rules == ()
+
+
+def test_a_rule_sampled_at_zero_percent_is_a_warning() -> None:
+    text = CONFIG.replace("random: {percentSampled: {numerator: 50}}", "random: {}")
+    snapshot = build_snapshot(
+        parse_text(text).resources,
+        adapters=AdapterRegistryCatalog({**load_adapters(), "recorder": RECORDER}),
+        base_manifest=builtin_manifest(),
+    )
+    assert not snapshot.errors
+    assert (
+        "rule/sampled.istio-system: spec.sampling.random.percentSampled.numerator: 0 (the default) and "
+        "no attributeExpression: the rule's report actions never run"
+    ) in [str(w) for w in snapshot.warnings]

@@ -559,6 +559,13 @@ class _Builder:
         )
         for issue in sampling_issues:
             self.error(r, issue.path, issue.message)
+        rnd = sampling.random if sampling is not None else None
+        if rnd is not None and rnd.numerator == 0 and rnd.expression is None:
+            self.warn(
+                r,
+                "spec.sampling.random.percentSampled.numerator",
+                "0 (the default) and no attributeExpression: the rule's report actions never run",
+            )
         fatal = self.has_errors(r)  # the spec itself or its match; action problems are not fatal
         actions: list[tuple[int, ResolvedAction]] = []
         ns = r.key.namespace
