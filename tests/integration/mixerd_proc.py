@@ -61,12 +61,16 @@ def start_mixerd(
     *args: str,
     env: dict[str, str] | None = None,
     wait_ready: bool = True,
+    python: str | None = None,
+    cwd: Path | None = None,
 ) -> MixerdProcess:
-    """Start ``mixerd serve`` on free loopback ports; with ``wait_ready`` return once /readyz says ready."""
+    """``mixerd serve`` on free loopback ports; with ``wait_ready`` return once /readyz says ready.
+    ``python``: the interpreter to run it with (default: this one), e.g. a venv with an extra
+    adapter installed; ``cwd``: its directory."""
     ports = {k: free_port() for k in ("grpc", "monitoring", "prometheus", "http_authz")}
     log_path = tmp / f"mixerd-{ports['grpc']}.log"
     cmd = [
-        sys.executable, "-m", "mixerd.cli.main", "serve",
+        python or sys.executable, "-m", "mixerd.cli.main", "serve",
         "--grpc-address", f"127.0.0.1:{ports['grpc']}",
         "--monitoring-address", f"127.0.0.1:{ports['monitoring']}",
         "--prometheus-address", f"127.0.0.1:{ports['prometheus']}",
@@ -77,7 +81,9 @@ def start_mixerd(
     for c in config or []:
         cmd += ["--config", str(c)]
     with open(log_path, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, cwd=cwd
+        )
     mp = MixerdProcess(
         proc, ports["grpc"], ports["monitoring"], ports["prometheus"], ports["http_authz"], log_path
     )

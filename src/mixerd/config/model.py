@@ -308,7 +308,7 @@ class RuleSpec:
     request_header_operations: tuple[HeaderOperationTemplate, ...] = ()
     response_header_operations: tuple[HeaderOperationTemplate, ...] = ()
     sampling: Mapping[str, Any] | None = None
-    """Kept as written. Like Mixer 1.4's runtime, mixerd does not implement sampling."""
+    """As written; checked and compiled by the snapshot (:mod:`mixerd.config.sampling`)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,9 @@ dropped and the rest still takes effect:
   supported yet;
 * the annotation ``policy.istio.io/lang`` (``CEXL``, the default, ``CEL`` or ``COMPAT``) picks
   the expression dialect of every expression of a rule or instance; another value is an error;
-* ``sampling`` on a rule is kept and, as in Mixer 1.4, not implemented;
+* ``sampling`` on a rule is read into a :class:`~mixerd.config.sampling.SamplingConfig` (its
+  ``attributeExpression`` compiled); a bad value is an error with its field path and drops the
+  rule. Sampling applies to report actions only: a sampled rule with other actions gets a warning;
 * the annotation ``mixerd.io/fail-closed`` (``"true"``/``"false"``) on a rule is read into
   :attr:`CompiledRule.fail_closed`; any other value is a warning and reads as ``"true"``.
 
@@ -77,6 +79,7 @@ from mixerd.config.model import (
 )
 from mixerd.config.parse import DEFAULT_NAMESPACE
 from mixerd.config.resolve import resolve
+from mixerd.config.sampling import SamplingConfig, compile_sampling
 from mixerd.config.store import duplicate_warning
 from mixerd.config.unbuilt import missing_adapter_message
 from mixerd.lang import CompileError, Expression, compile
@@ -218,8 +221,8 @@ class CompiledRule:
     actions: tuple[ResolvedAction, ...]
     request_header_operations: tuple[CompiledHeaderOperation, ...] = ()
     response_header_operations: tuple[CompiledHeaderOperation, ...] = ()
-    sampling: Mapping[str, Any] | None = None
-    """Kept as written; not implemented (as in Mixer 1.4)."""
+    sampling: SamplingConfig | None = None
+    """Which matching requests the rule's report actions see (``None``: all of them)."""
     fail_closed: bool | None = None
     """The rule's ``mixerd.io/fail-closed`` annotation; ``None`` when absent (the server's
     setting decides)."""
@@ -588,6 +591,18 @@ class _Builder:
         match: Expression | None = None
         if dialect_ok:
             match = self.compile_match(r, spec.match)
+        sampling, sampling_issues = compile_sampling(
+            spec.sampling, lambda text: compile(text, self.manifest), error_text=_compile_message
+        )
+        for issue in sampling_issues:
+            self.error(r, issue.path, issue.message)
+        rnd = sampling.random if sampling is not None else None
+        if rnd is not None and rnd.numerator == 0 and rnd.expression is None:
+            self.warn(
+                r,
+                "spec.sampling.random.percentSampled.numerator",
+                "0 (the default) and no attributeExpression: the rule's report actions never run",
+            )
         fatal = self.has_errors(r)  # the spec itself or its match; action problems are not fatal
         actions: list[tuple[int, ResolvedAction]] = []
         ns = r.key.namespace
@@ -643,7 +658,7 @@ class _Builder:
         response_ops = self.header_ops(r, spec, spec.response_header_operations, "responseHeaderOperations")
         if fatal or request_ops is None or response_ops is None:
             return None
-        return _PendingRule(r, spec, match, actions, request_ops, response_ops, self.fail_closed(r))
+        return _PendingRule(r, spec, match, actions, request_ops, response_ops, self.fail_closed(r), sampling)
 
     def compile_match(self, r: Resource, text: str) -> Expression | None:
         """The compiled match (``None`` = always); a problem is reported as an error."""
@@ -774,11 +789,34 @@ class _Builder:
                     tuple(actions),
                     p.request_ops,
                     p.response_ops,
-                    spec.sampling,
+                    p.sampling,
                     p.fail_closed,
                 )
             )
+            if p.sampling is not None:
+                self.sampling_scope(r, actions, p)
         return rules
+
+    def sampling_scope(self, r: Resource, actions: list[ResolvedAction], p: _PendingRule) -> None:
+        """Warn when a sampled rule does more than report: sampling never skips a check, a quota,
+        an attribute generator or a header operation (a denial must not depend on chance)."""
+        others = sorted(
+            {
+                f"{self.instances[i].template} actions"
+                for a in actions
+                for i in a.instance_fqns
+                if i in self.instances and TEMPLATES[self.instances[i].template].variety is not Variety.REPORT
+            }
+        )
+        if p.request_ops or p.response_ops:
+            others.append("header operations")
+        if others:
+            self.warn(
+                r,
+                "spec.sampling",
+                f"sampling applies to report actions only; this rule's {' and '.join(others)} "
+                "run on every matching request",
+            )
 
     def unused(self, routed: dict[str, set[str]]) -> None:
         used_instances = {i for instances in routed.values() for i in instances}
@@ -842,6 +880,7 @@ class _PendingRule:
     request_ops: tuple[CompiledHeaderOperation, ...]
     response_ops: tuple[CompiledHeaderOperation, ...]
     fail_closed: bool | None = None
+    sampling: SamplingConfig | None = None
 
 
 class _Union:

@@ -198,7 +198,12 @@ class Runtime:
             services=self.services,
         )
         table = build_routing_table(
-            snapshot, handlers, self.default_namespace, self.metrics, fail_closed=self.fail_closed
+            snapshot,
+            handlers,
+            self.default_namespace,
+            self.metrics,
+            fail_closed=self.fail_closed,
+            clock=self.clock,
         )
         retired = handlers.retired_since(self._handlers)
         old = self.dispatcher.swap(table)

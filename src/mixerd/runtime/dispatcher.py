@@ -30,8 +30,10 @@ Semantics (Mixer's, see mixer-reference §1.5):
   returned; when an answer is not OK the status is the first such code with the message
   ``<handler>:<message>, ...`` of every non-OK answer, as for checks. A quota whose rule does not
   match is granted; a quota nobody configured is granted too, with a warning (Mixer's behaviour).
-* Report: instances are buffered per destination over all attribute sets of the request, then
-  each destination is called once with its batch.
+* Report: a rule with ``sampling`` (:mod:`mixerd.runtime.sampling`) is decided once per
+  attribute set, after its match holds, for all its report actions together; instances are
+  buffered per destination over all attribute sets of the request, then each destination is
+  called once with its batch.
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ from mixerd.runtime.failures import (
 )
 from mixerd.runtime.metrics import RuntimeMetrics
 from mixerd.runtime.routing import Destination, InstanceGroup, NamespaceTable, RoutingTable
+from mixerd.runtime.sampling import RuleSampler
 from mixerd.templates import InstanceBuildError, Variety
 
 __all__ = [
@@ -640,12 +643,14 @@ class Dispatcher:
         bag: Mapping[str, Any],
         build_failed: Callable[[Destination, InstanceBuildError], None],
         memo: dict[str, Any] | None = None,
+        sampled: dict[RuleSampler, bool] | None = None,
     ) -> Iterator[tuple[InstanceGroup, int, Any]]:
         """The instances ``bag`` gives ``d``: (group, builder index, instance) for every builder of
         every group whose match condition holds. An evaluation error is counted and logged
         (:meth:`_rule_failed`); in a fail-closed group it raises :class:`_FailClosed`, else a
         group whose match fails is skipped and an instance that cannot be built goes to
-        ``build_failed`` (which raises or records it) and is skipped."""
+        ``build_failed`` (which raises or records it) and is skipped. ``sampled`` (Report: one
+        per attribute set) holds the sampling decisions of the rules seen so far."""
         for g in d.groups:
             cond = g.condition
             if cond is not None:
@@ -658,6 +663,9 @@ class Dispatcher:
                             self._rule_failed(rule, "match", exc, False)
                     self._rule_failed(g.rule, "match", exc, g.fail_closed)
                     continue
+            sampler = g.sampler
+            if sampler is not None and sampled is not None and not sampler.decide(bag, sampled):
+                continue
             for i, b in enumerate(g.builders):
                 try:
                     inst = b.build(bag, memo)
@@ -718,9 +726,10 @@ class Dispatcher:
                     except DispatchError as exc:
                         errors.append(str(exc))
                 memo: dict[str, Any] = {}
+                sampled: dict[RuleSampler, bool] = {}
                 nt = t.lookup(Variety.REPORT, request_namespace(bag))
                 for d in nt.destinations:
-                    for _, _, inst in self._instances(d, bag, build_failed, memo):
+                    for _, _, inst in self._instances(d, bag, build_failed, memo, sampled):
                         buf = buffers.get(d)
                         if buf is None:
                             buffers[d] = [inst]

@@ -8,7 +8,8 @@ send instances to a destination under the same match condition (the same text; `
 group's instances are the actions' instances in rule order (rules by fully qualified name), an
 instance named by two rules twice (Mixer dispatched it twice too). Groups are ordered by their
 match text ("always" first), which is the dispatch order and the order of :meth:`RoutingTable.dump`.
-mixerd keeps one thing apart: groups of rules that differ in fail-closed behaviour are not merged.
+mixerd keeps two things apart: groups of rules that differ in fail-closed behaviour, and groups of
+a rule with ``sampling`` (decided per rule) and any other rule's, are not merged.
 
 Destinations of the default config namespace (``istio-system``) apply to every
 namespace: they are put in front of each namespace's own list, and a namespace without rules of
@@ -20,9 +21,14 @@ Fail-closed is decided here, once per config: an instance group of a CHECK or QU
 when the server runs with ``--fail-closed``. Groups of other varieties never are (a Report, an
 attribute generator never denies).
 
-The table is immutable once built; the dispatcher pins one table per request. It also carries the
-config's :class:`~mixerd.runtime.quotas.QuotaPlan` (which quotas a Check charges), built with it,
-so what a request is charged and where it is routed always come from the same config.
+Rule sampling is compiled here too: one :class:`~mixerd.runtime.sampling.RuleSampler` per rule
+with ``sampling``, shared by that rule's REPORT instance groups (only those: sampling never skips
+a check, a quota, an attribute generator or header operations).
+
+The table is immutable once built (a sampler's rate-limit window is its only moving part); the
+dispatcher pins one table per request. It also carries the config's
+:class:`~mixerd.runtime.quotas.QuotaPlan` (which quotas a Check charges), built with it, so what a
+request is charged and where it is routed always come from the same config.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from mixerd.adapter import Clock
 from mixerd.attribute import ValueType
 from mixerd.config import CompiledHeaderOperation, Snapshot
 from mixerd.lang import Expression
@@ -38,6 +45,7 @@ from mixerd.runtime.checkcache import CheckCache
 from mixerd.runtime.handlers import HandlerEntry, HandlerTable
 from mixerd.runtime.metrics import RuntimeMetrics
 from mixerd.runtime.quotas import EMPTY_QUOTA_PLAN, QuotaPlan
+from mixerd.runtime.sampling import RuleSampler
 from mixerd.templates import TEMPLATES, InstanceBuilder, OutputMapper, Variety
 
 __all__ = [
@@ -79,6 +87,9 @@ class InstanceGroup:
     def all_rules(self) -> tuple[str, ...]:
         """The distinct rules of the group, in order."""
         return tuple(dict.fromkeys(self.rules)) if self.rules else (self.rule,)
+
+    sampler: RuleSampler | None = None
+    """REPORT groups of a rule with ``sampling``: decides per request whether the group runs."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -196,6 +207,8 @@ class RoutingTable:
                         closed = " (fail-closed)" if g.fail_closed else ""
                         rules = ", ".join(g.all_rules)
                         lines.append(f"      rule{'s' if g.rules else ''} {rules} match {cond}{closed}")
+                        if g.sampler is not None:
+                            lines.append(f"        sampled: {g.sampler.config.describe()}")
                         for i, b in enumerate(g.builders):
                             of = f" (rule {g.rules[i]})" if g.rules else ""
                             lines.append(f"        instance {b.name}{of}")
@@ -226,11 +239,14 @@ def build_routing_table(
     metrics: RuntimeMetrics | None = None,
     *,
     fail_closed: bool = False,
+    clock: Clock | None = None,
+    randbelow: Callable[[int], int] | None = None,
 ) -> RoutingTable:
     """Route every satisfied rule action of ``snapshot`` to the live handlers of ``handlers``, and
     compile the snapshot's quota plan. ``metrics``: where the destinations count their calls (the
     runtime's; by default a registry of their own). ``fail_closed``: the server's default for
-    rules without a ``mixerd.io/fail-closed`` annotation."""
+    rules without a ``mixerd.io/fail-closed`` annotation. ``clock`` and ``randbelow`` (``n ->``
+    an integer in ``[0, n)``) drive rule sampling (default: the system clock, :mod:`random`)."""
     metrics = metrics or RuntimeMetrics()
     errors: list[str] = list(handlers.errors)
     acc: dict[Variety, dict[str, _Acc]] = {}
@@ -239,6 +255,11 @@ def build_routing_table(
     for rule in sorted(snapshot.rules, key=lambda r: r.key.fqn):
         ns = rule.namespace
         closed = fail_closed if rule.fail_closed is None else rule.fail_closed
+        sampler = (
+            RuleSampler(rule.key.fqn, rule.sampling, randbelow=randbelow, clock=clock)
+            if rule.sampling is not None
+            else None
+        )
         for action in rule.actions:
             entry = handlers.entries.get(action.handler_fqn)
             if entry is None:
@@ -268,6 +289,7 @@ def build_routing_table(
                     mappers=tuple(getattr(i, "output_mapper", None) for i in insts),
                     action_name=action.name or "",
                     fail_closed=closed if variety in _DENYING else False,
+                    sampler=sampler if variety is Variety.REPORT else None,
                 )
                 ns_acc = acc.setdefault(variety, {}).setdefault(ns, _Acc())
                 ns_acc.destinations.setdefault((entry.name, template), []).append(group)
@@ -327,13 +349,13 @@ def _match_text(g: InstanceGroup) -> str:
 
 
 def _merge_groups(groups: list[InstanceGroup]) -> tuple[InstanceGroup, ...]:
-    """One group per (match text, fail-closed) of a destination, ordered by match text (see the
-    module doc); ``groups`` come in rule order."""
-    merged: dict[tuple[str, bool], list[InstanceGroup]] = {}
+    """One group per (match text, fail-closed, sampler) of a destination, ordered by match text
+    (see the module doc); ``groups`` come in rule order."""
+    merged: dict[tuple[str, bool, int], list[InstanceGroup]] = {}
     for g in groups:
-        merged.setdefault((_match_text(g), g.fail_closed), []).append(g)
+        merged.setdefault((_match_text(g), g.fail_closed, id(g.sampler)), []).append(g)
     out: list[InstanceGroup] = []
-    for (_, _), parts in sorted(merged.items(), key=lambda kv: kv[0][0]):
+    for _, parts in sorted(merged.items(), key=lambda kv: kv[0][0]):
         first = parts[0]
         if len(parts) == 1:
             out.append(first)
@@ -348,6 +370,7 @@ def _merge_groups(groups: list[InstanceGroup]) -> tuple[InstanceGroup, ...]:
                 action_name=first.action_name,
                 fail_closed=first.fail_closed,
                 rules=rules if len(set(rules)) > 1 else (),
+                sampler=first.sampler,
             )
         )
     return tuple(out)
