@@ -15,7 +15,9 @@ Kinds (group ``config.istio.io``, version ``v1alpha2``):
   handler of the ``prometheus`` adapter, ``kind: metric`` an instance of the ``metric``
   template; their ``spec`` is the params themselves. The key keeps the legacy kind, so the
   fully qualified name of such a handler is ``handler.prometheus.istio-system``;
-* proxy-side kinds that mixerd's Envoy front-ends use: ``QuotaSpec``, ``QuotaSpecBinding``.
+* proxy-side kinds that mixerd's Envoy front-ends use: ``QuotaSpec``, ``QuotaSpecBinding``;
+* Istio's security kinds (other groups, :mod:`mixerd.config.security`): ``RequestAuthentication``,
+  ``AuthorizationPolicy``, ``ServiceRole``, ``ServiceRoleBinding``, ``ClusterRbacConfig``.
 
 Handler and instance ``params`` stay plain YAML data (dicts, lists, scalars) because adapters
 read them as such; treat them as read-only.
@@ -34,6 +36,13 @@ from typing import Any, Final, Literal, NamedTuple
 import re2
 
 from mixerd.attribute import ValueType
+from mixerd.config.security import (
+    AuthorizationPolicySpec,
+    RbacConfigSpec,
+    RequestAuthenticationSpec,
+    ServiceRoleBindingSpec,
+    ServiceRoleSpec,
+)
 
 __all__ = [
     "ADAPTER",
@@ -432,6 +441,11 @@ Spec = (
     | TemplateSpec
     | QuotaSpecSpec
     | QuotaSpecBindingSpec
+    | AuthorizationPolicySpec
+    | RequestAuthenticationSpec
+    | ServiceRoleSpec
+    | ServiceRoleBindingSpec
+    | RbacConfigSpec
 )
 
 
