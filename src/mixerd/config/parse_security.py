@@ -47,6 +47,8 @@ __all__ = [
 ]
 
 _ACTIONS: Final = ("ALLOW", "DENY", "AUDIT")
+RBAC_KEYS: Final = ("destination.labels", "destination.name", "destination.namespace", "destination.user")
+"""Keys a ServiceRole constraint may use beyond :data:`WHEN_KEYS` (Istio 1.4)."""
 _PUBLIC_KTY: Final = ("RSA", "EC", "OKP")
 
 
@@ -104,9 +106,10 @@ def _selector(f: _Fields) -> Mapping[str, str] | None:
     return labels
 
 
-def split_when_key(key: str) -> tuple[str, tuple[str, ...]] | str:
+def split_when_key(key: str, *, rbac: bool = False) -> tuple[str, tuple[str, ...]] | str:
     """``request.auth.claims[a][b]`` -> ``("request.auth.claims", ("a", "b"))``; a message when
-    the key is malformed or not one of :data:`WHEN_KEYS`."""
+    the key is malformed or not one of :data:`WHEN_KEYS` (with ``rbac``, also the ServiceRole
+    constraint keys of :data:`RBAC_KEYS`)."""
     attribute, sep, rest = key.partition("[")
     index: list[str] = []
     if sep:
@@ -118,16 +121,17 @@ def split_when_key(key: str) -> tuple[str, tuple[str, ...]] | str:
             if not part:
                 return f"malformed key '{key}': empty [] index"
             index.append(part)
-    if attribute not in WHEN_KEYS:
-        known = ", ".join(WHEN_KEYS)
+    keys = WHEN_KEYS + RBAC_KEYS if rbac else WHEN_KEYS
+    if attribute not in keys:
+        known = ", ".join(keys)
         return f"unsupported key '{attribute}' (mixerd evaluates: {known})"
-    takes_index = attribute in ("request.headers", "request.auth.claims")
+    takes_index = attribute in ("request.headers", "request.auth.claims", "destination.labels")
     if takes_index and not index:
         return f"'{attribute}' needs a name in brackets, e.g. {attribute}[name]"
     if not takes_index and index:
         return f"'{attribute}' takes no [index]"
-    if attribute == "request.headers" and len(index) > 1:
-        return "request.headers takes one [name]"
+    if attribute in ("request.headers", "destination.labels") and len(index) > 1:
+        return f"{attribute} takes one [name]"
     return attribute, tuple(index)
 
 
@@ -342,11 +346,11 @@ def parse_service_role(f: _Fields, key: Key) -> ServiceRoleSpec:
             values = _patterns(c, "values")
             c.done()
             if ckey:
-                split = split_when_key(ckey)
+                split = split_when_key(ckey, rbac=True)
                 if isinstance(split, str):
                     f.issues.append(Issue(c.at("key"), split))
                     continue
-                constraints.append(RoleConstraint(ckey, values))
+                constraints.append(RoleConstraint(ckey, split[0], split[1], values))
         rules.append(
             AccessRule(
                 services=_patterns(r, "services", lower=True),
@@ -370,9 +374,11 @@ def parse_service_role_binding(f: _Fields, key: Key) -> ServiceRoleBindingSpec:
         s = f.sub(raw, spath)
         props = s.string_map("properties")
         for prop in props:
-            split = split_when_key(prop)
+            split = split_when_key(prop, rbac=True)
             if isinstance(split, str):
                 f.issues.append(Issue(s.at(f"properties.{prop}"), split))
+            elif "*" in props[prop][1:-1]:
+                f.issues.append(Issue(s.at(f"properties.{prop}"), "'*' may only stand alone, at the start or at the end"))
         subjects.append(
             Subject(
                 user=s.text("user"),

@@ -194,6 +194,9 @@ class AuthorizationPolicySpec:
 @dataclass(frozen=True, slots=True)
 class RoleConstraint:
     key: str
+    """As written: ``destination.labels[version]``."""
+    attribute: str
+    index: tuple[str, ...]
     values: tuple[str, ...]
 
 

@@ -56,7 +56,10 @@ __all__ = [
     "Request",
     "compile_policies",
     "compile_policy",
+    "compile_rule",
     "condition_predicate",
+    "field_predicate",
+    "labels_reader",
     "evaluate",
     "pattern_matcher",
 ]
@@ -169,6 +172,19 @@ def _ip(value: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 # --- request readers -------------------------------------------------------------------------------
 
 
+def labels_reader(attribute: str, key: str) -> Callable[[Request], Iterable[str]]:
+    """A value of a string-map attribute (``destination.labels[version]``)."""
+
+    def read(req: Request) -> Iterable[str]:
+        m = req.bag.get(attribute, MISSING)
+        if isinstance(m, Mapping):
+            value = m.get(key)
+            return (value,) if isinstance(value, str) else ("",)
+        return ("",)
+
+    return read
+
+
 def _one(name: str) -> Callable[[Request], Iterable[str]]:
     def read(req: Request) -> Iterable[str]:
         return (req.text(name),)
@@ -259,6 +275,9 @@ def _header(name: str) -> Callable[[Request], Iterable[str]]:
 
 
 _READERS: Final[Mapping[str, Callable[[Request], Iterable[str]]]] = {
+    "destination.name": _one("destination.workload.name"),
+    "destination.namespace": _one("destination.namespace"),
+    "destination.user": _principal("destination.principal"),
     "source.principal": _principal("source.principal"),
     "source.namespace": _source_namespace,
     "request.auth.principal": _one("request.auth.principal"),
@@ -267,6 +286,14 @@ _READERS: Final[Mapping[str, Callable[[Request], Iterable[str]]]] = {
     "destination.port": _one("destination.port"),
     "connection.sni": _one("connection.requested_server_name"),
 }
+
+
+def field_predicate(
+    values: Sequence[str], not_values: Sequence[str], read: Callable[[Request], Iterable[str]], lower: bool = False
+) -> Predicate:
+    """A predicate of one field (values and not-values over what ``read`` gives)."""
+    pred = _field(values, not_values, read, lower)
+    return _always if pred is None else pred
 
 
 def condition_predicate(c: AuthzCondition) -> Predicate:
@@ -281,6 +308,8 @@ def condition_predicate(c: AuthzCondition) -> Predicate:
         read = _header(c.index[0])
     elif c.attribute == "request.auth.claims":
         read = _claim(c.index)
+    elif c.attribute == "destination.labels":
+        read = labels_reader(c.attribute, c.index[0])
     else:
         read = _READERS[c.attribute]
     pred = _field(c.values, c.not_values, read)
@@ -403,6 +432,8 @@ def evaluate(policies: Sequence[CompiledPolicy], req: Request) -> AuthzDecision:
     audits: list[str] = []
     allows: list[CompiledPolicy] = []
     for p in policies:
+        if p.applies is not None and not p.applies(req):
+            continue
         if p.action == "DENY":
             if p.matches(req):
                 return AuthzDecision(False, p.name, "DENY", tuple(audits))

@@ -62,6 +62,7 @@ from mixerd.runtime.failures import (
 )
 from mixerd.runtime.metrics import RuntimeMetrics
 from mixerd.runtime.routing import Destination, InstanceGroup, NamespaceTable, RoutingTable
+from mixerd.runtime.security import SecurityVerdict
 from mixerd.templates import InstanceBuildError, Variety
 
 __all__ = [
@@ -128,6 +129,9 @@ class CheckOutcome:
     attributes: Mapping[str, Any] | None = None
     """The attributes the rules saw: the request's plus those the attribute generators added
     (kubernetesenv's workloads and labels). For the console's decision records, not for callers."""
+    deny_headers: tuple[HeaderOperation, ...] = ()
+    """Response headers of a denial by the security gate: ``WWW-Authenticate`` of a 401,
+    ``x-mixerd-authz-policy`` of a 403 (:mod:`mixerd.runtime.security`)."""
 
 
 def request_namespace(bag: Mapping[str, Any]) -> str:
@@ -303,6 +307,11 @@ class Dispatcher:
         """
         with self.pinned(table) as t:
             bag = await self._preprocess(t, bag, fail=True)
+            gate = await t.security.check(bag) if t.security is not None else None
+            if gate is not None:
+                bag = gate.bag
+                if gate.code != Code.OK:
+                    return _gate_denial(gate, tracker)
             after_preprocess = tracker.snapshot() if tracker is not None and quotas else None
             ns = request_namespace(bag)
             nt = t.lookup(Variety.CHECK, ns)
@@ -312,6 +321,11 @@ class Dispatcher:
             directive = None
             if result.status.code == Code.OK and nt.directives:
                 directive = self._directives(nt, bag)
+            if gate is not None:
+                if gate.request_headers and result.status.code == Code.OK:
+                    directive = _with_gate_headers(directive, gate.request_headers)
+                if gate.policy and not rule:  # allowed; a dry-run policy would have denied
+                    rule, handler = gate.policy, gate.handler
             references = tracker.frozen() if tracker is not None else None
             quota_out: dict[str, QuotaOutcome] = {}
             if quotas and result.status.code == Code.OK:
@@ -622,6 +636,36 @@ class Dispatcher:
                     generated[key] = mapped
                 out.merge(mapped)
         return out
+
+
+def _gate_denial(gate: SecurityVerdict, tracker: ReferenceTracker | None) -> CheckOutcome:
+    result = CheckResult(Status(gate.code, gate.message), DEFAULT_VALID_DURATION, DEFAULT_VALID_USE_COUNT)
+    return CheckOutcome(
+        result,
+        None,
+        tracker.frozen() if tracker is not None else None,
+        reason=gate.message,
+        rule=gate.policy,
+        handler=gate.handler,
+        attributes=gate.bag,
+        deny_headers=tuple(HeaderOperation(name, value, action) for name, value, action in gate.deny_headers),
+    )
+
+
+def _with_gate_headers(
+    directive: RouteDirective | None, ops: tuple[tuple[str, str, HeaderAction], ...]
+) -> RouteDirective:
+    """The authenticated request's upstream headers (claims, payload, token removal) before the
+    rules' own request header operations."""
+    gate_ops = tuple(HeaderOperation(name, value, action) for name, value, action in ops)
+    if directive is None:
+        return RouteDirective(gate_ops)
+    return RouteDirective(
+        gate_ops + directive.request_header_operations,
+        directive.response_header_operations,
+        directive.direct_response_code,
+        directive.direct_response_body,
+    )
 
 
 class _DictOverlay(dict[str, Any]):

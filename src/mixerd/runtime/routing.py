@@ -30,6 +30,7 @@ from mixerd.lang import Expression
 from mixerd.runtime.handlers import HandlerEntry, HandlerTable
 from mixerd.runtime.metrics import RuntimeMetrics
 from mixerd.runtime.quotas import EMPTY_QUOTA_PLAN, QuotaPlan
+from mixerd.runtime.security import SecurityTable
 from mixerd.templates import TEMPLATES, InstanceBuilder, OutputMapper, Variety
 
 __all__ = [
@@ -113,6 +114,7 @@ class RoutingTable:
         "in_flight",
         "manifest",
         "quota_plan",
+        "security",
     )
 
     def __init__(
@@ -136,6 +138,9 @@ class RoutingTable:
         """What a Check is charged (``QuotaSpec``/``QuotaSpecBinding`` of the same config)."""
         self.manifest: Mapping[str, ValueType] = {} if manifest is None else manifest
         """The config's attribute manifest (what front-ends check typed wire values against)."""
+        self.security: SecurityTable | None = None
+        """The config's authentication and authorization gate (:mod:`mixerd.runtime.security`);
+        ``None`` without security resources. Set by the runtime before the table is put in force."""
         self.in_flight = 0
         self.has_generators = self.has(Variety.ATTRIBUTE_GENERATOR)
         """Whether any attribute generator is routed (requests skip preprocessing otherwise)."""

@@ -1,0 +1,297 @@
+"""The security gate of a Check: JWT authentication, then authorization policies.
+
+Built once per config (:func:`build_security`) next to the routing table, and run by the
+dispatcher on every Check after the attribute generators (so kubernetesenv's workload labels are
+known) and before the rules; every front-end that checks (ext_authz gRPC and HTTP, the Mixer v1
+Check) goes through it. A config without security resources has no gate at all.
+
+1. **Authentication**: the RequestAuthentication rules of the destination workload
+   (:mod:`mixerd.runtime.authn`). A valid token adds Istio's ``request.auth.*`` attributes, which
+   the policies, the rules, their instances, quotas and the console then see, and its header
+   operations for the upstream. An invalid token answers UNAUTHENTICATED (HTTP 401 with
+   ``WWW-Authenticate``). With Istio 1.4 sidecars (Mixer v1 Check) the proxy has verified the
+   token already and sends ``request.auth.*`` itself; a token mixerd verifies replaces them.
+2. **Authorization**: the enforced policies of the workload (:mod:`mixerd.runtime.authz`); a
+   denial answers PERMISSION_DENIED (HTTP 403) naming the policy, in the body and in the header
+   ``x-mixerd-authz-policy``. Dry-run policies are evaluated on their own: their decision is
+   counted, logged (rate-limited) and recorded in the console, the request goes on.
+
+Every decision of a workload with policies is counted in
+``mixerd_authz_decisions_total{policy, action="allow"|"deny"|"audit", dry_run="true"|"false"}``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from mixerd.adapter import Clock, Code, RateLimitedWarning
+from mixerd.attribute import MISSING, OverlayBag, logsafe
+from mixerd.config import HeaderAction, Key, Resource
+from mixerd.config.security import REQUEST_AUTHENTICATION, RequestAuthenticationSpec
+from mixerd.runtime.authn import (
+    Authenticated,
+    AuthnError,
+    CompiledJwtRule,
+    KeyProvider,
+    StaticKeys,
+    TokenCache,
+    UnknownKeyError,
+    auth_attributes,
+    find_token,
+    parse_jwks,
+    unverified_issuer,
+    upstream_headers,
+    verify_token,
+)
+from mixerd.runtime.authz import CompiledPolicy, PolicyIndex, Request, compile_policies, evaluate
+from mixerd.runtime.jwks import JwksFetcher
+from mixerd.runtime.rbac import compile_rbac
+
+__all__ = [
+    "POLICY_HEADER",
+    "SecurityTable",
+    "SecurityVerdict",
+    "build_security",
+]
+
+POLICY_HEADER: Final = "x-mixerd-authz-policy"
+"""Response header of a 403 from an authorization policy: the policy's ``namespace/name``."""
+
+HeaderOp = tuple[str, str, HeaderAction]
+
+
+@dataclass(frozen=True, slots=True)
+class SecurityVerdict:
+    bag: Mapping[str, Any]
+    """The request's attributes, with ``request.auth.*`` of a verified token."""
+    code: int = Code.OK
+    message: str = ""
+    policy: str = ""
+    """The deciding policy (or, allowed, a dry-run policy that would have denied)."""
+    handler: str = ""
+    """``authn``, ``authz``, or ``authz (dry run: would deny)`` for the console's records."""
+    deny_headers: tuple[HeaderOp, ...] = ()
+    request_headers: tuple[HeaderOp, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _AuthnPolicy:
+    """A RequestAuthentication as the workload index sees it."""
+
+    name: str
+    namespace: str
+    selector: Mapping[str, str] | None
+    rules: tuple[CompiledJwtRule, ...]
+    action: str = "AUTHN"
+    dry_run: bool = False
+
+
+class _Counters:
+    __slots__ = ("_children", "_family")
+
+    def __init__(self, family: Any) -> None:
+        self._family = family
+        self._children: dict[tuple[str, str, str], Any] = {}
+
+    def inc(self, policy: str, action: str, dry_run: bool) -> None:
+        key = (policy, action, "true" if dry_run else "false")
+        c = self._children.get(key)
+        if c is None:
+            c = self._children[key] = self._family.labels(*key)
+        c.inc()
+
+
+class SecurityTable:
+    """The compiled security config of one snapshot."""
+
+    def __init__(
+        self,
+        authn: Sequence[_AuthnPolicy],
+        policies: Sequence[CompiledPolicy],
+        root_namespace: str,
+        *,
+        clock: Clock,
+        decisions: Any,
+        wall: Callable[[], float] = time.time,
+        logger_warning: RateLimitedWarning | None = None,
+    ) -> None:
+        self.authn = PolicyIndex(authn, root_namespace)  # type: ignore[arg-type]
+        self.enforced = PolicyIndex([p for p in policies if not p.dry_run], root_namespace)
+        self.dry_run = PolicyIndex([p for p in policies if p.dry_run], root_namespace)
+        self.policies = tuple(policies)
+        self.clock = clock
+        self.wall = wall
+        self.tokens = TokenCache()
+        self._count = _Counters(decisions)
+        self._would_deny = logger_warning or RateLimitedWarning(clock)
+
+    async def check(self, bag: Mapping[str, Any]) -> SecurityVerdict | None:
+        """The gate's answer; ``None`` when nothing of the config applies to the workload."""
+        ns_value = bag.get("destination.namespace", MISSING)
+        ns = ns_value if isinstance(ns_value, str) else ""
+        labels = bag.get("destination.labels", MISSING)
+        if not isinstance(labels, Mapping):
+            labels = None
+        authn = self.authn.applicable(ns, labels) if not self.authn.empty else ()
+        enforced = self.enforced.applicable(ns, labels) if not self.enforced.empty else ()
+        dry = self.dry_run.applicable(ns, labels) if not self.dry_run.empty else ()
+        if not authn and not enforced and not dry:
+            return None
+        claims: Mapping[str, Any] | None = None
+        request_headers: tuple[HeaderOp, ...] = ()
+        if authn:
+            rules = tuple(r for p in authn for r in p.rules)  # type: ignore[attr-defined]
+            try:
+                found = await self._authenticate(bag, rules)
+            except AuthnError as exc:
+                host = bag.get("request.host", MISSING)
+                return SecurityVerdict(
+                    bag,
+                    Code.UNAUTHENTICATED,
+                    f"invalid JWT: {exc}",
+                    handler="authn",
+                    deny_headers=(("www-authenticate", _challenge(host, str(exc)), HeaderAction.REPLACE),),
+                )
+            if found is not None:
+                auth, rule, header = found
+                overlay = OverlayBag(bag)
+                for name, value in auth_attributes(auth).items():
+                    overlay.set(name, value)
+                bag = overlay
+                claims = auth.claims
+                request_headers = upstream_headers(rule.rule, auth, header)
+        req = Request(bag, claims)
+        verdict = SecurityVerdict(bag, request_headers=request_headers)
+        if enforced:
+            decision = evaluate(enforced, req)
+            for audit in decision.audits:
+                self._count.inc(audit, "audit", False)
+            if decision.action:
+                self._count.inc(decision.policy, "allow" if decision.allowed else "deny", False)
+            if not decision.allowed:
+                return SecurityVerdict(
+                    bag,
+                    Code.PERMISSION_DENIED,
+                    decision.message,
+                    decision.policy,
+                    "authz",
+                    ((POLICY_HEADER, decision.policy, HeaderAction.REPLACE),),
+                )
+        if dry:
+            shadow = evaluate(dry, req)
+            for audit in shadow.audits:
+                self._count.inc(audit, "audit", True)
+            if shadow.action:
+                self._count.inc(shadow.policy, "allow" if shadow.allowed else "deny", True)
+            if not shadow.allowed:
+                self._would_deny.add(
+                    1,
+                    f"dry-run authorization policy {logsafe(shadow.policy)} would have denied a request "
+                    f"(let through): {shadow.message}",
+                )
+                return SecurityVerdict(
+                    bag,
+                    policy=shadow.policy,
+                    handler="authz (dry run: would deny)",
+                    request_headers=request_headers,
+                )
+        return verdict
+
+    async def _authenticate(
+        self, bag: Mapping[str, Any], rules: tuple[CompiledJwtRule, ...]
+    ) -> tuple[Authenticated, CompiledJwtRule, str] | None:
+        located = find_token(bag, rules)
+        if located is None:
+            return None
+        token, header_name, _param = located
+        now = self.wall()
+        header, iss = unverified_issuer(token)
+        for rule in rules:
+            if rule.rule.issuer != iss:
+                continue
+            cached = self.tokens.get(token, id(rule), now)
+            if cached is not None:
+                return cached, rule, header_name
+            keys = rule.keys.current() or await rule.keys.ready()
+            if keys is None:
+                raise AuthnError("the issuer's keys are not available")
+            try:
+                auth = verify_token(token, header, rule.rule, keys, now)
+            except UnknownKeyError:
+                fresh = await rule.keys.refresh()
+                if fresh is None or fresh is keys:
+                    raise
+                auth = verify_token(token, header, rule.rule, fresh, now)
+            self.tokens.put(token, id(rule), auth, now)
+            return auth, rule, header_name
+        raise AuthnError("issuer not allowed")
+
+    @property
+    def jwks_uris(self) -> set[str]:
+        return {
+            r.rule.jwks_uri
+            for p in self.authn._by_ns.values()
+            for a in p
+            for r in a.rules  # type: ignore[attr-defined]
+            if r.rule.jwks_uri and not r.rule.jwks
+        }
+
+
+def _challenge(host: Any, reason: str) -> str:
+    realm = host if isinstance(host, str) and host else "mixerd"
+    realm = realm.replace("\\", "").replace('"', "")
+    return f'Bearer realm="{realm}", error="invalid_token", error_description="{reason.replace(chr(34), "")}"'
+
+
+def _authn_policies(
+    security: Mapping[Key, Resource], keys_of: Callable[[str], KeyProvider] | None
+) -> tuple[list[_AuthnPolicy], list[str]]:
+    out: list[_AuthnPolicy] = []
+    problems: list[str] = []
+    for key, r in security.items():
+        spec = r.spec
+        if key.kind != REQUEST_AUTHENTICATION or not isinstance(spec, RequestAuthenticationSpec):
+            continue
+        name = f"{key.namespace}/{key.name}"
+        rules: list[CompiledJwtRule] = []
+        for i, jr in enumerate(spec.jwt_rules):
+            provider: KeyProvider
+            if jr.jwks:
+                try:
+                    provider = StaticKeys(parse_jwks(jr.jwks))
+                except ValueError as exc:
+                    problems.append(f"{key}: spec.jwtRules[{i}].jwks: {exc}; this rule is not used")
+                    continue
+            elif keys_of is not None:
+                provider = keys_of(jr.jwks_uri)
+            else:
+                problems.append(f"{key}: spec.jwtRules[{i}].jwksUri: no key fetcher in this process")
+                continue
+            rules.append(CompiledJwtRule(jr, provider, name))
+        out.append(_AuthnPolicy(name, key.namespace, spec.selector, tuple(rules)))
+    return out, problems
+
+
+def build_security(
+    security: Mapping[Key, Resource],
+    root_namespace: str,
+    *,
+    clock: Clock,
+    decisions: Any,
+    jwks: JwksFetcher | None = None,
+    wall: Callable[[], float] = time.time,
+) -> tuple[SecurityTable | None, list[str]]:
+    """The gate of a snapshot's security resources (``None`` when there are none), and the
+    problems met while compiling (a jwksUri without a fetcher)."""
+    if not security:
+        return None, []
+    authn, problems = _authn_policies(security, jwks.provider if jwks is not None else None)
+    policies: list[CompiledPolicy] = compile_policies(security, root_namespace)
+    policies.extend(compile_rbac(security, root_namespace))
+    if not authn and not policies:
+        return None, problems
+    return SecurityTable(authn, policies, root_namespace, clock=clock, decisions=decisions, wall=wall), problems
+
