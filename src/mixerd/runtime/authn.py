@@ -117,9 +117,13 @@ def parse_jwks(data: bytes | str) -> KeySet:
         if "d" in raw:
             problems.append(f"keys[{i}]: a private key; only public keys are used")
             continue
+        alg = raw.get("alg")
+        if alg is not None and alg not in family:
+            problems.append(f"keys[{i}]: algorithm {alg!r} does not fit a {kty} key")
+            continue
         try:
             key = PyJWK(dict(raw))
-        except jwt.exceptions.PyJWKError as exc:
+        except (jwt.exceptions.PyJWTError, ValueError, TypeError) as exc:
             problems.append(f"keys[{i}]: {exc}")
             continue
         if key.algorithm_name not in family:
