@@ -101,7 +101,9 @@ def token_for(issuer: Issuer, case: dict[str, Any]) -> str:
         return "not.a-token"
     if sign == "tamper":
         head, _, sig = issuer.mint(claims).split(".")
-        forged = base64.urlsafe_b64encode(json.dumps({**claims, "sub": "root"}).encode()).rstrip(b"=").decode()
+        forged = (
+            base64.urlsafe_b64encode(json.dumps({**claims, "sub": "root"}).encode()).rstrip(b"=").decode()
+        )
         return f"{head}.{forged}.{sig}"
     kid = case.get("kid", "")
     return issuer.mint(claims, sign, kid=kid)
@@ -129,7 +131,9 @@ async def test_jwt_table(issuer: Issuer, case: dict[str, Any]) -> None:
         ((name, value, _),) = verdict.deny_headers
         assert name == "www-authenticate"
         assert value.startswith('Bearer realm="api.test", error="invalid_token"')
-    assert fake.refreshes == (1 if case.get("error", "").startswith("unknown key id") or "rotate_to" in case else 0)
+    assert fake.refreshes == (
+        1 if case.get("error", "").startswith("unknown key id") or "rotate_to" in case else 0
+    )
 
 
 async def test_no_token_is_not_an_error(issuer: Issuer) -> None:
@@ -144,13 +148,23 @@ async def test_attributes_headers_and_cache(issuer: Issuer) -> None:
     table = gate(
         {
             "issuer": issuer.issuer,
-            "outputClaimToHeaders": [{"header": "x-tenant", "claim": "tenant.name"}, {"header": "x-groups", "claim": "groups"}],
+            "outputClaimToHeaders": [
+                {"header": "x-tenant", "claim": "tenant.name"},
+                {"header": "x-groups", "claim": "groups"},
+            ],
             "outputPayloadToHeader": "x-jwt-payload",
         },
         FakeFetcher(fake),
     )
-    claims = {"iss": issuer.issuer, "sub": "bob", "aud": ["a", "b"], "azp": "cli", "exp": int(NOW + 60),
-              "tenant": {"name": "foo", "role": "admin"}, "groups": ["x", "y"]}
+    claims = {
+        "iss": issuer.issuer,
+        "sub": "bob",
+        "aud": ["a", "b"],
+        "azp": "cli",
+        "exp": int(NOW + 60),
+        "tenant": {"name": "foo", "role": "admin"},
+        "groups": ["x", "y"],
+    }
     token = issuer.mint(claims)
     verdict = await table.check(bag(token))
     assert verdict is not None and verdict.code == Code.OK

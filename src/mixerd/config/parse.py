@@ -33,22 +33,6 @@ import re2
 import yaml
 
 from mixerd.attribute import ValueType, parse_duration
-from mixerd.config.parse_security import (
-    parse_authorization_policy,
-    parse_rbac_config,
-    parse_request_authentication,
-    parse_service_role,
-    parse_service_role_binding,
-)
-from mixerd.config.security import (
-    AUTHORIZATION_POLICY,
-    CLUSTER_RBAC_CONFIG,
-    RBAC_CONFIG,
-    REQUEST_AUTHENTICATION,
-    SECURITY_KINDS,
-    SERVICE_ROLE,
-    SERVICE_ROLE_BINDING,
-)
 from mixerd.config.model import (
     ADAPTER,
     API_VERSION,
@@ -85,6 +69,22 @@ from mixerd.config.model import (
     Spec,
     StringMatch,
     TemplateSpec,
+)
+from mixerd.config.parse_security import (
+    parse_authorization_policy,
+    parse_rbac_config,
+    parse_request_authentication,
+    parse_service_role,
+    parse_service_role_binding,
+)
+from mixerd.config.security import (
+    AUTHORIZATION_POLICY,
+    CLUSTER_RBAC_CONFIG,
+    RBAC_CONFIG,
+    REQUEST_AUTHENTICATION,
+    SECURITY_KINDS,
+    SERVICE_ROLE,
+    SERVICE_ROLE_BINDING,
 )
 
 __all__ = [

@@ -303,7 +303,9 @@ def parse_request_authentication(f: _Fields, key: Key) -> RequestAuthenticationS
         claims: list[ClaimToHeader] = []
         for cpath, raw_c in j.items("output_claim_to_headers"):
             c = j.sub(raw_c, cpath)
-            claims.append(ClaimToHeader(c.text("header", required=True).lower(), c.text("claim", required=True)))
+            claims.append(
+                ClaimToHeader(c.text("header", required=True).lower(), c.text("claim", required=True))
+            )
             c.done()
         tpath, raw_timeout = j.raw("timeout")
         j.done()
@@ -378,7 +380,9 @@ def parse_service_role_binding(f: _Fields, key: Key) -> ServiceRoleBindingSpec:
             if isinstance(split, str):
                 f.issues.append(Issue(s.at(f"properties.{prop}"), split))
             elif "*" in props[prop][1:-1]:
-                f.issues.append(Issue(s.at(f"properties.{prop}"), "'*' may only stand alone, at the start or at the end"))
+                f.issues.append(
+                    Issue(s.at(f"properties.{prop}"), "'*' may only stand alone, at the start or at the end")
+                )
         subjects.append(
             Subject(
                 user=s.text("user"),
@@ -440,8 +444,9 @@ def parse_rbac_config(f: _Fields, key: Key) -> RbacConfigSpec:
     epath, raw_enf = f.raw("enforcement_mode")
     enforcement = "ENFORCED" if raw_enf is None else str(raw_enf).upper()
     if enforcement not in ("ENFORCED", "PERMISSIVE"):
-        f.issues.append(Issue(epath, f"unknown enforcementMode {raw_enf!r} (expected ENFORCED or PERMISSIVE)"))
+        f.issues.append(
+            Issue(epath, f"unknown enforcementMode {raw_enf!r} (expected ENFORCED or PERMISSIVE)")
+        )
     spec = RbacConfigSpec(mode, _target(f, "inclusion"), _target(f, "exclusion"), enforcement)
     f.done()
     return spec
-

@@ -73,6 +73,7 @@ from mixerd.config.model import (
     TemplateSpec,
 )
 from mixerd.config.parse import DEFAULT_NAMESPACE
+from mixerd.config.resolve import resolve
 from mixerd.config.security import (
     AUTHORIZATION_POLICY,
     CLUSTER_RBAC_CONFIG,
@@ -86,7 +87,6 @@ from mixerd.config.security import (
     ServiceRoleBindingSpec,
     ServiceRoleSpec,
 )
-from mixerd.config.resolve import resolve
 from mixerd.config.store import duplicate_warning
 from mixerd.config.unbuilt import missing_adapter_message
 from mixerd.lang import CompileError, Expression, compile
@@ -812,7 +812,6 @@ class _Builder:
                 bindings[r.key] = spec_b
         return specs, bindings
 
-
     def security_config(self) -> dict[Key, Resource]:
         """The security resources without problems; a ServiceRoleBinding naming a ServiceRole
         that is not there is kept (it grants nothing) with a warning, and more than one mesh
@@ -886,7 +885,14 @@ _SPEC_TYPES: Final[Mapping[str, type]] = {
     **{k: InstanceSpec for k in _LEGACY_INSTANCE_KINDS},
 }
 _SECURITY_KINDS: Final = frozenset(
-    {AUTHORIZATION_POLICY, REQUEST_AUTHENTICATION, SERVICE_ROLE, SERVICE_ROLE_BINDING, CLUSTER_RBAC_CONFIG, RBAC_CONFIG}
+    {
+        AUTHORIZATION_POLICY,
+        REQUEST_AUTHENTICATION,
+        SERVICE_ROLE,
+        SERVICE_ROLE_BINDING,
+        CLUSTER_RBAC_CONFIG,
+        RBAC_CONFIG,
+    }
 )
 _S = TypeVar("_S")
 

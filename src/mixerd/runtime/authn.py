@@ -48,8 +48,8 @@ from mixerd.config.security import JwtRule
 
 __all__ = [
     "DEFAULT_LEEWAY",
-    "AuthnError",
     "Authenticated",
+    "AuthnError",
     "CompiledJwtRule",
     "KeyProvider",
     "KeySet",
@@ -248,7 +248,12 @@ def unverified_issuer(token: str) -> tuple[Mapping[str, Any], str]:
 
 
 def verify_token(
-    token: str, header: Mapping[str, Any], rule: JwtRule, keys: KeySet, now: float, leeway: float = DEFAULT_LEEWAY
+    token: str,
+    header: Mapping[str, Any],
+    rule: JwtRule,
+    keys: KeySet,
+    now: float,
+    leeway: float = DEFAULT_LEEWAY,
 ) -> Authenticated:
     """Verify ``token`` against ``rule`` with ``keys`` at time ``now`` (seconds since the epoch)."""
     alg = header.get("alg")

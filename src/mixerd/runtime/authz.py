@@ -58,9 +58,9 @@ __all__ = [
     "compile_policy",
     "compile_rule",
     "condition_predicate",
+    "evaluate",
     "field_predicate",
     "labels_reader",
-    "evaluate",
     "pattern_matcher",
 ]
 
@@ -120,7 +120,10 @@ def pattern_matcher(patterns: Sequence[str], *, lower: bool = False) -> Callable
 
 
 def _field(
-    values: Sequence[str], not_values: Sequence[str], read: Callable[[Request], Iterable[str]], lower: bool = False
+    values: Sequence[str],
+    not_values: Sequence[str],
+    read: Callable[[Request], Iterable[str]],
+    lower: bool = False,
 ) -> Predicate | None:
     """A predicate for one field and its ``not`` form; None when neither is given. ``read``
     gives the request's values (several for a list claim or a host with a port)."""
@@ -289,7 +292,10 @@ _READERS: Final[Mapping[str, Callable[[Request], Iterable[str]]]] = {
 
 
 def field_predicate(
-    values: Sequence[str], not_values: Sequence[str], read: Callable[[Request], Iterable[str]], lower: bool = False
+    values: Sequence[str],
+    not_values: Sequence[str],
+    read: Callable[[Request], Iterable[str]],
+    lower: bool = False,
 ) -> Predicate:
     """A predicate of one field (values and not-values over what ``read`` gives)."""
     pred = _field(values, not_values, read, lower)
@@ -395,7 +401,9 @@ def compile_policy(key: Key, spec: AuthorizationPolicySpec, *, dry_run: bool = F
         matches = _any([compile_rule(r) for r in spec.rules])
     else:
         matches = _never  # ALLOW without rules allows nothing; DENY / AUDIT without rules match nothing
-    return CompiledPolicy(f"{key.namespace}/{key.name}", key.namespace, spec.action, spec.selector, matches, dry_run)
+    return CompiledPolicy(
+        f"{key.namespace}/{key.name}", key.namespace, spec.action, spec.selector, matches, dry_run
+    )
 
 
 def is_dry_run(r: Resource) -> bool:

@@ -125,7 +125,9 @@ class Runtime:
         self.jwks = jwks or JwksFetcher(
             self.clock,
             metrics_counter=self.metrics.counter(
-                "mixerd_jwks_fetches", "JWKS fetches for RequestAuthentication jwksUri, by result.", ["result"]
+                "mixerd_jwks_fetches",
+                "JWKS fetches for RequestAuthentication jwksUri, by result.",
+                ["result"],
             ),
         )
         """The JSON Web Key Sets of RequestAuthentication ``jwksUri``s, kept across configs."""

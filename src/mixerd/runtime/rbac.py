@@ -174,7 +174,13 @@ def compile_rbac(security: Mapping[Key, Resource], root_namespace: str) -> list[
     if dry_by_ns:
         out.append(
             CompiledPolicy(
-                "rbac-permissive", root_namespace, "ALLOW", None, _per_namespace(dry_by_ns), True, _applies(enabled)
+                "rbac-permissive",
+                root_namespace,
+                "ALLOW",
+                None,
+                _per_namespace(dry_by_ns),
+                True,
+                _applies(enabled),
             )
         )
     return out

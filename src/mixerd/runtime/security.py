@@ -293,5 +293,6 @@ def build_security(
     policies.extend(compile_rbac(security, root_namespace))
     if not authn and not policies:
         return None, problems
-    return SecurityTable(authn, policies, root_namespace, clock=clock, decisions=decisions, wall=wall), problems
-
+    return SecurityTable(
+        authn, policies, root_namespace, clock=clock, decisions=decisions, wall=wall
+    ), problems
