@@ -37,6 +37,10 @@ def test_policy_table(case: dict[str, Any]) -> None:
     assert decision.allowed is case["allowed"]
     assert decision.policy == case["policy"]
     assert list(decision.audits) == case.get("audits", [])
+    # the workload's decision cache (by the values the policies read) answers the same, twice
+    workload = index.workload(bag.get("destination.namespace", ""), bag.get("destination.labels"))
+    for _ in range(2):
+        assert workload.decide(Request(bag, case.get("claims"))) == decision
 
 
 def test_index_caches_per_workload_and_reads_only_selector_keys() -> None:

@@ -27,9 +27,11 @@ def summary_line(snapshot: Snapshot) -> str:
     security = ""
     if snapshot.security:
         kinds = Counter(k.kind for k in snapshot.security)
-        security = f", {_n(len(snapshot.security), 'security resource')} (" + ", ".join(
-            f"{n} {kind}" for kind, n in sorted(kinds.items())
-        ) + ")"
+        security = (
+            f", {_n(len(snapshot.security), 'security resource')} ("
+            + ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
+            + ")"
+        )
     return (
         f"in effect: {_n(manifests, 'attribute manifest')} ({_n(len(snapshot.manifest), 'attribute')}), "
         f"{_n(len(snapshot.instances), 'instance')}, {_n(len(snapshot.handlers), 'handler')}, "

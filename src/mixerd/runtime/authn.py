@@ -385,32 +385,31 @@ def upstream_headers(
 
 
 class TokenCache:
-    """Verified tokens -> their result, bounded and expiring with the token (or after
-    ``max_age`` seconds for a token without ``exp``)."""
+    """Verified tokens -> what their verification gave, bounded (least recently used out) and
+    expiring with the token (or after ``max_age`` seconds for a token without ``exp``)."""
 
     __slots__ = ("_entries", "max_age", "size")
 
     def __init__(self, size: int = 10_000, max_age: float = 300.0) -> None:
         self.size = size
         self.max_age = max_age
-        self._entries: OrderedDict[tuple[str, int], tuple[Authenticated, float]] = OrderedDict()
+        self._entries: OrderedDict[Any, tuple[Any, float]] = OrderedDict()
 
-    def get(self, token: str, rule_id: int, now: float) -> Authenticated | None:
-        key = (token, rule_id)
+    def get(self, key: Any, now: float) -> Any:
         hit = self._entries.get(key)
         if hit is None:
             return None
-        auth, until = hit
+        value, until = hit
         if now > until:
             del self._entries[key]
             return None
         self._entries.move_to_end(key)
-        return auth
+        return value
 
-    def put(self, token: str, rule_id: int, auth: Authenticated, now: float) -> None:
+    def put(self, key: Any, value: Any, expires: float | None, now: float) -> None:
         until = now + self.max_age
-        if auth.expires is not None:
-            until = min(until, auth.expires + DEFAULT_LEEWAY)
+        if expires is not None:
+            until = min(until, expires + DEFAULT_LEEWAY)
         if len(self._entries) >= self.size:
             self._entries.popitem(last=False)
-        self._entries[(token, rule_id)] = (auth, until)
+        self._entries[key] = (value, until)

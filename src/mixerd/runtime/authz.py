@@ -31,6 +31,7 @@ without the query. A claim that is a list matches when one of its items does.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -53,7 +54,9 @@ __all__ = [
     "AuthzDecision",
     "CompiledPolicy",
     "PolicyIndex",
+    "Reader",
     "Request",
+    "Workload",
     "compile_policies",
     "compile_policy",
     "compile_rule",
@@ -69,14 +72,27 @@ _CACHE_SIZE: Final = 4096
 Predicate = Callable[["Request"], bool]
 
 
+Reader = Callable[["Request"], tuple[Any, ...]]
+"""What a field compares: the request's values for it (several for a list claim or a host with a
+port). Readers are interned (one object per attribute / header / claim path), so a request reads
+each once (:meth:`Request.values`) however many policies compare it."""
+
+
 class Request:
     """The request as policies read it: the attribute bag, and the verified JWT's claims."""
 
-    __slots__ = ("bag", "claims")
+    __slots__ = ("bag", "claims", "memo")
 
     def __init__(self, bag: Mapping[str, Any], claims: Mapping[str, Any] | None = None) -> None:
         self.bag = bag
         self.claims = claims
+        self.memo: dict[Reader, tuple[Any, ...]] = {}
+
+    def values(self, reader: Reader) -> tuple[Any, ...]:
+        found = self.memo.get(reader)
+        if found is None:
+            found = self.memo[reader] = reader(self)
+        return found
 
     def text(self, name: str) -> str:
         value = self.bag.get(name, MISSING)
@@ -119,24 +135,46 @@ def pattern_matcher(patterns: Sequence[str], *, lower: bool = False) -> Callable
     return match
 
 
+_collecting: list[set[Reader]] = []
+"""The readers of the policy being compiled (:func:`compile_policy`)."""
+
+
+def _uses(reader: Reader) -> Reader:
+    if _collecting:
+        _collecting[-1].add(reader)
+    return reader
+
+
 def _field(
     values: Sequence[str],
     not_values: Sequence[str],
-    read: Callable[[Request], Iterable[str]],
+    read: Reader,
     lower: bool = False,
 ) -> Predicate | None:
     """A predicate for one field and its ``not`` form; None when neither is given. ``read``
     gives the request's values (several for a list claim or a host with a port)."""
     if not values and not not_values:
         return None
+    _uses(read)
     yes = pattern_matcher(values, lower=lower) if values else None
     no = pattern_matcher(not_values, lower=lower) if not_values else None
+    if no is None:
+        assert yes is not None
+        match = yes
+
+        def check_yes(req: Request) -> bool:
+            got = req.memo.get(read)
+            if got is None:
+                got = req.memo[read] = read(req)
+            return any(match(v) for v in got)
+
+        return check_yes
 
     def check(req: Request) -> bool:
-        got = tuple(read(req))
+        got = req.values(read)
         if yes is not None and not any(yes(v) for v in got):
             return False
-        return not (no is not None and any(no(v) for v in got))
+        return not any(no(v) for v in got)
 
     return check
 
@@ -146,9 +184,10 @@ def _ip_field(blocks: Sequence[str], not_blocks: Sequence[str], attribute: str) 
         return None
     yes = tuple(ipaddress.ip_network(b, strict=False) for b in blocks)
     no = tuple(ipaddress.ip_network(b, strict=False) for b in not_blocks)
+    read = _uses(_ip_reader(attribute))
 
     def check(req: Request) -> bool:
-        addr = _ip(req.bag.get(attribute, MISSING))
+        addr = _ip(req.values(read)[0])
         if addr is None:
             return not yes  # no address: only a not-form alone can hold
         if yes and not any(addr.version == n.version and addr in n for n in yes):
@@ -156,6 +195,14 @@ def _ip_field(blocks: Sequence[str], not_blocks: Sequence[str], attribute: str) 
         return not any(addr.version == n.version and addr in n for n in no)
 
     return check
+
+
+@functools.cache
+def _ip_reader(attribute: str) -> Reader:
+    def read(req: Request) -> tuple[Any, ...]:
+        return (req.bag.get(attribute),)  # the bag's value (hashable); parsed when compared
+
+    return read
 
 
 def _ip(value: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -175,10 +222,11 @@ def _ip(value: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 # --- request readers -------------------------------------------------------------------------------
 
 
-def labels_reader(attribute: str, key: str) -> Callable[[Request], Iterable[str]]:
+@functools.cache
+def labels_reader(attribute: str, key: str) -> Reader:
     """A value of a string-map attribute (``destination.labels[version]``)."""
 
-    def read(req: Request) -> Iterable[str]:
+    def read(req: Request) -> tuple[str, ...]:
         m = req.bag.get(attribute, MISSING)
         if isinstance(m, Mapping):
             value = m.get(key)
@@ -188,21 +236,23 @@ def labels_reader(attribute: str, key: str) -> Callable[[Request], Iterable[str]
     return read
 
 
-def _one(name: str) -> Callable[[Request], Iterable[str]]:
-    def read(req: Request) -> Iterable[str]:
+@functools.cache
+def _one(name: str) -> Reader:
+    def read(req: Request) -> tuple[str, ...]:
         return (req.text(name),)
 
     return read
 
 
-def _principal(name: str) -> Callable[[Request], Iterable[str]]:
-    def read(req: Request) -> Iterable[str]:
+@functools.cache
+def _principal(name: str) -> Reader:
+    def read(req: Request) -> tuple[str, ...]:
         return (req.text(name).removeprefix("spiffe://"),)
 
     return read
 
 
-def _source_namespace(req: Request) -> Iterable[str]:
+def _source_namespace(req: Request) -> tuple[str, ...]:
     ns = req.text("source.namespace")
     if not ns:
         principal = req.text("source.principal")
@@ -212,7 +262,7 @@ def _source_namespace(req: Request) -> Iterable[str]:
     return (ns,)
 
 
-def _hosts(req: Request) -> Iterable[str]:
+def _hosts(req: Request) -> tuple[str, ...]:
     host = req.text("request.host")
     if not host:
         return ("",)
@@ -220,14 +270,14 @@ def _hosts(req: Request) -> Iterable[str]:
     return (host,) if bare == host else (host, bare)
 
 
-def _path(req: Request) -> Iterable[str]:
+def _path(req: Request) -> tuple[str, ...]:
     path = req.text("request.url_path")
     if not path:
         path = req.text("request.path").split("?", 1)[0].split("#", 1)[0]
     return (path,)
 
 
-def _audiences(req: Request) -> Iterable[str]:
+def _audiences(req: Request) -> tuple[str, ...]:
     if req.claims is not None:
         return _claim_values(req.claims.get("aud"))
     return tuple(a.strip() for a in req.text("request.auth.audiences").split(",")) or ("",)
@@ -247,8 +297,9 @@ def _scalar(value: Any) -> str:
     return value if isinstance(value, str) else str(value)
 
 
-def _claim(path: tuple[str, ...]) -> Callable[[Request], Iterable[str]]:
-    def read(req: Request) -> Iterable[str]:
+@functools.cache
+def _claim(path: tuple[str, ...]) -> Reader:
+    def read(req: Request) -> tuple[str, ...]:
         node: Any = req.claims
         if node is None:
             # The proxy's attributes (Mixer v1): request.auth.claims is a flat string map.
@@ -264,10 +315,11 @@ def _claim(path: tuple[str, ...]) -> Callable[[Request], Iterable[str]]:
     return read
 
 
-def _header(name: str) -> Callable[[Request], Iterable[str]]:
+@functools.cache
+def _header(name: str) -> Reader:
     name = name.lower()
 
-    def read(req: Request) -> Iterable[str]:
+    def read(req: Request) -> tuple[str, ...]:
         headers = req.bag.get("request.headers", MISSING)
         if isinstance(headers, Mapping):
             value = headers.get(name)
@@ -277,7 +329,7 @@ def _header(name: str) -> Callable[[Request], Iterable[str]]:
     return read
 
 
-_READERS: Final[Mapping[str, Callable[[Request], Iterable[str]]]] = {
+_READERS: Final[Mapping[str, Reader]] = {
     "destination.name": _one("destination.workload.name"),
     "destination.namespace": _one("destination.namespace"),
     "destination.user": _principal("destination.principal"),
@@ -294,7 +346,7 @@ _READERS: Final[Mapping[str, Callable[[Request], Iterable[str]]]] = {
 def field_predicate(
     values: Sequence[str],
     not_values: Sequence[str],
-    read: Callable[[Request], Iterable[str]],
+    read: Reader,
     lower: bool = False,
 ) -> Predicate:
     """A predicate of one field (values and not-values over what ``read`` gives)."""
@@ -394,15 +446,27 @@ class CompiledPolicy:
     dry_run: bool = False
     applies: Callable[[Request], bool] | None = None
     """An extra applicability test beyond namespace and labels (ClusterRbacConfig's inclusion)."""
+    readers: tuple[Reader, ...] | None = None
+    """Everything :attr:`matches` reads; ``None`` when not known (no decision caching)."""
 
 
 def compile_policy(key: Key, spec: AuthorizationPolicySpec, *, dry_run: bool = False) -> CompiledPolicy:
-    if spec.rules:
-        matches = _any([compile_rule(r) for r in spec.rules])
-    else:
-        matches = _never  # ALLOW without rules allows nothing; DENY / AUDIT without rules match nothing
+    _collecting.append(set())
+    try:
+        if spec.rules:
+            matches = _any([compile_rule(r) for r in spec.rules])
+        else:
+            matches = _never  # ALLOW without rules allows nothing; DENY / AUDIT without rules match nothing
+    finally:
+        readers = _collecting.pop()
     return CompiledPolicy(
-        f"{key.namespace}/{key.name}", key.namespace, spec.action, spec.selector, matches, dry_run
+        f"{key.namespace}/{key.name}",
+        key.namespace,
+        spec.action,
+        spec.selector,
+        matches,
+        dry_run,
+        readers=tuple(sorted(readers, key=id)),
     )
 
 
@@ -457,6 +521,40 @@ def evaluate(policies: Sequence[CompiledPolicy], req: Request) -> AuthzDecision:
     return AuthzDecision(False, ",".join(p.name for p in allows), "ALLOW", tuple(audits))
 
 
+_DECISIONS_PER_WORKLOAD: Final = 4096
+
+
+class Workload:
+    """The policies that apply to one workload, and its decisions by the values they read: a
+    decision depends only on those values, so a request like an earlier one (same path, method,
+    principal, claims ...) is decided by one dict lookup."""
+
+    __slots__ = ("decisions", "policies", "readers")
+
+    def __init__(self, policies: tuple[CompiledPolicy, ...]) -> None:
+        self.policies = policies
+        readers: set[Reader] | None = set()
+        for p in policies:
+            if p.readers is None or p.applies is not None or readers is None:
+                readers = None
+            else:
+                readers.update(p.readers)
+        self.readers = None if readers is None else tuple(sorted(readers, key=id))
+        self.decisions: dict[tuple[Any, ...], AuthzDecision] = {}
+
+    def decide(self, req: Request) -> AuthzDecision:
+        if self.readers is None:
+            return evaluate(self.policies, req)
+        key = tuple([r(req) for r in self.readers])
+        found = self.decisions.get(key)
+        if found is None:
+            found = evaluate(self.policies, req)
+            if len(self.decisions) >= _DECISIONS_PER_WORKLOAD:
+                self.decisions.clear()
+            self.decisions[key] = found
+        return found
+
+
 class PolicyIndex:
     """Policies by namespace, with the root namespace's applying everywhere; the policies of a
     workload are found once per (namespace, selected label values) and cached."""
@@ -475,10 +573,13 @@ class PolicyIndex:
             own = ps + root if ns != root_namespace else ps
             self._keys[ns] = tuple(sorted({k for p in own if p.selector for k in p.selector}))
         self._keys.setdefault("", tuple(sorted({k for p in root if p.selector for k in p.selector})))
-        self._cache: OrderedDict[tuple[Any, ...], tuple[CompiledPolicy, ...]] = OrderedDict()
+        self._cache: OrderedDict[tuple[Any, ...], Workload] = OrderedDict()
         self.empty = not self._by_ns
 
     def applicable(self, namespace: str, labels: Mapping[str, str] | None) -> tuple[CompiledPolicy, ...]:
+        return self.workload(namespace, labels).policies
+
+    def workload(self, namespace: str, labels: Mapping[str, str] | None) -> Workload:
         keys = self._keys.get(namespace, self._keys[""])
         if labels is None:
             labels = {}
@@ -489,10 +590,12 @@ class PolicyIndex:
         candidates = self._by_ns.get(self._root, ())
         if namespace != self._root:
             candidates = candidates + self._by_ns.get(namespace, ())
-        found = tuple(
-            p
-            for p in candidates
-            if p.selector is None or all(labels.get(k) == v for k, v in p.selector.items())
+        found = Workload(
+            tuple(
+                p
+                for p in candidates
+                if p.selector is None or all(labels.get(k) == v for k, v in p.selector.items())
+            )
         )
         if len(self._cache) >= _CACHE_SIZE:
             self._cache.popitem(last=False)

@@ -46,7 +46,7 @@ from mixerd.runtime.authn import (
     upstream_headers,
     verify_token,
 )
-from mixerd.runtime.authz import CompiledPolicy, PolicyIndex, Request, compile_policies, evaluate
+from mixerd.runtime.authz import CompiledPolicy, PolicyIndex, Request, compile_policies
 from mixerd.runtime.jwks import JwksFetcher
 from mixerd.runtime.rbac import compile_rbac
 
@@ -87,6 +87,29 @@ class _AuthnPolicy:
     rules: tuple[CompiledJwtRule, ...]
     action: str = "AUTHN"
     dry_run: bool = False
+    applies: None = None
+    readers: None = None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _Verified:
+    """A verified token as the gate uses it (cached per token and the header it came in)."""
+
+    auth: Authenticated
+    rule: CompiledJwtRule
+    attributes: Mapping[str, Any]
+    request_headers: tuple[HeaderOp, ...]
+
+
+class _AuthBag(OverlayBag):
+    """The request's bag with the ``request.auth.*`` attributes of a verified token (which replace
+    any the caller sent)."""
+
+    __slots__ = ()
+
+    def __init__(self, parent: Mapping[str, Any], attributes: Mapping[str, Any]) -> None:
+        super().__init__(parent)
+        self._local = dict(attributes)
 
 
 class _Counters:
@@ -136,9 +159,13 @@ class SecurityTable:
         if not isinstance(labels, Mapping):
             labels = None
         authn = self.authn.applicable(ns, labels) if not self.authn.empty else ()
-        enforced = self.enforced.applicable(ns, labels) if not self.enforced.empty else ()
-        dry = self.dry_run.applicable(ns, labels) if not self.dry_run.empty else ()
-        if not authn and not enforced and not dry:
+        enforced = self.enforced.workload(ns, labels) if not self.enforced.empty else None
+        if enforced is not None and not enforced.policies:
+            enforced = None
+        dry = self.dry_run.workload(ns, labels) if not self.dry_run.empty else None
+        if dry is not None and not dry.policies:
+            dry = None
+        if not authn and enforced is None and dry is None:
             return None
         claims: Mapping[str, Any] | None = None
         request_headers: tuple[HeaderOp, ...] = ()
@@ -156,17 +183,13 @@ class SecurityTable:
                     deny_headers=(("www-authenticate", _challenge(host, str(exc)), HeaderAction.REPLACE),),
                 )
             if found is not None:
-                auth, rule, header = found
-                overlay = OverlayBag(bag)
-                for name, value in auth_attributes(auth).items():
-                    overlay.set(name, value)
-                bag = overlay
-                claims = auth.claims
-                request_headers = upstream_headers(rule.rule, auth, header)
+                bag = _AuthBag(bag, found.attributes)
+                claims = found.auth.claims
+                request_headers = found.request_headers
         req = Request(bag, claims)
         verdict = SecurityVerdict(bag, request_headers=request_headers)
-        if enforced:
-            decision = evaluate(enforced, req)
+        if enforced is not None:
+            decision = enforced.decide(req)
             for audit in decision.audits:
                 self._count.inc(audit, "audit", False)
             if decision.action:
@@ -180,8 +203,8 @@ class SecurityTable:
                     "authz",
                     ((POLICY_HEADER, decision.policy, HeaderAction.REPLACE),),
                 )
-        if dry:
-            shadow = evaluate(dry, req)
+        if dry is not None:
+            shadow = dry.decide(req)
             for audit in shadow.audits:
                 self._count.inc(audit, "audit", True)
             if shadow.action:
@@ -202,19 +225,19 @@ class SecurityTable:
 
     async def _authenticate(
         self, bag: Mapping[str, Any], rules: tuple[CompiledJwtRule, ...]
-    ) -> tuple[Authenticated, CompiledJwtRule, str] | None:
+    ) -> _Verified | None:
         located = find_token(bag, rules)
         if located is None:
             return None
         token, header_name, _param = located
         now = self.wall()
+        cached = self.tokens.get((token, header_name), now)
+        if cached is not None and cached.rule in rules:
+            return cached  # type: ignore[no-any-return]
         header, iss = unverified_issuer(token)
         for rule in rules:
             if rule.rule.issuer != iss:
                 continue
-            cached = self.tokens.get(token, id(rule), now)
-            if cached is not None:
-                return cached, rule, header_name
             keys = rule.keys.current() or await rule.keys.ready()
             if keys is None:
                 raise AuthnError("the issuer's keys are not available")
@@ -225,8 +248,11 @@ class SecurityTable:
                 if fresh is None or fresh is keys:
                     raise
                 auth = verify_token(token, header, rule.rule, fresh, now)
-            self.tokens.put(token, id(rule), auth, now)
-            return auth, rule, header_name
+            verified = _Verified(
+                auth, rule, auth_attributes(auth), upstream_headers(rule.rule, auth, header_name)
+            )
+            self.tokens.put((token, header_name), verified, auth.expires, now)
+            return verified
         raise AuthnError("issuer not allowed")
 
     @property
