@@ -73,7 +73,7 @@ async def test_failures_keep_the_keys_in_hand(issuer: Issuer, server: JwksServer
         assert first is not None
         server.body = json.dumps({"keys": [issuer.jwk("rsa1")] * 20})  # more than 4096 bytes
         assert await keys.refresh() is first
-        assert "more than the limit of 4096" in keys.error and "--jwks-max-bytes" in keys.error
+        assert "more than the limit of 4096" in keys.error and "(the JWKS size limit)" in keys.error
         server.body = "{not json"
         assert await keys.refresh() is first
         assert keys.error.startswith(f"JWKS from {server.url}: not JSON")

@@ -17,8 +17,8 @@ or an inline ``jwks``); time comes from the runtime's clock.
   rules whose locations hold it. A token present but invalid (malformed, unknown issuer, bad
   signature, unknown key id, expired, not yet valid, wrong audience) is an
   :class:`AuthnError`: the request is answered 401 (UNAUTHENTICATED) with the reason.
-* **Cached per token.** A verified token's result is kept (bounded, least recently used first
-  out) until the token expires, so a client that sends the same token again costs one dict
+* **Cached per token.** A verified token's result is kept (bounded, oldest first out) until
+  the token expires, so a client that sends the same token again costs one dict
   lookup; a failure is not cached.
 * **Attributes** (Istio's): ``request.auth.principal`` = ``iss/sub``, ``request.auth.audiences``
   (comma-separated), ``request.auth.presenter`` (``azp``), ``request.auth.claims`` (a string map:
@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
@@ -385,15 +384,15 @@ def upstream_headers(
 
 
 class TokenCache:
-    """Verified tokens -> what their verification gave, bounded (least recently used out) and
-    expiring with the token (or after ``max_age`` seconds for a token without ``exp``)."""
+    """Verified tokens -> what their verification gave, bounded (the oldest verified goes first)
+    and expiring with the token (or after ``max_age`` seconds for a token without ``exp``)."""
 
     __slots__ = ("_entries", "max_age", "size")
 
     def __init__(self, size: int = 10_000, max_age: float = 300.0) -> None:
         self.size = size
         self.max_age = max_age
-        self._entries: OrderedDict[Any, tuple[Any, float]] = OrderedDict()
+        self._entries: dict[Any, tuple[Any, float]] = {}
 
     def get(self, key: Any, now: float) -> Any:
         hit = self._entries.get(key)
@@ -403,7 +402,6 @@ class TokenCache:
         if now > until:
             del self._entries[key]
             return None
-        self._entries.move_to_end(key)
         return value
 
     def put(self, key: Any, value: Any, expires: float | None, now: float) -> None:
@@ -411,5 +409,5 @@ class TokenCache:
         if expires is not None:
             until = min(until, expires + DEFAULT_LEEWAY)
         if len(self._entries) >= self.size:
-            self._entries.popitem(last=False)
+            del self._entries[next(iter(self._entries))]
         self._entries[key] = (value, until)

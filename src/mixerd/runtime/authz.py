@@ -579,6 +579,10 @@ class PolicyIndex:
     def applicable(self, namespace: str, labels: Mapping[str, str] | None) -> tuple[CompiledPolicy, ...]:
         return self.workload(namespace, labels).policies
 
+    def label_keys(self, namespace: str) -> tuple[str, ...]:
+        """The label keys the selectors of policies that may apply in ``namespace`` read."""
+        return self._keys.get(namespace, self._keys[""])
+
     def workload(self, namespace: str, labels: Mapping[str, str] | None) -> Workload:
         keys = self._keys.get(namespace, self._keys[""])
         if labels is None:

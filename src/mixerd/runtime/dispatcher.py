@@ -652,14 +652,24 @@ def _gate_denial(gate: SecurityVerdict, tracker: ReferenceTracker | None) -> Che
     )
 
 
+_GATE_DIRECTIVES: dict[int, tuple[tuple[tuple[str, str, HeaderAction], ...], RouteDirective]] = {}
+
+
 def _with_gate_headers(
     directive: RouteDirective | None, ops: tuple[tuple[str, str, HeaderAction], ...]
 ) -> RouteDirective:
     """The authenticated request's upstream headers (claims, payload, token removal) before the
-    rules' own request header operations."""
-    gate_ops = tuple(HeaderOperation(name, value, action) for name, value, action in ops)
+    rules' own request header operations. A verified token's operations are one cached tuple,
+    so its directive is made once (while it stays in the small cache)."""
+    hit = _GATE_DIRECTIVES.get(id(ops))
+    if hit is None or hit[0] is not ops:
+        if len(_GATE_DIRECTIVES) >= 4096:
+            _GATE_DIRECTIVES.clear()
+        gate_ops = tuple(HeaderOperation(name, value, action) for name, value, action in ops)
+        hit = _GATE_DIRECTIVES[id(ops)] = (ops, RouteDirective(gate_ops))
     if directive is None:
-        return RouteDirective(gate_ops)
+        return hit[1]
+    gate_ops = hit[1].request_header_operations
     return RouteDirective(
         gate_ops + directive.request_header_operations,
         directive.response_header_operations,

@@ -1,7 +1,7 @@
 """Fetching JSON Web Key Sets for RequestAuthentication's ``jwksUri`` (the runtime's JWT I/O).
 
 One :class:`JwksFetcher` per runtime, shared by every config: a URI's keys survive config
-changes. Each URI in use has a background task that fetches it (``--jwks-timeout``, at most
+changes. Each URI in use has a background task that fetches it (within ``timeout``, 5 s, at most
 ``max_bytes``, through :func:`mixerd.adapter.fetch.fetch_bounded`), then again every
 ``refresh_interval`` seconds, and after a failure with a backoff from 1 s up to the interval.
 A fetch that fails, or a document without a usable key, keeps the keys in hand and is logged
@@ -147,7 +147,7 @@ class JwksFetcher:
             timeout=self.timeout,
             max_bytes=self.max_bytes,
             what="JWKS",
-            limit_name="--jwks-max-bytes",
+            limit_name="the JWKS size limit",
             accept="application/jwk-set+json, application/json",
         )
 

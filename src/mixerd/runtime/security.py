@@ -46,7 +46,14 @@ from mixerd.runtime.authn import (
     upstream_headers,
     verify_token,
 )
-from mixerd.runtime.authz import CompiledPolicy, PolicyIndex, Request, compile_policies
+from mixerd.runtime.authz import (
+    AuthzDecision,
+    CompiledPolicy,
+    PolicyIndex,
+    Request,
+    Workload,
+    compile_policies,
+)
 from mixerd.runtime.jwks import JwksFetcher
 from mixerd.runtime.rbac import compile_rbac
 
@@ -112,12 +119,25 @@ class _AuthBag(OverlayBag):
         self._local = dict(attributes)
 
 
+class _Scope:
+    __slots__ = ("dry", "empty", "enforced", "rules")
+
+    def __init__(
+        self, rules: tuple[CompiledJwtRule, ...], enforced: Workload | None, dry: Workload | None
+    ) -> None:
+        self.rules = rules
+        self.enforced = enforced
+        self.dry = dry
+        self.empty = not rules and enforced is None and dry is None
+
+
 class _Counters:
-    __slots__ = ("_children", "_family")
+    __slots__ = ("_by_decision", "_children", "_family")
 
     def __init__(self, family: Any) -> None:
         self._family = family
         self._children: dict[tuple[str, str, str], Any] = {}
+        self._by_decision: dict[int, tuple[AuthzDecision, tuple[Any, ...]]] = {}
 
     def inc(self, policy: str, action: str, dry_run: bool) -> None:
         key = (policy, action, "true" if dry_run else "false")
@@ -125,6 +145,26 @@ class _Counters:
         if c is None:
             c = self._children[key] = self._family.labels(*key)
         c.inc()
+
+    def decision(self, d: AuthzDecision, dry_run: bool) -> None:
+        """Count a (cached, so long-lived) decision: its counters are found once per decision."""
+        children = self._by_decision.get(id(d))
+        if children is None or children[0] is not d:
+            found = [self._child(a, "audit", dry_run) for a in d.audits]
+            if d.action:
+                found.append(self._child(d.policy, "allow" if d.allowed else "deny", dry_run))
+            if len(self._by_decision) >= 8192:
+                self._by_decision.clear()
+            children = self._by_decision[id(d)] = (d, tuple(found))
+        for c in children[1]:
+            c.inc()
+
+    def _child(self, policy: str, action: str, dry_run: bool) -> Any:
+        key = (policy, action, "true" if dry_run else "false")
+        c = self._children.get(key)
+        if c is None:
+            c = self._children[key] = self._family.labels(*key)
+        return c
 
 
 class SecurityTable:
@@ -148,29 +188,52 @@ class SecurityTable:
         self.clock = clock
         self.wall = wall
         self.tokens = TokenCache()
+        self._label_keys: dict[str, tuple[str, ...]] = {}
+        self._scopes: dict[tuple[Any, ...], _Scope] = {}
         self._count = _Counters(decisions)
         self._would_deny = logger_warning or RateLimitedWarning(clock)
+
+    def _scope(self, ns: str, bag: Mapping[str, Any]) -> _Scope:
+        """What applies to the destination workload (cached by namespace and the label values
+        the selectors of that namespace read; labels are not read when none does)."""
+        keys = self._label_keys.get(ns)
+        if keys is None:
+            keys = self._label_keys[ns] = tuple(
+                sorted(
+                    {*self.authn.label_keys(ns), *self.enforced.label_keys(ns), *self.dry_run.label_keys(ns)}
+                )
+            )
+        labels: Any = None
+        if keys:
+            labels = bag.get("destination.labels", MISSING)
+            if not isinstance(labels, Mapping):
+                labels = None
+        key = (ns, *(labels.get(k) for k in keys)) if labels is not None else (ns, *(None for _ in keys))
+        scope = self._scopes.get(key)
+        if scope is None:
+            authn = self.authn.applicable(ns, labels) if not self.authn.empty else ()
+            enforced = self.enforced.workload(ns, labels) if not self.enforced.empty else None
+            dry = self.dry_run.workload(ns, labels) if not self.dry_run.empty else None
+            scope = _Scope(
+                tuple(r for p in authn for r in p.rules),  # type: ignore[attr-defined]
+                enforced if enforced is not None and enforced.policies else None,
+                dry if dry is not None and dry.policies else None,
+            )
+            if len(self._scopes) >= 4096:
+                self._scopes.clear()
+            self._scopes[key] = scope
+        return scope
 
     async def check(self, bag: Mapping[str, Any]) -> SecurityVerdict | None:
         """The gate's answer; ``None`` when nothing of the config applies to the workload."""
         ns_value = bag.get("destination.namespace", MISSING)
-        ns = ns_value if isinstance(ns_value, str) else ""
-        labels = bag.get("destination.labels", MISSING)
-        if not isinstance(labels, Mapping):
-            labels = None
-        authn = self.authn.applicable(ns, labels) if not self.authn.empty else ()
-        enforced = self.enforced.workload(ns, labels) if not self.enforced.empty else None
-        if enforced is not None and not enforced.policies:
-            enforced = None
-        dry = self.dry_run.workload(ns, labels) if not self.dry_run.empty else None
-        if dry is not None and not dry.policies:
-            dry = None
-        if not authn and enforced is None and dry is None:
+        scope = self._scope(ns_value if isinstance(ns_value, str) else "", bag)
+        if scope.empty:
             return None
+        rules, enforced, dry = scope.rules, scope.enforced, scope.dry
         claims: Mapping[str, Any] | None = None
         request_headers: tuple[HeaderOp, ...] = ()
-        if authn:
-            rules = tuple(r for p in authn for r in p.rules)  # type: ignore[attr-defined]
+        if rules:
             try:
                 found = await self._authenticate(bag, rules)
             except AuthnError as exc:
@@ -190,10 +253,7 @@ class SecurityTable:
         verdict = SecurityVerdict(bag, request_headers=request_headers)
         if enforced is not None:
             decision = enforced.decide(req)
-            for audit in decision.audits:
-                self._count.inc(audit, "audit", False)
-            if decision.action:
-                self._count.inc(decision.policy, "allow" if decision.allowed else "deny", False)
+            self._count.decision(decision, False)
             if not decision.allowed:
                 return SecurityVerdict(
                     bag,
@@ -205,10 +265,7 @@ class SecurityTable:
                 )
         if dry is not None:
             shadow = dry.decide(req)
-            for audit in shadow.audits:
-                self._count.inc(audit, "audit", True)
-            if shadow.action:
-                self._count.inc(shadow.policy, "allow" if shadow.allowed else "deny", True)
+            self._count.decision(shadow, True)
             if not shadow.allowed:
                 self._would_deny.add(
                     1,
