@@ -4,6 +4,7 @@ echoes what it receives. Only the fixed ports are replaced by free ones."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import urllib.request
@@ -117,6 +118,10 @@ async def test_multi_tenant_example(tmp_path: Path, idp: int, upstream: Upstream
             assert statuses == [200] * 5 + [429]
             status, _, _ = await call("/acme/orders", viewer_acme)
             assert status == 200
+
+        debug = json.loads(mixerd.http("/debug/config"))
+        assert debug["jwks"] == {f"http://127.0.0.1:{idp}/.well-known/jwks.json": "ok (1 keys)"}
+        assert "AuthorizationPolicy/other-tenants.globex" in debug["snapshot"]["security"]
     finally:
         envoy.stop()
         assert mixerd.stop() == 0, mixerd.log()
