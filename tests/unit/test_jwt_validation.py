@@ -209,3 +209,29 @@ def test_jwks_refuses_secret_and_private_keys(issuer: Issuer) -> None:
     ks = parse_jwks(json.dumps({"keys": [{**issuer.jwk("rsa1"), "alg": "HS256"}, issuer.jwk("ec")]}))
     assert [k.key_id for k in ks.keys] == ["ec"]
     assert "algorithm 'HS256' does not fit a RSA key" in ks.problems[0]
+
+
+def test_the_rules_bag_gets_the_token_attributes_only_when_the_config_reads_them() -> None:
+    from mixerd.attribute import builtin_manifest
+    from mixerd.config import parse_text
+    from mixerd.runtime.security import rules_read_auth
+
+    def snapshot(match: str) -> Any:
+        text = (
+            "apiVersion: config.istio.io/v1alpha2\nkind: handler\nmetadata: {name: d, namespace: istio-system}\n"
+            "spec: {compiledAdapter: denier}\n---\n"
+            "apiVersion: config.istio.io/v1alpha2\nkind: instance\nmetadata: {name: c, namespace: istio-system}\n"
+            "spec: {compiledTemplate: checknothing}\n---\n"
+            "apiVersion: config.istio.io/v1alpha2\nkind: rule\nmetadata: {name: r, namespace: istio-system}\n"
+            f"spec: {{match: '{match}', actions: [{{handler: d, instances: [c]}}]}}\n"
+        )
+        snap = build_snapshot(
+            parse_text(text).resources,
+            adapters=StaticAdapterCatalog({"denier": ("checknothing",)}),
+            base_manifest=builtin_manifest(),
+        )
+        assert not snap.errors, [str(e) for e in snap.errors]
+        return snap
+
+    assert rules_read_auth(snapshot('request.auth.principal == "x"'))
+    assert not rules_read_auth(snapshot('request.method == "DELETE"'))

@@ -81,11 +81,19 @@ each once (:meth:`Request.values`) however many policies compare it."""
 class Request:
     """The request as policies read it: the attribute bag, and the verified JWT's claims."""
 
-    __slots__ = ("bag", "claims", "memo")
+    __slots__ = ("auth", "bag", "claims", "memo")
 
-    def __init__(self, bag: Mapping[str, Any], claims: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        bag: Mapping[str, Any],
+        claims: Mapping[str, Any] | None = None,
+        auth: Mapping[str, Any] | None = None,
+    ) -> None:
         self.bag = bag
         self.claims = claims
+        self.auth = auth
+        """The verified token's ``request.auth.*`` attributes (else they are read from the bag,
+        as a Mixer v1 proxy sends them)."""
         self.memo: dict[Reader, tuple[Any, ...]] = {}
 
     def values(self, reader: Reader) -> tuple[Any, ...]:
@@ -245,6 +253,17 @@ def _one(name: str) -> Reader:
 
 
 @functools.cache
+def _auth_attribute(name: str) -> Reader:
+    def read(req: Request) -> tuple[str, ...]:
+        if req.auth is not None:
+            value = req.auth.get(name)
+            return (value if isinstance(value, str) else "",)
+        return (req.text(name),)
+
+    return read
+
+
+@functools.cache
 def _principal(name: str) -> Reader:
     def read(req: Request) -> tuple[str, ...]:
         return (req.text(name).removeprefix("spiffe://"),)
@@ -335,8 +354,8 @@ _READERS: Final[Mapping[str, Reader]] = {
     "destination.user": _principal("destination.principal"),
     "source.principal": _principal("source.principal"),
     "source.namespace": _source_namespace,
-    "request.auth.principal": _one("request.auth.principal"),
-    "request.auth.presenter": _one("request.auth.presenter"),
+    "request.auth.principal": _auth_attribute("request.auth.principal"),
+    "request.auth.presenter": _auth_attribute("request.auth.presenter"),
     "request.auth.audiences": _audiences,
     "destination.port": _one("destination.port"),
     "connection.sni": _one("connection.requested_server_name"),

@@ -27,7 +27,7 @@ from mixerd.runtime.handlers import HandlerEntry, HandlerTable, build_handler_ta
 from mixerd.runtime.jwks import JwksFetcher
 from mixerd.runtime.metrics import RuntimeMetrics
 from mixerd.runtime.routing import RoutingTable, build_routing_table
-from mixerd.runtime.security import build_security
+from mixerd.runtime.security import build_security, rules_read_auth
 
 __all__ = ["AdapterRegistryCatalog", "Runtime", "RuntimeStatus", "close_handler"]
 
@@ -215,6 +215,7 @@ class Runtime:
             clock=self.clock,
             decisions=self._authz_decisions,
             jwks=self.jwks,
+            reads_auth=rules_read_auth(snapshot),
         )
         table.errors.extend(security_problems)
         retired = handlers.retired_since(self._handlers)

@@ -29,7 +29,7 @@ from typing import Any, Final
 
 from mixerd.adapter import Clock, Code, RateLimitedWarning
 from mixerd.attribute import MISSING, OverlayBag, logsafe
-from mixerd.config import HeaderAction, Key, Resource
+from mixerd.config import HeaderAction, Key, Resource, Snapshot
 from mixerd.config.security import REQUEST_AUTHENTICATION, RequestAuthenticationSpec
 from mixerd.runtime.authn import (
     Authenticated,
@@ -62,6 +62,7 @@ __all__ = [
     "SecurityTable",
     "SecurityVerdict",
     "build_security",
+    "rules_read_auth",
 ]
 
 POLICY_HEADER: Final = "x-mixerd-authz-policy"
@@ -180,6 +181,7 @@ class SecurityTable:
         decisions: Any,
         wall: Callable[[], float] = time.time,
         logger_warning: RateLimitedWarning | None = None,
+        overlay: bool = True,
     ) -> None:
         self.authn = PolicyIndex(authn, root_namespace)  # type: ignore[arg-type]
         self.enforced = PolicyIndex([p for p in policies if not p.dry_run], root_namespace)
@@ -188,6 +190,10 @@ class SecurityTable:
         self.clock = clock
         self.wall = wall
         self.tokens = TokenCache()
+        self.overlay = overlay
+        """Whether a verified token's ``request.auth.*`` attributes are added to the bag the rules
+        see: only when a rule, instance or header operation of the config reads them (every
+        attribute read after the gate then goes through one more layer)."""
         self._label_keys: dict[str, tuple[str, ...]] = {}
         self._scopes: dict[tuple[Any, ...], _Scope] = {}
         self._count = _Counters(decisions)
@@ -232,6 +238,7 @@ class SecurityTable:
             return None
         rules, enforced, dry = scope.rules, scope.enforced, scope.dry
         claims: Mapping[str, Any] | None = None
+        auth: Mapping[str, Any] | None = None
         request_headers: tuple[HeaderOp, ...] = ()
         if rules:
             try:
@@ -246,10 +253,12 @@ class SecurityTable:
                     deny_headers=(("www-authenticate", _challenge(host, str(exc)), HeaderAction.REPLACE),),
                 )
             if found is not None:
-                bag = _AuthBag(bag, found.attributes)
+                auth = found.attributes
+                if self.overlay:
+                    bag = _AuthBag(bag, auth)
                 claims = found.auth.claims
                 request_headers = found.request_headers
-        req = Request(bag, claims)
+        req = Request(bag, claims, auth)
         verdict = SecurityVerdict(bag, request_headers=request_headers)
         if enforced is not None:
             decision = enforced.decide(req)
@@ -358,6 +367,19 @@ def _authn_policies(
     return out, problems
 
 
+def rules_read_auth(snapshot: Snapshot) -> bool:
+    """Whether a rule match, an instance or a header operation of ``snapshot`` mentions
+    ``request.auth.`` (then the gate adds a verified token's attributes to the rules' bag)."""
+    marker = "request.auth."
+    for rule in snapshot.rules:
+        if marker in rule.match_text:
+            return True
+        for op in (*rule.request_header_operations, *rule.response_header_operations):
+            if any(marker in v for v in op.value_texts):
+                return True
+    return any(marker in inst.params_json for inst in snapshot.instances.values())
+
+
 def build_security(
     security: Mapping[Key, Resource],
     root_namespace: str,
@@ -366,9 +388,11 @@ def build_security(
     decisions: Any,
     jwks: JwksFetcher | None = None,
     wall: Callable[[], float] = time.time,
+    reads_auth: bool = True,
 ) -> tuple[SecurityTable | None, list[str]]:
     """The gate of a snapshot's security resources (``None`` when there are none), and the
-    problems met while compiling (a jwksUri without a fetcher)."""
+    problems met while compiling (a jwksUri without a fetcher). ``reads_auth``: whether the
+    config's rules read ``request.auth.*`` (:func:`rules_read_auth`)."""
     if not security:
         return None, []
     authn, problems = _authn_policies(security, jwks.provider if jwks is not None else None)
