@@ -96,10 +96,10 @@ def adapters_for_tests() -> dict[str, Info]:
     return adapters
 
 
-async def start_runtime(*extra: str) -> Runtime:
+async def start_runtime(*extra: str, services: Mapping[str, object] | None = None) -> Runtime:
     parsed = parse_text(policy_text(*extra))
     assert not parsed.errors, parsed.errors
-    runtime = Runtime(MemoryStore(parsed.resources), adapters=adapters_for_tests())
+    runtime = Runtime(MemoryStore(parsed.resources), adapters=adapters_for_tests(), services=services)
     await runtime.start()
     snap = runtime.snapshot
     assert snap is not None and not snap.errors, [str(e) for e in snap.errors] if snap else None
@@ -124,9 +124,9 @@ class InProcessMixerd:
 
 
 async def start_mixerd_in_process(
-    *extra: str, http_options: HttpAuthzOptions | None = None
+    *extra: str, http_options: HttpAuthzOptions | None = None, services: Mapping[str, object] | None = None
 ) -> InProcessMixerd:
-    runtime = await start_runtime(*extra)
+    runtime = await start_runtime(*extra, services=services)
     server = grpc.aio.server()
     ExtAuthzService(runtime).register(server)
     grpc_port = server.add_insecure_port("127.0.0.1:0")

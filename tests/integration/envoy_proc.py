@@ -167,7 +167,11 @@ def authz_config(
             "authorization_response": {
                 "allowed_upstream_headers": {"patterns": [{"exact": "x-user-id"}]},
                 "allowed_client_headers": {
-                    "patterns": [{"exact": "x-mixerd-status"}, {"prefix": "x-ratelimit-"}]
+                    "patterns": [
+                        {"exact": "x-mixerd-status"},
+                        {"exact": "x-mixerd-authz-policy"},
+                        {"prefix": "x-ratelimit-"},
+                    ]
                 },
                 "allowed_client_headers_on_success": {"patterns": [{"exact": "x-authz"}]},
             },

@@ -19,6 +19,8 @@ Kinds (group ``config.istio.io``, version ``v1alpha2``):
 * any other kind, such as the name of an adapter installed as a plugin (``kind: myadapter``),
   is read like a legacy kind (:class:`PluginKindSpec`); building the snapshot decides, from the
   adapters and templates available, whether it is a handler, an instance or an unknown kind.
+* Istio's security kinds (other groups, :mod:`mixerd.config.security`): ``RequestAuthentication``,
+  ``AuthorizationPolicy``, ``ServiceRole``, ``ServiceRoleBinding``, ``ClusterRbacConfig``.
 
 Handler and instance ``params`` stay plain YAML data (dicts, lists, scalars) because adapters
 read them as such; treat them as read-only.
@@ -37,6 +39,13 @@ from typing import Any, Final, Literal, NamedTuple
 import re2
 
 from mixerd.attribute import ValueType
+from mixerd.config.security import (
+    AuthorizationPolicySpec,
+    RbacConfigSpec,
+    RequestAuthenticationSpec,
+    ServiceRoleBindingSpec,
+    ServiceRoleSpec,
+)
 
 __all__ = [
     "ADAPTER",
@@ -447,6 +456,11 @@ Spec = (
     | QuotaSpecSpec
     | QuotaSpecBindingSpec
     | PluginKindSpec
+    | AuthorizationPolicySpec
+    | RequestAuthenticationSpec
+    | ServiceRoleSpec
+    | ServiceRoleBindingSpec
+    | RbacConfigSpec
 )
 
 _OWN_KINDS: Final = GENERIC_KINDS | {QUOTA_SPEC, QUOTA_SPEC_BINDING}

@@ -71,6 +71,22 @@ from mixerd.config.model import (
     StringMatch,
     TemplateSpec,
 )
+from mixerd.config.parse_security import (
+    parse_authorization_policy,
+    parse_rbac_config,
+    parse_request_authentication,
+    parse_service_role,
+    parse_service_role_binding,
+)
+from mixerd.config.security import (
+    AUTHORIZATION_POLICY,
+    CLUSTER_RBAC_CONFIG,
+    RBAC_CONFIG,
+    REQUEST_AUTHENTICATION,
+    SECURITY_KINDS,
+    SERVICE_ROLE,
+    SERVICE_ROLE_BINDING,
+)
 
 __all__ = [
     "CONFIG_SUFFIXES",
@@ -91,6 +107,11 @@ CONFIG_SUFFIXES: Final = (".yaml", ".yml", ".json")
 
 _MIXER_GROUP: Final = "config.istio.io/"
 _Loader: Final = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available
+_SECURITY_VERSIONS: Final = {
+    "security.istio.io/": ("security.istio.io/v1beta1", "security.istio.io/v1"),
+    "rbac.istio.io/": ("rbac.istio.io/v1alpha1",),
+}
+"""API groups of the security kinds and the versions read (``v1`` has ``v1beta1``'s schema)."""
 _IGNORED_CONFIG_KINDS: Final = {
     "HTTPAPISpec": "proxy-side API description (produces api.* attributes in Envoy); mixerd does not use it",
     "HTTPAPISpecBinding": "proxy-side API description binding; mixerd does not use it",
@@ -263,7 +284,18 @@ def parse_document(
     if api_version is not None and not isinstance(api_version, str):
         return _doc_error(source, "apiVersion", f"expected a string, got {type(api_version).__name__}")
     api_version = api_version or API_VERSION
-    if not api_version.startswith(_MIXER_GROUP):
+    security_group = next((g for g in _SECURITY_VERSIONS if api_version.startswith(g)), None)
+    if security_group is not None and kind not in SECURITY_KINDS:
+        return IgnoredResource(
+            api_version,
+            kind,
+            str(namespace),
+            str(name or ""),
+            "mixerd reads RequestAuthentication, AuthorizationPolicy, ServiceRole, ServiceRoleBinding and "
+            "ClusterRbacConfig of this group; this kind is not used",
+            source,
+        )
+    if security_group is None and not api_version.startswith(_MIXER_GROUP):
         return IgnoredResource(
             api_version,
             kind,
@@ -282,7 +314,13 @@ def parse_document(
         return _doc_error(source, "metadata.namespace", "expected a string")
     key = Key(kind, namespace, name)
     issues: list[Issue] = []
-    if api_version != API_VERSION:
+    if kind in SECURITY_KINDS:
+        versions = _SECURITY_VERSIONS[SECURITY_KINDS[kind].split("/")[0] + "/"]
+        if api_version not in versions:
+            issues.append(
+                Issue("apiVersion", f"unsupported version '{api_version}' (expected {' or '.join(versions)})")
+            )
+    elif api_version != API_VERSION:
         issues.append(Issue("apiVersion", f"unsupported version '{api_version}' (expected {API_VERSION})"))
     labels = _string_map(meta.get("labels"), "metadata.labels", issues)
     annotations = _string_map(meta.get("annotations"), "metadata.annotations", issues)
@@ -331,6 +369,10 @@ class _Fields:
             issues.append(Issue(path, f"expected a map, got {type(data).__name__}"))
             data = {}
         self.data: Mapping[Any, Any] = data
+
+    def sub(self, data: Any, path: str) -> _Fields:
+        """The fields of a nested map at ``path``, reporting into the same issues."""
+        return _Fields(data, path, self.issues)
 
     def at(self, key: str) -> str:
         return f"{self.path}.{key}" if self.path else key
@@ -692,4 +734,10 @@ _PARSERS: Final[Mapping[str, Callable[[_Fields, Key], Spec]]] = {
     TEMPLATE: _template,
     QUOTA_SPEC: _quota_spec,
     QUOTA_SPEC_BINDING: _quota_spec_binding,
+    AUTHORIZATION_POLICY: parse_authorization_policy,
+    REQUEST_AUTHENTICATION: parse_request_authentication,
+    SERVICE_ROLE: parse_service_role,
+    SERVICE_ROLE_BINDING: parse_service_role_binding,
+    CLUSTER_RBAC_CONFIG: parse_rbac_config,
+    RBAC_CONFIG: parse_rbac_config,
 }

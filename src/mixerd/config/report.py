@@ -24,11 +24,19 @@ def _line(label: str, problem: ResourceError, show_sources: bool) -> str:
 def summary_line(snapshot: Snapshot) -> str:
     """What is in effect and how many problems, on one line."""
     manifests = Counter(k.kind for k in snapshot.resources)[ATTRIBUTE_MANIFEST]
+    security = ""
+    if snapshot.security:
+        kinds = Counter(k.kind for k in snapshot.security)
+        security = (
+            f", {_n(len(snapshot.security), 'security resource')} ("
+            + ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
+            + ")"
+        )
     return (
         f"in effect: {_n(manifests, 'attribute manifest')} ({_n(len(snapshot.manifest), 'attribute')}), "
         f"{_n(len(snapshot.instances), 'instance')}, {_n(len(snapshot.handlers), 'handler')}, "
         f"{_n(len(snapshot.rules), 'rule')}, {_n(len(snapshot.quota_specs), 'quota spec')}, "
-        f"{_n(len(snapshot.quota_spec_bindings), 'quota spec binding')}; "
+        f"{_n(len(snapshot.quota_spec_bindings), 'quota spec binding')}{security}; "
         f"{_n(len(snapshot.errors), 'error')}, {_n(len(snapshot.warnings), 'warning')}, "
         f"{len(snapshot.ignored)} ignored"
     )

@@ -80,6 +80,19 @@ from mixerd.config.model import (
 from mixerd.config.parse import DEFAULT_NAMESPACE
 from mixerd.config.resolve import resolve
 from mixerd.config.sampling import SamplingConfig, compile_sampling
+from mixerd.config.security import (
+    AUTHORIZATION_POLICY,
+    CLUSTER_RBAC_CONFIG,
+    RBAC_CONFIG,
+    REQUEST_AUTHENTICATION,
+    SERVICE_ROLE,
+    SERVICE_ROLE_BINDING,
+    AuthorizationPolicySpec,
+    RbacConfigSpec,
+    RequestAuthenticationSpec,
+    ServiceRoleBindingSpec,
+    ServiceRoleSpec,
+)
 from mixerd.config.store import duplicate_warning
 from mixerd.config.unbuilt import missing_adapter_message
 from mixerd.lang import CompileError, Expression, compile
@@ -249,6 +262,9 @@ class Snapshot:
     ignored: tuple[IgnoredResource, ...] = ()
     resources: Mapping[Key, Resource] = field(default_factory=dict)
     """The resources the snapshot was built from (after resolving duplicates)."""
+    security: Mapping[Key, Resource] = field(default_factory=dict)
+    """The valid security resources (RequestAuthentication, AuthorizationPolicy, ServiceRole,
+    ServiceRoleBinding, ClusterRbacConfig), compiled by the runtime (:mod:`mixerd.runtime.authz`)."""
 
 
 def canonical_json(value: Any) -> str:
@@ -443,6 +459,7 @@ class _Builder:
         rules = self.finish_rules(pending)
         self.unused(routed)
         quota_specs, bindings = self.quota_config(rules)
+        security = self.security_config()
 
         errors = sorted(
             (e for errs in self.errors.values() for e in errs),
@@ -461,6 +478,7 @@ class _Builder:
             warnings=tuple(self.warnings),
             ignored=ignored,
             resources=MappingProxyType(dict(self.resources)),
+            security=MappingProxyType(security),
         )
 
     def manifests(self, base: Mapping[str, ValueType] | None) -> None:
@@ -870,6 +888,33 @@ class _Builder:
                 bindings[r.key] = spec_b
         return specs, bindings
 
+    def security_config(self) -> dict[Key, Resource]:
+        """The security resources without problems; a ServiceRoleBinding naming a ServiceRole
+        that is not there is kept (it grants nothing) with a warning, and more than one mesh
+        switch (ClusterRbacConfig) is a warning too (the first by name is used)."""
+        out: dict[Key, Resource] = {}
+        for r in self.resources.values():
+            if r.key.kind not in _SECURITY_KINDS:
+                continue
+            self.report_issues(r)
+            if self.has_errors(r):
+                continue
+            out[r.key] = r
+            spec = r.spec
+            if isinstance(spec, ServiceRoleBindingSpec) and spec.role_ref is not None:
+                target = Key(SERVICE_ROLE, r.key.namespace, spec.role_ref.name)
+                if target not in self.resources:
+                    self.warn(
+                        r,
+                        "spec.roleRef.name",
+                        f"ServiceRole '{spec.role_ref.name}' not found in namespace '{r.key.namespace}'; "
+                        "this binding grants nothing",
+                    )
+        switches = sorted(k for k in out if k.kind in (CLUSTER_RBAC_CONFIG, RBAC_CONFIG))
+        for extra in switches[1:]:
+            self.warn(self.resources[extra], "", f"more than one mesh RBAC switch; {switches[0]} is used")
+        return out
+
 
 @dataclass(slots=True)
 class _PendingRule:
@@ -907,9 +952,25 @@ _SPEC_TYPES: Final[Mapping[str, type]] = {
     TEMPLATE: TemplateSpec,
     QUOTA_SPEC: QuotaSpecSpec,
     QUOTA_SPEC_BINDING: QuotaSpecBindingSpec,
+    AUTHORIZATION_POLICY: AuthorizationPolicySpec,
+    REQUEST_AUTHENTICATION: RequestAuthenticationSpec,
+    SERVICE_ROLE: ServiceRoleSpec,
+    SERVICE_ROLE_BINDING: ServiceRoleBindingSpec,
+    CLUSTER_RBAC_CONFIG: RbacConfigSpec,
+    RBAC_CONFIG: RbacConfigSpec,
     **{k: HandlerSpec for k in _LEGACY_HANDLER_KINDS},
     **{k: InstanceSpec for k in _LEGACY_INSTANCE_KINDS},
 }
+_SECURITY_KINDS: Final = frozenset(
+    {
+        AUTHORIZATION_POLICY,
+        REQUEST_AUTHENTICATION,
+        SERVICE_ROLE,
+        SERVICE_ROLE_BINDING,
+        CLUSTER_RBAC_CONFIG,
+        RBAC_CONFIG,
+    }
+)
 _S = TypeVar("_S")
 
 

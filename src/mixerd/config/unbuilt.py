@@ -78,7 +78,9 @@ NOT_BUILT_ADAPTERS: Final = MappingProxyType(
         ),
         "rbac": NotBuiltAdapter(
             "Istio RBAC authorization; removed from Mixer in Istio 1.3",
-            "Istio AuthorizationPolicy, enforced by Envoy's RBAC filter",
+            "mixerd evaluates Istio's ServiceRole, ServiceRoleBinding and ClusterRbacConfig "
+            "(rbac.istio.io/v1alpha1) and AuthorizationPolicy (security.istio.io/v1beta1) resources "
+            "itself: put them in the config instead of an rbac handler",
         ),
         "servicecontrol": NotBuiltAdapter(
             "Google Service Control; removed from Mixer after Istio 1.0",

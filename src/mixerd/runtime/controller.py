@@ -26,8 +26,10 @@ from mixerd.config import Snapshot, Store, build_snapshot, missing_adapter_messa
 from mixerd.runtime.checkcache import DEFAULT_CACHE_ENTRIES
 from mixerd.runtime.dispatcher import Dispatcher
 from mixerd.runtime.handlers import HandlerEntry, HandlerTable, build_handler_table
+from mixerd.runtime.jwks import JwksFetcher
 from mixerd.runtime.metrics import RuntimeMetrics
 from mixerd.runtime.routing import RoutingTable, build_routing_table
+from mixerd.runtime.security import build_security, rules_read_auth
 
 __all__ = ["AdapterRegistryCatalog", "Runtime", "RuntimeStatus", "close_handler"]
 
@@ -103,6 +105,7 @@ class Runtime:
         check_cache_entries: int = DEFAULT_CACHE_ENTRIES,
         services: Mapping[str, object] | None = None,
         fail_closed: bool = False,
+        jwks: JwksFetcher | None = None,
     ) -> None:
         self.store = store
         self.default_namespace = default_namespace
@@ -126,6 +129,20 @@ class Runtime:
         self.fail_closed = fail_closed
         """Deny a Check when a check or quota rule cannot be evaluated, for rules without a
         ``mixerd.io/fail-closed`` annotation (``--fail-closed``)."""
+        self.jwks = jwks or JwksFetcher(
+            self.clock,
+            metrics_counter=self.metrics.counter(
+                "mixerd_jwks_fetches",
+                "JWKS fetches for RequestAuthentication jwksUri, by result.",
+                ["result"],
+            ),
+        )
+        """The JSON Web Key Sets of RequestAuthentication ``jwksUri``s, kept across configs."""
+        self._authz_decisions = self.metrics.counter(
+            "mixerd_authz_decisions",
+            "Authorization policy decisions, by deciding policy, action (allow, deny, audit) and dry run.",
+            ["policy", "action", "dry_run"],
+        )
         empty = HandlerTable({}, [])
         self._handlers = empty
         self.snapshot: Snapshot | None = None
@@ -205,6 +222,15 @@ class Runtime:
             fail_closed=self.fail_closed,
             clock=self.clock,
         )
+        table.security, security_problems = build_security(
+            snapshot.security,
+            self.default_namespace,
+            clock=self.clock,
+            decisions=self._authz_decisions,
+            jwks=self.jwks,
+            reads_auth=rules_read_auth(snapshot),
+        )
+        table.errors.extend(security_problems)
         retired = handlers.retired_since(self._handlers)
         old = self.dispatcher.swap(table)
         self._handlers = handlers
@@ -229,6 +255,7 @@ class Runtime:
         )
         for e in list(snapshot.errors) + table.errors:
             _log.warning("config: %s", e)
+        await self.jwks.retain(table.security.jwks_uris if table.security is not None else ())
         if retired:
             await self._drain(old)
             for entry in retired:
@@ -258,6 +285,7 @@ class Runtime:
             except (asyncio.CancelledError, Exception):
                 pass
         await self._drain(self.dispatcher.table)
+        await self.jwks.close()
         for entry in self._handlers.entries.values():
             await close_handler(entry, self.metrics)
         self._handlers = HandlerTable({}, [])

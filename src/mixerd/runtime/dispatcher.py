@@ -79,6 +79,7 @@ from mixerd.runtime.failures import (
 from mixerd.runtime.metrics import RuntimeMetrics
 from mixerd.runtime.routing import Destination, InstanceGroup, NamespaceTable, RoutingTable
 from mixerd.runtime.sampling import RuleSampler
+from mixerd.runtime.security import SecurityVerdict
 from mixerd.templates import InstanceBuildError, Variety
 
 __all__ = [
@@ -149,6 +150,9 @@ class CheckOutcome:
     attributes: Mapping[str, Any] | None = None
     """The attributes the rules saw: the request's plus those the attribute generators added
     (kubernetesenv's workloads and labels). For the console's decision records, not for callers."""
+    deny_headers: tuple[HeaderOperation, ...] = ()
+    """Response headers of a denial by the security gate: ``WWW-Authenticate`` of a 401,
+    ``x-mixerd-authz-policy`` of a 403 (:mod:`mixerd.runtime.security`)."""
 
 
 def request_namespace(bag: Mapping[str, Any]) -> str:
@@ -381,7 +385,11 @@ class Dispatcher:
         from (its quota plan): the Check then runs on that same table.
         """
         with self.pinned(table) as t:
-            cache = t.check_cache if not quotas else None
+            # Not with quotas (always charged), nor under authentication / authorization
+            # policies: their answer also depends on time (a token's expiry) and they add to the
+            # request (claims, headers); they keep caches of their own (verified tokens,
+            # decisions by the values the policies read).
+            cache = t.check_cache if not quotas and t.security is None else None
             request = bag
             context: Any = ()
             if cache is not None:
@@ -398,6 +406,11 @@ class Dispatcher:
                 self._cache_misses.inc()
             errors_before = self._evaluation_errors
             bag = await self._preprocess(t, bag, fail=True)
+            gate = await t.security.check(bag) if t.security is not None else None
+            if gate is not None:
+                bag = gate.bag
+                if gate.code != Code.OK:
+                    return _gate_denial(gate, tracker)
             after_preprocess = tracker.snapshot() if tracker is not None and quotas else None
             ns = request_namespace(bag)
             nt = t.lookup(Variety.CHECK, ns)
@@ -428,6 +441,11 @@ class Dispatcher:
                     directive = self._directives(nt, bag)
             elif result.status.direct_response is not None:
                 directive = direct_response_directive(result.status)
+            if gate is not None:
+                if gate.request_headers and result.status.code == Code.OK:
+                    directive = _with_gate_headers(directive, gate.request_headers)
+                if gate.policy and not rule:  # allowed; a dry-run policy would have denied
+                    rule, handler = gate.policy, gate.handler
             references = tracker.frozen() if tracker is not None else None
             quota_out: dict[str, QuotaOutcome] = {}
             if quotas and result.status.code == Code.OK:
@@ -813,6 +831,46 @@ class Dispatcher:
                     generated[key] = mapped
                 out.merge(mapped)
         return out
+
+
+def _gate_denial(gate: SecurityVerdict, tracker: ReferenceTracker | None) -> CheckOutcome:
+    result = CheckResult(Status(gate.code, gate.message), DEFAULT_VALID_DURATION, DEFAULT_VALID_USE_COUNT)
+    return CheckOutcome(
+        result,
+        None,
+        tracker.frozen() if tracker is not None else None,
+        reason=gate.message,
+        rule=gate.policy,
+        handler=gate.handler,
+        attributes=gate.bag,
+        deny_headers=tuple(HeaderOperation(name, value, action) for name, value, action in gate.deny_headers),
+    )
+
+
+_GATE_DIRECTIVES: dict[int, tuple[tuple[tuple[str, str, HeaderAction], ...], RouteDirective]] = {}
+
+
+def _with_gate_headers(
+    directive: RouteDirective | None, ops: tuple[tuple[str, str, HeaderAction], ...]
+) -> RouteDirective:
+    """The authenticated request's upstream headers (claims, payload, token removal) before the
+    rules' own request header operations. A verified token's operations are one cached tuple,
+    so its directive is made once (while it stays in the small cache)."""
+    hit = _GATE_DIRECTIVES.get(id(ops))
+    if hit is None or hit[0] is not ops:
+        if len(_GATE_DIRECTIVES) >= 4096:
+            _GATE_DIRECTIVES.clear()
+        gate_ops = tuple(HeaderOperation(name, value, action) for name, value, action in ops)
+        hit = _GATE_DIRECTIVES[id(ops)] = (ops, RouteDirective(gate_ops))
+    if directive is None:
+        return hit[1]
+    gate_ops = hit[1].request_header_operations
+    return RouteDirective(
+        gate_ops + directive.request_header_operations,
+        directive.response_header_operations,
+        directive.direct_response_code,
+        directive.direct_response_body,
+    )
 
 
 class _DictOverlay(dict[str, Any]):

@@ -46,6 +46,7 @@ from mixerd.runtime.handlers import HandlerEntry, HandlerTable
 from mixerd.runtime.metrics import RuntimeMetrics
 from mixerd.runtime.quotas import EMPTY_QUOTA_PLAN, QuotaPlan
 from mixerd.runtime.sampling import RuleSampler
+from mixerd.runtime.security import SecurityTable
 from mixerd.templates import TEMPLATES, InstanceBuilder, OutputMapper, Variety
 
 __all__ = [
@@ -146,6 +147,7 @@ class RoutingTable:
         "in_flight",
         "manifest",
         "quota_plan",
+        "security",
     )
 
     def __init__(
@@ -169,6 +171,9 @@ class RoutingTable:
         """What a Check is charged (``QuotaSpec``/``QuotaSpecBinding`` of the same config)."""
         self.manifest: Mapping[str, ValueType] = {} if manifest is None else manifest
         """The config's attribute manifest (what front-ends check typed wire values against)."""
+        self.security: SecurityTable | None = None
+        """The config's authentication and authorization gate (:mod:`mixerd.runtime.security`);
+        ``None`` without security resources. Set by the runtime before the table is put in force."""
         self.in_flight = 0
         self.check_cache: CheckCache | None = None
         """This table's decision cache (the dispatcher gives it one when it is put in force)."""

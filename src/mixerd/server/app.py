@@ -353,9 +353,11 @@ class Server:
                 "rules": sorted(r.key.fqn for r in snap.rules),
                 "instances": sorted(snap.instances),
                 "handlers": sorted(snap.handlers),
+                "security": sorted(str(k) for k in snap.security),
                 "errors": [str(e) for e in snap.errors],
                 "warnings": [str(w) for w in getattr(snap, "warnings", ())],
             }
         body["routing_errors"] = list(self.runtime.dispatcher.table.errors)
+        body["jwks"] = self.runtime.jwks.status()  # jwksUri (redacted) -> "ok (n keys)" or the latest error
         body["apply_error"] = self.runtime.apply_error  # why the latest config change is not in force
         return web.Response(text=json.dumps(body, indent=2) + "\n", content_type="application/json")

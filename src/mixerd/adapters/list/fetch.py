@@ -2,52 +2,18 @@
 
 from __future__ import annotations
 
-import aiohttp
-
-from mixerd.adapter import redact_url
+from mixerd.adapter.fetch import FetchError, fetch_bounded
 
 __all__ = ["FetchError", "fetch_list"]
 
-_CHUNK = 64 * 1024
-
-
-class FetchError(Exception):
-    """The list could not be fetched; the message says why and from where."""
-
 
 async def fetch_list(url: str, *, timeout: float, max_bytes: int) -> bytes:
-    """GET ``url`` and return its body. Error messages show the URL without its secrets.
-
-    Only a ``200`` answer counts. The whole exchange must finish within ``timeout`` seconds and the
-    (decoded) body must not exceed ``max_bytes``: a longer body is abandoned as soon as the limit is
-    passed, so a huge or endless response costs at most ``max_bytes`` of memory.
-    """
-    client_timeout = aiohttp.ClientTimeout(total=timeout)
-    shown = redact_url(url)
-    try:
-        async with (
-            aiohttp.ClientSession(timeout=client_timeout) as session,
-            session.get(url, headers={"Accept": "text/plain, application/yaml, */*"}) as resp,
-        ):
-            if resp.status != 200:
-                raise FetchError(f"could not fetch list from {shown}: HTTP status {resp.status}")
-            length = resp.content_length
-            if length is not None and length > max_bytes:
-                raise FetchError(
-                    f"list from {shown} is {length} bytes, more than the limit of {max_bytes} (maxListBytes)"
-                )
-            body = bytearray()
-            async for chunk in resp.content.iter_chunked(_CHUNK):
-                body += chunk
-                if len(body) > max_bytes:
-                    raise FetchError(
-                        f"list from {shown} is more than the limit of {max_bytes} bytes (maxListBytes)"
-                    )
-            return bytes(body)
-    except TimeoutError:
-        raise FetchError(
-            f"could not fetch list from {shown}: no complete answer within {timeout:g}s"
-        ) from None
-    except aiohttp.ClientError as exc:
-        reason = (str(exc) or type(exc).__name__).replace(url, shown)
-        raise FetchError(f"could not fetch list from {shown}: {reason}") from None
+    """GET ``url`` and return its body (:func:`mixerd.adapter.fetch.fetch_bounded`, limit ``maxListBytes``)."""
+    return await fetch_bounded(
+        url,
+        timeout=timeout,
+        max_bytes=max_bytes,
+        what="list",
+        limit_name="maxListBytes",
+        accept="text/plain, application/yaml, */*",
+    )

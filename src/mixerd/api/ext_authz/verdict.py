@@ -11,7 +11,8 @@ Decision -> ``CheckResponse``
   operations (REMOVE cannot be expressed there and is ignored).
 * denied: ``status`` = the gRPC code and message; ``denied_response.status`` = the HTTP status of
   :data:`HTTP_STATUS` (others 403), body = the message (at most :data:`MAX_BODY` bytes; the code
-  name when there is no message), header ``x-mixerd-status: <CODE NAME>``, plus for an exhausted
+  name when there is no message), header ``x-mixerd-status: <CODE NAME>`` and the security gate's
+  headers (``www-authenticate`` of a 401, ``x-mixerd-authz-policy`` of a 403), plus for an exhausted
   quota ``x-ratelimit-limit``/``-remaining``/``-reset`` and ``retry-after`` when the handler
   says them.
 * denied with a direct HTTP response (the denying handler's
@@ -199,10 +200,15 @@ def decide(outcome: CheckOutcome, quotas: Mapping[str, QuotaArgs] | None = None)
                 d.direct_response_code,
                 message,
                 (),
-                (*_valid_ops(d.response_header_operations), _status_header(status.code)),
+                (
+                    *_valid_ops(d.response_header_operations),
+                    _status_header(status.code),
+                    *outcome.deny_headers,
+                ),
                 direct_body=d.direct_response_body,
             )
-        return Verdict(status.code, http_status_for(status.code), message, (), (_status_header(status.code),))
+        headers = (_status_header(status.code), *outcome.deny_headers)
+        return Verdict(status.code, http_status_for(status.code), message, (), headers)
     if quotas:
         for name, args in quotas.items():
             q = outcome.quotas.get(name)

@@ -1,0 +1,405 @@
+"""The security gate of a Check: JWT authentication, then authorization policies.
+
+Built once per config (:func:`build_security`) next to the routing table, and run by the
+dispatcher on every Check after the attribute generators (so kubernetesenv's workload labels are
+known) and before the rules; every front-end that checks (ext_authz gRPC and HTTP, the Mixer v1
+Check) goes through it. A config without security resources has no gate at all.
+
+1. **Authentication**: the RequestAuthentication rules of the destination workload
+   (:mod:`mixerd.runtime.authn`). A valid token adds Istio's ``request.auth.*`` attributes, which
+   the policies, the rules, their instances, quotas and the console then see, and its header
+   operations for the upstream. An invalid token answers UNAUTHENTICATED (HTTP 401 with
+   ``WWW-Authenticate``). With Istio 1.4 sidecars (Mixer v1 Check) the proxy has verified the
+   token already and sends ``request.auth.*`` itself; a token mixerd verifies replaces them.
+2. **Authorization**: the enforced policies of the workload (:mod:`mixerd.runtime.authz`); a
+   denial answers PERMISSION_DENIED (HTTP 403) naming the policy, in the body and in the header
+   ``x-mixerd-authz-policy``. Dry-run policies are evaluated on their own: their decision is
+   counted, logged (rate-limited) and recorded in the console, the request goes on.
+
+Every decision of a workload with policies is counted in
+``mixerd_authz_decisions_total{policy, action="allow"|"deny"|"audit", dry_run="true"|"false"}``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from mixerd.adapter import Clock, Code, RateLimitedWarning
+from mixerd.attribute import MISSING, OverlayBag, logsafe
+from mixerd.config import HeaderAction, Key, Resource, Snapshot
+from mixerd.config.security import REQUEST_AUTHENTICATION, RequestAuthenticationSpec
+from mixerd.runtime.authn import (
+    Authenticated,
+    AuthnError,
+    CompiledJwtRule,
+    KeyProvider,
+    StaticKeys,
+    TokenCache,
+    UnknownKeyError,
+    auth_attributes,
+    find_token,
+    parse_jwks,
+    unverified_issuer,
+    upstream_headers,
+    verify_token,
+)
+from mixerd.runtime.authz import (
+    AuthzDecision,
+    CompiledPolicy,
+    PolicyIndex,
+    Request,
+    Workload,
+    compile_policies,
+)
+from mixerd.runtime.jwks import JwksFetcher
+from mixerd.runtime.rbac import compile_rbac
+
+__all__ = [
+    "POLICY_HEADER",
+    "SecurityTable",
+    "SecurityVerdict",
+    "build_security",
+    "rules_read_auth",
+]
+
+POLICY_HEADER: Final = "x-mixerd-authz-policy"
+"""Response header of a 403 from an authorization policy: the policy's ``namespace/name``."""
+
+HeaderOp = tuple[str, str, HeaderAction]
+
+
+@dataclass(frozen=True, slots=True)
+class SecurityVerdict:
+    bag: Mapping[str, Any]
+    """The request's attributes, with ``request.auth.*`` of a verified token."""
+    code: int = Code.OK
+    message: str = ""
+    policy: str = ""
+    """The deciding policy (or, allowed, a dry-run policy that would have denied)."""
+    handler: str = ""
+    """``authn``, ``authz``, or ``authz (dry run: would deny)`` for the console's records."""
+    deny_headers: tuple[HeaderOp, ...] = ()
+    request_headers: tuple[HeaderOp, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _AuthnPolicy:
+    """A RequestAuthentication as the workload index sees it."""
+
+    name: str
+    namespace: str
+    selector: Mapping[str, str] | None
+    rules: tuple[CompiledJwtRule, ...]
+    action: str = "AUTHN"
+    dry_run: bool = False
+    applies: None = None
+    readers: None = None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _Verified:
+    """A verified token as the gate uses it (cached per token and the header it came in)."""
+
+    auth: Authenticated
+    rule: CompiledJwtRule
+    attributes: Mapping[str, Any]
+    request_headers: tuple[HeaderOp, ...]
+
+
+class _AuthBag(OverlayBag):
+    """The request's bag with the ``request.auth.*`` attributes of a verified token (which replace
+    any the caller sent)."""
+
+    __slots__ = ()
+
+    def __init__(self, parent: Mapping[str, Any], attributes: Mapping[str, Any]) -> None:
+        super().__init__(parent)
+        self._local = dict(attributes)
+
+
+class _Scope:
+    __slots__ = ("dry", "empty", "enforced", "rules")
+
+    def __init__(
+        self, rules: tuple[CompiledJwtRule, ...], enforced: Workload | None, dry: Workload | None
+    ) -> None:
+        self.rules = rules
+        self.enforced = enforced
+        self.dry = dry
+        self.empty = not rules and enforced is None and dry is None
+
+
+class _Counters:
+    __slots__ = ("_by_decision", "_children", "_family")
+
+    def __init__(self, family: Any) -> None:
+        self._family = family
+        self._children: dict[tuple[str, str, str], Any] = {}
+        self._by_decision: dict[int, tuple[AuthzDecision, tuple[Any, ...]]] = {}
+
+    def inc(self, policy: str, action: str, dry_run: bool) -> None:
+        key = (policy, action, "true" if dry_run else "false")
+        c = self._children.get(key)
+        if c is None:
+            c = self._children[key] = self._family.labels(*key)
+        c.inc()
+
+    def decision(self, d: AuthzDecision, dry_run: bool) -> None:
+        """Count a (cached, so long-lived) decision: its counters are found once per decision."""
+        children = self._by_decision.get(id(d))
+        if children is None or children[0] is not d:
+            found = [self._child(a, "audit", dry_run) for a in d.audits]
+            if d.action:
+                found.append(self._child(d.policy, "allow" if d.allowed else "deny", dry_run))
+            if len(self._by_decision) >= 8192:
+                self._by_decision.clear()
+            children = self._by_decision[id(d)] = (d, tuple(found))
+        for c in children[1]:
+            c.inc()
+
+    def _child(self, policy: str, action: str, dry_run: bool) -> Any:
+        key = (policy, action, "true" if dry_run else "false")
+        c = self._children.get(key)
+        if c is None:
+            c = self._children[key] = self._family.labels(*key)
+        return c
+
+
+class SecurityTable:
+    """The compiled security config of one snapshot."""
+
+    def __init__(
+        self,
+        authn: Sequence[_AuthnPolicy],
+        policies: Sequence[CompiledPolicy],
+        root_namespace: str,
+        *,
+        clock: Clock,
+        decisions: Any,
+        wall: Callable[[], float] = time.time,
+        logger_warning: RateLimitedWarning | None = None,
+        overlay: bool = True,
+    ) -> None:
+        self.authn = PolicyIndex(authn, root_namespace)  # type: ignore[arg-type]
+        self.enforced = PolicyIndex([p for p in policies if not p.dry_run], root_namespace)
+        self.dry_run = PolicyIndex([p for p in policies if p.dry_run], root_namespace)
+        self.policies = tuple(policies)
+        self.clock = clock
+        self.wall = wall
+        self.tokens = TokenCache()
+        self.overlay = overlay
+        """Whether a verified token's ``request.auth.*`` attributes are added to the bag the rules
+        see: only when a rule, instance or header operation of the config reads them (every
+        attribute read after the gate then goes through one more layer)."""
+        self._label_keys: dict[str, tuple[str, ...]] = {}
+        self._scopes: dict[tuple[Any, ...], _Scope] = {}
+        self._count = _Counters(decisions)
+        self._would_deny = logger_warning or RateLimitedWarning(clock)
+
+    def _scope(self, ns: str, bag: Mapping[str, Any]) -> _Scope:
+        """What applies to the destination workload (cached by namespace and the label values
+        the selectors of that namespace read; labels are not read when none does)."""
+        keys = self._label_keys.get(ns)
+        if keys is None:
+            keys = self._label_keys[ns] = tuple(
+                sorted(
+                    {*self.authn.label_keys(ns), *self.enforced.label_keys(ns), *self.dry_run.label_keys(ns)}
+                )
+            )
+        labels: Any = None
+        if keys:
+            labels = bag.get("destination.labels", MISSING)
+            if not isinstance(labels, Mapping):
+                labels = None
+        key = (ns, *(labels.get(k) for k in keys)) if labels is not None else (ns, *(None for _ in keys))
+        scope = self._scopes.get(key)
+        if scope is None:
+            authn = self.authn.applicable(ns, labels) if not self.authn.empty else ()
+            enforced = self.enforced.workload(ns, labels) if not self.enforced.empty else None
+            dry = self.dry_run.workload(ns, labels) if not self.dry_run.empty else None
+            scope = _Scope(
+                tuple(r for p in authn for r in p.rules),  # type: ignore[attr-defined]
+                enforced if enforced is not None and enforced.policies else None,
+                dry if dry is not None and dry.policies else None,
+            )
+            if len(self._scopes) >= 4096:
+                self._scopes.clear()
+            self._scopes[key] = scope
+        return scope
+
+    async def check(self, bag: Mapping[str, Any]) -> SecurityVerdict | None:
+        """The gate's answer; ``None`` when nothing of the config applies to the workload."""
+        ns_value = bag.get("destination.namespace", MISSING)
+        scope = self._scope(ns_value if isinstance(ns_value, str) else "", bag)
+        if scope.empty:
+            return None
+        rules, enforced, dry = scope.rules, scope.enforced, scope.dry
+        claims: Mapping[str, Any] | None = None
+        auth: Mapping[str, Any] | None = None
+        request_headers: tuple[HeaderOp, ...] = ()
+        if rules:
+            try:
+                found = await self._authenticate(bag, rules)
+            except AuthnError as exc:
+                host = bag.get("request.host", MISSING)
+                return SecurityVerdict(
+                    bag,
+                    Code.UNAUTHENTICATED,
+                    f"invalid JWT: {exc}",
+                    handler="authn",
+                    deny_headers=(("www-authenticate", _challenge(host, str(exc)), HeaderAction.REPLACE),),
+                )
+            if found is not None:
+                auth = found.attributes
+                if self.overlay:
+                    bag = _AuthBag(bag, auth)
+                claims = found.auth.claims
+                request_headers = found.request_headers
+        req = Request(bag, claims, auth)
+        verdict = SecurityVerdict(bag, request_headers=request_headers)
+        if enforced is not None:
+            decision = enforced.decide(req)
+            self._count.decision(decision, False)
+            if not decision.allowed:
+                return SecurityVerdict(
+                    bag,
+                    Code.PERMISSION_DENIED,
+                    decision.message,
+                    decision.policy,
+                    "authz",
+                    ((POLICY_HEADER, decision.policy, HeaderAction.REPLACE),),
+                )
+        if dry is not None:
+            shadow = dry.decide(req)
+            self._count.decision(shadow, True)
+            if not shadow.allowed:
+                self._would_deny.add(
+                    1,
+                    f"dry-run authorization policy {logsafe(shadow.policy)} would have denied a request "
+                    f"(let through): {shadow.message}",
+                )
+                return SecurityVerdict(
+                    bag,
+                    policy=shadow.policy,
+                    handler="authz (dry run: would deny)",
+                    request_headers=request_headers,
+                )
+        return verdict
+
+    async def _authenticate(
+        self, bag: Mapping[str, Any], rules: tuple[CompiledJwtRule, ...]
+    ) -> _Verified | None:
+        located = find_token(bag, rules)
+        if located is None:
+            return None
+        token, header_name, _param = located
+        now = self.wall()
+        cached = self.tokens.get((token, header_name), now)
+        if cached is not None and cached.rule in rules:
+            return cached  # type: ignore[no-any-return]
+        header, iss = unverified_issuer(token)
+        for rule in rules:
+            if rule.rule.issuer != iss:
+                continue
+            keys = rule.keys.current() or await rule.keys.ready()
+            if keys is None:
+                raise AuthnError("the issuer's keys are not available")
+            try:
+                auth = verify_token(token, header, rule.rule, keys, now)
+            except UnknownKeyError:
+                fresh = await rule.keys.refresh()
+                if fresh is None or fresh is keys:
+                    raise
+                auth = verify_token(token, header, rule.rule, fresh, now)
+            verified = _Verified(
+                auth, rule, auth_attributes(auth), upstream_headers(rule.rule, auth, header_name)
+            )
+            self.tokens.put((token, header_name), verified, auth.expires, now)
+            return verified
+        raise AuthnError("issuer not allowed")
+
+    @property
+    def jwks_uris(self) -> set[str]:
+        return {
+            r.rule.jwks_uri
+            for p in self.authn._by_ns.values()
+            for a in p
+            for r in a.rules  # type: ignore[attr-defined]
+            if r.rule.jwks_uri and not r.rule.jwks
+        }
+
+
+def _challenge(host: Any, reason: str) -> str:
+    realm = host if isinstance(host, str) and host else "mixerd"
+    realm = realm.replace("\\", "").replace('"', "")
+    return f'Bearer realm="{realm}", error="invalid_token", error_description="{reason.replace(chr(34), "")}"'
+
+
+def _authn_policies(
+    security: Mapping[Key, Resource], keys_of: Callable[[str], KeyProvider] | None
+) -> tuple[list[_AuthnPolicy], list[str]]:
+    out: list[_AuthnPolicy] = []
+    problems: list[str] = []
+    for key, r in security.items():
+        spec = r.spec
+        if key.kind != REQUEST_AUTHENTICATION or not isinstance(spec, RequestAuthenticationSpec):
+            continue
+        name = f"{key.namespace}/{key.name}"
+        rules: list[CompiledJwtRule] = []
+        for i, jr in enumerate(spec.jwt_rules):
+            provider: KeyProvider
+            if jr.jwks:
+                try:
+                    provider = StaticKeys(parse_jwks(jr.jwks))
+                except ValueError as exc:
+                    problems.append(f"{key}: spec.jwtRules[{i}].jwks: {exc}; this rule is not used")
+                    continue
+            elif keys_of is not None:
+                provider = keys_of(jr.jwks_uri)
+            else:
+                problems.append(f"{key}: spec.jwtRules[{i}].jwksUri: no key fetcher in this process")
+                continue
+            rules.append(CompiledJwtRule(jr, provider, name))
+        out.append(_AuthnPolicy(name, key.namespace, spec.selector, tuple(rules)))
+    return out, problems
+
+
+def rules_read_auth(snapshot: Snapshot) -> bool:
+    """Whether a rule match, an instance or a header operation of ``snapshot`` mentions
+    ``request.auth.`` (then the gate adds a verified token's attributes to the rules' bag)."""
+    marker = "request.auth."
+    for rule in snapshot.rules:
+        if marker in rule.match_text:
+            return True
+        for op in (*rule.request_header_operations, *rule.response_header_operations):
+            if any(marker in v for v in op.value_texts):
+                return True
+    return any(marker in inst.params_json for inst in snapshot.instances.values())
+
+
+def build_security(
+    security: Mapping[Key, Resource],
+    root_namespace: str,
+    *,
+    clock: Clock,
+    decisions: Any,
+    jwks: JwksFetcher | None = None,
+    wall: Callable[[], float] = time.time,
+    reads_auth: bool = True,
+) -> tuple[SecurityTable | None, list[str]]:
+    """The gate of a snapshot's security resources (``None`` when there are none), and the
+    problems met while compiling (a jwksUri without a fetcher). ``reads_auth``: whether the
+    config's rules read ``request.auth.*`` (:func:`rules_read_auth`)."""
+    if not security:
+        return None, []
+    authn, problems = _authn_policies(security, jwks.provider if jwks is not None else None)
+    policies: list[CompiledPolicy] = compile_policies(security, root_namespace)
+    policies.extend(compile_rbac(security, root_namespace))
+    if not authn and not policies:
+        return None, problems
+    return SecurityTable(
+        authn, policies, root_namespace, clock=clock, decisions=decisions, wall=wall
+    ), problems

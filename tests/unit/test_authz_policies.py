@@ -1,0 +1,53 @@
+"""AuthorizationPolicy matching (mixerd.runtime.authz) against the table in tests/data/authz_policies.yaml."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mixerd.config import StaticAdapterCatalog, build_snapshot, parse_documents
+from mixerd.runtime.authz import PolicyIndex, Request, compile_policies, evaluate
+
+TABLE = yaml.safe_load((Path(__file__).parent.parent / "data" / "authz_policies.yaml").read_text())
+CASES: list[dict[str, Any]] = TABLE["cases"]
+
+
+def _index(docs: list[dict[str, Any]]) -> PolicyIndex:
+    parsed = parse_documents((d, None) for d in docs)
+    assert not parsed.errors
+    snapshot = build_snapshot(parsed.resources, adapters=StaticAdapterCatalog({}))
+    assert not snapshot.errors, [str(e) for e in snapshot.errors]
+    return PolicyIndex(compile_policies(snapshot.security, "istio-system"), "istio-system")
+
+
+def test_case_names_are_unique() -> None:
+    names = [c["name"] for c in CASES]
+    assert len(names) == len(set(names))
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
+def test_policy_table(case: dict[str, Any]) -> None:
+    index = _index(case["policies"])
+    bag = dict(case["request"])
+    policies = index.applicable(bag.get("destination.namespace", ""), bag.get("destination.labels"))
+    decision = evaluate(policies, Request(bag, case.get("claims")))
+    assert decision.allowed is case["allowed"]
+    assert decision.policy == case["policy"]
+    assert list(decision.audits) == case.get("audits", [])
+    # the workload's decision cache (by the values the policies read) answers the same, twice
+    workload = index.workload(bag.get("destination.namespace", ""), bag.get("destination.labels"))
+    for _ in range(2):
+        assert workload.decide(Request(bag, case.get("claims"))) == decision
+
+
+def test_index_caches_per_workload_and_reads_only_selector_keys() -> None:
+    index = _index([TABLE["policies"]["allow-get"], TABLE["policies"]["deny-admin"]])
+    web = index.applicable("foo", {"app": "web", "pod-template-hash": "abc"})
+    assert [p.name for p in web] == ["foo/allow-get", "foo/deny-admin"]
+    # another pod of the same workload (labels the selectors do not read differ): the same tuple
+    assert index.applicable("foo", {"app": "web", "pod-template-hash": "def"}) is web
+    assert [p.name for p in index.applicable("foo", {"app": "db"})] == ["foo/deny-admin"]
+    assert index.applicable("bar", None) == ()
