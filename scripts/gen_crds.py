@@ -35,6 +35,7 @@ from typing import Any, Final
 import yaml
 
 from mixerd.adapters.kubernetesenv.sources import RESOURCES as KUBERNETESENV_RESOURCES
+from mixerd.config.k8s.kinds import KINDS
 from mixerd.config.model import (
     API_VERSION,
     GENERIC_KINDS,
@@ -262,15 +263,9 @@ def plural(kind: str) -> str:
     return lower + "s"
 
 
-POLICY_KINDS: Final = {
-    "AuthorizationPolicy": ("security.istio.io/v1beta1", "security-istio-io"),
-    "RequestAuthentication": ("security.istio.io/v1beta1", "security-istio-io"),
-    "ServiceRole": ("rbac.istio.io/v1alpha1", "rbac-istio-io"),
-    "ServiceRoleBinding": ("rbac.istio.io/v1alpha1", "rbac-istio-io"),
-    "ClusterRbacConfig": ("rbac.istio.io/v1alpha1", "rbac-istio-io"),
-    "RbacConfig": ("rbac.istio.io/v1alpha1", "rbac-istio-io"),
-}
-"""Istio's policy kinds mixerd reads besides Mixer's (their schemas: ``POLICY_SPECS``)."""
+POLICY_CATEGORIES: Final = {"security.istio.io": "security-istio-io", "rbac.istio.io": "rbac-istio-io"}
+"""``kubectl get`` categories of Istio's policy kinds (the kinds themselves: ``mixerd.config.k8s.KINDS``;
+their schemas: ``POLICY_SPECS``)."""
 
 
 def crd_kinds() -> list[CrdKind]:
@@ -286,9 +281,12 @@ def crd_kinds() -> list[CrdKind]:
         what = "adapter" if legacy.role == "handler" else "template"
         doc = f"Legacy per-{what} kind: a {legacy.role} of the {legacy.target} {what}, params in spec."
         out.append(CrdKind(API_VERSION, kind, "policy-istio-io", obj(doc)))
-    for kind, (api_version, category) in POLICY_KINDS.items():
-        scope = "Cluster" if kind == "ClusterRbacConfig" else "Namespaced"
-        out.append(CrdKind(api_version, kind, category, POLICY_SPECS[kind], scope))
+    for k in KINDS:  # the policy kinds, as the Kubernetes config store reads them
+        if k.group in POLICY_CATEGORIES:
+            scope = "Namespaced" if k.namespaced else "Cluster"
+            out.append(
+                CrdKind(k.api_version, k.kind, POLICY_CATEGORIES[k.group], POLICY_SPECS[k.kind], scope)
+            )
     return out
 
 

@@ -24,6 +24,7 @@ from mixerd.config.model import (
     RULE,
     TEMPLATE,
 )
+from mixerd.config.security import CLUSTER_RBAC_CONFIG, SECURITY_KINDS
 
 __all__ = ["KINDS", "KubeKind", "plural"]
 
@@ -65,6 +66,13 @@ def plural(kind: str) -> str:
 
 
 _CONFIG_GROUP, _CONFIG_VERSION = API_VERSION.split("/")
+_CLUSTER_SCOPED: Final = frozenset({CLUSTER_RBAC_CONFIG})
+"""Cluster-scoped kinds, as in Istio's CRDs (the older ``RbacConfig`` switch is namespaced)."""
+
+
+def _security(kind: str, api_version: str) -> KubeKind:
+    group, version = api_version.split("/")
+    return KubeKind(group, version, kind, plural(kind), namespaced=kind not in _CLUSTER_SCOPED)
 
 
 def _config(kind: str) -> KubeKind:
@@ -86,11 +94,7 @@ KINDS: Final[tuple[KubeKind, ...]] = (
         )
     ),
     *(_config(k) for k in sorted(LEGACY_KINDS)),
-    KubeKind("security.istio.io", "v1beta1", "AuthorizationPolicy", "authorizationpolicies"),
-    KubeKind("security.istio.io", "v1beta1", "RequestAuthentication", "requestauthentications"),
-    KubeKind("rbac.istio.io", "v1alpha1", "ServiceRole", "serviceroles"),
-    KubeKind("rbac.istio.io", "v1alpha1", "ServiceRoleBinding", "servicerolebindings"),
-    KubeKind("rbac.istio.io", "v1alpha1", "ClusterRbacConfig", "clusterrbacconfigs", namespaced=False),
+    *(_security(kind, api_version) for kind, api_version in SECURITY_KINDS.items()),
 )
 """Every kind read from a cluster. Mixer's ``config.istio.io/v1alpha2`` kinds (with the legacy
 per-adapter and per-template kinds), ``security.istio.io/v1beta1`` and ``rbac.istio.io/v1alpha1``
