@@ -135,12 +135,14 @@ class _MapGetter:
 
 def compile_instance(
     name: str,
-    template_name: str,
+    template_name: str | Template,
     params: Mapping[str, Any] | None,
     manifest: Mapping[str, ValueType],
 ) -> InstanceBuilder:
-    """Compile ``params`` for ``template_name``; raise :class:`TemplateError` listing every problem."""
-    template = TEMPLATES.get(template_name)
+    """Compile ``params`` for ``template_name`` (a compiled-in template's name, or a
+    :class:`Template`, e.g. one defined by a ``template`` resource); raise
+    :class:`TemplateError` listing every problem."""
+    template = template_name if isinstance(template_name, Template) else TEMPLATES.get(template_name)
     if template is None:
         known = ", ".join(sorted(TEMPLATES))
         raise TemplateError([FieldError("template", f"unknown template '{template_name}' (known: {known})")])

@@ -1,0 +1,94 @@
+"""Out-of-process adapters as config sees them: what an ``adapter`` resource declares, and how a
+handler's ``params`` become the ``adapter_config`` (a ``google.protobuf.Any``) sent to it.
+
+An ``adapter`` resource names the templates the adapter serves and, in ``config``, a base64
+``FileDescriptorSet`` whose ``Params`` message is the adapter's config: a handler's params are
+encoded with it (field names in snake_case or lowerCamelCase, unknown fields rejected). A handler
+that names one of mixerd's own adapters with ``connection.address`` (an adapter served by
+``mixerd adapter serve``) sends its params as a ``google.protobuf.Struct``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from google.protobuf import any_pb2, json_format, message_factory, struct_pb2
+
+from mixerd.templates.dynamic import DescriptorError, descriptor_files
+
+__all__ = [
+    "STRUCT_CONFIG",
+    "RemoteAdapter",
+    "builtin_remote_adapter",
+    "encode_adapter_config",
+    "remote_adapter",
+]
+
+STRUCT_CONFIG: Final = "google.protobuf.Struct"
+"""The config message of mixerd's own adapters served out of process."""
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class RemoteAdapter:
+    """An adapter reached over Mixer's gRPC adapter model."""
+
+    name: str
+    templates: tuple[str, ...]
+    session_based: bool = False
+    config_class: type | None = None
+    """The protobuf class of the adapter's config (``None``: it declares none, so a handler of it
+    takes no params)."""
+
+
+def remote_adapter(
+    name: str, templates: tuple[str, ...], session_based: bool, config: str
+) -> RemoteAdapter:
+    """The adapter an ``adapter`` resource declares; raises :class:`DescriptorError` when its
+    ``config`` descriptor is unusable."""
+    cls: type | None = None
+    if config.strip():
+        found = [m for m in _messages(descriptor_files(config)) if m.name == "Params"]
+        if len(found) != 1:
+            raise DescriptorError(
+                "the config descriptor must define exactly one message named 'Params' "
+                f"(found {len(found)})"
+            )
+        cls = message_factory.GetMessageClass(found[0])
+    return RemoteAdapter(name, templates, session_based, cls)
+
+
+def builtin_remote_adapter(name: str, templates: tuple[str, ...]) -> RemoteAdapter:
+    """One of mixerd's own adapters served out of process: params travel as a Struct."""
+    return RemoteAdapter(name, templates, False, struct_pb2.Struct)
+
+
+def _messages(files: list[Any]) -> list[Any]:
+    out = []
+    for fd in files:
+        stack = list(fd.message_types_by_name.values())
+        while stack:
+            m = stack.pop()
+            out.append(m)
+            stack.extend(m.nested_types)
+    return out
+
+
+def encode_adapter_config(adapter: RemoteAdapter, params: Mapping[str, Any]) -> any_pb2.Any | None:
+    """The handler's ``params`` as the adapter's config in an Any (``None`` when the adapter has
+    no config and no params are given). Raises ``ValueError`` saying which field is wrong."""
+    if adapter.config_class is None:
+        if params:
+            raise ValueError(
+                f"adapter '{adapter.name}' declares no config descriptor, so its handlers take no params"
+            )
+        return None
+    msg = adapter.config_class()
+    try:
+        json_format.ParseDict(dict(params), msg)
+    except json_format.ParseError as exc:
+        raise ValueError(str(exc)) from None
+    out = any_pb2.Any()
+    out.Pack(msg)
+    return out
