@@ -5,7 +5,8 @@ An ``adapter`` resource names the templates the adapter serves and, in ``config`
 ``FileDescriptorSet`` whose ``Params`` message is the adapter's config: a handler's params are
 encoded with it (field names in snake_case or lowerCamelCase, unknown fields rejected). A handler
 that names one of mixerd's own adapters with ``connection.address`` (an adapter served by
-``mixerd adapter serve``) sends its params as a ``google.protobuf.Struct``.
+``mixerd adapter serve``), or an adapter whose resource has no ``config`` descriptor, sends its
+params as a ``google.protobuf.Struct``.
 """
 
 from __future__ import annotations
@@ -37,23 +38,20 @@ class RemoteAdapter:
     name: str
     templates: tuple[str, ...]
     session_based: bool = False
-    config_class: type | None = None
-    """The protobuf class of the adapter's config (``None``: it declares none, so a handler of it
-    takes no params)."""
+    config_class: type = struct_pb2.Struct
+    """The protobuf class of the adapter's config (``Params`` of its descriptor; a Struct when
+    it declares none)."""
 
 
-def remote_adapter(
-    name: str, templates: tuple[str, ...], session_based: bool, config: str
-) -> RemoteAdapter:
+def remote_adapter(name: str, templates: tuple[str, ...], session_based: bool, config: str) -> RemoteAdapter:
     """The adapter an ``adapter`` resource declares; raises :class:`DescriptorError` when its
     ``config`` descriptor is unusable."""
-    cls: type | None = None
+    cls: type = struct_pb2.Struct
     if config.strip():
         found = [m for m in _messages(descriptor_files(config)) if m.name == "Params"]
         if len(found) != 1:
             raise DescriptorError(
-                "the config descriptor must define exactly one message named 'Params' "
-                f"(found {len(found)})"
+                f"the config descriptor must define exactly one message named 'Params' (found {len(found)})"
             )
         cls = message_factory.GetMessageClass(found[0])
     return RemoteAdapter(name, templates, session_based, cls)
@@ -75,15 +73,9 @@ def _messages(files: list[Any]) -> list[Any]:
     return out
 
 
-def encode_adapter_config(adapter: RemoteAdapter, params: Mapping[str, Any]) -> any_pb2.Any | None:
-    """The handler's ``params`` as the adapter's config in an Any (``None`` when the adapter has
-    no config and no params are given). Raises ``ValueError`` saying which field is wrong."""
-    if adapter.config_class is None:
-        if params:
-            raise ValueError(
-                f"adapter '{adapter.name}' declares no config descriptor, so its handlers take no params"
-            )
-        return None
+def encode_adapter_config(adapter: RemoteAdapter, params: Mapping[str, Any]) -> any_pb2.Any:
+    """The handler's ``params`` as the adapter's config in an Any. Raises ``ValueError`` saying
+    which field is wrong."""
     msg = adapter.config_class()
     try:
         json_format.ParseDict(dict(params), msg)

@@ -30,7 +30,7 @@ from mixerd.lang import Expression
 from mixerd.runtime.handlers import HandlerEntry, HandlerTable
 from mixerd.runtime.metrics import RuntimeMetrics
 from mixerd.runtime.quotas import EMPTY_QUOTA_PLAN, QuotaPlan
-from mixerd.templates import TEMPLATES, InstanceBuilder, OutputMapper, Variety
+from mixerd.templates import InstanceBuilder, OutputMapper, Variety
 
 __all__ = [
     "Destination",
@@ -232,7 +232,7 @@ def build_routing_table(
                         f"template {template}; action skipped"
                     )
                     continue
-                variety = TEMPLATES[template].variety
+                variety = insts[0].builder.template.variety
                 if variety is Variety.CHECK_WITH_OUTPUT:
                     variety = Variety.CHECK
                 group = InstanceGroup(
