@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 __all__ = [
     "OK",
@@ -74,6 +75,9 @@ class CheckResult:
     status: Status = OK
     valid_duration: _dt.timedelta = _dt.timedelta(minutes=1)
     valid_use_count: int = 10000
+    output: Mapping[str, Any] | None = None
+    """A CHECK_WITH_OUTPUT template's output fields (``{field: value}``): header operations of
+    the rule read them as ``<action name>.output.<field>``."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -311,7 +311,7 @@ class Dispatcher:
             )
             directive = None
             if result.status.code == Code.OK and nt.directives:
-                directive = self._directives(nt, bag)
+                directive = self._directives(nt, _with_outputs(bag, result.output))
             references = tracker.frozen() if tracker is not None else None
             quota_out: dict[str, QuotaOutcome] = {}
             if quotas and result.status.code == Code.OK:
@@ -342,9 +342,9 @@ class Dispatcher:
     async def _check(self, nt: NamespaceTable, bag: Mapping[str, Any]) -> tuple[CheckResult, str, str, str]:
         """The combined answer, the first denial's own message, and the rule and handler that gave
         it (empty when everything allowed)."""
-        answers: list[tuple[Destination, str, Any]] = []
+        answers: list[tuple[Destination, InstanceGroup, Any]] = []
         pending: list[tuple[Destination, Awaitable[Any]]] = []
-        pending_rules: list[str] = []
+        pending_rules: list[InstanceGroup] = []
         try:
             for d in nt.destinations:
                 for g, _, inst in self._instances(d, bag, _raise_build_error):
@@ -352,9 +352,9 @@ class Dispatcher:
                     r = self._call(d, inst)
                     if d.is_async:
                         pending.append((d, r))
-                        pending_rules.append(g.rule)
+                        pending_rules.append(g)
                     else:
-                        answers.append((d, g.rule, r))
+                        answers.append((d, g, r))
         except _FailClosed as denied:
             for _, aw in pending:  # not started yet: nobody waits for them
                 close = getattr(aw, "close", None)
@@ -364,10 +364,10 @@ class Dispatcher:
             return result, FAIL_CLOSED_REASON, denied.rule, ""
         if pending:
             done = await self._await_all(pending, self.check_deadline)
-            for (d, r), rule_name in zip(done, pending_rules, strict=True):
+            for (d, r), group in zip(done, pending_rules, strict=True):
                 if isinstance(r, DispatchError):
                     raise r
-                answers.append((d, rule_name, r))
+                answers.append((d, group, r))
         if not answers:
             return _OK_DEFAULT, "", "", ""
         code: int = Code.OK
@@ -375,7 +375,9 @@ class Dispatcher:
         messages: list[str] = []
         duration: _dt.timedelta | None = None
         uses: int | None = None
-        for d, rule_name, r in answers:
+        outputs: dict[str, Any] = {}
+        for d, group, r in answers:
+            rule_name = group.rule
             if not isinstance(r, CheckResult):
                 raise DispatchError(
                     f"handler {d.name} returned {type(r).__name__}, not a CheckResult", handler=d.name
@@ -390,8 +392,11 @@ class Dispatcher:
                 duration = r.valid_duration
             if uses is None or r.valid_use_count < uses:
                 uses = r.valid_use_count
+            if r.output and group.action_name:  # CHECK_WITH_OUTPUT: <action>.output.<field>
+                prefix = f"{group.action_name}.output."
+                outputs.update({prefix + k: v for k, v in r.output.items()})
         assert duration is not None and uses is not None
-        result = CheckResult(Status(code, ", ".join(messages)), duration, uses)
+        result = CheckResult(Status(code, ", ".join(messages)), duration, uses, outputs or None)
         return result, reason, deciding_rule, deciding_handler
 
     # -- quota ---------------------------------------------------------------------------------
@@ -632,6 +637,15 @@ class _DictOverlay(dict[str, Any]):
     def merge(self, values: Mapping[str, Any]) -> None:
         for name, value in values.items():
             self.setdefault(name, value)
+
+
+def _with_outputs(bag: Mapping[str, Any], outputs: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """``bag`` plus the Check's action outputs (``<action>.output.<field>``), for header operations."""
+    if not outputs:
+        return bag
+    overlay = OverlayBag(bag)
+    overlay.merge(outputs)
+    return overlay
 
 
 def _raise_build_error(d: Destination, exc: InstanceBuildError) -> None:

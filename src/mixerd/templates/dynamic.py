@@ -205,7 +205,7 @@ def _service(fd: FileDescriptor, service_name: str) -> tuple[RemoteService, Desc
 
 def _template(name: str, variety: Variety, fd: FileDescriptor, service_name: str) -> Template:
     remote, output = _service(fd, service_name)
-    instance_desc = remote.instance.DESCRIPTOR
+    instance_desc = remote.instance.DESCRIPTOR  # type: ignore[attr-defined]
     fields = _fields(instance_desc, name, ())
     outputs: dict[str, ValueType] = {}
     if variety is Variety.CHECK_WITH_OUTPUT:
