@@ -255,8 +255,9 @@ class RemoteHandler:
     async def _invoke(self, remote: RemoteService, req: Any, dedup_id: str) -> Any:
         try:
             config = await self._adapter_config()
-            if config is not None:
-                req.adapter_config.CopyFrom(config)
+            if config is not None:  # field by field: a template resource's Any is a class of its own
+                req.adapter_config.type_url = config.type_url
+                req.adapter_config.value = config.value
             req.dedup_id = dedup_id
             call = self._calls.get(remote.path)
             if call is None:
