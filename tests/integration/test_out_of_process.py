@@ -102,10 +102,10 @@ class Adapter:
 def start_adapter(tmp: Path, gen: Path, port: int | None = None) -> Adapter:
     port = port or free_port()
     record = tmp / f"adapter-{port}.jsonl"
+    args = ["--address", f"127.0.0.1:{port}", "--record", str(record), "--gen", str(gen)]
     with (tmp / f"adapter-{port}.log").open("ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, str(ADAPTER), "--address", f"127.0.0.1:{port}", "--record", str(record)]
-            + ["--gen", str(gen)],
+            [sys.executable, str(ADAPTER), *args],
             stdout=log,
             stderr=subprocess.STDOUT,
         )
