@@ -352,3 +352,67 @@ def test_a_stopped_backend_is_isolated_counted_and_reconnected(
         wait_for(recovered, timeout=30, interval=0.2, what="checks through the restarted adapter")
     finally:
         assert mixerd.stop() == 0
+
+
+SERVED_LIST = """
+apiVersion: config.istio.io/v1alpha2
+kind: handler
+metadata: {{name: blocklist, namespace: istio-system}}
+spec:
+  adapter: list
+  connection: {{address: "127.0.0.1:{port}"}}
+  params: {{overrides: [mallory, eve], blacklist: true}}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: instance
+metadata: {{name: user, namespace: istio-system}}
+spec:
+  template: listentry
+  params:
+    value: 'request.headers["x-user"] | ""'
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {{name: block-users, namespace: istio-system}}
+spec:
+  actions: [{{handler: blocklist, instances: [user]}}]
+"""
+
+
+def test_adapter_serve_reaches_a_builtin_adapter_out_of_process(tmp_path: Path) -> None:
+    """``mixerd adapter serve list``: the built-in list adapter in its own process, reached by a
+    handler with ``adapter: list`` and ``connection.address``."""
+    port = free_port()
+    with (tmp_path / "adapter-serve.log").open("ab") as log:
+        served = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mixerd.cli.main",
+                "adapter",
+                "serve",
+                "list",
+                "--address",
+                f"127.0.0.1:{port}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for(lambda: served.poll() is None and port_open(port), timeout=30, what="mixerd adapter serve")
+        mixerd = _serve(tmp_path, SERVED_LIST.format(port=port))
+        try:
+            assert _check(mixerd, "alice").precondition.status.code == 0
+            denied = _check(mixerd, "eve").precondition
+            assert denied.status.code == grpc.StatusCode.PERMISSION_DENIED.value[0]
+            assert "eve" in denied.status.message
+            assert (
+                mixerd.metric("mixerd_dispatch_errors_total", handler="blocklist.handler.istio-system") == 0
+            )
+        finally:
+            assert mixerd.stop() == 0
+        served_log = (tmp_path / "adapter-serve.log").read_text()
+        assert "serving adapter list on 127.0.0.1:" in served_log
+    finally:
+        assert stop_process(served)
+    assert served.returncode == 0

@@ -13,7 +13,7 @@ __all__ = ["main"]
 
 # Each module defines ``register(subparsers)``, which adds its sub-command and sets ``func``
 # (a callable taking the parsed namespace and returning the exit status).
-_COMMANDS = ("serve", "validate", "routes", "eval", "check", "report")
+_COMMANDS = ("serve", "validate", "routes", "eval", "check", "report", "adapter")
 
 
 def build_parser() -> argparse.ArgumentParser:

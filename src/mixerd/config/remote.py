@@ -5,8 +5,8 @@ An ``adapter`` resource names the templates the adapter serves and, in ``config`
 ``FileDescriptorSet`` whose ``Params`` message is the adapter's config: a handler's params are
 encoded with it (field names in snake_case or lowerCamelCase, unknown fields rejected). A handler
 that names one of mixerd's own adapters with ``connection.address`` (an adapter served by
-``mixerd adapter serve``), or an adapter whose resource has no ``config`` descriptor, sends its
-params as a ``google.protobuf.Struct``.
+``mixerd adapter serve``, always in a session), or an adapter whose resource has no ``config``
+descriptor, sends its params as a ``google.protobuf.Struct``.
 """
 
 from __future__ import annotations
@@ -58,8 +58,10 @@ def remote_adapter(name: str, templates: tuple[str, ...], session_based: bool, c
 
 
 def builtin_remote_adapter(name: str, templates: tuple[str, ...]) -> RemoteAdapter:
-    """One of mixerd's own adapters served out of process: params travel as a Struct."""
-    return RemoteAdapter(name, templates, False, struct_pb2.Struct)
+    """One of mixerd's own adapters served out of process (``mixerd adapter serve``): params
+    travel as a Struct, in a session (so the served adapter's builder sees every instance the
+    handler receives, with its inferred types, as in process)."""
+    return RemoteAdapter(name, templates, True, struct_pb2.Struct)
 
 
 def _messages(files: list[Any]) -> list[Any]:
