@@ -17,8 +17,8 @@ from typing import Final
 __all__ = ["NOT_BUILT_ADAPTERS", "NotBuiltAdapter", "missing_adapter_message"]
 
 _OUT_OF_PROCESS: Final = (
-    "or run it as an out-of-process adapter (a handler with `adapter:` and `connection.address`, "
-    "Mixer's gRPC adapter model)"
+    "or run it as an out-of-process adapter (its `adapter` resource, and a handler with `adapter:` "
+    "and `connection.address`: Mixer's gRPC adapter model)"
 )
 
 
@@ -68,8 +68,8 @@ NOT_BUILT_ADAPTERS: Final = MappingProxyType(
         "apigee": NotBuiltAdapter(
             "Apigee API management: API keys, quotas and analytics; Apigee's own out-of-process "
             "adapter, never part of Mixer's tree",
-            "Apigee's adapter as an out-of-process adapter (a handler with `adapter:` and "
-            "`connection.address`), or the Apigee Envoy Adapter as Envoy's ext_authz service directly",
+            "Apigee's adapter as an out-of-process adapter (its `adapter` resource, and a handler with "
+            "`adapter:` and `connection.address`), or the Apigee Envoy Adapter as Envoy's ext_authz service directly",
         ),
         "zipkin": NotBuiltAdapter(
             "tracespan instances sent as Zipkin spans",
@@ -78,7 +78,8 @@ NOT_BUILT_ADAPTERS: Final = MappingProxyType(
         ),
         "bypass": NotBuiltAdapter(
             "forwarding instances to another Mixer-API backend (a test adapter)",
-            "that backend as an out-of-process adapter (a handler with `adapter:` and `connection.address`)",
+            "that backend as an out-of-process adapter (its `adapter` resource, and a handler with "
+            "`adapter:` and `connection.address`)",
         ),
         "opa": NotBuiltAdapter(
             "authorization decisions by an embedded Open Policy Agent",
