@@ -16,6 +16,7 @@ from mixerd._proto.mixer.template.metric import template_handler_service_pb2 as 
 from mixerd.attribute import IPAddress, ValueType, stock_manifest
 from mixerd.config import StaticAdapterCatalog, build_snapshot, parse_text
 from mixerd.config.remote import encode_adapter_config, remote_adapter
+from mixerd.runtime.handlers import HandlerTable, build_handler_table
 from mixerd.templates import ANY, TEMPLATES, MapOf, Variety, compile_instance
 from mixerd.templates.dynamic import (
     DescriptorError,
@@ -201,3 +202,41 @@ spec: {{adapter: backend, connection: {{address: "127.0.0.1:1"}}, params: {{labe
     (error,) = snap.errors
     assert str(error).startswith("handler/h.istio-system: spec.params: ")
     assert "colour" in str(error)
+
+
+REUSE = """
+kind: adapter
+metadata: {{name: backend, namespace: istio-system}}
+spec: {{templates: [listentry], session_based: {session}}}
+---
+kind: handler
+metadata: {{name: h, namespace: istio-system}}
+spec: {{adapter: backend, connection: {{address: "127.0.0.1:1"}}}}
+---
+kind: instance
+metadata: {{name: who, namespace: istio-system}}
+spec:
+  template: listentry
+  params: {{value: '"x"'}}
+---
+kind: rule
+metadata: {{name: r, namespace: istio-system}}
+spec: {{actions: [{{handler: h, instances: [who]}}]}}
+"""
+
+
+async def test_a_changed_adapter_resource_means_a_new_handler() -> None:
+    def table(session: str, old: HandlerTable | None = None) -> HandlerTable:
+        snap = build_snapshot(
+            parse_text(REUSE.format(session=session)).resources, adapters=StaticAdapterCatalog({})
+        )
+        assert snap.errors == ()
+        return build_handler_table(snap, {}, old)
+
+    first = table("false")
+    same = table("false", first)
+    changed = table("true", same)
+    assert (first.built, same.reused, changed.built) == (1, 1, 1)
+    for t in (first, changed):
+        for entry in t.entries.values():
+            await entry.handler.close()

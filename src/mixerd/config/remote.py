@@ -11,6 +11,8 @@ descriptor, sends its params as a ``google.protobuf.Struct``.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -41,6 +43,8 @@ class RemoteAdapter:
     config_class: type = struct_pb2.Struct
     """The protobuf class of the adapter's config (``Params`` of its descriptor; a Struct when
     it declares none)."""
+    fingerprint: str = ""
+    """SHA-256 of what the adapter resource declares (a changed declaration means new handlers)."""
 
 
 def remote_adapter(name: str, templates: tuple[str, ...], session_based: bool, config: str) -> RemoteAdapter:
@@ -54,7 +58,8 @@ def remote_adapter(name: str, templates: tuple[str, ...], session_based: bool, c
                 f"the config descriptor must define exactly one message named 'Params' (found {len(found)})"
             )
         cls = message_factory.GetMessageClass(found[0])
-    return RemoteAdapter(name, templates, session_based, cls)
+    declared = json.dumps([name, list(templates), session_based, config.strip()])
+    return RemoteAdapter(name, templates, session_based, cls, hashlib.sha256(declared.encode()).hexdigest())
 
 
 def builtin_remote_adapter(name: str, templates: tuple[str, ...]) -> RemoteAdapter:

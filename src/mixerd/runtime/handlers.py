@@ -142,10 +142,20 @@ def build_handler_table(
         if cfg is None:
             continue
         instances = [snapshot.instances[i] for i in sorted(wanted[fqn]) if i in snapshot.instances]
+        connection: Any = cfg.connection
+        if cfg.remote is not None:  # what the adapter and template resources declare counts too
+            connection = [
+                cfg.connection,
+                cfg.remote.fingerprint,
+                cfg.remote.session_based,
+                sorted(
+                    {(i.template, getattr(i.builder.template.remote, "fingerprint", "")) for i in instances}
+                ),
+            ]
         sig = handler_signature(
             cfg.adapter,
             cfg.params,
-            cfg.connection,
+            connection,
             [(i.key.fqn, i.template, i.params) for i in instances],
         )
         previous = old.entries.get(fqn) if old is not None else None

@@ -247,6 +247,8 @@ class RemoteService:
     ``result`` and ``output``."""
     type_message: type | None = None
     """``Type``: the inferred types sent to ``InfrastructureBackend`` (absent in some descriptors)."""
+    fingerprint: str = ""
+    """SHA-256 of the descriptor it came from (a changed descriptor means new handlers)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ import base64
 import binascii
 import dataclasses
 import datetime as _dt
+import hashlib
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Final
@@ -112,7 +113,12 @@ def template_from_descriptor(name: str, descriptor: str) -> Template:
                         "ATTRIBUTE_GENERATOR templates are not supported out of process; use the "
                         "built-in kubernetesenv adapter or a CHECK_WITH_OUTPUT template"
                     )
-                return _template(name, variety, fd, svc.name)
+                template = _template(name, variety, fd, svc.name)
+                assert template.remote is not None
+                fingerprint = hashlib.sha256(descriptor.strip().encode()).hexdigest()
+                return dataclasses.replace(
+                    template, remote=dataclasses.replace(template.remote, fingerprint=fingerprint)
+                )
     raise DescriptorError(
         "no Handle<Name>Service in the descriptor (generate it with the template's handler service, "
         "as Mixer's template code generator does)"
