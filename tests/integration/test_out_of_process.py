@@ -322,12 +322,16 @@ def test_session_based_adapter(tmp_path: Path, gen: Path, adapters: list[Adapter
     assert [c.session_id for c in closed] == ["session-1"]
 
 
+@pytest.mark.parametrize("session_based", [False, True], ids=["config", "session"])
 def test_a_stopped_backend_is_isolated_counted_and_reconnected(
-    tmp_path: Path, gen: Path, adapters: list[Adapter]
+    tmp_path: Path, gen: Path, adapters: list[Adapter], session_based: bool
 ) -> None:
+    """A backend that goes away fails its calls (counted, logged, INTERNAL for the Check) and
+    nothing else; once it is back, calls reach it again (a session-based one gets a new session:
+    the restarted adapter does not know the old one)."""
     adapter = start_adapter(tmp_path, gen)
     adapters.append(adapter)
-    mixerd = _serve(tmp_path, config(gen, adapter.port))
+    mixerd = _serve(tmp_path, config(gen, adapter.port, session_based=session_based))
     try:
         assert _check(mixerd, "alice").precondition.status.code == 0
         adapter.stop()
@@ -352,6 +356,9 @@ def test_a_stopped_backend_is_isolated_counted_and_reconnected(
         wait_for(recovered, timeout=30, interval=0.2, what="checks through the restarted adapter")
     finally:
         assert mixerd.stop() == 0
+    if session_based:  # one session with each adapter process (both record into one file)
+        created = restarted.requests("CreateSession", ib.CreateSessionRequest)
+        assert len(created) == 2
 
 
 SERVED_LIST = """

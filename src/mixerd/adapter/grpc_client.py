@@ -15,7 +15,9 @@ call to the adapter's generated service, as Mixer made it:
 A session-based adapter is first asked ``InfrastructureBackend.Validate`` and ``CreateSession``
 (with the params and the instances' inferred types); later calls carry an Any whose type URL is
 ``google.protobuf.Any.type_url`` and whose value is the session id, as the handler services'
-documentation describes, and ``CloseSession`` is called when the handler is retired.
+documentation describes, and ``CloseSession`` is called when the handler is retired. When the
+adapter answers a call with an error other than UNAVAILABLE, DEADLINE_EXCEEDED or CANCELLED (a
+restarted adapter no longer knows the session), the next call creates a new session.
 
 One channel per address, shared by every handler using it (gRPC reconnects on its own with
 backoff). A failing call raises :class:`RemoteCallError`: the runtime counts it against the
@@ -48,12 +50,21 @@ from mixerd.config.remote import RemoteAdapter, encode_adapter_config
 from mixerd.templates import RemoteService, Template, Variety
 from mixerd.templates.dynamic import decode_output, encode_instance, remote_service
 
-__all__ = ["SESSION_TYPE_URL", "RemoteCallError", "RemoteHandler", "inferred_types"]
+__all__ = ["DEFAULT_TIMEOUT", "SESSION_TYPE_URL", "RemoteCallError", "RemoteHandler", "inferred_types"]
 
 _log = logging.getLogger(__name__)
 
+DEFAULT_TIMEOUT: Final = 10.0
+"""Seconds a call may take when the handler's ``connection.timeout`` is not set (a Check is also
+bounded by the runtime's check deadline)."""
+
 SESSION_TYPE_URL: Final = "google.protobuf.Any.type_url"
 """The type URL of the ``adapter_config`` that carries a session id."""
+
+
+_TRANSIENT: Final = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
+)
 
 
 class RemoteCallError(Exception):
@@ -137,7 +148,9 @@ class RemoteHandler:
         self.name = name
         self.adapter = adapter
         self.address = address
-        self.timeout = None if timeout is None or timeout <= _dt.timedelta(0) else timeout.total_seconds()
+        self.timeout = (
+            DEFAULT_TIMEOUT if timeout is None or timeout <= _dt.timedelta(0) else timeout.total_seconds()
+        )
         self._config = encode_adapter_config(adapter, params)
         self._templates = dict(templates)
         self._instance_types = dict(instance_types)
@@ -241,7 +254,7 @@ class RemoteHandler:
             if self._session_id is not None:
                 stub = ib_grpc.InfrastructureBackendStub(self._channel)
                 await stub.CloseSession(
-                    ib.CloseSessionRequest(session_id=self._session_id), timeout=self.timeout or 5.0
+                    ib.CloseSessionRequest(session_id=self._session_id), timeout=self.timeout
                 )
         except grpc.aio.AioRpcError as exc:
             _log.warning(
@@ -268,6 +281,10 @@ class RemoteHandler:
                 )
             return await call(req, timeout=self.timeout)
         except grpc.aio.AioRpcError as exc:
+            if self.adapter.session_based and exc.code() not in _TRANSIENT:
+                # The adapter answered, but not with a result: it may have lost the session (a
+                # restart). The next call creates a new one.
+                self._session_id = None
             raise self._failed(f"{remote.path}: {exc.code().name}: {exc.details() or ''}") from None
         except RemoteCallError as exc:
             raise self._failed(str(exc)) from None
@@ -296,7 +313,7 @@ class RemoteHandler:
                 packed = inferred_types(t, self._services[t_name], t_types)
                 if packed is not None:
                     types[fqn] = packed
-        timeout = self.timeout or 5.0
+        timeout = self.timeout
         valid = await stub.Validate(
             ib.ValidateRequest(adapter_config=self._config, inferred_types=types), timeout=timeout
         )
