@@ -339,7 +339,14 @@ def test_a_stopped_backend_is_isolated_counted_and_reconnected(
             _check(mixerd, "alice")
         assert failed.value.code() is grpc.StatusCode.INTERNAL
         assert "handler failure (request id" in (failed.value.details() or "")
-        assert mixerd.metric("mixerd_dispatch_errors_total", handler=HANDLER) >= 1
+        assert mixerd.metric("mixerd_dispatch_errors_total", handler=HANDLER, template="listentry") >= 1
+        _report(mixerd, "alice")  # accepted, and its failed dispatch counted
+        wait_for(
+            lambda: mixerd.metric("mixerd_dispatch_errors_total", handler=HANDLER, template="metric") >= 1,
+            timeout=20,
+            what="the failed report dispatch counted",
+        )
+        assert mixerd.metric("mixerd_report_errors_total") >= 1
         assert "out-of-process handler backend.handler.istio-system at 127.0.0.1:" in mixerd.log()
         # mixerd itself keeps serving
         assert mixerd.http("/healthz").startswith("ok")
