@@ -36,6 +36,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import grpc
+from google.protobuf import any_pb2
 
 from mixerd._proto.mixer.adapter.model.v1beta1 import (
     infrastructure_backend_pb2 as ib,
@@ -100,11 +101,9 @@ class _Channels:
 _CHANNELS: Final = _Channels()
 
 
-def inferred_types(template: Template, remote: RemoteService, types: Mapping[str, Any]) -> Any:
+def inferred_types(remote: RemoteService, types: Mapping[str, Any]) -> Any:
     """The template's ``Type`` message for one instance's inferred types (``{field path: ValueType}``)
     packed in an Any, or ``None`` when the descriptor has no ``Type`` message."""
-    from google.protobuf import any_pb2
-
     if remote.type_message is None:
         return None
     msg = remote.type_message()
@@ -296,8 +295,6 @@ class RemoteHandler:
     async def _adapter_config(self) -> Any:
         if not self.adapter.session_based:
             return self._config
-        from google.protobuf import any_pb2
-
         if self._session_id is None:
             async with self._session_lock:
                 if self._session_id is None:
@@ -310,7 +307,7 @@ class RemoteHandler:
         for fqn, (t_name, t_types) in sorted(self._instance_types.items()):
             t = self._templates.get(t_name)
             if t is not None:
-                packed = inferred_types(t, self._services[t_name], t_types)
+                packed = inferred_types(self._services[t_name], t_types)
                 if packed is not None:
                     types[fqn] = packed
         timeout = self.timeout
