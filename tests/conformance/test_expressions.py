@@ -7,7 +7,9 @@ What each kind of case checks here:
   dict, a :class:`DictBag` and a :class:`TrackingBag` must give ``result`` (exact type, IP bytes
   exactly, times by instant, maps by content) or an error starting with ``error``, and the
   tracker's log must equal ``referenced`` when given.
-* ``cel.BenchmarkAccessLog`` (compile_only): the CEXL form must compile.
+* ``cel.BenchmarkAccessLog`` (compile_only): the expression must compile as CEXL and as COMPAT
+  (CEL semantics over CEXL syntax), as Mixer's benchmark compiles both.
+* ``il.TestData`` again in COMPAT (``test_expression_case_compat``): see :func:`run_compat`.
 * ``checker.TestTypeCheck``, ``ast.TestInternalTypeCheck`` (typecheck): :func:`infer_type` (with
   the case's functions only, when it replaces the built-ins) gives ``type``, or an error
   containing ``compile_error``.
@@ -15,8 +17,10 @@ What each kind of case checks here:
   or parsing fails with a reason containing ``compile_error``.
 * ``ast.TestExtractMatches``: :func:`extract_eq_matches`; ``ast.TestNewConstant``: the typed
   constant (``new_constant``).
-* ``cel.TestCELExpressions`` (``lang: cel``) run through ``dialect="cel"``, which is not
-  implemented: they are listed in ``unsupported.yaml`` and skipped with its reason.
+* ``cel.TestCELExpressions`` (``lang: cel``) compile with ``dialect="cel"`` against ``cel.attrs``:
+  a ``compile_error`` must be contained in the reason; else the result (a CEL map literal,
+  ``cel_map``, compares by content like a string map) or the exact error message, and the
+  reference log (``[]`` when not given) must be Mixer's.
 """
 
 from __future__ import annotations
@@ -72,7 +76,7 @@ def decode(value: Any) -> Any:
         return dt.timedelta(microseconds=value["nanos"] // 1000)
     if kind == "ip":
         return IPAddress(base64.b64decode(value["bytes"]))
-    if kind == "string_map":
+    if kind in ("string_map", "cel_map"):
         return dict(value["value"])
     if kind == "go_int":  # a deliberately wrong-typed bag value; an int is as wrong for a STRING
         return int(value["value"])
@@ -90,7 +94,7 @@ def assert_same(actual: Any, expected: Any) -> None:
             assert isinstance(actual, dt.datetime) and actual == want, (actual, want)
         elif kind == "duration":
             assert isinstance(actual, dt.timedelta) and actual == want, (actual, want)
-        elif kind == "string_map":
+        elif kind in ("string_map", "cel_map"):
             assert isinstance(actual, Mapping) and dict(actual) == want, (actual, want)
         else:
             raise AssertionError(f"unexpected result encoding {expected!r}")
@@ -192,8 +196,44 @@ def run_cel(case: dict[str, Any]) -> None:
     assert tracker.log() == sorted(case.get("referenced", []))
 
 
+def run_compat(case: dict[str, Any]) -> None:
+    """An ``il.TestData`` case in COMPAT (CEXL syntax, CEL semantics), by the rules of Mixer's
+    ``TestCEXLCompatibility``: a case with a ``compile_error`` passes whether COMPAT compiles it
+    or not; else the type must match; an evaluation error passes when the case expects one
+    (``error``, or an error containing ``cel_error``); a value must equal ``cel_result``, else
+    ``result`` (or ``result_also_given``); then the reference log must equal ``referenced_cel``,
+    else ``referenced``, when given."""
+    manifest = _manifest(case)
+    try:
+        expr = compile(case["expr"], manifest, dialect="compat")
+    except CompileError:
+        if "compile_error" in case:
+            return
+        raise
+    if "compile_error" in case:
+        return
+    assert expr.result_type.name == case["type"]
+    value, tracker = expr.referenced({name: decode(v) for name, v in case["attrs"].items()})
+    if isinstance(value, EvaluationError):
+        if "error" in case or case.get("cel_error", "\0") in str(value):
+            return
+        raise AssertionError(f"unexpected evaluation error: {value}")
+    assert "cel_error" not in case, f"expected an error containing {case['cel_error']!r}, got {value!r}"
+    for key in ("cel_result", "result", "result_also_given"):
+        if key in case:
+            assert_same(value, case[key])
+            break
+    else:
+        raise AssertionError(f"expected an error starting with {case['error']!r}, got {value!r}")
+    referenced = case.get("referenced_cel", case.get("referenced"))
+    if referenced is not None:
+        assert tracker.log() == sorted(referenced)
+
+
 def run_compile_only(case: dict[str, Any]) -> None:
+    """Mixer's access-log benchmark compiles each expression as CEXL and as CEL (COMPAT)."""
     compile(case["expr"], _manifest(case))
+    compile(case["expr"], _manifest(case), dialect="compat")
 
 
 def run_typecheck(case: dict[str, Any]) -> None:
@@ -263,6 +303,18 @@ def _params() -> list[Any]:
 @pytest.mark.parametrize("case", _params())
 def test_expression_case(case: dict[str, Any]) -> None:
     run_case(case)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        pytest.param(case, id=case["id"], marks=pytest.mark.conformance("expressions[il.TestData/compat]"))
+        for case in CASES
+        if case["suite"] == "il.TestData"
+    ],
+)
+def test_expression_case_compat(case: dict[str, Any]) -> None:
+    run_compat(case)
 
 
 def test_unsupported_list_is_current() -> None:

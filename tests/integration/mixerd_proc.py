@@ -56,8 +56,13 @@ class MixerdProcess:
 
 
 def start_mixerd(
-    tmp: Path, config: list[Path] | None, *args: str, env: dict[str, str] | None = None
+    tmp: Path,
+    config: list[Path] | None,
+    *args: str,
+    env: dict[str, str] | None = None,
+    wait_ready: bool = True,
 ) -> MixerdProcess:
+    """Start ``mixerd serve`` on free loopback ports; with ``wait_ready`` return once /readyz says ready."""
     ports = {k: free_port() for k in ("grpc", "monitoring", "prometheus", "http_authz")}
     log_path = tmp / f"mixerd-{ports['grpc']}.log"
     cmd = [
@@ -76,6 +81,9 @@ def start_mixerd(
     mp = MixerdProcess(
         proc, ports["grpc"], ports["monitoring"], ports["prometheus"], ports["http_authz"], log_path
     )
+
+    if not wait_ready:
+        return mp
 
     def ready() -> bool:
         if proc.poll() is not None:

@@ -30,9 +30,9 @@ from aiohttp import web
 from mixerd.adapter import Env
 from mixerd.adapter.testing import AdapterHarness
 from mixerd.adapters.kubernetesenv import INFO, KubernetesEnvHandler, PodCache
-from mixerd.adapters.kubernetesenv.kubeapi import in_cluster_config, load_kubeconfig
 from mixerd.adapters.kubernetesenv.sources import ApiSource
 from mixerd.attribute import IPAddress
+from mixerd.config.k8s.api import in_cluster_config, load_kubeconfig
 
 PODS = "/api/v1/pods"
 REPLICASETS = "/apis/apps/v1/replicasets"

@@ -230,7 +230,7 @@ EXPECTED_ERRORS = [
     "(looked for missing.default.istio-system and missing.handler.default)",
     "rule/tofluent.istio-system: spec.actions: no valid actions and no header operations; "
     "the rule is dropped",
-    "rule/celrule.istio-system: metadata.annotations.policy.istio.io/lang: CEL dialect is not supported yet",
+    "rule/celrule.istio-system: spec.match: found no matching overload for '_>_' applied to '(int, string)'",
     "rule/headers.istio-system: spec.requestHeaderOperations[0].values[0]: expression type is INT64, "
     "a header value needs STRING",
     "rule/headers.istio-system: spec.requestHeaderOperations[1].values[0]: unknown attribute "
@@ -460,14 +460,10 @@ spec: {compiledTemplate: metric, params: {value: '1'}}
 """
     )
     assert [str(e) for e in snap.errors] == [
-        "instance/i.istio-system: metadata.annotations.policy.istio.io/lang: CEL dialect is not supported "
-        "yet (COMPAT is CEL with CEXL syntax)"
+        'instance/j.istio-system: metadata.annotations["policy.istio.io/lang"]: unknown expression '
+        "language 'PYTHON' (expected CEXL, CEL or COMPAT)"
     ]
-    assert (
-        "instance/j.istio-system: metadata.annotations.policy.istio.io/lang: unknown expression dialect "
-        "'PYTHON'; using CEXL (as Mixer does)"
-    ) in [str(w) for w in snap.warnings]
-    assert list(snap.instances) == ["j.instance.istio-system"]
+    assert list(snap.instances) == ["i.instance.istio-system"]
 
 
 def test_bindings_only_for_generators() -> None:

@@ -24,14 +24,14 @@ from mixerd.adapters.kubernetesenv.cache import (
     parse_pod,
 )
 from mixerd.adapters.kubernetesenv.config import Source, parse_params
-from mixerd.adapters.kubernetesenv.kubeapi import (
+from mixerd.adapters.kubernetesenv.sources import FileSource, load_pods_file
+from mixerd.attribute import IPAddress, stock_manifest
+from mixerd.config.k8s.api import (
     KubeConfigError,
     in_cluster_config,
     load_kubeconfig,
     resolve_config,
 )
-from mixerd.adapters.kubernetesenv.sources import FileSource, load_pods_file
-from mixerd.attribute import IPAddress, stock_manifest
 from mixerd.templates import TEMPLATES, KubernetesInstance, compile_instance, compile_output_mapper
 from tests.conformance_data import conformance_dir
 

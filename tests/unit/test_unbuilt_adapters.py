@@ -22,7 +22,7 @@ MIXER_ADAPTERS = [
     "memquota", "noop", "opa", "prometheus", "redisquota", "solarwinds", "stackdriver", "statsd", "stdio",
     "zipkin", "rbac", "servicecontrol", "signalfx", "apigee",
 ]  # fmt: skip
-BUILT_HERE = {"fluentd", "statsd", "dogstatsd"}  # this branch's adapters (entry points after install)
+BUILT_HERE = {"fluentd", "statsd", "dogstatsd", "opa"}  # this branch's adapters (entry points after install)
 CLOUD = ["stackdriver", "cloudwatch", "signalfx", "solarwinds", "circonus", "apigee"]
 
 HANDLER = """

@@ -90,11 +90,14 @@ class ReferenceTracker:
     suite does list them.
     """
 
-    __slots__ = ("_refs", "whole_maps")
+    __slots__ = ("_refs", "whole_maps", "whole_values")
 
     def __init__(self) -> None:
         self._refs: dict[tuple[str, str | None], Condition] = {}
         self.whole_maps: set[str] = set()
+        self.whole_values: set[str] = set()
+        """String maps whose whole value was used (iterated, measured or compared), not only
+        read by key: an answer depends on all of their entries."""
 
     def record(self, name: str, present: bool) -> None:
         self._refs[(name, None)] = Condition.EXACT if present else Condition.ABSENCE
@@ -115,6 +118,7 @@ class ReferenceTracker:
     def clear(self) -> None:
         self._refs.clear()
         self.whole_maps.clear()
+        self.whole_values.clear()
 
     @contextlib.contextmanager
     def untracked(self) -> Iterator[None]:
@@ -125,11 +129,13 @@ class ReferenceTracker:
         """
         refs = dict(self._refs)
         maps = set(self.whole_maps)
+        values = set(self.whole_values)
         try:
             yield
         finally:
             self._refs = refs
             self.whole_maps = maps
+            self.whole_values = values
 
     def frozen(self) -> FrozenReferences:
         """The references so far as a hashable value (cheap; see :func:`sorted_references`)."""
@@ -269,6 +275,11 @@ class OverlayBag(Bag):
     def __len__(self) -> int:
         return sum(1 for _ in self)
 
+    @property
+    def added(self) -> Mapping[str, Any]:
+        """The attributes this layer adds to its parent."""
+        return self._local
+
     def set(self, name: str, value: Any) -> None:
         self._local[name] = value
 
@@ -301,16 +312,25 @@ class TrackedStringMap(Mapping[str, str]):
         return value  # type: ignore[no-any-return]
 
     def __contains__(self, key: object) -> bool:
-        return key in self._map
+        if not isinstance(key, str):
+            return False
+        present = key in self._map
+        self._tracker.record_key(self._name, key, present)
+        return present
+
+    # Using the whole map (its keys, size or every entry) makes the answer depend on all of it.
 
     def __iter__(self) -> Iterator[str]:
+        self._tracker.whole_values.add(self._name)
         return iter(self._map)
 
     def __len__(self) -> int:
+        self._tracker.whole_values.add(self._name)
         return len(self._map)
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Mapping):
+            self._tracker.whole_values.add(self._name)
             return dict(self._map) == dict(other)
         return NotImplemented
 

@@ -1,4 +1,4 @@
-"""``mixerd eval``: compile a CEXL expression and evaluate it over attributes given on the command line.
+"""``mixerd eval``: compile an expression and evaluate it over attributes given on the command line.
 
     mixerd eval 'source.labels["app"] | "unknown"' -a 'source.labels={app: reviews}'
     "reviews" (STRING)
@@ -7,6 +7,8 @@ The manifest defaults to the stock Istio vocabulary (``--manifest`` takes an att
 YAML or a plain ``name: TYPE`` map); attributes come from ``--attributes FILE.yaml`` (``name:
 value``) and ``-a name=value``, converted to the manifest's types. A compile or evaluation error
 prints ``error: <message>`` with the expression and a caret under the failing part (exit 1).
+``--lang CEL`` (or ``COMPAT``) compiles in that dialect, as the ``policy.istio.io/lang``
+annotation does for a resource.
 """
 
 from __future__ import annotations
@@ -30,12 +32,20 @@ def register(subparsers: Any) -> None:
         "eval",
         help="evaluate an expression over attributes",
         description=(
-            "Compile a CEXL expression (Mixer's expression language) against an attribute manifest "
+            "Compile an expression (Mixer's CEXL, or CEL with --lang) against an attribute manifest "
             "and evaluate it over the given attributes. Prints the value and its type."
         ),
     )
     parser.add_argument("expression", metavar="EXPR", help="the expression, e.g. 'request.size | 0'")
     add_attribute_arguments(parser)
+    parser.add_argument(
+        "--lang",
+        choices=("CEXL", "CEL", "COMPAT"),
+        type=str.upper,
+        default="CEXL",
+        help="the expression dialect, as the policy.istio.io/lang annotation of a rule or instance "
+        "selects it: CEXL (default), CEL, or COMPAT (CEXL syntax with CEL semantics)",
+    )
     parser.add_argument(
         "--references",
         action="store_true",
@@ -51,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         return _fail(f"manifest: {exc}")
     try:
-        expr = compile(text, manifest)
+        expr = compile(text, manifest, dialect=args.lang.lower())
     except CompileError as exc:
         return _fail(exc.reason, text, exc.position)
     try:

@@ -60,7 +60,10 @@ def _banner(server: Server) -> str:
 
     cmd = _command()
     mon = f"{scheme('monitoring')}://127.0.0.1:{ln.monitoring_port}"
-    source = ", ".join(str(p) for p in s.config) if s.config else "the embedded default config"
+    if s.config_url:
+        source = f"config from Kubernetes ({s.config_url})"
+    else:
+        source = ", ".join(str(p) for p in s.config) if s.config else "the embedded default config"
     lines = [
         f"mixerd is serving {source}",
         f"  gRPC (Mixer API, ext_authz, rate limit, access log)  127.0.0.1:{ln.grpc_port}{_tls_note(server, 'grpc')}",
@@ -120,17 +123,29 @@ async def _serve(settings: Settings) -> int:
     started = False
     signalled = False
 
+    starting: list[asyncio.Task[None]] = []
+
     def on_signal() -> None:
         nonlocal signalled
         signalled = True
         if started and not stopping:
             stopping.append(asyncio.get_running_loop().create_task(server.stop(settings.drain_timeout)))
+        elif not started and not server.runtime.ready and starting and not starting[0].done():
+            starting[0].cancel()  # still loading the config (say, from an API server that does not answer)
 
     # Installed before the listeners open, so a SIGTERM at any moment drains instead of killing
-    # the process; one that arrives during start-up takes effect once start-up is done.
+    # the process; one that arrives while the config loads stops the start, one that arrives
+    # later in start-up takes effect once start-up is done.
     server.install_signal_handlers(on_signal)
+    starting.append(asyncio.get_running_loop().create_task(server.start()))
     try:
-        await server.start()
+        await starting[0]
+    except asyncio.CancelledError:
+        if not signalled:
+            raise
+        print("mixerd: stopped before the config was loaded", file=sys.stderr)
+        await server.stop(0)
+        return 1
     except (OSError, RuntimeError, ValueError) as exc:
         print(f"mixerd: {exc}", file=sys.stderr)
         await server.stop(0)  # whatever did start (the runtime, a listener) is closed again

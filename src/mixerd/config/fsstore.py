@@ -42,7 +42,7 @@ from typing import Any
 
 from mixerd.config.model import IgnoredResource, Key, Resource, ResourceError
 from mixerd.config.parse import DEFAULT_NAMESPACE, ParseResult, config_files, parse_bytes
-from mixerd.config.store import ChangeBatch, _Bus, diff_states, merge_resources
+from mixerd.config.store import ChangeBatch, Published, settle
 
 __all__ = ["FileStore"]
 
@@ -82,10 +82,7 @@ class FileStore:
         self.resync_interval = resync_interval
         self.watch_events = watch_events
         self._files: dict[Path, _FileState] = {}
-        self._state: dict[Key, Resource] = {}
-        self._problems: tuple[ResourceError, ...] = ()
-        self._ignored: tuple[IgnoredResource, ...] = ()
-        self._bus = _Bus()
+        self._published = Published()
         self._lock = asyncio.Lock()
         self._loaded = False
         self._closed = False
@@ -103,18 +100,18 @@ class FileStore:
     async def list(self) -> dict[Key, Resource]:
         self._start()
         await self._initial_load()
-        return dict(self._state)
+        return dict(self._published.state)
 
     def problems(self) -> tuple[ResourceError, ...]:
-        return self._problems
+        return self._published.problems
 
     def ignored(self) -> tuple[IgnoredResource, ...]:
         """Documents that are not Mixer config (DestinationRules ...), for reports."""
-        return self._ignored
+        return self._published.ignored
 
     def watch(self) -> AsyncIterator[ChangeBatch]:
         self._start()
-        return self._bus.subscribe()
+        return self._published.bus.subscribe()
 
     async def close(self) -> None:
         if self._closed:
@@ -127,7 +124,7 @@ class FileStore:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
-        self._bus.close()
+        self._published.bus.close()
 
     async def __aenter__(self) -> FileStore:
         return self
@@ -212,20 +209,8 @@ class FileStore:
             resources.extend(state.good.resources)
             ignored.extend(state.good.ignored)
             problems.extend(state.problems)
-        new_state, duplicates = merge_resources(resources)
-        all_problems = tuple(problems) + tuple(duplicates)
-        events = diff_states(self._state, new_state)
-        changed = all_problems != self._problems
         self._files = files
-        self._state = new_state
-        self._problems = all_problems
-        self._ignored = tuple(ignored)
-        if not events and not changed:
-            return None
-        batch = ChangeBatch(events, all_problems)
-        if publish:
-            self._bus.publish(batch)
-        return batch
+        return self._published.commit(resources, problems, ignored, publish=publish)
 
     # -- background tasks ------------------------------------------------------------------------
 
@@ -275,7 +260,6 @@ class FileStore:
             _log.warning("watching %s failed (%s); relying on the periodic resync", roots, exc)
 
     async def _scheduler(self) -> None:
-        loop = asyncio.get_running_loop()
         try:
             await self._initial_load()
         except Exception:
@@ -290,16 +274,7 @@ class FileStore:
             except TimeoutError:
                 pass  # periodic resync
             else:
-                first = loop.time()
-                while True:  # debounce: wait until quiet for `debounce` (at most `max_delay`)
-                    self._dirty.clear()
-                    remaining = self.max_delay - (loop.time() - first)
-                    if remaining <= 0:
-                        break
-                    try:
-                        await asyncio.wait_for(self._dirty.wait(), timeout=min(self.debounce, remaining))
-                    except TimeoutError:
-                        break
+                await settle(self._dirty, self.debounce, self.max_delay)
             try:
                 await self._rescan(settle=self.debounce)
             except Exception:

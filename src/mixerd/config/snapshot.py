@@ -26,7 +26,8 @@ dropped and the rest still takes effect:
   ``mixerd adapter serve``); its params must encode with the adapter's config descriptor.
   ``template``/``adapter`` resources naming compiled-in templates/adapters are ignored, with a
   warning;
-* CEL (annotation ``policy.istio.io/lang: CEL`` or ``COMPAT``) is reported as not supported yet;
+* the annotation ``policy.istio.io/lang`` (``CEXL``, the default, ``CEL`` or ``COMPAT``) picks
+  the expression dialect of every expression of a rule or instance; another value is an error;
 * ``sampling`` on a rule is kept and, as in Mixer 1.4, not implemented;
 * the annotation ``mixerd.io/fail-closed`` (``"true"``/``"false"``) on a rule is read into
   :attr:`CompiledRule.fail_closed`; any other value is a warning and reads as ``"true"``.
@@ -53,6 +54,7 @@ from mixerd.config.model import (
     FAIL_CLOSED_ANNOTATION,
     HANDLER,
     INSTANCE,
+    LANG_ANNOTATION,
     LEGACY_KINDS,
     QUOTA_SPEC,
     QUOTA_SPEC_BINDING,
@@ -317,7 +319,7 @@ class _Builder:
         self.bad_instances: set[str] = set()
         self.handlers: dict[str, HandlerConfig] = {}
         self.bad_handlers: set[str] = set()
-        self.match_cache: dict[str, Expression | CompileError] = {}
+        self.match_cache: dict[tuple[str, str], Expression | CompileError] = {}
         self.templates: dict[str, Template] = {}
         """Templates defined by ``template`` resources, by name."""
         self.remote_adapters: dict[str, RemoteAdapter] = {}
@@ -368,19 +370,21 @@ class _Builder:
             self.error(r, issue.path, issue.message)
 
     def check_language(self, r: Resource) -> bool:
-        """False when the resource's expressions are in a dialect mixerd cannot compile."""
+        """False (and an error) when the ``policy.istio.io/lang`` annotation names no dialect."""
         value = r.language.strip()
-        if not value or value == Language.CEXL.value:
+        if value in _DIALECTS:
             return True
-        path = "metadata.annotations.policy.istio.io/lang"
-        if value == Language.CEL.value:
-            self.error(r, path, "CEL dialect is not supported yet")
-            return False
-        if value == Language.COMPAT.value:
-            self.error(r, path, "CEL dialect is not supported yet (COMPAT is CEL with CEXL syntax)")
-            return False
-        self.warn(r, path, f"unknown expression dialect '{value}'; using CEXL (as Mixer does)")
-        return True
+        self.error(
+            r,
+            f'metadata.annotations["{LANG_ANNOTATION}"]',
+            f"unknown expression language '{value}' (expected CEXL, CEL or COMPAT)",
+        )
+        return False
+
+    @staticmethod
+    def dialect(r: Resource) -> str:
+        """The :func:`mixerd.lang.compile` dialect of ``r``'s expressions (checked first)."""
+        return _DIALECTS.get(r.language.strip(), "cexl")
 
     # -- the passes ------------------------------------------------------------------------------
 
@@ -517,7 +521,9 @@ class _Builder:
                 template, described = found.name, found
         if template and dialect_ok:
             try:
-                builder = compile_instance(r.key.fqn, described, spec.params, self.manifest)
+                builder = compile_instance(
+                    r.key.fqn, described, spec.params, self.manifest, dialect=self.dialect(r)
+                )
             except TemplateError as exc:
                 for fe in exc.errors:
                     self.error(r, _instance_path(fe.path, legacy), _quote_attribute(fe.message))
@@ -716,13 +722,14 @@ class _Builder:
         stripped = text.strip()
         if stripped in ("", "true"):
             return None
-        cached = self.match_cache.get(stripped)
+        key = (self.dialect(r), stripped)
+        cached = self.match_cache.get(key)
         if cached is None:
             try:
-                cached = compile(stripped, self.manifest)
+                cached = compile(stripped, self.manifest, dialect=key[0])
             except CompileError as exc:
                 cached = exc
-            self.match_cache[stripped] = cached
+            self.match_cache[key] = cached
         if isinstance(cached, CompileError):
             self.error(r, "spec.match", _compile_message(cached))
             return None
@@ -756,7 +763,7 @@ class _Builder:
             for j, text in enumerate(op.values):
                 vpath = f"{path}.values[{j}]"
                 try:
-                    expr = compile(text, manifest)
+                    expr = compile(text, manifest, dialect=self.dialect(r))
                 except CompileError as exc:
                     message = _compile_message(exc)
                     if any(o in text for o in outputs):
@@ -972,6 +979,14 @@ def _instance_path(path: str, legacy: bool) -> str:
             return "spec." + path.removeprefix("params.")
     return f"spec.{path}" if path else "spec"
 
+
+_DIALECTS: Final = {
+    "": "cexl",
+    Language.CEXL.value: "cexl",
+    Language.CEL.value: "cel",
+    Language.COMPAT.value: "compat",
+}
+"""``policy.istio.io/lang`` values (as Mixer reads them, exactly) and their compiler dialects."""
 
 _UNKNOWN_ATTRIBUTE: Final = re.compile(r"unknown attribute ([^'\s]\S*)")
 

@@ -29,17 +29,19 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from mixerd.config.model import Key, Resource, ResourceError, Severity
+from mixerd.config.model import IgnoredResource, Key, Resource, ResourceError, Severity
 
 __all__ = [
     "ChangeBatch",
     "Event",
     "EventType",
     "MemoryStore",
+    "Published",
     "Store",
     "apply_batch",
     "diff_states",
     "merge_resources",
+    "settle",
 ]
 
 
@@ -112,6 +114,23 @@ def merge_resources(resources: Iterable[Resource]) -> tuple[dict[Key, Resource],
     return out, warnings
 
 
+async def settle(dirty: asyncio.Event, quiet: float, max_delay: float) -> None:
+    """Debounce: after ``dirty`` was set, wait until it stays unset for ``quiet`` seconds, but no
+    longer than ``max_delay`` in all (``dirty`` is left clear). A burst of changes is then applied
+    once."""
+    loop = asyncio.get_running_loop()
+    first = loop.time()
+    while True:
+        dirty.clear()
+        remaining = max_delay - (loop.time() - first)
+        if remaining <= 0:
+            return
+        try:
+            await asyncio.wait_for(dirty.wait(), timeout=min(quiet, remaining))
+        except TimeoutError:
+            return
+
+
 def duplicate_warning(previous: Resource, latest: Resource) -> ResourceError:
     where = f" ({previous.source} and {latest.source})" if previous.source and latest.source else ""
     return ResourceError(
@@ -181,6 +200,44 @@ class _Bus:
         for sub in self._subs:
             sub.put(None)
         self._subs.clear()
+
+
+class Published:
+    """What a store serves (resources by key, load problems, ignored documents) and the fan-out of
+    its changes: :meth:`commit` a new state and subscribers get the differences as one batch."""
+
+    __slots__ = ("bus", "ignored", "problems", "state")
+
+    def __init__(self) -> None:
+        self.state: dict[Key, Resource] = {}
+        self.problems: tuple[ResourceError, ...] = ()
+        self.ignored: tuple[IgnoredResource, ...] = ()
+        self.bus = _Bus()
+
+    def commit(
+        self,
+        resources: Iterable[Resource],
+        problems: Iterable[ResourceError] = (),
+        ignored: Iterable[IgnoredResource] = (),
+        *,
+        publish: bool = True,
+    ) -> ChangeBatch | None:
+        """Serve ``resources`` (a key seen twice keeps the last, with a warning) and ``problems``
+        from now on; the batch of differences (published unless ``publish`` is false), or None
+        when nothing changed."""
+        new_state, duplicates = merge_resources(resources)
+        all_problems = tuple(problems) + tuple(duplicates)
+        events = diff_states(self.state, new_state)
+        changed = all_problems != self.problems
+        self.state = new_state
+        self.problems = all_problems
+        self.ignored = tuple(ignored)
+        if not events and not changed:
+            return None
+        batch = ChangeBatch(events, all_problems)
+        if publish:
+            self.bus.publish(batch)
+        return batch
 
 
 class MemoryStore:

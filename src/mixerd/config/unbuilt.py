@@ -81,11 +81,6 @@ NOT_BUILT_ADAPTERS: Final = MappingProxyType(
             "that backend as an out-of-process adapter (its `adapter` resource, and a handler with "
             "`adapter:` and `connection.address`)",
         ),
-        "opa": NotBuiltAdapter(
-            "authorization decisions by an embedded Open Policy Agent",
-            "OPA as Envoy's ext_authz service (the opa-envoy plugin) next to mixerd, or the listchecker "
-            f"and denier adapters for allow and deny lists; {_OUT_OF_PROCESS}",
-        ),
         "rbac": NotBuiltAdapter(
             "Istio RBAC authorization; removed from Mixer in Istio 1.3",
             "Istio AuthorizationPolicy, enforced by Envoy's RBAC filter",

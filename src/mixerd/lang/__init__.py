@@ -1,4 +1,4 @@
-"""CEXL, Mixer's expression language: parse, type-check and compile expressions over attributes.
+"""Mixer's expression languages (CEXL, CEL, COMPAT): parse, type-check and compile expressions.
 
 >>> from mixerd.attribute import ValueType
 >>> expr = compile('source.labels["app"] | "unknown"', {"source.labels": ValueType.STRING_MAP})
@@ -21,8 +21,11 @@
 Typed equality is decided by the static type of the operands: DNS names compare
 case-insensitively with IDNA mapping and one optional trailing dot, e-mail addresses by local part
 and DNS domain, URIs with scheme and (for http/https) host normalised, IP addresses by address,
-timestamps by instant. The CEL dialect is not implemented yet (``dialect="cel"`` is a
-:class:`CompileError`).
+timestamps by instant.
+
+``dialect="cel"`` compiles CEL and ``dialect="compat"`` CEXL's syntax with CEL's semantics (Mixer's
+``policy.istio.io/lang: CEL`` / ``COMPAT``): :mod:`mixerd.lang.cel` lowers them into the same tree,
+which the same compiler turns into Python.
 """
 
 from __future__ import annotations
@@ -65,9 +68,10 @@ def compile(
 ) -> Expression:
     """Compile the expression ``text`` against an attribute ``manifest`` (name -> type).
 
-    ``dialect`` is ``"cexl"`` (Mixer's default language); ``"cel"`` is not supported yet.
-    ``functions`` replaces the extern catalogue :data:`FUNCTIONS` (pass ``{**FUNCTIONS, ...}``
-    to extend it). Raises :class:`CompileError`; an empty text is an error too.
+    ``dialect`` is ``"cexl"`` (Mixer's default language), ``"cel"`` or ``"compat"``
+    (:mod:`mixerd.lang.cel`). ``functions`` (CEXL only) replaces the extern catalogue
+    :data:`FUNCTIONS` (pass ``{**FUNCTIONS, ...}`` to extend it). Raises :class:`CompileError`; an
+    empty text is an error too.
     """
     return compile_expression(text, manifest, dialect=dialect, functions=functions)
 

@@ -28,6 +28,12 @@ expression (mostly CPython's own ``compile()``) and happens once per configurati
   constant ``match`` patterns become ``startswith``/``endswith``/``==``, constant ``matches``
   patterns are compiled once with RE2.
 
+**CEL and COMPAT** (:mod:`mixerd.lang.cel`) are lowered into the same tree and generated here too:
+an attribute read is ``OR($attr, zero value)`` (``a.get(name, zero)``), ``pick`` is ``OR``; the
+nodes only CEL has (``KEY``, ``HASKEY``, ``LAND_ABSORB`` ...) have templates of their own
+(:meth:`_Generator.cel_node`), and ``&&``/``||`` whose operands may fail become a small helper
+function that absorbs the error when the other side decides.
+
 The generated function catches non-:class:`EvaluationError` exceptions (a bag value of the wrong
 type makes Python fail somewhere) and reports Mixer's conversion error for the offending
 attribute (``error converting value to string: '20'``).
@@ -64,6 +70,7 @@ from mixerd.attribute import (
     ValueType,
     tracker_of,
 )
+from mixerd.lang import cel as _cel
 from mixerd.lang import functions as fns
 from mixerd.lang.checker import check_generatable, infer_types
 from mixerd.lang.errors import CompileError, EvaluationError
@@ -71,7 +78,11 @@ from mixerd.lang.functions import FUNCTIONS, INTRINSICS, Function
 from mixerd.lang.parser import parse
 from mixerd.lang.syntax import Call, Constant, Node, Variable, walk
 
-__all__ = ["Expression", "compile_expression", "function_table", "infer_type"]
+__all__ = ["DIALECTS", "Expression", "compile_expression", "function_table", "infer_type"]
+
+DIALECTS: Final = ("cexl", "cel", "compat")
+"""Expression dialects :func:`compile_expression` takes (Mixer's ``policy.istio.io/lang`` values,
+lower-cased): CEXL (the default), CEL, and COMPAT (CEXL's syntax with CEL's semantics)."""
 
 _V = ValueType
 _log = logging.getLogger(__name__)
@@ -157,6 +168,11 @@ _BASE_NAMESPACE: Final[dict[str, Any]] = {
     "_DNSName": DNSName,
     "_EmailAddress": EmailAddress,
     "_URI": URI,
+    "_cel_key": _cel.key,
+    "_cel_elem": _cel.elem,
+    "_cel_div": _cel.divide,
+    "_cel_mod": _cel.modulo,
+    "_cel_fail": _cel.fail,
 }
 
 
@@ -203,6 +219,40 @@ _CMP_OPS: Final = {"EQ": "==", "NEQ": "!=", "LT": "<", "LEQ": "<=", "GT": ">", "
 _NORMALISING_EQ: Final = {_V.DNS_NAME: "_dns_eq", _V.EMAIL_ADDRESS: "_email_eq", _V.URI: "_uri_eq"}
 _STRING_WRAPPER: Final = {_V.DNS_NAME: "_DNSName", _V.EMAIL_ADDRESS: "_EmailAddress", _V.URI: "_URI"}
 _INT64_WRAP: Final = "((({0} + {1} + 9223372036854775808) & 18446744073709551615) - 9223372036854775808)"
+
+_CEL_TEMPLATES: Final = {
+    "KEY": "_cel_key({0}, {1})",
+    "ELEM": "_cel_elem({0}, {1})",
+    "HASKEY": "({1}.get({0}, _M) is not _M)",
+    "IN_LIST": "({0} in {1})",
+    "NOT": "(not {0})",
+    "DIV": "_cel_div({0}, {1})",
+    "MOD": "_cel_mod({0}, {1})",
+    "LEN": "len({0})",
+    "TYPE": "({0}, {1})[1]",
+}
+_CEL_NODES: Final = frozenset(
+    {*_CEL_TEMPLATES, "LAND_ABSORB", "LOR_ABSORB", "HAS", "LIST", "MAP", "FAIL", "SUB", "MUL", "NEG"}
+)
+"""Nodes only the CEL dialect produces (:mod:`mixerd.lang.cel`)."""
+
+_NEVER_FAIL: Final = frozenset(
+    {"OR", "LAND", "LOR", "LAND_ABSORB", "LOR_ABSORB", "NOT", "conditional", "HAS", "HASKEY", "IN_LIST"}
+    | {"LIST", "MAP", "TYPE", "LT", "LEQ", "GT", "GEQ", "match", "startsWith", "endsWith", "toLower"}
+    | {"reverse", "contains"}
+)
+
+
+def _can_fail(node: Node, types: Mapping[int, ValueType]) -> bool:
+    """Whether evaluating ``node`` may raise :class:`EvaluationError` (CEL's ``&&``/``||``
+    then need code that absorbs it)."""
+    for n in walk(node):
+        if not isinstance(n, Call) or n.name in _NEVER_FAIL:
+            continue
+        if n.name in ("EQ", "NEQ") and types.get(id(n.args[0])) not in _NORMALISING_EQ:
+            continue
+        return True
+    return False
 
 
 class _Generator:
@@ -265,7 +315,7 @@ class _Generator:
             name = repr(node.name)
             code = f"({t} if ({t} := a.get({name}, _M)) is not _M else _absent({name}, {node.start}))"
             return _Frag(code, 1)
-        if node.name in INTRINSICS and node.target is None:
+        if node.target is None and (node.name in INTRINSICS or node.name in _CEL_NODES):
             return self.intrinsic(node)
         return self.extern(node)
 
@@ -311,7 +361,78 @@ class _Generator:
         if name == "size":
             arg = self.strict(args[0])
             return self.fold(self.op("_size({0})", arg), [arg])
+        if name in _CEL_NODES:
+            return self.cel_node(node)
         raise CompileError(self.text, f"internal compiler error -- no code for intrinsic {name}", node.pos)
+
+    # --- nodes of the CEL dialect (see mixerd.lang.cel) ----------------------------------------
+
+    def cel_node(self, node: Call) -> _Frag:
+        name, args = node.name, node.args
+        if name in ("LAND_ABSORB", "LOR_ABSORB"):
+            return self.absorbing(node)
+        if name == "HAS":
+            var = args[0]
+            assert isinstance(var, Variable)
+            return _Frag(f"(a.get({var.name!r}, _M) is not _M)", 1)
+        if name in ("LIST", "MAP"):
+            parts = [self.strict(arg) for arg in args]
+            if name == "LIST":
+                template = "(" + "".join(f"{{{i}}}, " for i in range(len(parts))) + ")"
+            else:
+                template = "{{" + ", ".join(f"{{{i}}}: {{{i + 1}}}" for i in range(0, len(parts), 2)) + "}}"
+            return self.fold(self.op(template, *parts), parts)
+        if name == "FAIL":
+            parts = [self.strict(arg) for arg in args]
+            return self.op("_cel_fail(" + ", ".join(f"{{{i}}}" for i in range(len(parts))) + ")", *parts)
+        parts = [self.strict(arg) for arg in args]
+        value_type = self.types[id(args[0])]
+        if name in ("SUB", "MUL"):
+            symbol = "-" if name == "SUB" else "*"
+            template = (
+                _INT64_WRAP.replace("+", symbol, 1) if value_type is _V.INT64 else f"({{0}} {symbol} {{1}})"
+            )
+        elif name == "NEG":
+            template = _INT64_WRAP.format("0", "-{0}") if value_type is _V.INT64 else "(-{0})"
+        else:
+            template = _CEL_TEMPLATES[name]
+        return self.fold(self.op(template, *parts), parts)
+
+    def absorbing(self, node: Call) -> _Frag:
+        """CEL's ``&&`` / ``||``: an error on one side is absorbed when the other side decides."""
+        is_or = node.name == "LOR_ABSORB"
+        left, right = self.strict(node.args[0]), self.strict(node.args[1])
+        for side, other in ((left, right), (right, left)):
+            if side.const and bool(side.value) == is_or:
+                return self.constant(is_or)  # true || x, x || true, false && x, x && false
+            if side.const:
+                return other
+        if not (_can_fail(node.args[0], self.types) or _can_fail(node.args[1], self.types)):
+            return self.op("({0} or {1})" if is_or else "({0} and {1})", left, right)
+        name = self.fresh("_s")
+        decided, test = ("True", "_l") if is_or else ("False", "not _l")
+        self.helpers.append(
+            f"def {name}(a):\n"
+            "    try:\n"
+            f"        _l = {left.code}\n"
+            "    except _EvaluationError as _e:\n"
+            "        _l = _e\n"
+            "    else:\n"
+            f"        if {test}:\n"
+            f"            return {decided}\n"
+            "    try:\n"
+            f"        _r = {right.code}\n"
+            "    except _EvaluationError:\n"
+            "        if isinstance(_l, _EvaluationError):\n"
+            "            raise _l from None\n"
+            "        raise\n"
+            f"    if {test.replace('_l', '_r')}:\n"
+            f"        return {decided}\n"
+            "    if isinstance(_l, _EvaluationError):\n"
+            "        raise _l\n"
+            f"    return {'False' if is_or else 'True'}\n"
+        )
+        return _Frag(f"{name}(a)", 1)
 
     def extern(self, node: Call) -> _Frag:
         fn = self.functions[node.name]
@@ -529,12 +650,17 @@ def compile_expression(
 ) -> Expression:
     """Parse, type-check and compile ``text`` (see :func:`mixerd.lang.compile`)."""
     lang = dialect.lower()
-    if lang in ("cel", "compat"):
-        raise CompileError(text, f"the {dialect.upper()} expression dialect is not supported yet (use cexl)")
-    if lang != "cexl":
-        raise CompileError(text, f"unknown expression dialect {dialect!r} (expected 'cexl' or 'cel')")
+    if lang not in DIALECTS:
+        raise CompileError(
+            text, f"unknown expression dialect {dialect!r} (expected one of {', '.join(DIALECTS)})"
+        )
     try:
-        return _compile(text, manifest, function_table(functions))
+        if lang == "cexl":
+            return _compile(text, manifest, function_table(functions))
+        if functions is not None:
+            raise CompileError(text, "extra functions are supported by the CEXL dialect only")
+        tree, result_type, types = _cel.lower(text, manifest, compat=lang == "compat")
+        return _generate(text, tree, result_type, types, function_table(_cel.CEL_FUNCTIONS))
     except CompileError:
         raise
     except RecursionError:
@@ -556,7 +682,13 @@ def _compile(text: str, manifest: Mapping[str, ValueType | str], table: Mapping[
     tree = parse(text)
     result_type, types = infer_types(text, tree, manifest, table)
     check_generatable(text, tree, result_type, types)
+    return _generate(text, tree, result_type, types, table)
 
+
+def _generate(
+    text: str, tree: Node, result_type: ValueType, types: dict[int, ValueType], table: Mapping[str, Function]
+) -> Expression:
+    """Python source for a type-checked tree (of either dialect), compiled and wrapped."""
     generator = _Generator(text, types, table)
     top = generator.spill(generator.strict(tree))
     reads: dict[str, tuple[str, ValueType, int]] = {}

@@ -20,8 +20,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from mixerd.adapter import Clock, Info, InstanceInfo, SystemClock, load_adapters
+from mixerd.adapter.authz_metrics import AUTHZ_DECISIONS
 from mixerd.attribute import builtin_manifest
 from mixerd.config import Snapshot, Store, build_snapshot, missing_adapter_message
+from mixerd.runtime.checkcache import DEFAULT_CACHE_ENTRIES
 from mixerd.runtime.dispatcher import Dispatcher
 from mixerd.runtime.handlers import HandlerEntry, HandlerTable, build_handler_table
 from mixerd.runtime.metrics import RuntimeMetrics
@@ -98,17 +100,22 @@ class Runtime:
         clock: Clock | None = None,
         drain_timeout: float = 10.0,
         check_deadline: float = 1.0,
+        check_cache_entries: int = DEFAULT_CACHE_ENTRIES,
         services: Mapping[str, object] | None = None,
         fail_closed: bool = False,
     ) -> None:
         self.store = store
-        self.services: Mapping[str, object] = dict(services or {})
-        """Process-wide services handlers reach through ``Env.shared`` (the console writer)."""
         self.default_namespace = default_namespace
         self.adapters = adapters if adapters is not None else load_adapters()
         self.catalog = AdapterRegistryCatalog(self.adapters)
         self.clock: Clock = clock or SystemClock()
         self.metrics = RuntimeMetrics()
+        self.services: Mapping[str, object] = {
+            AUTHZ_DECISIONS: self.metrics.authz_decisions,
+            **(services or {}),
+        }
+        """Process-wide services handlers reach through ``Env.shared`` (the console writer, the
+        authorization decision counter)."""
         self._adapter_drops = self.metrics.counter(
             "mixerd_adapter_dropped",
             "Work that handlers dropped (log lines, points ...), by handler and reason, as they report it "
@@ -125,6 +132,7 @@ class Runtime:
         self.dispatcher = Dispatcher(
             RoutingTable(0, default_namespace, {}, {}, empty, []),
             check_deadline=check_deadline,
+            check_cache_entries=check_cache_entries,
             metrics=self.metrics,
             clock=self.clock,
         )

@@ -51,9 +51,18 @@ from mixerd.adapter import (
     Status,
     SystemClock,
 )
-from mixerd.attribute import MISSING, FrozenReferences, OverlayBag, ReferenceTracker, logsafe
+from mixerd.attribute import (
+    MISSING,
+    FrozenReferences,
+    OverlayBag,
+    ReferenceTracker,
+    TrackingBag,
+    logsafe,
+    untracked_view,
+)
 from mixerd.config import HeaderAction
 from mixerd.lang import EvaluationError
+from mixerd.runtime.checkcache import DEFAULT_CACHE_ENTRIES, CachedCheck, CheckCache
 from mixerd.runtime.failures import (
     ATTRIBUTE_GENERATION_FAILURE,
     HANDLER_DEADLINE,
@@ -184,14 +193,21 @@ class Dispatcher:
         max_warned_quotas: int = _MAX_WARNED_QUOTAS,
         metrics: RuntimeMetrics | None = None,
         clock: Clock | None = None,
+        check_cache_entries: int = DEFAULT_CACHE_ENTRIES,
     ) -> None:
-        self._table = table
         self.metrics = metrics or RuntimeMetrics()
         """Where requests are counted: the runtime's; front-ends built on this dispatcher use it."""
         self.clock: Clock = clock or SystemClock()
         """The runtime's clock, for the front-ends built on this dispatcher."""
         self.check_deadline = check_deadline
         self.report_deadline = report_deadline
+        self.check_cache_entries = check_cache_entries
+        """Entries of each routing table's decision cache; 0: no cache."""
+        self._cache_hits = self.metrics.check_cache.labels("hit")
+        self._cache_misses = self.metrics.check_cache.labels("miss")
+        self._evaluation_errors = 0
+        """Rule evaluation errors so far: a Check during which one happened is not cached."""
+        self._table = self._with_cache(table)
         self._warned_quotas: OrderedDict[str, None] = OrderedDict()
         self._max_warned_quotas = max_warned_quotas
         self.suppressed_quota_warnings = 0
@@ -209,9 +225,17 @@ class Dispatcher:
         return self._table
 
     def swap(self, table: RoutingTable) -> RoutingTable:
-        """Put ``table`` in force; return the previous one (still pinned by in-flight requests)."""
-        old, self._table = self._table, table
+        """Put ``table`` in force; return the previous one (still pinned by in-flight requests).
+
+        The new table comes with an empty decision cache: no answer of an earlier config is
+        ever given under this one."""
+        old, self._table = self._table, self._with_cache(table)
         return old
+
+    def _with_cache(self, table: RoutingTable) -> RoutingTable:
+        if self.check_cache_entries > 0 and table.check_cache is None:
+            table.check_cache = CheckCache(self.clock, self.check_cache_entries)
+        return table
 
     @contextmanager
     def pinned(self, table: RoutingTable | None = None) -> Iterator[RoutingTable]:
@@ -302,6 +326,22 @@ class Dispatcher:
         from (its quota plan): the Check then runs on that same table.
         """
         with self.pinned(table) as t:
+            cache = t.check_cache if not quotas else None
+            request = bag
+            context: Any = ()
+            if cache is not None:
+                if tracker is None:  # what the answer depends on is the cache's key
+                    tracker = ReferenceTracker()
+                    bag = request = TrackingBag(bag, tracker)
+                # A front-end's own layer over the tracked request (the caller's identity) is
+                # read unrecorded: all of it is part of the key.
+                context = frozenset(bag.added.items()) if isinstance(bag, OverlayBag) else ()
+                hit = cache.lookup(untracked_view(bag), context)
+                if hit is not None:
+                    self._cache_hits.inc()
+                    return self._cached(t, bag, tracker, *hit)
+                self._cache_misses.inc()
+            errors_before = self._evaluation_errors
             bag = await self._preprocess(t, bag, fail=True)
             after_preprocess = tracker.snapshot() if tracker is not None and quotas else None
             ns = request_namespace(bag)
@@ -309,6 +349,24 @@ class Dispatcher:
             result, reason, rule, handler = (
                 await self._check(nt, bag) if nt.destinations else (_OK_DEFAULT, "", "", "")
             )
+            if (
+                cache is not None
+                and tracker is not None
+                and self._evaluation_errors == errors_before
+                and reason != FAIL_CLOSED_REASON
+            ):
+                cache.store(
+                    untracked_view(request),
+                    result,
+                    reason=reason,
+                    rule=rule,
+                    handler=handler,
+                    references=tracker.frozen(),
+                    whole_maps=frozenset(tracker.whole_maps),
+                    whole_values=frozenset(tracker.whole_values),
+                    generated=bag.added if bag is not request and isinstance(bag, OverlayBag) else {},
+                    context=context,
+                )
             directive = None
             if result.status.code == Code.OK and nt.directives:
                 directive = self._directives(nt, _with_outputs(bag, result.output))
@@ -338,6 +396,37 @@ class Dispatcher:
                 handler=handler,
                 attributes=bag,
             )
+
+    def _cached(
+        self,
+        t: RoutingTable,
+        bag: Mapping[str, Any],
+        tracker: ReferenceTracker,
+        entry: CachedCheck,
+        result: CheckResult,
+    ) -> CheckOutcome:
+        """The outcome of a Check answered from the cache: the stored precondition, with this
+        request's header operations evaluated over it (they read per-request values)."""
+        tracker.restore(dict(entry.references))
+        tracker.whole_maps = set(entry.whole_maps)
+        if entry.generated:
+            overlay = OverlayBag(bag)
+            overlay.merge(entry.generated)
+            bag = overlay
+        directive = None
+        if result.status.code == Code.OK:
+            nt = t.lookup(Variety.CHECK, request_namespace(bag))
+            if nt.directives:
+                directive = self._directives(nt, bag)
+        return CheckOutcome(
+            result,
+            directive,
+            tracker.frozen(),
+            reason=entry.reason,
+            rule=entry.rule,
+            handler=entry.handler,
+            attributes=bag,
+        )
 
     async def _check(self, nt: NamespaceTable, bag: Mapping[str, Any]) -> tuple[CheckResult, str, str, str]:
         """The combined answer, the first denial's own message, and the rule and handler that gave
@@ -449,6 +538,7 @@ class Dispatcher:
     def _rule_failed(self, rule: str, part: str, exc: Exception, fail_closed: bool) -> None:
         """Count and (rate-limited) log an evaluation error of ``rule``'s ``part`` (``match`` or
         ``instance``); raise :class:`_FailClosed` when the group fails closed."""
+        self._evaluation_errors += 1
         errors = self._rule_errors.get(rule)
         if errors is None:
             errors = self._rule_errors[rule] = _RuleErrors(rule, self.metrics, self.clock)

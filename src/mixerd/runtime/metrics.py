@@ -14,6 +14,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from mixerd.adapter.authz_metrics import AuthzDecisions
+
 __all__ = ["RuntimeMetrics"]
 
 _LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
@@ -61,6 +63,13 @@ class RuntimeMetrics:
             ["rule", "part"],
             registry=r,
         )
+        self.check_cache = Counter(
+            "mixerd_check_cache_lookups",
+            "Checks looked up in the decision cache, by result (hit: answered from it; miss: "
+            "evaluated). Checks with quotas do not use it.",
+            ["result"],
+            registry=r,
+        )
         self.unconfigured_quotas = Counter(
             "mixerd_unconfigured_quota_requests",
             "Requests for a quota no rule routes (granted, as Mixer does).",
@@ -100,6 +109,9 @@ class RuntimeMetrics:
             registry=r,
         )
         self._families: dict[str, Any] = {}
+        self.authz_decisions = AuthzDecisions.on(self.counter)
+        """``mixerd_authz_decisions_total{policy,action,dry_run}`` (:mod:`mixerd.adapter.authz_metrics`),
+        handed to handlers as the shared service ``authz_decisions``."""
 
     def counter(self, name: str, documentation: str, labelnames: Sequence[str] = ()) -> Counter:
         """The counter ``name`` of this registry, created on first use (front-end metrics: every

@@ -27,6 +27,7 @@ from typing import Any
 from mixerd.attribute import ValueType
 from mixerd.config import CompiledHeaderOperation, Snapshot
 from mixerd.lang import Expression
+from mixerd.runtime.checkcache import CheckCache
 from mixerd.runtime.handlers import HandlerEntry, HandlerTable
 from mixerd.runtime.metrics import RuntimeMetrics
 from mixerd.runtime.quotas import EMPTY_QUOTA_PLAN, QuotaPlan
@@ -105,6 +106,7 @@ class RoutingTable:
     __slots__ = (
         "_defaults",
         "_namespaces",
+        "check_cache",
         "default_namespace",
         "errors",
         "handlers",
@@ -137,6 +139,8 @@ class RoutingTable:
         self.manifest: Mapping[str, ValueType] = {} if manifest is None else manifest
         """The config's attribute manifest (what front-ends check typed wire values against)."""
         self.in_flight = 0
+        self.check_cache: CheckCache | None = None
+        """This table's decision cache (the dispatcher gives it one when it is put in force)."""
         self.has_generators = self.has(Variety.ATTRIBUTE_GENERATOR)
         """Whether any attribute generator is routed (requests skip preprocessing otherwise)."""
 

@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -16,7 +16,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from mixerd import __version__
-from mixerd.config import FileStore, MemoryStore, Store, parse_text
+from mixerd.attribute import builtin_manifest
+from mixerd.config import FileStore, MemoryStore, Resource, ResourceError, Store, build_snapshot, parse_text
 from mixerd.runtime import Runtime
 from mixerd.server.console import Console
 from mixerd.server.console_ui import ConsoleUI, console_off_routes
@@ -71,6 +72,7 @@ class Server:
             self.store,
             default_namespace=settings.default_namespace,
             check_deadline=settings.check_deadline,
+            check_cache_entries=settings.check_cache_entries,
             drain_timeout=settings.drain_timeout,
             fail_closed=settings.fail_closed,
             services=self.console.services() if self.console is not None else None,
@@ -91,12 +93,40 @@ class Server:
 
     def _make_store(self) -> Store:
         s = self.settings
+        if s.config_url:
+            return self._kube_store()
         if s.config:
             return FileStore(list(s.config), debounce=s.config_debounce, resync_interval=s.config_resync)
         parsed = parse_text(default_config_text(), file="<embedded default config>")
         store = MemoryStore()
         store.replace(parsed.resources, parsed.errors)
         return store
+
+    def _kube_store(self) -> Store:
+        from mixerd.config.k8s.store import KubeStore  # only a k8s:// config needs the client
+
+        s = self.settings
+
+        def validate(resources: Sequence[Resource], problems: Sequence[ResourceError]) -> list[ResourceError]:
+            """What the runtime would report (Events for ``--k8s-write-status``)."""
+            snapshot = build_snapshot(
+                resources,
+                adapters=self.runtime.catalog,
+                default_namespace=s.default_namespace,
+                base_manifest=builtin_manifest(),
+                problems=problems,
+                snapshot_id=0,
+            )
+            return list(snapshot.errors)
+
+        return KubeStore(
+            s.config_url,
+            default_namespace=s.default_namespace,
+            debounce=s.config_debounce,
+            write_events=s.k8s_write_status,
+            validate=validate,
+            missing_retry=s.k8s_missing_retry,
+        )
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -128,6 +158,9 @@ class Server:
             self._watchers.append(asyncio.get_running_loop().create_task(source.watch()))
         if self.console is not None:
             await self.console.start()
+        # The monitoring listener opens first: while the config loads (a cluster's initial list can
+        # take a while, or wait for an unreachable API server) /readyz answers "not ready".
+        await self._start_monitoring()
         await self.runtime.start()
         await self._start_grpc()
         await self._start_http()
@@ -181,10 +214,12 @@ class Server:
         sockets = getattr(server, "sockets", None) or []
         return int(sockets[0].getsockname()[1]) if sockets else port
 
-    async def _start_http(self) -> None:
+    async def _start_monitoring(self) -> None:
         self.listeners.monitoring_port = await self._listen(
             self._monitoring_app(), self.settings.monitoring_address, "monitoring"
         )
+
+    async def _start_http(self) -> None:
         if self.console is not None and self.settings.console_address:
             app = web.Application()
             self._add_console_routes(app)
@@ -279,11 +314,13 @@ class Server:
         return web.Response(text="ok\n")
 
     async def _readyz(self, request: web.Request) -> web.Response:
+        if not self.runtime.ready:
+            waiting: tuple[str, ...] = getattr(self.store, "waiting_for", tuple)()
+            detail = f" (waiting for the initial list of {', '.join(waiting)})" if waiting else ""
+            return web.Response(status=503, text=f"not ready: config not loaded yet{detail}\n")
         if not self.serving:
             return web.Response(status=503, text="not ready: listeners still opening\n")
-        if self.runtime.ready:
-            return web.Response(text=f"ready: config {self.runtime.dispatcher.table.id}\n")
-        return web.Response(status=503, text="not ready: config not loaded yet\n")
+        return web.Response(text=f"ready: config {self.runtime.dispatcher.table.id}\n")
 
     async def _version(self, request: web.Request) -> web.Response:
         return web.json_response({"version": __version__, "protobuf": protobuf_backend()})

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from mixerd.attribute import parse_duration
+from mixerd.config.k8s.target import is_k8s_url, parse_url
 from mixerd.console.correlate import parse_order
 
 __all__ = ["TLS_LISTENERS", "Settings", "add_arguments", "parse_address"]
@@ -19,7 +20,9 @@ __all__ = ["TLS_LISTENERS", "Settings", "add_arguments", "parse_address"]
 @dataclass(frozen=True, slots=True)
 class Settings:
     config: tuple[Path, ...] = ()
-    """Config files or directories; empty means the embedded default config."""
+    """Config files or directories; empty (and no ``config_url``) means the embedded default config."""
+    config_url: str = ""
+    """A ``k8s://`` URL (given as ``--config``): config from Kubernetes custom resources instead of files."""
     grpc_address: str = "0.0.0.0:9091"
     monitoring_address: str = "0.0.0.0:15014"
     prometheus_address: str = "0.0.0.0:42422"
@@ -28,12 +31,19 @@ class Settings:
     """The HTTP authorization endpoint (Envoy http_service, nginx auth_request); empty disables it."""
     default_namespace: str = "istio-system"
     check_deadline: float = 1.0
+    check_cache_entries: int = 10_000
+    """Entries of the decision cache (Check answers reused while valid, emptied by every config
+    change); 0 disables it."""
     fail_closed: bool = False
     """Deny a Check when a check or quota rule's match, or an instance it sends to a handler, cannot
     be evaluated (rules without a mixerd.io/fail-closed annotation). Off: Mixer's behaviour."""
     drain_timeout: float = 10.0
     config_debounce: float = 0.5
     config_resync: float = 30.0
+    k8s_write_status: bool = False
+    """With a ``k8s://`` config: write resources' validation errors as Kubernetes Events on them."""
+    k8s_missing_retry: float = 30.0
+    """With a ``k8s://`` config: seconds between looks for a kind whose CRD is not installed."""
     log_level: str = "info"
     http_authz_prefix: str = ""
     """Path prefix stripped from HTTP authorization request lines (Envoy's http_service.path_prefix)."""
@@ -123,10 +133,22 @@ class Settings:
                 value = getattr(args, f.name)
                 values[f.name] = _bool(value, f.name) if isinstance(f.default, bool) else value
         if "config" in values:
-            values["config"] = tuple(Path(p) for p in values["config"])
+            urls = [c for c in values["config"] if is_k8s_url(str(c))]
+            paths = [c for c in values["config"] if not is_k8s_url(str(c))]
+            if urls and (paths or len(urls) > 1):
+                raise ValueError(
+                    "--config: a k8s:// URL is the only config source; it cannot be combined with files "
+                    "or another URL (give namespaces as k8s://?namespaces=a,b)"
+                )
+            if urls:
+                parse_url(str(urls[0]))  # a bad URL is reported before anything starts
+                values["config_url"] = str(urls[0])
+            values["config"] = tuple(Path(p) for p in paths)
         for name in _POSITIVE:
             if name in values and values[name] < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {values[name]}")
+        if values.get("check_cache_entries", 0) < 0:
+            raise ValueError(f"--check-cache-entries must be 0 or more, got {values['check_cache_entries']}")
         retention = values.get("console_retention")
         if retention is not None:
             try:
@@ -144,6 +166,9 @@ class Settings:
                 parse_order(order)
             except ValueError as exc:
                 raise ValueError(f"--console-transaction-headers: {exc}") from None
+        retry = values.get("k8s_missing_retry")
+        if retry is not None and not retry > 0:
+            raise ValueError(f"--k8s-missing-retry must be above 0 seconds, got {retry}")
         interval = values.get("tls_reload_interval")
         if interval is not None and not 0 < interval <= 3600:
             raise ValueError(
@@ -171,6 +196,9 @@ _HELP = {
     "[default: %(default)s]",
     "default_namespace": "config namespace whose rules apply to every namespace [default: %(default)s]",
     "check_deadline": "seconds a Check waits for its handlers [default: %(default)s]",
+    "check_cache_entries": "Check answers kept for reuse by requests that agree on every attribute the answer "
+    "read, while the handlers say they are valid; emptied by every config change; 0 disables "
+    "[default: %(default)s]",
     "fail_closed": "deny a Check when a check or quota rule's match, or an instance it sends to a handler, "
     "cannot be evaluated (default: the rule does not apply, as in Mixer); a rule's annotation "
     'mixerd.io/fail-closed: "true"|"false" overrides it',
@@ -178,6 +206,11 @@ _HELP = {
     "[default: %(default)s]",
     "config_debounce": "seconds to wait for a burst of config file changes to settle [default: %(default)s]",
     "config_resync": "seconds between full re-reads of the config files [default: %(default)s]",
+    "k8s_write_status": "with --config k8s://: write each invalid resource's errors as a Kubernetes Event on "
+    "it (kubectl describe shows them; needs the 'create' verb on events), once per object generation and "
+    "problem",
+    "k8s_missing_retry": "with --config k8s://: seconds between looks for a config kind whose CRD is not "
+    "installed (it counts as empty meanwhile) [default: %(default)s]",
     "log_level": "debug, info, warning or error [default: %(default)s]",
     "http_authz_prefix": "path prefix to strip from HTTP authorization request lines (Envoy "
     "http_service.path_prefix)",
@@ -260,12 +293,14 @@ def add_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, str] | 
         "-c",
         action="append",
         metavar="PATH",
-        default=[p for p in cfg.split(os.pathsep) if p] if cfg else None,
-        help="config file or directory (repeatable; watched for changes). Without it mixerd serves its "
-        "embedded default config. Env: MIXERD_CONFIG",
+        default=_config_env(cfg) if cfg else None,
+        help="config file or directory (repeatable; watched for changes), or k8s:// to read the config "
+        "from Kubernetes custom resources (k8s:///path/to/kubeconfig, k8s://?namespaces=a,b; see the "
+        "README's 'Config from Kubernetes'). Without it mixerd serves its embedded default config. "
+        "Env: MIXERD_CONFIG (paths separated by the path separator, or one k8s:// URL)",
     )
     for f in fields(Settings):
-        if f.name in ("config", "allow_slow_protobuf"):
+        if f.name in ("config", "config_url", "allow_slow_protobuf"):
             continue
         default = getattr(defaults, f.name)
         raw = _env(f.name, env)
@@ -296,6 +331,13 @@ def add_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, str] | 
         help="start even if protobuf runs on its pure-Python backend (about 100x slower). "
         "Env: MIXERD_ALLOW_SLOW_PROTOBUF",
     )
+
+
+def _config_env(value: str) -> list[str]:
+    """``MIXERD_CONFIG``: one k8s:// URL (which has colons of its own), or paths joined by os.pathsep."""
+    if is_k8s_url(value.strip()):
+        return [value.strip()]
+    return [p for p in value.split(os.pathsep) if p]
 
 
 def _typed(typ: type, env_name: str) -> Any:

@@ -138,10 +138,15 @@ def compile_instance(
     template_name: str | Template,
     params: Mapping[str, Any] | None,
     manifest: Mapping[str, ValueType],
+    *,
+    dialect: str = "cexl",
 ) -> InstanceBuilder:
     """Compile ``params`` for ``template_name`` (a compiled-in template's name, or a
     :class:`Template`, e.g. one defined by a ``template`` resource); raise
-    :class:`TemplateError` listing every problem."""
+    :class:`TemplateError` listing every problem.
+
+    ``dialect`` is the expression language of every expression in ``params`` (``cexl``, ``cel``
+    or ``compat``: the instance's ``policy.istio.io/lang`` annotation)."""
     template = template_name if isinstance(template_name, Template) else TEMPLATES.get(template_name)
     if template is None:
         known = ", ".join(sorted(TEMPLATES))
@@ -149,7 +154,7 @@ def compile_instance(
     errors: list[FieldError] = []
     types: dict[str, ValueType] = {}
     attributes: set[str] = set()
-    fields = _compile_fields(template.fields, params, "params", manifest, errors, types, attributes)
+    fields = _compile_fields(template.fields, params, "params", manifest, errors, types, attributes, dialect)
     if errors:
         raise TemplateError(errors)
     return InstanceBuilder(name, template, fields, types, frozenset(attributes))
@@ -163,6 +168,7 @@ def _compile_fields(
     errors: list[FieldError],
     types: dict[str, ValueType],
     attributes: set[str],
+    dialect: str,
 ) -> tuple[tuple[str, _Getter], ...]:
     if params is None:
         return ()
@@ -178,7 +184,9 @@ def _compile_fields(
             valid = ", ".join(spec) or "none"
             errors.append(FieldError(fpath, f"unknown field (this template has: {valid})"))
             continue
-        getter = _compile_field(ftype, raw, fpath, f"{path}.{key}", manifest, errors, types, attributes)
+        getter = _compile_field(
+            ftype, raw, fpath, f"{path}.{key}", manifest, errors, types, attributes, dialect
+        )
         if getter is not None:
             out.append((key, getter))
     return tuple(out)
@@ -193,12 +201,13 @@ def _compile_field(
     errors: list[FieldError],
     types: dict[str, ValueType],
     attributes: set[str],
+    dialect: str,
 ) -> _Getter | None:
     """``path`` names the field as the config spells it (for errors); ``type_path`` in snake_case
     (the key of :attr:`InstanceBuilder.types`)."""
     short = type_path.removeprefix("params.")
     if isinstance(ftype, Message):
-        sub = _compile_fields(ftype.fields, raw, path, manifest, errors, types, attributes)
+        sub = _compile_fields(ftype.fields, raw, path, manifest, errors, types, attributes, dialect)
         cls = ftype.cls
 
         def build_message(bag: Mapping[str, Any], _sub: tuple[tuple[str, _Getter], ...] = sub) -> Any:
@@ -219,7 +228,7 @@ def _compile_field(
         entries: list[tuple[str, Callable[[Mapping[str, Any]], Any]]] = []
         texts: list[tuple[str, str]] = []
         for k, text in raw.items():
-            expr = _compile_expr(text, ftype.value, f"{path}.{k}", manifest, errors)
+            expr = _compile_expr(text, ftype.value, f"{path}.{k}", manifest, errors, dialect)
             if expr is not None:
                 texts.append((str(k), expr.text))
                 types[f"{short}.{k}"] = expr.result_type
@@ -227,7 +236,7 @@ def _compile_field(
                 entries.append((str(k), expr.evaluate))
         items = tuple(entries)
         return _MapGetter(items, json.dumps(sorted((k, t) for k, t in texts), separators=(",", ":")))
-    expr = _compile_expr(raw, ftype, path, manifest, errors)
+    expr = _compile_expr(raw, ftype, path, manifest, errors, dialect)
     if expr is None:
         return None
     types[short] = expr.result_type
@@ -241,6 +250,7 @@ def _compile_expr(
     path: str,
     manifest: Mapping[str, ValueType],
     errors: list[FieldError],
+    dialect: str = "cexl",
 ) -> Expression | None:
     if raw is None:
         return None
@@ -256,9 +266,16 @@ def _compile_expr(
     if not text.strip():
         return None
     try:
-        expr = compile(text, manifest)
+        expr = compile(text, manifest, dialect=dialect)
     except CompileError as exc:
         errors.append(FieldError(path, f"{exc}"))
+        return None
+    if expr.result_type is ValueType.VALUE_TYPE_UNSPECIFIED:  # only CEL has such values
+        errors.append(
+            FieldError(
+                path, f"expression '{text}' gives a CEL list, bytes, uint or type, not an attribute value"
+            )
+        )
         return None
     if want is not ANY and expr.result_type != want:
         errors.append(

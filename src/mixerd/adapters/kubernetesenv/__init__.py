@@ -19,7 +19,7 @@ or, for VMs, demos and tests, from a static YAML file (``podsFile``)::
         podsFile: /etc/mixerd/pods.yaml       # or kubeconfigPath: ..., or nothing (in-cluster)
 
 Params: :mod:`mixerd.adapters.kubernetesenv.config`; lookup and workload rules:
-:mod:`mixerd.adapters.kubernetesenv.cache`; the API client: :mod:`mixerd.adapters.kubernetesenv.kubeapi`.
+:mod:`mixerd.adapters.kubernetesenv.cache`; the API client: :mod:`mixerd.config.k8s.api`.
 """
 
 from mixerd.adapter import Info

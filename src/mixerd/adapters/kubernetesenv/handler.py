@@ -8,8 +8,8 @@ from typing import Any
 from mixerd.adapter import Builder, ConfigError, Env, Handler, InstanceInfo
 from mixerd.adapters.kubernetesenv.cache import PodCache
 from mixerd.adapters.kubernetesenv.config import KubeEnvParams, Source, parse_params
-from mixerd.adapters.kubernetesenv.kubeapi import resolve_config
 from mixerd.adapters.kubernetesenv.sources import ApiSource, FileSource
+from mixerd.config.k8s.api import resolve_config
 
 __all__ = ["KubernetesEnvBuilder", "KubernetesEnvHandler"]
 

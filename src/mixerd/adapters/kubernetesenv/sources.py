@@ -20,7 +20,7 @@ from mixerd.adapters.kubernetesenv.cache import (
     PodInfo,
     parse_object,
 )
-from mixerd.adapters.kubernetesenv.kubeapi import ClusterConfig, KubeClient, Reflector, Resource
+from mixerd.config.k8s.api import ClusterConfig, KubeClient, Reflector, Resource
 
 __all__ = ["RESOURCES", "ApiSource", "FileSource", "load_pods_file"]
 

@@ -46,6 +46,7 @@ __all__ = [
     "KubeApiError",
     "KubeClient",
     "KubeConfigError",
+    "NotFoundError",
     "Reflector",
     "Resource",
     "in_cluster_config",
@@ -59,16 +60,31 @@ MAX_EVENT_BYTES: Final = 16 << 20
 LIST_PAGE_SIZE: Final = 500
 
 
-class KubeConfigError(Exception):
+class KubeConfigError(ValueError):
     """No usable connection config (missing or unsupported kubeconfig, not in a cluster)."""
 
 
 class KubeApiError(Exception):
-    """The API server answered with an error, or the connection failed."""
+    """The API server answered with an error (``status``: its HTTP status), or the connection
+    failed (``status`` None)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class GoneError(KubeApiError):
     """``410 Gone``: the resource version is too old; list again."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, 410)
+
+
+class NotFoundError(KubeApiError):
+    """``404 Not Found`` for a collection: its resource type (a CRD) is not installed."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, 404)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +99,8 @@ class ClusterConfig:
     server_hostname: str | None = None
     source: str = ""
     """Where this config came from (for logs and errors)."""
+    verify: bool = True
+    """False when the kubeconfig says ``insecure-skip-tls-verify`` (the server is not authenticated)."""
     extra_headers: Mapping[str, str] = field(default_factory=dict)
 
     def headers(self) -> dict[str, str]:
@@ -182,6 +200,7 @@ def load_kubeconfig(path: str | Path, context: str | None = None) -> ClusterConf
         basic_auth=basic,
         server_hostname=str(cluster["tls-server-name"]) if cluster.get("tls-server-name") else None,
         source=f"kubeconfig {path} (context {ctx_name})",
+        verify=cluster.get("insecure-skip-tls-verify") is not True,
     )
 
 
@@ -247,7 +266,8 @@ class KubeClient:
         self.config = config
         self.request_timeout = request_timeout
         ssl_arg: ssl.SSLContext | bool = config.ssl_context if config.ssl_context is not None else True
-        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl_arg))
+        # No connection limit: every watched collection holds one connection open (HTTP/1.1).
+        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl_arg, limit=0))
 
     async def close(self) -> None:
         await self._session.close()
@@ -272,8 +292,12 @@ class KubeClient:
                     body = await resp.read()
                     if resp.status == 410:
                         raise GoneError(f"GET {path}: {_status_message(body)}")
+                    if resp.status == 404:
+                        raise NotFoundError(f"GET {path}: {_status_message(body)}")
                     if resp.status != 200:
-                        raise KubeApiError(f"GET {path}: HTTP {resp.status}: {_status_message(body)}")
+                        raise KubeApiError(
+                            f"GET {path}: HTTP {resp.status}: {_status_message(body)}", resp.status
+                        )
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise KubeApiError(f"GET {path}: {exc or type(exc).__name__}") from None
             try:
@@ -288,6 +312,26 @@ class KubeClient:
             cont = str(meta.get("continue") or "")
             if not cont:
                 return items, str(meta.get("resourceVersion") or "")
+
+    async def create(self, path: str, body: Mapping[str, Any]) -> Mapping[str, Any]:
+        """POST ``body`` to the collection at ``path``; the created object."""
+        timeout = aiohttp.ClientTimeout(total=self.request_timeout)
+        try:
+            async with self._session.post(
+                f"{self.config.server}{path}", json=body, timeout=timeout, **self._request_kwargs()
+            ) as resp:
+                data = await resp.read()
+                if resp.status not in (200, 201, 202):
+                    raise KubeApiError(
+                        f"POST {path}: HTTP {resp.status}: {_status_message(data)}", resp.status
+                    )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise KubeApiError(f"POST {path}: {exc or type(exc).__name__}") from None
+        try:
+            doc = json.loads(data)
+        except ValueError:
+            return {}
+        return doc if isinstance(doc, Mapping) else {}
 
     async def watch(
         self, path: str, resource_version: str, timeout_seconds: int
@@ -307,7 +351,11 @@ class KubeClient:
                     body = await resp.content.read(64 * 1024)
                     if resp.status == 410:
                         raise GoneError(f"watch {path}: {_status_message(body)}")
-                    raise KubeApiError(f"watch {path}: HTTP {resp.status}: {_status_message(body)}")
+                    if resp.status == 404:
+                        raise NotFoundError(f"watch {path}: {_status_message(body)}")
+                    raise KubeApiError(
+                        f"watch {path}: HTTP {resp.status}: {_status_message(body)}", resp.status
+                    )
                 async for line in _lines(resp.content):
                     try:
                         event = json.loads(line)
@@ -322,7 +370,10 @@ class KubeClient:
                         message = obj.get("message") or obj.get("reason") or "error"
                         if code == 410:
                             raise GoneError(f"watch {path}: {message}")
-                        raise KubeApiError(f"watch {path}: error event {code}: {message}")
+                        raise KubeApiError(
+                            f"watch {path}: error event {code}: {message}",
+                            code if isinstance(code, int) else None,
+                        )
                     yield kind, obj
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise KubeApiError(f"watch {path}: {exc or type(exc).__name__}") from None
@@ -373,8 +424,15 @@ class Reflector:
         watch_seconds: int,
         logger: logging.Logger,
         backoff: tuple[float, float] = (1.0, 30.0),
+        missing_retry: float | None = None,
     ) -> None:
+        """``missing_retry``: when set, a collection the server does not know (``404``: its CRD is
+        not installed) counts as listed and empty, is logged once, and is listed again every
+        ``missing_retry`` seconds; without it a 404 is an error like any other."""
         self.resource = resource
+        self.missing_retry = missing_retry
+        self.missing = False
+        """The last list found no such collection (404)."""
         self._on_list = on_list
         self._on_event = on_event
         self.watch_seconds = max(1, watch_seconds)
@@ -392,21 +450,44 @@ class Reflector:
         path, kind = self.resource.path, self.resource.kind
         while True:
             try:
-                items, version = await client.list(path)
+                try:
+                    items, version = await client.list(path)
+                except NotFoundError as exc:
+                    if self.missing_retry is None:
+                        raise
+                    if not self.missing:
+                        self._log.info(
+                            "%s: not installed on the API server (%s); treated as empty, looking again every %gs",
+                            kind,
+                            exc,
+                            self.missing_retry,
+                        )
+                    self.missing = True
+                    self._on_list(kind, [])
+                    self.lists += 1
+                    self.synced.set()
+                    self.last_error = None
+                    delay = self._backoff[0]
+                    await asyncio.sleep(self.missing_retry)
+                    continue
+                if self.missing:
+                    self._log.info("%s: now installed", kind)
+                    self.missing = False
                 self._on_list(kind, items)
                 self.lists += 1
                 self.synced.set()
                 self.last_error = None
-                delay = self._backoff[0]
                 self._log.info("listed %d %s objects (resourceVersion %s)", len(items), kind, version)
                 while True:
                     async for event_type, obj in client.watch(path, version, self.watch_seconds):
+                        delay = self._backoff[0]  # the server answers: back off from the start next time
                         meta = obj.get("metadata")
                         if isinstance(meta, Mapping) and meta.get("resourceVersion"):
                             version = str(meta["resourceVersion"])
                         if event_type != "BOOKMARK":
                             self._on_event(kind, event_type, obj)
                             self.events += 1
+                    delay = self._backoff[0]  # a watch that ended normally
             except GoneError as exc:
                 self._log.info("%s: %s; listing again", kind, exc)
                 continue
