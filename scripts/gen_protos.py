@@ -31,7 +31,13 @@ THIRD_PARTY = PROTO_ROOT / "third_party"
 PACKAGE = Path("mixerd") / "_proto"
 
 # Modules that define a gRPC service (only these get a *_pb2_grpc.py).
-SERVICE_PROTOS = ("mixerd/_proto/mixer/v1/mixer.proto",)
+SERVICE_PROTOS = (
+    "mixerd/_proto/mixer/v1/mixer.proto",
+    "mixerd/_proto/mixer/adapter/model/v1beta1/infrastructure_backend.proto",
+    "mixerd/_proto/mixer/template/listentry/template_handler_service.proto",
+    "mixerd/_proto/mixer/template/metric/template_handler_service.proto",
+    "mixerd/_proto/mixer/template/quota/template_handler_service.proto",
+)
 
 # The vendored OpenTelemetry protos (OTLP), compiled under a private proto package.
 OTLP_SOURCE = THIRD_PARTY / "opentelemetry" / "proto"
@@ -50,6 +56,7 @@ INIT_DOCSTRINGS = {
     PACKAGE: "Generated protobuf and gRPC modules (scripts/gen_protos.py); do not edit.",
     PACKAGE / "mixer": "Generated modules of Mixer's API (package istio.mixer).",
     PACKAGE / "mixer" / "v1": "Generated modules of Mixer's v1 API (package istio.mixer.v1).",
+    PACKAGE / "policy": "Generated modules of Istio's policy API (package istio.policy).",
     OTLP_TARGET: "Generated modules of the OpenTelemetry protocol (OTLP), proto package renamed mixerd.otlp.",
 }
 
@@ -99,6 +106,8 @@ def _write_otlp(root: Path) -> list[str]:
 def _package_doc(package: Path) -> str:
     if package in INIT_DOCSTRINGS:
         return INIT_DOCSTRINGS[package]
+    if not package.is_relative_to(OTLP_TARGET):
+        return f"Generated modules of {package.relative_to(PACKAGE).as_posix()} (Istio's adapter model)."
     otlp = package.relative_to(OTLP_TARGET).as_posix().replace("/", ".")
     return f"Generated modules of OTLP's {otlp} (package {OTLP_PACKAGE}.{otlp})."
 

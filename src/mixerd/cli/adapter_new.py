@@ -28,7 +28,7 @@ import yaml
 from mixerd.adapter import load_adapters
 from mixerd.templates import TEMPLATES, Variety
 
-__all__ = ["ScaffoldError", "generate", "register_new", "run_new"]
+__all__ = ["ScaffoldError", "generate", "register", "run_new"]
 
 _NAME_RE: Final = re.compile(r"[a-z][a-z0-9_]*\Z")
 _NAMESPACE: Final = "istio-system"
@@ -308,7 +308,7 @@ def generate(name: str, templates: Sequence[str], output: Path, *, force: bool =
     return written
 
 
-def register_new(group: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(group: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``new`` to the ``mixerd adapter`` command group."""
     p = group.add_parser(
         "new",

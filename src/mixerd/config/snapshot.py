@@ -19,9 +19,13 @@ dropped and the rest still takes effect:
   out of the action (with an error on the rule); an action whose handler is missing or dropped, or
   with no valid instances left, is dropped; a rule with no actions and no header operations left
   is dropped;
-* out-of-process adapters and templates (``adapter``/``template`` resources, handlers with
-  ``adapter:``, instances with ``template:``) are parsed and kept as resources but reported as not
-  supported yet;
+* out-of-process templates (``template`` resources) become templates of their own
+  (:mod:`mixerd.templates.dynamic`); out-of-process adapters (``adapter`` resources) are known by
+  name (:mod:`mixerd.config.remote`); a handler with ``adapter:`` needs ``connection.address`` and
+  an ``adapter`` resource of that name, or names one of mixerd's own adapters (served by
+  ``mixerd adapter serve``); its params must encode with the adapter's config descriptor.
+  ``template``/``adapter`` resources naming compiled-in templates/adapters are ignored, with a
+  warning;
 * the annotation ``policy.istio.io/lang`` (``CEXL``, the default, ``CEL`` or ``COMPAT``) picks
   the expression dialect of every expression of a rule or instance; another value is an error;
 * ``sampling`` on a rule is read into a :class:`~mixerd.config.sampling.SamplingConfig` (its
@@ -78,6 +82,12 @@ from mixerd.config.model import (
     TemplateSpec,
 )
 from mixerd.config.parse import DEFAULT_NAMESPACE
+from mixerd.config.remote import (
+    RemoteAdapter,
+    builtin_remote_adapter,
+    encode_adapter_config,
+    remote_adapter,
+)
 from mixerd.config.resolve import resolve
 from mixerd.config.sampling import SamplingConfig, compile_sampling
 from mixerd.config.security import (
@@ -100,11 +110,13 @@ from mixerd.templates import (
     TEMPLATES,
     InstanceBuilder,
     OutputMapper,
+    Template,
     TemplateError,
     Variety,
     compile_instance,
     compile_output_mapper,
 )
+from mixerd.templates.dynamic import DescriptorError, remote_service, template_from_descriptor
 
 __all__ = [
     "AdapterCatalog",
@@ -181,7 +193,7 @@ class CompiledInstance:
 
     @property
     def variety(self) -> Variety:
-        return TEMPLATES[self.template].variety
+        return self.builder.template.variety
 
     @property
     def types(self) -> Mapping[str, ValueType]:
@@ -201,6 +213,8 @@ class HandlerConfig:
     instances: tuple[str, ...] = ()
     """FQNs of the instances the rules send to this handler, sorted. The params were validated
     against them; a handler no rule uses (empty) has not been validated by its adapter."""
+    remote: RemoteAdapter | None = None
+    """Set for an out-of-process adapter (``adapter:`` with ``connection.address``)."""
 
     @property
     def fqn(self) -> str:
@@ -328,6 +342,9 @@ class _Builder:
         self.match_cache: dict[tuple[str, str], Expression | CompileError] = {}
         self.plugin_kinds: dict[str, type] = {}
         """Kinds named after a plugin adapter (-> HandlerSpec) or a template (-> InstanceSpec)."""
+        self.templates: dict[str, Template] = {}
+        """Templates defined by ``template`` resources, by name."""
+        self.remote_adapters: dict[str, RemoteAdapter] = {}
 
     # -- bookkeeping -----------------------------------------------------------------------------
 
@@ -424,6 +441,7 @@ class _Builder:
         self.plugin_kind_resources()
         self.check_specs()
         self.manifests(base_manifest)
+        self.out_of_process()
         plugin_instances = [k for k, t in self.plugin_kinds.items() if t is InstanceSpec]
         plugin_handlers = [k for k, t in self.plugin_kinds.items() if t is HandlerSpec]
         for r, instance in self.of_kind(InstanceSpec, INSTANCE, *_LEGACY_INSTANCE_KINDS, *plugin_instances):
@@ -435,16 +453,6 @@ class _Builder:
                 self.bad_instances.add(r.key.fqn)
         for r, handler in self.of_kind(HandlerSpec, HANDLER, *_LEGACY_HANDLER_KINDS, *plugin_handlers):
             self.handler(r, handler)
-        for r, _ in self.of_kind(AdapterSpec, ADAPTER):
-            self.report_issues(r)
-            self.error(
-                r, "", "out-of-process adapters are not supported yet; this adapter resource is not used"
-            )
-        for r, _ in self.of_kind(TemplateSpec, TEMPLATE):
-            self.report_issues(r)
-            self.error(
-                r, "", "out-of-process templates are not supported yet; this template resource is not used"
-            )
         pending: list[_PendingRule] = []
         for r, rule in self.of_kind(RuleSpec, RULE):
             try:
@@ -507,21 +515,66 @@ class _Builder:
                 self.manifest[name] = info.value_type
                 declared[name] = r
 
+    def out_of_process(self) -> None:
+        """``template`` and ``adapter`` resources (before the instances and handlers using them)."""
+        for r, t in self.of_kind(TemplateSpec, TEMPLATE):
+            self.report_issues(r)
+            name = r.key.name
+            if name in TEMPLATES:
+                self.warn(r, "", f"'{name}' is a template built into mixerd; this descriptor is ignored")
+                continue
+            if name in self.templates:
+                self.error(r, "metadata.name", f"template '{name}' is defined in another namespace too")
+                continue
+            try:
+                self.templates[name] = template_from_descriptor(name, t.descriptor)
+            except DescriptorError as exc:
+                self.error(r, "spec.descriptor", str(exc))
+        for r, a in self.of_kind(AdapterSpec, ADAPTER):
+            self.report_issues(r)
+            name = r.key.name
+            if self.adapters.templates_of(name) is not None:
+                self.warn(
+                    r, "", f"'{name}' is an adapter built into mixerd; this adapter resource is ignored"
+                )
+                continue
+            for i, t_name in enumerate(a.templates):
+                if t_name not in TEMPLATES and t_name not in self.templates:
+                    self.warn(
+                        r,
+                        f"spec.templates[{i}]",
+                        f"unknown template '{t_name}' (no template resource of that name, and not built "
+                        "into mixerd): no instance can be of it",
+                    )
+            try:
+                self.remote_adapters[name] = remote_adapter(name, a.templates, a.session_based, a.config)
+            except DescriptorError as exc:
+                self.error(r, "spec.config", str(exc))
+
+    def template_of(self, name: str) -> Template | None:
+        return self.templates.get(name) or TEMPLATES.get(name)
+
     def instance(self, r: Resource, spec: InstanceSpec) -> None:
         self.report_issues(r)
         dialect_ok = self.check_language(r)
         legacy = r.legacy
         template = spec.compiled_template
+        described: Template | str = template
         if not template and spec.template:
-            self.error(
-                r,
-                "spec.template",
-                f"out-of-process templates are not supported yet (template '{spec.template}')",
-            )
+            found = self.template_of(spec.template)
+            if found is None:
+                self.error(
+                    r,
+                    "spec.template",
+                    f"unknown template '{spec.template}' (no template resource of that name, and no "
+                    "template built into mixerd)",
+                )
+            else:
+                template, described = found.name, found
         if template and dialect_ok:
             try:
                 builder = compile_instance(
-                    r.key.fqn, template, spec.params, self.manifest, dialect=self.dialect(r)
+                    r.key.fqn, described, spec.params, self.manifest, dialect=self.dialect(r)
                 )
             except TemplateError as exc:
                 for fe in exc.errors:
@@ -567,22 +620,72 @@ class _Builder:
                 path = "kind" if r.legacy else "spec.compiledAdapter"
                 name = spec.compiled_adapter
                 self.error(r, path, missing_adapter_message(name, f"unknown adapter '{name}'"))
-        elif spec.adapter:
-            self.error(
-                r, "spec.adapter", f"out-of-process adapters are not supported yet (adapter '{spec.adapter}')"
-            )
+        remote: RemoteAdapter | None = None
+        if spec.adapter and not spec.compiled_adapter:  # compiledAdapter wins, as in Mixer
+            remote = self.remote_handler(r, spec)
+            if remote is not None:
+                templates = remote.templates
         if templates is None or self.has_errors(r):
             self.bad_handlers.add(r.key.fqn)
             return
         params = dict(spec.params or {})
         self.handlers[r.key.fqn] = HandlerConfig(
             r.key,
-            spec.compiled_adapter,
+            spec.compiled_adapter or spec.adapter,
             MappingProxyType(params),
             spec.connection,
             canonical_json(params),
             tuple(templates),
+            remote=remote,
         )
+
+    def remote_handler(self, r: Resource, spec: HandlerSpec) -> RemoteAdapter | None:
+        """The out-of-process adapter of a handler with ``adapter:`` (errors reported)."""
+        name = spec.adapter
+        if spec.connection is None or not spec.connection.address:
+            self.error(
+                r,
+                "spec.connection.address",
+                f"missing: adapter '{name}' is out of process (a handler with `adapter:`), mixerd "
+                "needs the address of its gRPC server",
+            )
+            return None
+        if spec.connection.authentication:
+            self.error(
+                r,
+                "spec.connection.authentication",
+                "not supported: mixerd connects to out-of-process adapters in plaintext; reach a "
+                "TLS adapter through a local proxy (e.g. an Envoy sidecar) instead",
+            )
+            return None
+        remote = self.remote_adapters.get(name)
+        if remote is None:
+            builtin = self.adapters.templates_of(name)
+            if builtin is None:
+                self.error(
+                    r,
+                    "spec.adapter",
+                    f"no adapter resource named '{name}' (an out-of-process adapter is declared with a "
+                    "`kind: adapter` resource listing its templates and config descriptor)",
+                )
+                return None
+            remote = builtin_remote_adapter(name, builtin)
+        try:
+            encode_adapter_config(remote, spec.params or {})
+        except ValueError as exc:
+            self.error(r, "spec.params", str(exc))
+            return None
+        for t in remote.templates:
+            found = self.template_of(t)
+            if found is not None and remote_service(found) is None:
+                self.warn(
+                    r,
+                    "spec.adapter",
+                    f"template '{t}' has no out-of-process form in mixerd (the compiled-in templates "
+                    "metric, listentry and quota have, and any template resource); its instances "
+                    "cannot be sent to this handler",
+                )
+        return remote
 
     def fail_closed(self, r: Resource) -> bool | None:
         """The rule's ``mixerd.io/fail-closed`` annotation. A value other than true or false is
@@ -707,6 +810,7 @@ class _Builder:
         out: list[CompiledHeaderOperation] = []
         ok = True
         outputs = [f"{a.name}.output." for a in spec.actions if a.name]
+        manifest = self.output_manifest(r, spec)
         for i, op in enumerate(ops):
             path = f"spec.{field_name}[{i}]"
             if not op.name:
@@ -723,13 +827,13 @@ class _Builder:
             for j, text in enumerate(op.values):
                 vpath = f"{path}.values[{j}]"
                 try:
-                    expr = compile(text, self.manifest, dialect=self.dialect(r))
+                    expr = compile(text, manifest, dialect=self.dialect(r))
                 except CompileError as exc:
                     message = _compile_message(exc)
                     if any(o in text for o in outputs):
                         message += (
-                            " (action outputs '<action>.output.<field>' exist only for CHECK_WITH_OUTPUT "
-                            "templates, and no built-in template is one)"
+                            " (action outputs '<action>.output.<field>' exist only for actions with an "
+                            "instance of a CHECK_WITH_OUTPUT template, defined by a template resource)"
                         )
                     self.error(r, vpath, message)
                     ok = False
@@ -743,6 +847,22 @@ class _Builder:
                 values.append(expr)
             out.append(CompiledHeaderOperation(op.name, op.operation, tuple(values), op.values))
         return tuple(out) if ok else None
+
+    def output_manifest(self, r: Resource, spec: RuleSpec) -> Mapping[str, ValueType]:
+        """The manifest plus ``<action name>.output.<field>`` for every named action with an
+        instance of a CHECK_WITH_OUTPUT template (what header operations may read)."""
+        extra: dict[str, ValueType] = {}
+        for action in spec.actions:
+            if not action.name:
+                continue
+            for name in action.instances:
+                res = resolve(name, INSTANCE, r.key.namespace, self.instances)
+                inst = self.instances.get(res.fqn) if res.fqn is not None else None
+                if inst is not None and inst.variety is Variety.CHECK_WITH_OUTPUT:
+                    template = inst.builder.template
+                    for field_name, vt in template.outputs.items():
+                        extra[f"{action.name}.output.{field_name}"] = vt
+        return {**self.manifest, **extra} if extra else self.manifest
 
     def routes(self, pending: list[_PendingRule]) -> dict[str, set[str]]:
         routed: dict[str, set[str]] = {}
@@ -759,7 +879,11 @@ class _Builder:
                 i: (self.instances[i].template, self.instances[i].types) for i in sorted(instance_fqns)
             }
             try:
-                problems = self.adapters.validate_params(h.adapter, h.params, types)
+                problems = (
+                    []  # validated when the handler was read: its params encode with the descriptor
+                    if h.remote is not None and h.adapter in self.remote_adapters
+                    else self.adapters.validate_params(h.adapter, h.params, types)
+                )
             except Exception as exc:  # an adapter's validator must not break the whole snapshot
                 problems = [("", f"adapter '{h.adapter}' failed to validate its params: {exc!r}")]
             if problems:
@@ -777,6 +901,7 @@ class _Builder:
                     h.params_json,
                     h.templates,
                     tuple(sorted(instance_fqns)),
+                    h.remote,
                 )
 
     def finish_rules(self, pending: list[_PendingRule]) -> list[CompiledRule]:

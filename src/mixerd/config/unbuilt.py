@@ -17,8 +17,8 @@ from typing import Final
 __all__ = ["NOT_BUILT_ADAPTERS", "NotBuiltAdapter", "missing_adapter_message"]
 
 _OUT_OF_PROCESS: Final = (
-    "or run it as an out-of-process adapter (a handler with `adapter:` and `connection.address`, "
-    "Mixer's gRPC adapter model)"
+    "or run it as an out-of-process adapter (its `adapter` resource, and a handler with `adapter:` "
+    "and `connection.address`: Mixer's gRPC adapter model)"
 )
 
 
@@ -68,13 +68,14 @@ NOT_BUILT_ADAPTERS: Final = MappingProxyType(
         "apigee": NotBuiltAdapter(
             "Apigee API management: API keys, quotas and analytics; Apigee's own out-of-process "
             "adapter, never part of Mixer's tree",
-            "Apigee's adapter as an out-of-process adapter (a handler with `adapter:` and "
-            "`connection.address`), or the Apigee Envoy Adapter as Envoy's ext_authz service directly",
+            "Apigee's adapter as an out-of-process adapter (its `adapter` resource, and a handler with "
+            "`adapter:` and `connection.address`), or the Apigee Envoy Adapter as Envoy's ext_authz service directly",
         ),
         "bypass": NotBuiltAdapter(
             "calling a gRPC backend through Mixer's out-of-process adapter model (Handle<Template> "
             "calls and, with sessionBased, the InfrastructureBackend sessions); a test adapter",
-            "that backend as an out-of-process adapter (a handler with `adapter:` and `connection.address`)",
+            "that backend as an out-of-process adapter (its `adapter` resource, and a handler with "
+            "`adapter:` and `connection.address`)",
         ),
         "rbac": NotBuiltAdapter(
             "Istio RBAC authorization; removed from Mixer in Istio 1.3",

@@ -438,7 +438,7 @@ class Dispatcher:
             directive = None
             if result.status.code == Code.OK:
                 if nt.directives:
-                    directive = self._directives(nt, bag)
+                    directive = self._directives(nt, _with_outputs(bag, result.output))
             elif result.status.direct_response is not None:
                 directive = direct_response_directive(result.status)
             if gate is not None:
@@ -512,9 +512,9 @@ class Dispatcher:
     async def _check(self, nt: NamespaceTable, bag: Mapping[str, Any]) -> tuple[CheckResult, str, str, str]:
         """The combined answer, the first denial's own message, and the rule and handler that gave
         it (empty when everything allowed)."""
-        answers: list[tuple[Destination, str, Any]] = []
+        answers: list[tuple[Destination, InstanceGroup, int, Any]] = []
         pending: list[tuple[Destination, Awaitable[Any]]] = []
-        pending_rules: list[str] = []
+        pending_rules: list[tuple[InstanceGroup, int]] = []
         try:
             for d in nt.destinations:
                 for g, i, inst in self._instances(d, bag, _raise_build_error):
@@ -522,19 +522,19 @@ class Dispatcher:
                     r = self._call(d, inst)
                     if d.is_async:
                         pending.append((d, r))
-                        pending_rules.append(g.rule_of(i))
+                        pending_rules.append((g, i))
                     else:
-                        answers.append((d, g.rule_of(i), r))
+                        answers.append((d, g, i, r))
         except _FailClosed as denied:
             _close_unstarted(pending)
             result = CheckResult(denied.status, DEFAULT_VALID_DURATION, DEFAULT_VALID_USE_COUNT)
             return result, FAIL_CLOSED_REASON, denied.rule, ""
         if pending:
             done = await self._await_all(pending, self.check_deadline)
-            for (d, r), rule_name in zip(done, pending_rules, strict=True):
+            for (d, r), (group, i) in zip(done, pending_rules, strict=True):
                 if isinstance(r, DispatchError):
                     raise r
-                answers.append((d, rule_name, r))
+                answers.append((d, group, i, r))
         if not answers:
             return _OK_DEFAULT, "", "", ""
         code: int = Code.OK
@@ -543,7 +543,9 @@ class Dispatcher:
         messages: list[str] = []
         duration: _dt.timedelta | None = None
         uses: int | None = None
-        for d, rule_name, r in answers:
+        outputs: dict[str, Any] = {}
+        for d, group, i, r in answers:
+            rule_name = group.rule_of(i)
             if not isinstance(r, CheckResult):
                 raise DispatchError(
                     f"handler {d.name} returned {type(r).__name__}, not a CheckResult", handler=d.name
@@ -559,8 +561,11 @@ class Dispatcher:
                 duration = r.valid_duration
             if uses is None or r.valid_use_count < uses:
                 uses = r.valid_use_count
+            if r.output and group.action_name:  # CHECK_WITH_OUTPUT: <action>.output.<field>
+                prefix = f"{group.action_name}.output."
+                outputs.update({prefix + k: v for k, v in r.output.items()})
         assert duration is not None and uses is not None
-        result = CheckResult(Status(code, ", ".join(messages), direct), duration, uses)
+        result = CheckResult(Status(code, ", ".join(messages), direct), duration, uses, outputs or None)
         return result, reason, deciding_rule, deciding_handler
 
     # -- quota ---------------------------------------------------------------------------------
@@ -891,6 +896,15 @@ def _close_unstarted(calls: Sequence[tuple[Destination, Any]]) -> None:
         close = getattr(aw, "close", None)
         if close is not None:
             close()
+
+
+def _with_outputs(bag: Mapping[str, Any], outputs: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """``bag`` plus the Check's action outputs (``<action>.output.<field>``), for header operations."""
+    if not outputs:
+        return bag
+    overlay = OverlayBag(bag)
+    overlay.merge(outputs)
+    return overlay
 
 
 def _raise_build_error(d: Destination, exc: InstanceBuildError) -> None:

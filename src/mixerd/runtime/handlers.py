@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mixerd.adapter import Clock, ConfigError, Env, Info, InstanceInfo, SystemClock, handler_method
+from mixerd.adapter.grpc_client import RemoteHandler
 from mixerd.config import Snapshot, missing_adapter_message
 from mixerd.templates import TEMPLATES, Variety
 
@@ -88,6 +89,30 @@ def _bind_methods(handler: Any, templates: Sequence[str]) -> dict[str, tuple[Cal
     return methods
 
 
+def _remote_entry(
+    fqn: str, cfg: Any, instances: Sequence[Any], sig: str, clock: Clock, errors: list[str]
+) -> HandlerEntry | None:
+    """A handler of an out-of-process adapter (:class:`~mixerd.adapter.grpc_client.RemoteHandler`)."""
+    templates = {i.template: i.builder.template for i in instances}
+    types = {i.key.fqn: (i.template, dict(i.builder.types)) for i in instances}
+    try:
+        handler = RemoteHandler(
+            fqn,
+            cfg.remote,
+            cfg.connection.address,
+            cfg.params,
+            templates,
+            types,
+            timeout=cfg.connection.timeout,
+            clock=clock,
+        )
+    except ValueError as exc:
+        errors.append(f"handler {fqn}: {exc}")
+        return None
+    methods = {t: (fn, True) for t, fn in handler.methods().items()}
+    return HandlerEntry(fqn, cfg.adapter, sig, handler, Env(fqn, clock=clock), methods)
+
+
 def build_handler_table(
     snapshot: Snapshot,
     adapters: Mapping[str, Info],
@@ -117,16 +142,32 @@ def build_handler_table(
         if cfg is None:
             continue
         instances = [snapshot.instances[i] for i in sorted(wanted[fqn]) if i in snapshot.instances]
+        connection: Any = cfg.connection
+        if cfg.remote is not None:  # what the adapter and template resources declare counts too
+            connection = [
+                cfg.connection,
+                cfg.remote.fingerprint,
+                cfg.remote.session_based,
+                sorted(
+                    {(i.template, getattr(i.builder.template.remote, "fingerprint", "")) for i in instances}
+                ),
+            ]
         sig = handler_signature(
             cfg.adapter,
             cfg.params,
-            cfg.connection,
+            connection,
             [(i.key.fqn, i.template, i.params) for i in instances],
         )
         previous = old.entries.get(fqn) if old is not None else None
         if previous is not None and previous.signature == sig:
             entries[fqn] = previous
             reused += 1
+            continue
+        if cfg.remote is not None and cfg.connection is not None:
+            entry = _remote_entry(fqn, cfg, instances, sig, clock, errors)
+            if entry is not None:
+                entries[fqn] = entry
+                built += 1
             continue
         info = adapters.get(cfg.adapter)
         if info is None:

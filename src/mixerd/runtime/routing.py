@@ -47,7 +47,7 @@ from mixerd.runtime.metrics import RuntimeMetrics
 from mixerd.runtime.quotas import EMPTY_QUOTA_PLAN, QuotaPlan
 from mixerd.runtime.sampling import RuleSampler
 from mixerd.runtime.security import SecurityTable
-from mixerd.templates import TEMPLATES, InstanceBuilder, OutputMapper, Variety
+from mixerd.templates import InstanceBuilder, OutputMapper, Variety
 
 __all__ = [
     "Destination",
@@ -284,7 +284,7 @@ def build_routing_table(
                         f"template {template}; action skipped"
                     )
                     continue
-                variety = TEMPLATES[template].variety
+                variety = insts[0].builder.template.variety
                 if variety is Variety.CHECK_WITH_OUTPUT:
                     variety = Variety.CHECK
                 group = InstanceGroup(

@@ -135,17 +135,19 @@ class _MapGetter:
 
 def compile_instance(
     name: str,
-    template_name: str,
+    template_name: str | Template,
     params: Mapping[str, Any] | None,
     manifest: Mapping[str, ValueType],
     *,
     dialect: str = "cexl",
 ) -> InstanceBuilder:
-    """Compile ``params`` for ``template_name``; raise :class:`TemplateError` listing every problem.
+    """Compile ``params`` for ``template_name`` (a compiled-in template's name, or a
+    :class:`Template`, e.g. one defined by a ``template`` resource); raise
+    :class:`TemplateError` listing every problem.
 
     ``dialect`` is the expression language of every expression in ``params`` (``cexl``, ``cel``
     or ``compat``: the instance's ``policy.istio.io/lang`` annotation)."""
-    template = TEMPLATES.get(template_name)
+    template = template_name if isinstance(template_name, Template) else TEMPLATES.get(template_name)
     if template is None:
         known = ", ".join(sorted(TEMPLATES))
         raise TemplateError([FieldError("template", f"unknown template '{template_name}' (known: {known})")])

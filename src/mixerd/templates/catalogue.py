@@ -41,6 +41,7 @@ __all__ = [
     "Message",
     "MetricInstance",
     "QuotaInstance",
+    "RemoteService",
     "ReportNothingInstance",
     "Template",
     "TraceSpanInstance",
@@ -230,8 +231,31 @@ class KubernetesInstance:
 
 
 @dataclass(frozen=True, slots=True)
+class RemoteService:
+    """How instances of a template travel to an out-of-process adapter (Mixer's generated
+    ``Handle<Name>Service``): the gRPC method's path and its protobuf message classes."""
+
+    path: str
+    """``/<proto package>.Handle<Name>Service/Handle<Name>``."""
+    request: type
+    """``Handle<Name>Request``: ``instance`` (CHECK, QUOTA ...) or ``instances`` (REPORT), then
+    ``adapter_config``, ``dedup_id`` and (QUOTA) ``quota_request``."""
+    instance: type
+    """``InstanceMsg``: the template's fields plus ``name``."""
+    response: type
+    """``CheckResult``, ``QuotaResult``, ``ReportResult`` or (CHECK_WITH_OUTPUT) a message with
+    ``result`` and ``output``."""
+    type_message: type | None = None
+    """``Type``: the inferred types sent to ``InfrastructureBackend`` (absent in some descriptors)."""
+    fingerprint: str = ""
+    """SHA-256 of the descriptor it came from (a changed descriptor means new handlers)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Template:
-    """A template: name, variety, typed fields, the instance class and (generators only) outputs."""
+    """A template: name, variety, typed fields, the instance class and (generators and
+    CHECK_WITH_OUTPUT templates) outputs. Templates defined by a ``template`` resource
+    (:mod:`mixerd.templates.dynamic`) are described the same way, with ``remote`` set."""
 
     name: str
     variety: Variety
@@ -239,6 +263,8 @@ class Template:
     fields: Mapping[str, FieldType]
     outputs: Mapping[str, ValueType] = field(default_factory=dict)
     description: str = ""
+    remote: RemoteService | None = None
+    """How instances reach an out-of-process adapter; ``None`` when mixerd knows no wire form."""
 
 
 S, INT, B, TS, IP = (

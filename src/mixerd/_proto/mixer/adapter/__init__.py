@@ -1,0 +1,1 @@
+"""Generated modules of mixer/adapter (Istio's adapter model)."""

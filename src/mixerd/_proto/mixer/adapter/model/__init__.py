@@ -1,0 +1,1 @@
+"""Generated modules of mixer/adapter/model (Istio's adapter model)."""

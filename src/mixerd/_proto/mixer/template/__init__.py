@@ -1,0 +1,1 @@
+"""Generated modules of mixer/template (Istio's adapter model)."""

@@ -1,0 +1,1 @@
+"""Generated modules of mixer/template/listentry (Istio's adapter model)."""

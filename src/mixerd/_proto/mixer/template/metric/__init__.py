@@ -1,0 +1,1 @@
+"""Generated modules of mixer/template/metric (Istio's adapter model)."""

@@ -1,0 +1,1 @@
+"""Generated modules of mixer/template/quota (Istio's adapter model)."""

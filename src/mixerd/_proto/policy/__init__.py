@@ -1,0 +1,1 @@
+"""Generated modules of Istio's policy API (package istio.policy)."""
