@@ -16,9 +16,8 @@ from mixerd.cli.main import main
 from tests.conformance_data import conformance_dir
 
 ROOT = conformance_dir() / "mixer-testdata-config"
-TABLE: dict[str, Any] = yaml.safe_load(
-    (Path(__file__).resolve().parents[1] / "data" / "mixer_testdata_validate.yaml").read_text()
-)
+DATA = Path(__file__).resolve().parents[1] / "data"
+TABLE: dict[str, Any] = yaml.safe_load((DATA / "mixer_testdata_validate.yaml").read_text())
 FILES = [
     e["path"] for e in json.loads((ROOT / "index.json").read_text())["copied"] if e["path"].endswith(".yaml")
 ]
@@ -38,13 +37,15 @@ def _units() -> list[str]:
 def validate(unit: str) -> tuple[int, list[str]]:
     out = io.StringIO()
     with redirect_stdout(out), redirect_stderr(out):
-        status = main(["validate", "--quiet", str(ROOT / unit)])
+        extra = [str(DATA / "config" / f) for f in TABLE["with"].get(unit, ())]
+        status = main(["validate", "--quiet", str(ROOT / unit), *extra])
     return status, [line for line in out.getvalue().splitlines() if line.startswith("error:")]
 
 
 def test_every_file_of_the_index_is_covered() -> None:
     assert len(FILES) > 40
     assert set(TABLE["refused"]) <= set(FILES)
+    assert set(TABLE["with"]) <= set(_units())
 
 
 @pytest.mark.parametrize("unit", _units())
