@@ -191,8 +191,6 @@ class QuotaCounters:
         return len(self._counters) + len(self._windows)
 
 
-
-
 class MemQuotaHandler(Handler):
     """Allocation counters (``validDuration: 0``) and rolling windows, keyed by quota name and
     the string form of every dimension."""
