@@ -335,7 +335,12 @@ async def test_the_callers_identity_separates_answers(make: Any) -> None:
         bag.set("mixerd.caller.principal", principal)
         return (await rt.dispatcher.check(bag, tracker=tracker)).result.status.code
 
-    assert [await as_caller(p) for p in ("spiffe://a", "spiffe://b", "spiffe://a", "spiffe://b")] == [7, 0, 7, 0]
+    assert [await as_caller(p) for p in ("spiffe://a", "spiffe://b", "spiffe://a", "spiffe://b")] == [
+        7,
+        0,
+        7,
+        0,
+    ]
     assert hits(rt) == 2
 
 

@@ -20,9 +20,9 @@ The supervisor imports neither the runtime nor gRPC. It
   is every worker's exposition merged (:func:`merge_expositions`), ``/readyz`` is ready when every
   worker is, ``/debug/workers`` lists them, and every other path (``/debug/*``, ``/version``, the
   console API and UI) is answered by one ready worker, named in the ``X-Mixerd-Worker`` response
-  header. Workers serve their monitoring app on a Unix socket in a private directory (mode 0700);
-  the client's address travels in ``X-Mixerd-Peer``, so the loopback-only pages keep refusing
-  remote clients.
+  header (a request header ``X-Mixerd-Worker: <index>`` picks the worker). Workers serve their
+  monitoring app on a Unix socket in a private directory (mode 0700); the client's address
+  travels in ``X-Mixerd-Peer``, so the loopback-only pages keep refusing remote clients.
 """
 
 from __future__ import annotations
@@ -496,16 +496,29 @@ class Supervisor:
             )
         return web.json_response({"workers": rows})
 
-    def _answering(self) -> _Worker | None:
+    def _answering(self, request: web.Request) -> _Worker | web.Response:
+        """The worker asked for by an ``X-Mixerd-Worker: <index>`` request header, else the first
+        one running."""
+        asked = request.headers.get(WORKER_HEADER)
+        if asked is not None:
+            if not asked.strip().isdigit() or int(asked) >= self.count:
+                return web.Response(
+                    status=400, text=f"{WORKER_HEADER}: expected a worker index from 0 to {self.count - 1}\n"
+                )
+            worker = self.workers[int(asked)]
+            if worker.pid is None:
+                return web.Response(status=503, text=f"worker {asked} is not running\n")
+            return worker
         for worker in self.workers:
             if worker.pid is not None:
                 return worker
-        return None
+        return web.Response(status=503, text="no worker is running\n")
 
     async def _proxy(self, request: web.Request) -> web.StreamResponse:
-        worker = self._answering()
-        if worker is None or worker.session is None:
-            return web.Response(status=503, text="no worker is running\n")
+        worker = self._answering(request)
+        if isinstance(worker, web.Response):
+            return worker
+        assert worker.session is not None
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
         headers[PEER_HEADER] = request.remote or ""
         try:
