@@ -16,6 +16,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from mixerd import __version__
+from mixerd.adapter import WORKER_COUNT
 from mixerd.config import FileStore, MemoryStore, Store, parse_text
 from mixerd.runtime import Runtime
 from mixerd.server.console import Console
@@ -87,10 +88,12 @@ class Server:
         self.console = Console(settings) if settings.console_enabled else None
         services = self.console.services() if self.console is not None else None
         self._quota_client: Any = None
-        shared = _quota_client(worker) if worker is not None else None
-        if shared is not None:
-            name, self._quota_client = shared
-            services = {**(services or {}), name: self._quota_client}
+        if worker is not None:
+            services = {**(services or {}), WORKER_COUNT: worker.count}
+            shared = _quota_client(worker)
+            if shared is not None:
+                name, self._quota_client = shared
+                services[name] = self._quota_client
         """The console (store, writer, decision feed, API), None with ``--console-store off``."""
         self.console_ui = ConsoleUI(settings) if self.console is not None else None
         """The console's web pages (``/ui/``), served beside its API."""
