@@ -13,6 +13,9 @@ import datetime as dt
 import json
 import os
 import signal
+import socket
+import subprocess
+import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +33,7 @@ from mixerd.server import default_config_text
 from mixerd.templates import QuotaInstance
 from tests.conformance.test_memquota_cases import cases, decode
 from tests.conformance_data import params
-from tests.support.net import wait_for
+from tests.support.net import free_port, wait_for
 
 from .mixerd_proc import MixerdProcess, start_mixerd
 
@@ -353,3 +356,37 @@ async def test_concurrent_allocations_from_two_workers_are_exact(tmp_path: Path)
         assert sorted({r.amount for r in results}) == [0, 3]
     finally:
         await close()
+
+
+def test_a_taken_port_stops_the_supervisor_with_the_reason(tmp_path: Path) -> None:
+    with socket.socket() as taken:  # no SO_REUSEPORT: the workers cannot share it
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "mixerd.cli.main",
+                "serve",
+                "--workers",
+                "2",
+                "--grpc-address",
+                f"127.0.0.1:{port}",
+                "--monitoring-address",
+                f"127.0.0.1:{free_port()}",
+                "--prometheus-address",
+                "",
+                "--http-authz-address",
+                "",
+                "--console-store",
+                "off",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1, result.stderr
+    reasons = [line for line in result.stderr.splitlines() if line.startswith("mixerd: ")]
+    assert reasons and all(f"127.0.0.1:{port}" in line for line in reasons), result.stderr
+    assert "could not start (its message is above); stopping" in result.stderr

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 
 from mixerd.server import Server, Settings, add_arguments
-from mixerd.server.workers import WORKER_SETTINGS_ENV, Supervisor, WorkerRole
+from mixerd.server.workers import EXIT_START_FAILED, WORKER_SETTINGS_ENV, Supervisor, WorkerRole
 
 __all__ = ["register", "run"]
 
@@ -140,7 +140,7 @@ async def _serve(settings: Settings, worker: WorkerRole | None = None) -> int:
     except (OSError, RuntimeError, ValueError) as exc:
         print(f"mixerd: {exc}", file=sys.stderr)
         await server.stop(0)  # whatever did start (the runtime, a listener) is closed again
-        return 1
+        return 1 if worker is None else EXIT_START_FAILED
     started = True
     if worker is None:
         print(_banner(server), flush=True)
@@ -228,7 +228,11 @@ def _supervise(settings: Settings, count: int) -> int:
     supervisor = Supervisor(settings, count, banner=_supervisor_banner)
     try:
         supervisor.check()
-        return asyncio.run(supervisor.run())
+        try:
+            import uvloop
+        except ImportError:
+            return asyncio.run(supervisor.run())
+        return uvloop.run(supervisor.run())
     except (OSError, ValueError) as exc:
         print(f"mixerd: {exc}", file=sys.stderr)
         return 1

@@ -10,7 +10,8 @@ the supervisor, and a restarted worker reads the config in force.
 
 The supervisor imports neither the runtime nor gRPC. It
 
-* restarts a worker that exits (backoff from 0.5 s doubling to 30 s, reset after a worker has run
+* stops (exit status 1) when a worker cannot start serving the first time (a port taken ...);
+* restarts a worker that exits later (backoff from 0.5 s doubling to 30 s, reset after a worker has run
   for 30 s; the exit status is logged);
 * on SIGTERM/SIGINT sends SIGTERM to every worker, each of which drains its calls and flushes its
   reports as one process does, and waits for them (SIGKILL after ``--drain-timeout`` + 15 s);
@@ -51,6 +52,7 @@ from prometheus_client.samples import Sample
 from mixerd.server.settings import Settings, parse_address
 
 __all__ = [
+    "EXIT_START_FAILED",
     "MAX_GAUGES",
     "PEER_HEADER",
     "WORKER_HEADER",
@@ -73,6 +75,10 @@ WORKER_SETTINGS_ENV: Final = "MIXERD_INTERNAL_WORKER_SETTINGS"
 MAX_GAUGES: Final = frozenset({"mixerd_config_errors", "mixerd_config_generation"})
 """Gauges that describe the config every worker loads: merged by taking the largest value. Every
 other gauge (queue lengths, open connections ...) is a load and is summed."""
+
+EXIT_START_FAILED: Final = 3
+"""A worker's exit status when it could not start serving (a port taken, a TLS file, protobuf):
+on a first start the supervisor stops and exits 1 instead of restarting it forever."""
 
 _BACKOFF_START: Final = 0.5
 _BACKOFF_MAX: Final = 30.0
@@ -213,6 +219,7 @@ class Supervisor:
         )
         self._banner = banner
         self._stopping = asyncio.Event()
+        self._failed = False
         self._runners: list[web.BaseRunner] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._quota_server: asyncio.AbstractServer | None = None
@@ -290,7 +297,7 @@ class Supervisor:
         await self._stopping.wait()
         _log.info("stopping: draining %d workers", self.count)
         await self._stop_workers()
-        return 0
+        return 1 if self._failed else 0
 
     async def _own_quotas(self) -> None:
         try:
@@ -338,6 +345,13 @@ class Supervisor:
                 if self._stopping.is_set():
                     return
                 worker.last_exit = _exit_text(code)
+                if code == EXIT_START_FAILED and worker.restarts == 0:
+                    _log.error(
+                        "worker %d could not start (its message is above); stopping", worker.role.index
+                    )
+                    self._failed = True
+                    self._stopping.set()
+                    return
                 if time.monotonic() - worker.started > _BACKOFF_MAX:
                     backoff = _BACKOFF_START
                 _log.warning(
@@ -376,11 +390,9 @@ class Supervisor:
                 )
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()
-                await process.wait()
-            if process.returncode:
-                _log.warning(
-                    "worker %d (pid %d) %s", worker.role.index, process.pid, _exit_text(process.returncode)
-                )
+            code = await process.wait()
+            if code not in (0, -signal.SIGTERM):  # SIGTERM: stopped while it was still starting
+                _log.warning("worker %d (pid %d) %s", worker.role.index, process.pid, _exit_text(code))
         for worker in self.workers:
             if worker.task is not None:
                 with contextlib.suppress(asyncio.CancelledError):
