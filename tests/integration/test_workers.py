@@ -212,6 +212,17 @@ def test_config_change_reaches_both_workers(mixerd: MixerdProcess, config_dir: P
     assert {_check_code(stub, "mallory") for stub in _fresh_stubs(mixerd, 4)} == {0}
 
 
+def test_sighup_is_relayed_to_every_worker(mixerd: MixerdProcess) -> None:
+    pids = [w["pid"] for w in _workers(mixerd)]
+    mixerd.proc.send_signal(signal.SIGHUP)
+    wait_for(
+        lambda: mixerd.log().count("SIGHUP: reading the config files") == 2,
+        what="both workers to re-read the config",
+    )
+    assert [w["pid"] for w in _workers(mixerd)] == pids  # re-read, not restarted
+    assert _get(mixerd, "/readyz").startswith("ready: 2 workers")
+
+
 def test_memquota_counts_exactly_across_workers(mixerd: MixerdProcess) -> None:
     granted = 0
     for n, stub in enumerate(_fresh_stubs(mixerd)):
