@@ -225,8 +225,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _supervise(settings: Settings, count: int) -> int:
-    supervisor = Supervisor(settings, count, banner=_supervisor_banner)
     try:
+        supervisor = Supervisor(settings, count, banner=_supervisor_banner)
         supervisor.check()
         try:
             import uvloop

@@ -44,7 +44,7 @@ from typing import Any, Final
 
 import aiohttp
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
@@ -226,8 +226,6 @@ class Supervisor:
         self._quota_owner: Any = None
         self._tls: dict[str, Any] = {}
         self._registry = CollectorRegistry(auto_describe=True)
-        from prometheus_client import Counter, Gauge
-
         self._running = Gauge(
             "mixerd_workers", "Worker processes running (mixerd serve --workers).", registry=self._registry
         )
