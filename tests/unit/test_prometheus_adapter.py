@@ -14,7 +14,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from mixerd.adapter import Env, InstanceInfo, ManualClock, Params
+from mixerd.adapter import WORKER_COUNT, Env, InstanceInfo, ManualClock, Params
 from mixerd.adapter.testing import AdapterHarness
 from mixerd.adapters.prometheus import (
     EXPORTER,
@@ -528,6 +528,17 @@ def test_overflow_guard(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING):
         h.handle_metric([rc(svc="f")])
     assert len([r for r in caplog.records if "maxSeriesPerMetric" in r.getMessage()]) == 2
+    h.close()
+
+
+def test_one_of_several_workers_holds_its_share_of_the_series_limit() -> None:
+    rig = Rig()
+    builder = rig.info.builder({**COUNTER_CFG, "maxSeriesPerMetric": 5}, infos(requestcount=RC_TYPES))
+    h = builder.build(Env("h.istio-system", clock=rig.clock, services={WORKER_COUNT: 2}))
+    assert isinstance(h, PrometheusHandler)
+    h.handle_metric([rc(svc=s) for s in "abcd"])
+    assert sorted(dict(k)["svc"] for k in rig.samples("istio_requests")) == ["a", "b"]  # 5 // 2
+    assert h.overflowed == 2
     h.close()
 
 

@@ -3,7 +3,7 @@
 See :mod:`mixerd.adapter.sdk` for the contract and :mod:`mixerd.adapter.testing` for the harness.
 """
 
-from mixerd.adapter.env import Clock, Env, ManualClock, SystemClock
+from mixerd.adapter.env import WORKER_COUNT, Clock, Env, ManualClock, SystemClock
 from mixerd.adapter.params import Params, camel_case
 from mixerd.adapter.ratelog import WARN_INTERVAL, RateLimitedWarning
 from mixerd.adapter.registry import ENTRY_POINT_GROUP, AdapterNotFound, get_adapter, load_adapters
@@ -26,6 +26,7 @@ __all__ = [
     "OK",
     "REDACTED",
     "WARN_INTERVAL",
+    "WORKER_COUNT",
     "AdapterNotFound",
     "Builder",
     "CheckResult",

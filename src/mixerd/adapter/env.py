@@ -7,9 +7,9 @@ import datetime as _dt
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Protocol
+from typing import Final, Protocol
 
-__all__ = ["Clock", "Env", "ManualClock", "SystemClock"]
+__all__ = ["WORKER_COUNT", "Clock", "Env", "ManualClock", "SystemClock"]
 
 
 class Clock(Protocol):
@@ -53,6 +53,11 @@ class ManualClock:
         step = seconds.total_seconds() if isinstance(seconds, _dt.timedelta) else float(seconds)
         self._mono += step
         self._wall += _dt.timedelta(seconds=step)
+
+
+WORKER_COUNT: Final = "worker_count"
+"""The shared service (an ``int``) a worker of ``mixerd serve --workers N`` provides: N. Absent in
+a single process. Adapters whose limits must hold for the whole server divide them by it."""
 
 
 class Env:

@@ -9,8 +9,10 @@ import logging
 import os
 import shutil
 import sys
+from collections.abc import Callable
 
 from mixerd.server import Server, Settings, add_arguments
+from mixerd.server.workers import EXIT_START_FAILED, WORKER_SETTINGS_ENV, Supervisor, WorkerRole
 
 __all__ = ["register", "run"]
 
@@ -29,10 +31,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "grpc, monitoring, prometheus, http-authz) replace them for one listener, '' turning that "
             "part off. Certificate files are re-read every --tls-reload-interval seconds and a "
             "replaced certificate is served without a restart. "
-            "SIGTERM or Ctrl-C drains in-flight calls, flushes pending reports and exits."
+            "SIGTERM or Ctrl-C drains in-flight calls, flushes pending reports and exits; SIGHUP re-reads "
+            "the config files now. --workers N runs N worker processes on the same ports under one "
+            "supervisor (see the README's 'Several workers')."
         ),
     )
     add_arguments(p)
+    # How the supervisor of --workers starts a worker (its settings come in the environment).
+    p.add_argument("--internal-worker", metavar="INDEX/COUNT:DIR", default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=run)
 
 
@@ -117,8 +123,8 @@ def _banner(server: Server) -> str:
     return "\n".join(lines)
 
 
-async def _serve(settings: Settings) -> int:
-    server = Server(settings)
+async def _serve(settings: Settings, worker: WorkerRole | None = None) -> int:
+    server = Server(settings, worker=worker)
     stopping: list[asyncio.Task[None]] = []
     started = False
     signalled = False
@@ -149,13 +155,46 @@ async def _serve(settings: Settings) -> int:
     except (OSError, RuntimeError, ValueError) as exc:
         print(f"mixerd: {exc}", file=sys.stderr)
         await server.stop(0)  # whatever did start (the runtime, a listener) is closed again
-        return 1
+        return 1 if worker is None else EXIT_START_FAILED
     started = True
-    print(_banner(server), flush=True)
+    if worker is None:
+        print(_banner(server), flush=True)
+    else:
+        orphan = asyncio.get_running_loop().create_task(_stop_when_orphaned(on_signal))
     if signalled:
         on_signal()
     await server.wait()
+    if worker is not None:
+        orphan.cancel()
     return 0
+
+
+async def _stop_when_orphaned(stop: Callable[[], None]) -> None:
+    """A worker drains and exits when its supervisor is gone (killed without relaying a signal)."""
+    parent = os.getppid()
+    while os.getppid() == parent:
+        await asyncio.sleep(1.0)
+    stop()
+
+
+def _supervisor_banner(supervisor: Supervisor) -> str:
+    s = supervisor.settings
+    source = ", ".join(str(p) for p in s.config) if s.config else "the embedded default config"
+    lines = [
+        f"mixerd is serving {source} with {supervisor.count} worker processes",
+        f"  gRPC (Mixer API, ext_authz, rate limit, access log)  port {supervisor.grpc_port}",
+    ]
+    if supervisor.http_authz_port:
+        lines.append(
+            f"  HTTP authorization                                   port {supervisor.http_authz_port}"
+        )
+    if supervisor.prometheus_port:
+        lines.append(
+            f"  prometheus adapter metrics (all workers)             port {supervisor.prometheus_port}"
+        )
+    mon = f"127.0.0.1:{supervisor.monitoring_port}"
+    lines.append(f"  monitoring: {mon}/metrics (all workers) {mon}/readyz {mon}/debug/workers")
+    return "\n".join(lines)
 
 
 GC_THRESHOLDS = (10_000, 10, 10)
@@ -170,22 +209,45 @@ and those are still collected, a little later."""
 
 
 def run(args: argparse.Namespace) -> int:
+    worker: WorkerRole | None = None
     try:
-        settings = Settings.from_args(args)
-    except ValueError as exc:
+        if args.internal_worker:
+            worker = WorkerRole.parse(args.internal_worker)
+            settings = Settings.from_json(os.environ[WORKER_SETTINGS_ENV])
+        else:
+            settings = Settings.from_args(args)
+            count = settings.worker_count
+    except (ValueError, KeyError) as exc:
         print(f"mixerd: {exc}", file=sys.stderr)
         return 2
+    who = f" worker-{worker.index}" if worker is not None else ""
     logging.basicConfig(
         level=getattr(logging, settings.log_level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=f"%(asctime)s %(levelname)s{who} %(name)s: %(message)s",
     )
     missing = [str(p) for p in settings.config if not p.exists()]
     if missing:
         print(f"mixerd: config path not found: {', '.join(missing)}", file=sys.stderr)
         return 1
+    if worker is None and count > 1:
+        return _supervise(settings, count)
     gc.set_threshold(*GC_THRESHOLDS)
     try:
         import uvloop
     except ImportError:
-        return asyncio.run(_serve(settings))
-    return uvloop.run(_serve(settings))
+        return asyncio.run(_serve(settings, worker))
+    return uvloop.run(_serve(settings, worker))
+
+
+def _supervise(settings: Settings, count: int) -> int:
+    try:
+        supervisor = Supervisor(settings, count, banner=_supervisor_banner)
+        supervisor.check()
+        try:
+            import uvloop
+        except ImportError:
+            return asyncio.run(supervisor.run())
+        return uvloop.run(supervisor.run())
+    except (OSError, ValueError) as exc:
+        print(f"mixerd: {exc}", file=sys.stderr)
+        return 1

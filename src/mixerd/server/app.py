@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -16,6 +16,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from mixerd import __version__
+from mixerd.adapter import WORKER_COUNT
 from mixerd.attribute import builtin_manifest
 from mixerd.config import FileStore, MemoryStore, Resource, ResourceError, Store, build_snapshot, parse_text
 from mixerd.runtime import Runtime
@@ -23,6 +24,7 @@ from mixerd.server.console import Console
 from mixerd.server.console_ui import ConsoleUI, console_off_routes
 from mixerd.server.settings import Settings, is_loopback, parse_address
 from mixerd.server.tls import CertificateSource, open_sources
+from mixerd.server.workers import WorkerRole, peer_middleware
 
 __all__ = ["Server", "default_config_text", "protobuf_backend"]
 
@@ -38,6 +40,21 @@ def protobuf_backend() -> str:
 def default_config_text() -> str:
     """The embedded default config: a small policy and telemetry setup that shows each kind of rule."""
     return resources.files("mixerd.server").joinpath("data/default-config.yaml").read_text("utf-8")
+
+
+def _quota_client(worker: WorkerRole) -> tuple[str, Any] | None:
+    """The shared-service name and client of the supervisor's memquota counters, for this worker
+    (None without the memquota adapter)."""
+    try:
+        from mixerd.adapters.memquota.shared import SHARED_SERVICE, QuotaClient
+    except ImportError:  # the memquota adapter is optional
+        return None
+    return SHARED_SERVICE, QuotaClient(worker.quota_socket)
+
+
+async def _rescan(rescan: Callable[[], Awaitable[object]]) -> None:
+    _log.info("SIGHUP: reading the config files")
+    await rescan()
 
 
 def _prometheus_exporter() -> Any:
@@ -61,10 +78,23 @@ class _Listeners:
 class Server:
     """A running mixerd: call :meth:`start`, then :meth:`wait` or :meth:`stop`."""
 
-    def __init__(self, settings: Settings, *, store: Store | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, store: Store | None = None, worker: WorkerRole | None = None
+    ) -> None:
         self.settings = settings
+        self.worker = worker
+        """Set in a worker of ``mixerd serve --workers N``: shared ports, monitoring on a Unix socket
+        for the supervisor, memquota counters in the supervisor."""
         self.store = store or self._make_store()
         self.console = Console(settings) if settings.console_enabled else None
+        services = self.console.services() if self.console is not None else None
+        self._quota_client: Any = None
+        if worker is not None:
+            services = {**(services or {}), WORKER_COUNT: worker.count}
+            shared = _quota_client(worker)
+            if shared is not None:
+                name, self._quota_client = shared
+                services[name] = self._quota_client
         """The console (store, writer, decision feed, API), None with ``--console-store off``."""
         self.console_ui = ConsoleUI(settings) if self.console is not None else None
         """The console's web pages (``/ui/``), served beside its API."""
@@ -75,7 +105,7 @@ class Server:
             check_cache_entries=settings.check_cache_entries,
             drain_timeout=settings.drain_timeout,
             fail_closed=settings.fail_closed,
-            services=self.console.services() if self.console is not None else None,
+            services=services,
         )
         if self.console is not None:
             self.console.register_metrics(self.runtime.metrics)
@@ -173,7 +203,9 @@ class Server:
             options=[
                 ("grpc.max_receive_message_length", 16 * 1024 * 1024),
                 ("grpc.max_concurrent_streams", 1024),
-                ("grpc.so_reuseport", 0),
+                # Workers share the port (the kernel spreads connections among them); one process
+                # alone must fail on a port that is taken.
+                ("grpc.so_reuseport", 1 if self.worker is not None else 0),
             ]
         )
         self._services = build_services(
@@ -204,10 +236,18 @@ class Server:
         else:
             runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
+        if self.worker is not None and listener == "monitoring":
+            # The supervisor serves the monitoring port and asks each worker on its Unix socket.
+            unix = web.UnixSite(runner, self.worker.monitoring_socket)
+            await unix.start()
+            self._runners.append(runner)
+            return 0
         host, port = parse_address(address)
         source = self.tls.get(listener)
         context = source.server_context() if source is not None else None
-        site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=context)
+        site = web.TCPSite(
+            runner, host, port, reuse_address=True, reuse_port=self.worker is not None, ssl_context=context
+        )
         await site.start()
         self._runners.append(runner)
         server = site._server
@@ -220,6 +260,10 @@ class Server:
         )
 
     async def _start_http(self) -> None:
+        if self.worker is not None:  # the supervisor serves these ports
+            if self.settings.http_authz_address:
+                await self._start_http_authz()
+            return
         if self.console is not None and self.settings.console_address:
             app = web.Application()
             self._add_console_routes(app)
@@ -230,6 +274,10 @@ class Server:
             self.listeners.prometheus_port = await self._listen(
                 app, self.settings.prometheus_address, "prometheus"
             )
+        if self.settings.http_authz_address:
+            await self._start_http_authz()
+
+    async def _start_http_authz(self) -> None:
         if self.settings.http_authz_address:
             from mixerd.server.services import build_http_authz_app
 
@@ -264,6 +312,8 @@ class Server:
                 pass
         self._watchers.clear()
         await self.runtime.close()
+        if self._quota_client is not None:  # after the handlers that ask it
+            await self._quota_client.aclose()
         if self.console is not None:  # after the handlers, whose last hops it still writes
             await self.console.aclose()
         self._stopped.set()
@@ -275,11 +325,16 @@ class Server:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal)
+        rescan = getattr(self.store, "rescan", None)
+        if rescan is not None:  # SIGHUP: read the config files now (a supervisor relays it to workers)
+            loop.add_signal_handler(
+                signal.SIGHUP, lambda: self._watchers.append(loop.create_task(_rescan(rescan)))
+            )
 
     # -- HTTP endpoints --------------------------------------------------------------------------
 
     def _monitoring_app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(middlewares=[peer_middleware] if self.worker is not None else [])
         app.router.add_get("/metrics", self._self_metrics)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
@@ -289,7 +344,7 @@ class Server:
         app.router.add_get("/adapters/metrics", self._adapter_metrics)
         if self.console is None:
             console_off_routes(app)
-        elif not self.settings.console_address:
+        elif not self.settings.console_address or self.worker is not None:
             self._add_console_routes(app)
         return app
 

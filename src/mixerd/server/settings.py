@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -14,7 +15,7 @@ from mixerd.attribute import parse_duration
 from mixerd.config.k8s.target import is_k8s_url, parse_url
 from mixerd.console.correlate import parse_order
 
-__all__ = ["TLS_LISTENERS", "Settings", "add_arguments", "parse_address"]
+__all__ = ["TLS_LISTENERS", "Settings", "add_arguments", "parse_address", "parse_workers"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +116,26 @@ class Settings:
     console_transaction_headers: str = "x-transaction-id,traceparent,x-b3-traceid,x-request-id"
     """The headers whose value is a request's transaction key, first present wins."""
     allow_slow_protobuf: bool = False
+    workers: str = "1"
+    """Worker processes serving the same ports (``auto``: one per usable core); 1 serves in this
+    process (see server/workers.py)."""
+
+    @property
+    def worker_count(self) -> int:
+        """:attr:`workers` as a number (``auto``: the cores this process may run on)."""
+        return parse_workers(self.workers)
+
+    def to_json(self) -> str:
+        """These settings as JSON (how the supervisor hands them to its workers)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values["config"] = [str(p) for p in self.config]
+        return json.dumps(values)
+
+    @classmethod
+    def from_json(cls, text: str) -> Settings:
+        values = json.loads(text)
+        values["config"] = tuple(Path(p) for p in values["config"])
+        return cls(**values)
 
     @property
     def console_enabled(self) -> bool:
@@ -169,6 +190,9 @@ class Settings:
         retry = values.get("k8s_missing_retry")
         if retry is not None and not retry > 0:
             raise ValueError(f"--k8s-missing-retry must be above 0 seconds, got {retry}")
+        workers = values.get("workers")
+        if workers is not None:
+            parse_workers(workers)
         interval = values.get("tls_reload_interval")
         if interval is not None and not 0 < interval <= 3600:
             raise ValueError(
@@ -258,6 +282,10 @@ _HELP = {
     "console_remote": "serve the console API to clients that are not on loopback (it shows who called what; "
     "default: loopback clients only)",
     "console_transaction_headers": "request headers holding the transaction key, first present wins "
+    "[default: %(default)s]",
+    "workers": "worker processes serving the same gRPC and HTTP authorization ports (the kernel spreads "
+    "connections among them), supervised by this process, which serves the monitoring and prometheus "
+    "ports with every worker's metrics merged; 'auto': one per core; 1 serves in this process "
     "[default: %(default)s]",
     "tls_reload_interval": "seconds between checks of the TLS files for a new certificate [default: %(default)s]",
 }
@@ -361,6 +389,19 @@ def _bool(raw: Any, name: str) -> bool:
     if value in ("0", "false", "no", "off"):
         return False
     raise ValueError(f"MIXERD_{name.upper()}: expected true or false, got {raw!r}")
+
+
+def parse_workers(text: str) -> int:
+    """``--workers``: a count of at least 1, or ``auto`` (the cores this process may use)."""
+    value = str(text).strip().lower()
+    if value == "auto":
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:  # not on Linux
+            return max(1, os.cpu_count() or 1)
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"--workers: expected a number of processes (1 or more) or auto, got {text!r}")
+    return int(value)
 
 
 def parse_address(address: str) -> tuple[str, int]:

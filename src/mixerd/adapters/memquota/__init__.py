@@ -33,8 +33,10 @@ rounded up to whole 100 ms ticks rather than whole seconds; deduplication ids ar
 quota and dimension set; windows whose allocations have all expired are dropped every 10 s; and
 an instance with no configured quota is a validation error.
 
-The counters live in one process: several mixerd processes each enforce the full limit. Use
-``redisquota`` to share counters.
+The counters live in one process. ``mixerd serve --workers N`` keeps them exact across its
+workers: the supervisor owns them and the workers ask it (:mod:`mixerd.adapters.memquota.shared`).
+Separate mixerd servers each enforce the full limit; use ``redisquota`` to share counters between
+them.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from mixerd.adapter import Builder, ConfigError, Env, Info, InstanceInfo
+from mixerd.adapter import Builder, ConfigError, Env, Handler, Info, InstanceInfo
 from mixerd.adapters.memquota.config import MemQuotaConfig, parse_config
 from mixerd.adapters.memquota.handler import MemQuotaHandler
 
@@ -58,7 +60,12 @@ class _MemQuotaBuilder(Builder):
     def validate(self) -> list[ConfigError]:
         return list(self.errors)
 
-    def build(self, env: Env) -> MemQuotaHandler:
+    def build(self, env: Env) -> Handler:
+        from mixerd.adapters.memquota.shared import SHARED_SERVICE, QuotaClient, SharedMemQuotaHandler
+
+        owner = env.shared(SHARED_SERVICE)
+        if isinstance(owner, QuotaClient):  # a worker of mixerd serve --workers N
+            return SharedMemQuotaHandler(self.parsed, env, owner)
         return MemQuotaHandler.build(self.parsed, env)
 
 

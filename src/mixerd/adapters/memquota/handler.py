@@ -20,7 +20,7 @@ from mixerd.adapters.memquota.dedup import DedupCache
 from mixerd.adapters.memquota.dims import CounterKey, counter_key, dimension_strings
 from mixerd.adapters.memquota.rolling_window import RollingWindow
 
-__all__ = ["SWEEP_INTERVAL", "MemQuotaHandler", "QuotaInstanceLike"]
+__all__ = ["SWEEP_INTERVAL", "MemQuotaHandler", "QuotaCounters", "QuotaInstanceLike"]
 
 SWEEP_INTERVAL: Final = 10.0
 """Seconds between sweeps that drop windows whose allocations have all expired."""
@@ -53,58 +53,34 @@ class _Remembered:
         return replace(self.result, valid_duration=_dt.timedelta(seconds=left))
 
 
-class MemQuotaHandler(Handler):
-    """Allocation counters (``validDuration: 0``) and rolling windows, keyed by quota name and
-    the string form of every dimension."""
+class QuotaCounters:
+    """The counting core (sans-IO: every call passes the monotonic time): allocation counters and
+    rolling windows keyed by :data:`CounterKey`, and the answers remembered for deduplication.
+    :class:`MemQuotaHandler` holds one; with several worker processes the supervisor holds one per
+    handler and the workers' handlers ask it (:mod:`mixerd.adapters.memquota.shared`)."""
 
-    def __init__(self, config: MemQuotaConfig, clock: Clock, logger: logging.Logger) -> None:
-        self._quotas = {q.name: q for q in config.quotas}
-        self._clock = clock
-        self._logger = logger
+    def __init__(self, dedup_period: float, now: float) -> None:
         self._counters: dict[CounterKey, int] = {}
         self._windows: dict[CounterKey, RollingWindow] = {}
-        self._dedup: DedupCache[_Remembered] = DedupCache(
-            config.min_deduplication_duration.total_seconds(), clock.monotonic()
-        )
-        self._warned: set[str] = set()
+        self._dedup: DedupCache[_Remembered] = DedupCache(dedup_period, now)
 
-    @classmethod
-    def build(cls, config: MemQuotaConfig, env: Env) -> MemQuotaHandler:
-        handler = cls(config, env.clock, env.logger)
-
-        async def sweep() -> None:
-            handler.sweep()
-
-        env.every(SWEEP_INTERVAL, sweep, "sweep expired windows", initial_delay=SWEEP_INTERVAL)
-        return handler
-
-    # -- the quota method ----------------------------------------------------------------------
-
-    def handle_quota(self, instance: QuotaInstanceLike, args: QuotaArgs) -> QuotaResult:
-        quota = self._quotas.get(instance.name)
-        if quota is None:
-            # Validation rejects configs that route unknown instances here; answer like Mixer.
-            if instance.name not in self._warned:
-                self._warned.add(instance.name)
-                self._logger.warning("memquota: no quota configured for instance %s", instance.name)
-            return QuotaResult()
-        dims = dimension_strings(instance.dimensions)
-        limit = quota.limit_for(dims)
-        key = counter_key(quota.name, dims)
-        now = self._clock.monotonic()
-        if args.amount == 0:
+    def quota(
+        self, key: CounterKey, limit: Limit, amount: int, best_effort: bool, dedup_id: str, now: float
+    ) -> QuotaResult:
+        """Allocate (``amount`` > 0), release (< 0) or look at (0) the counter ``key``."""
+        if amount == 0:
             return self._peek(key, limit, now)
 
-        dedup_key = (args.dedup_id, key) if args.dedup_id else None
+        dedup_key = (dedup_id, key) if dedup_id else None
         if dedup_key is not None:
             seen = self._dedup.get(dedup_key, now)
             if seen is not None:
                 return seen.replay(now)
 
-        if args.amount > 0:
-            remembered = self._alloc(key, limit, args.amount, args.best_effort, now)
+        if amount > 0:
+            remembered = self._alloc(key, limit, amount, best_effort, now)
         else:
-            remembered = _Remembered(self._release(key, limit, -args.amount, now), None)
+            remembered = _Remembered(self._release(key, limit, -amount, now), None)
         if dedup_key is not None:
             self._dedup.put(dedup_key, remembered, now)
         return remembered.result
@@ -197,9 +173,9 @@ class MemQuotaHandler(Handler):
             window=limit.valid_duration,
         )
 
-    def sweep(self) -> int:
+    def sweep(self, now: float) -> int:
         """Drop windows whose allocations have all left the window; returns how many."""
-        tick = _tick(self._clock.monotonic())
+        tick = _tick(now)
         empty = []
         for key, window in self._windows.items():
             window.roll(tick)
@@ -213,6 +189,58 @@ class MemQuotaHandler(Handler):
     def counter_count(self) -> int:
         """How many counters and windows hold state."""
         return len(self._counters) + len(self._windows)
+
+
+class MemQuotaHandler(Handler):
+    """Allocation counters (``validDuration: 0``) and rolling windows, keyed by quota name and
+    the string form of every dimension."""
+
+    def __init__(self, config: MemQuotaConfig, clock: Clock, logger: logging.Logger) -> None:
+        self._quotas = {q.name: q for q in config.quotas}
+        self._clock = clock
+        self._logger = logger
+        self.counters = QuotaCounters(config.min_deduplication_duration.total_seconds(), clock.monotonic())
+        self._warned: set[str] = set()
+
+    @classmethod
+    def build(cls, config: MemQuotaConfig, env: Env) -> MemQuotaHandler:
+        handler = cls(config, env.clock, env.logger)
+
+        async def sweep() -> None:
+            handler.sweep()
+
+        env.every(SWEEP_INTERVAL, sweep, "sweep expired windows", initial_delay=SWEEP_INTERVAL)
+        return handler
+
+    def resolve(self, instance: QuotaInstanceLike) -> tuple[CounterKey, Limit] | None:
+        """The counter and limit of ``instance`` (None, logged once, for an unconfigured quota)."""
+        quota = self._quotas.get(instance.name)
+        if quota is None:
+            # Validation rejects configs that route unknown instances here; answer like Mixer.
+            if instance.name not in self._warned:
+                self._warned.add(instance.name)
+                self._logger.warning("memquota: no quota configured for instance %s", instance.name)
+            return None
+        dims = dimension_strings(instance.dimensions)
+        return counter_key(quota.name, dims), quota.limit_for(dims)
+
+    def handle_quota(self, instance: QuotaInstanceLike, args: QuotaArgs) -> QuotaResult:
+        resolved = self.resolve(instance)
+        if resolved is None:
+            return QuotaResult()
+        key, limit = resolved
+        return self.counters.quota(
+            key, limit, args.amount, args.best_effort, args.dedup_id, self._clock.monotonic()
+        )
+
+    def sweep(self) -> int:
+        """Drop windows whose allocations have all left the window; returns how many."""
+        return self.counters.sweep(self._clock.monotonic())
+
+    @property
+    def counter_count(self) -> int:
+        """How many counters and windows hold state."""
+        return self.counters.counter_count
 
 
 def _tick(now: float) -> int:

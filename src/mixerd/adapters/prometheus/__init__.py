@@ -10,6 +10,9 @@ Params are Mixer's (see :mod:`mixerd.adapters.prometheus.config` for every field
     incremented (it is exported next to the metrics) and a warning is logged at most once a minute
     per metric. Together with ``metricsExpirationPolicy`` this bounds the memory a misbehaving
     dimension (a request id, a pod IP) can take, the failure mode behind Istio issues #6741/#7734.
+    With ``mixerd serve --workers N`` each worker holds at most ``maxSeriesPerMetric // N`` series
+    of a metric, so the merged ``/metrics`` never exceeds the limit (a label set held by two workers
+    is one series there but uses both workers' shares: the guard may refuse before the limit).
 
 Values: floats as is, integers, durations (seconds) and numeric strings; anything else is an
 error for that instance (counted in ``handler.errors``; the rest of the batch is recorded). Label

@@ -8,7 +8,7 @@ from typing import Any, Final
 
 from prometheus_client import CollectorRegistry
 
-from mixerd.adapter import Builder, ConfigError, Env, Handler, InstanceInfo
+from mixerd.adapter import WORKER_COUNT, Builder, ConfigError, Env, Handler, InstanceInfo
 from mixerd.adapters.prometheus.config import MetricConfig, PrometheusConfig, parse_config
 from mixerd.adapters.prometheus.exporter import PrometheusExporter
 from mixerd.adapters.prometheus.series import MetricVec, Series
@@ -108,6 +108,11 @@ class PrometheusHandler(Handler):
         self._owner = env.name
         self._acquired = vecs
         self._max_series = config.max_series_per_metric
+        workers = env.shared(WORKER_COUNT)
+        if isinstance(workers, int) and workers > 1:
+            # One of N workers (mixerd serve --workers N): a share of the limit each, so the merged
+            # /metrics never holds more than maxSeriesPerMetric series of a metric.
+            self._max_series = max(1, self._max_series // workers)
         self._expiration = config.expiration
         routes: dict[str, list[_Route]] = {}
         for mc, vec in zip(config.metrics, vecs, strict=True):
