@@ -249,6 +249,10 @@ def test_check_report_quota_and_outputs_reach_the_adapter_as_mixer_sent_them(
         ops = {(op.name, op.value) for op in allowed.precondition.route_directive.request_header_operations}
         assert ops == {("x-istio", "L:alice")}  # CHECK_WITH_OUTPUT: hello.output.value
         assert allowed.quotas["requestcount"].granted_amount == 2
+        for _ in range(2):  # evaluated, then answered from the decision cache: the output is kept
+            again = _check(mixerd, "alice")
+            ops = {(op.name, op.value) for op in again.precondition.route_directive.request_header_operations}
+            assert ops == {("x-istio", "L:alice")}
 
         denied = _check(mixerd, "mallory")
         assert denied.precondition.status.code == grpc.StatusCode.PERMISSION_DENIED.value[0]
@@ -263,7 +267,9 @@ def test_check_report_quota_and_outputs_reach_the_adapter_as_mixer_sent_them(
 
     want_config = params(blocked=["mallory"], label="L")
     entries = adapter.requests("HandleListEntry", listentry_pb2.HandleListEntryRequest)
-    assert [e.instance.value.string_value for e in entries] == ["alice", "mallory"]
+    # alice: the Check with quotas, then the first of the two without (the second came from the
+    # decision cache and never reached the adapter)
+    assert [e.instance.value.string_value for e in entries] == ["alice", "alice", "mallory"]
     for e in entries:
         assert e.instance.name == "user-entry.instance.istio-system"
         assert e.adapter_config.type_url == "type.googleapis.com/oopbackend.config.Params"
@@ -336,7 +342,7 @@ def test_a_stopped_backend_is_isolated_counted_and_reconnected(
         assert _check(mixerd, "alice").precondition.status.code == 0
         adapter.stop()
         with pytest.raises(grpc.RpcError) as failed:
-            _check(mixerd, "alice")
+            _check(mixerd, "bob")  # not alice: her answer is in the decision cache for 5 s
         assert failed.value.code() is grpc.StatusCode.INTERNAL
         assert "handler failure (request id" in (failed.value.details() or "")
         assert mixerd.metric("mixerd_dispatch_errors_total", handler=HANDLER, template="listentry") >= 1
@@ -356,7 +362,7 @@ def test_a_stopped_backend_is_isolated_counted_and_reconnected(
 
         def recovered() -> bool:
             try:
-                return _check(mixerd, "alice").precondition.status.code == 0
+                return _check(mixerd, "bob").precondition.status.code == 0  # failures are never cached
             except grpc.RpcError:
                 return False
 

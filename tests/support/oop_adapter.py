@@ -131,7 +131,11 @@ def main() -> int:
             log("HandleCheckOutput", request)
             params = config_of(request.adapter_config)
             return co_pb2.HandleCheckOutputResponse(
-                result=check_pb2.CheckResult(status=status_pb2.Status(code=code_pb2.OK), valid_use_count=3),
+                result=check_pb2.CheckResult(
+                    status=status_pb2.Status(code=code_pb2.OK),
+                    valid_duration=duration_pb2.Duration(seconds=5),
+                    valid_use_count=3,
+                ),
                 output=co_pb2.OutputMsg(
                     value=f"{params.label}:{request.instance.user}", count=request.instance.size.int64_value
                 ),

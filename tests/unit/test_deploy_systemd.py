@@ -189,4 +189,3 @@ def test_the_reload_signal_is_mixerds() -> None:
     """`systemctl reload` sends SIGHUP: mixerd serve must handle it (and say so in --help)."""
     serve = (REPO / "src" / "mixerd" / "cli" / "serve.py").read_text()
     assert "SIGHUP" in serve
-

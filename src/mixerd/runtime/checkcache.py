@@ -171,7 +171,7 @@ class CheckCache:
             entry.uses -= 1
             entries.move_to_end(k)
             r = entry.result
-            return entry, CheckResult(r.status, _dt.timedelta(seconds=left), entry.uses + 1)
+            return entry, CheckResult(r.status, _dt.timedelta(seconds=left), entry.uses + 1, r.output)
         return None
 
     def store(

@@ -496,7 +496,7 @@ class Dispatcher:
         if result.status.code == Code.OK:
             nt = t.lookup(Variety.CHECK, request_namespace(bag))
             if nt.directives:
-                directive = self._directives(nt, bag)
+                directive = self._directives(nt, _with_outputs(bag, result.output))
         elif result.status.direct_response is not None:
             directive = direct_response_directive(result.status)
         return CheckOutcome(
