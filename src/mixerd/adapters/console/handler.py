@@ -9,7 +9,7 @@ from typing import Any, Final, Protocol, runtime_checkable
 from mixerd.adapter import Builder, ConfigError, Env, Handler, InstanceInfo, Params
 from mixerd.attribute import parse_duration
 from mixerd.console.correlate import DEFAULT_ORDER, REQUEST_ID, correlation, parse_order
-from mixerd.console.model import Hop, Peer, Reporter
+from mixerd.console.model import Hop, Reporter, peer
 
 __all__ = ["ConsoleBuilder", "ConsoleHandler", "HopSink", "hop_from_variables"]
 
@@ -80,21 +80,6 @@ _TEXT_NAMES: Final = (
     "traceId", "spanId",
 )  # fmt: skip
 
-_PeerKey = tuple[str, str, str, str, str, str]
-_PEERS: dict[_PeerKey, Peer] = {}
-"""Interned peers: a mesh has few distinct ones, and every hop names two. Bounded by
-``_MAX_PEERS`` (cleared when full: a cache, not a registry)."""
-_MAX_PEERS: Final = 10_000
-
-
-def _peer(key: _PeerKey) -> Peer:
-    peer = _PEERS.get(key)
-    if peer is None:
-        if len(_PEERS) >= _MAX_PEERS:
-            _PEERS.clear()
-        peer = _PEERS[key] = Peer(*key)
-    return peer
-
 
 def hop_from_variables(
     variables: Mapping[str, Any],
@@ -138,11 +123,8 @@ def hop_from_variables(
     response_bytes = v.get("responseSize")
     if type(response_bytes) is not int:
         response_bytes = _int(response_bytes)
-    peers = _PEERS
-    src_key = (src_ns, src_workload, src_app, src_version, "", src_principal)
-    source = peers.get(src_key) or _peer(src_key)
-    dst_key = (dst_ns, dst_workload, dst_app, dst_version, dst_service, dst_principal)
-    destination = peers.get(dst_key) or _peer(dst_key)
+    source = peer((src_ns, src_workload, src_app, src_version, "", src_principal))
+    destination = peer((dst_ns, dst_workload, dst_app, dst_version, dst_service, dst_principal))
     return Hop(
         start_us,
         duration_us,
