@@ -320,8 +320,14 @@ async def in_process(tmp: Path, requests: int) -> None:
 
 
 async def split(tmp: Path, requests: int, rounds: int = 7) -> None:
-    """The event loop's console cost per attribute set, step by step (see ``--split``)."""
+    """The event loop's console cost per attribute set, step by step (see ``--split``), with the
+    cyclic collector tuned as ``mixerd serve`` tunes it."""
     os.environ["MIXERD_KUBERNETESENV_PODS_FILE"] = str(PODS)
+    import gc
+
+    from mixerd.cli.serve import GC_THRESHOLDS
+
+    gc.set_threshold(*GC_THRESHOLDS)
     from mixerd._proto.mixer.v1 import report_pb2
     from mixerd.adapters.console.handler import ConsoleHandler
     from mixerd.api.mixer_v1.decode import decode_report
