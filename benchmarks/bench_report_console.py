@@ -23,10 +23,14 @@ Figures: attribute sets per server CPU-second for each, their ratio per round (g
 off), and the console's end-to-end ingestion (hops in the database per wall second, from the
 first request until the last hop is written).
 
-    python benchmarks/bench_report_console.py [--requests N] [--rounds N] [--profile]
+    python benchmarks/bench_report_console.py [--requests N] [--rounds N] [--profile] [--split]
 
 ``--profile`` then runs the console-on path in this process under cProfile: decode, dispatch and
-the console adapter on the event loop, then the writer's batches into SQLite.
+the console adapter on the event loop, then the writer's batches into SQLite. ``--split`` times
+the event loop's share in this process, without a profiler, in four runtimes side by side (rounds
+alternate between them): the stock config; the console addition with the handler doing nothing
+(the rule's match and the instance); the handler making hops but not queueing them; all of it.
+The differences are what each step costs per attribute set; then the writer's batches per hop.
 """
 
 from __future__ import annotations
@@ -315,6 +319,79 @@ async def in_process(tmp: Path, requests: int) -> None:
     await store.close()
 
 
+async def split(tmp: Path, requests: int, rounds: int = 7) -> None:
+    """The event loop's console cost per attribute set, step by step (see ``--split``), with the
+    cyclic collector tuned as ``mixerd serve`` tunes it."""
+    os.environ["MIXERD_KUBERNETESENV_PODS_FILE"] = str(PODS)
+    import gc
+
+    from mixerd.cli.serve import GC_THRESHOLDS
+
+    gc.set_threshold(*GC_THRESHOLDS)
+    from mixerd._proto.mixer.v1 import report_pb2
+    from mixerd.adapters.console.handler import ConsoleHandler
+    from mixerd.api.mixer_v1.decode import decode_report
+    from mixerd.config import FileStore
+    from mixerd.console.store.sqlite import SQLiteStore
+    from mixerd.console.writer import Writer
+    from mixerd.runtime import Runtime
+    from mixerd.server.console import CONSOLE
+
+    handle = ConsoleHandler.handle_logentry
+    steps = ("stock config", "+ match and instance", "+ hops made", "+ hops queued and rolled up")
+    runtimes = []
+    for k, step in enumerate(steps):
+        config = tmp / f"split-{k}"
+        config.mkdir()
+        for name in STOCK:
+            shutil.copyfile(CONFORMANCE / "stock-telemetry-config" / "rendered" / name, config / name)
+        if k:
+            (config / "console.yaml").write_text(console_addition())
+        store = SQLiteStore(tmp / f"split-{k}.db")
+        await store.open()
+        writer = Writer(store, max_queue=10**8, batch_size=10**8)  # flushed by hand below
+        if k == 2:
+            writer.add_hop = lambda hop: None  # type: ignore[method-assign]
+        # handlers take their method when the routing table is built: patch before it is
+        ConsoleHandler.handle_logentry = (lambda self, instances: None) if k == 1 else handle  # type: ignore[method-assign]
+        runtime = Runtime(
+            FileStore([config], resync_interval=None, watch_events=False), services={CONSOLE: writer}
+        )
+        await runtime.start()
+        runtimes.append((step, runtime, writer, store))
+    ConsoleHandler.handle_logentry = handle  # type: ignore[method-assign]
+    requests_ = [report_pb2.ReportRequest.FromString(b) for b in bodies("split", requests)]
+    loop_us: dict[str, list[float]] = {step: [] for step in steps}
+    writer_us: list[float] = []
+    for _ in range(rounds):
+        for step, runtime, writer, _store in runtimes:
+            decoded = [decode_report(r) for r in requests_]
+            t0 = time.process_time()
+            for bags in decoded:
+                await runtime.dispatcher.report(bags)
+            loop_us[step].append((time.process_time() - t0) / (requests * SETS) * 1e6)
+            if writer._pending.hops:
+                hops = len(writer._pending.hops)
+                t0 = time.process_time()
+                writer._seal()
+                await writer._flush(True)
+                writer_us.append((time.process_time() - t0) / hops * 1e6)
+    print(f"\nthe event loop's share, in process ({rounds} alternating rounds of {requests * SETS:,} sets):")
+    previous = 0.0
+    rows = []
+    for step in steps:
+        median = statistics.median(loop_us[step])
+        rows.append([step, f"{median:.1f}", f"{median - previous:+.1f}" if previous else ""])
+        previous = median
+    print(table(rows, ("runtime", "us per set (median)", "step")))
+    print(
+        f"writer (batches into SQLite, every thread): {statistics.median(writer_us):.1f} us per hop (median)"
+    )
+    for _step, runtime, _writer, store in runtimes:
+        await runtime.close()
+        await store.close()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
@@ -323,14 +400,21 @@ def main() -> int:
         default=300,
         help="Report requests of 100 sets per round [default: %(default)s]",
     )
-    ap.add_argument("--rounds", type=int, default=3, help="off/on rounds [default: %(default)s]")
+    ap.add_argument("--rounds", type=int, default=3, help="off/on rounds (0: none) [default: %(default)s]")
     ap.add_argument("--profile", action="store_true", help="also profile the console-on path in-process")
+    ap.add_argument(
+        "--split",
+        action="store_true",
+        help="also time the event loop's console cost step by step, in-process",
+    )
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="mixerd-bench-console-report-"))
     try:
-        rc = served(tmp, args.requests, args.rounds)
+        rc = served(tmp, args.requests, args.rounds) if args.rounds else 0
         if args.profile:
             asyncio.run(in_process(tmp, 200))
+        if args.split:
+            asyncio.run(split(tmp, 100))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return rc

@@ -5,16 +5,19 @@ import pickle
 
 import pytest
 
-from mixerd.console.model import Hop, Peer, Reporter
+from mixerd.console.model import Batch, Hop, Peer, Reporter
 from mixerd.console.store._codec import (
     HOP_GROUP_COLUMNS,
     HOP_GROUP_FIELDS,
     HOP_GROUP_FORMAT,
+    PackCache,
+    group_hops,
     hop_group_body,
     hop_groups,
     hop_row,
     hops_from_group,
     pack_id,
+    summarize,
 )
 
 A = Peer("shop", "frontend-v1", "frontend", "v1", "", "cluster.local/ns/shop/sa/frontend")
@@ -101,3 +104,28 @@ def test_a_body_naming_anything_is_refused(capsys: pytest.CaptureFixture[str]) -
 def test_a_schema_1_row_becomes_a_group_of_one() -> None:
     h = _hop("7c4d6a6e-7b0f-4e0c-9d6a-2a9c3e1f0b11", 3, request_id="r", trace_id="ab" * 16)
     assert hops_from_group(h.transaction_id, hop_group_body(*hop_row(h))) == [h]
+
+
+def test_summaries_from_the_groups_match_summaries_from_the_hops() -> None:
+    """``summarize`` given the batch's hop groups (the SQLite writer's one pass) answers exactly
+    what it answers from the hops alone: roots by earliest start (the first one on a tie), counts
+    by reporter, names once per call, errors and denials."""
+    outside = Peer("unknown", "unknown", "", "", "", "")
+    hops = [
+        _hop("t1", 30),
+        _hop("t2", 10, outside, B, reporter=Reporter.DESTINATION, response_code=503),
+        _hop("", 5),
+        _hop("t1", 20, B, A, reporter=Reporter.DESTINATION),
+        _hop("t1", 20, A, B, reporter=Reporter.UNKNOWN, response_flags="UAEX"),
+        _hop("t2", 40, A, B, response_code=0, response_flags="UF"),
+    ]
+    batch = Batch(hops=hops)
+    plain = summarize(batch)
+    grouped = summarize(batch, PackCache(), group_hops(hops))
+    assert grouped == plain
+    by_id = {s.id: s for s in plain}
+    t1, t2 = by_id[pack_id("t1")], by_id[pack_id("t2")]
+    assert (t1.start_us, t1.end_us, t1.root) == (20, 35, B)
+    assert (t1.src_hops, t1.dst_hops, t1.unk_hops, t1.error, t1.denied) == (1, 1, 1, True, True)
+    assert (t2.root, t2.error, t2.denied) == (B, True, False)
+    assert t1.namespaces == {"shop"} and "cart" in t1.names and "frontend" in t1.names

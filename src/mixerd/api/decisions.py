@@ -22,7 +22,7 @@ from mixerd.adapter import Clock, Code
 from mixerd.attribute import untracked_view
 from mixerd.config import HeaderAction
 from mixerd.console.correlate import DEFAULT_ORDER, transaction_key
-from mixerd.console.model import Decision, Frontend, Peer, Verdict
+from mixerd.console.model import Decision, Frontend, Peer, Verdict, peer
 from mixerd.runtime import CheckOutcome, Runtime
 
 __all__ = ["DECISIONS", "DecisionRecorder", "DecisionSink", "granted", "recorder_of", "verdict_of"]
@@ -62,33 +62,43 @@ def verdict_of(code: int, quotas: Mapping[str, int], asked: Mapping[str, int] | 
     return Verdict.ALLOW
 
 
-def _text(bag: Mapping[str, Any], name: str) -> str:
-    value = bag.get(name)
-    return value if isinstance(value, str) else ""
+def _text(value: Any) -> str:
+    return value if type(value) is str or isinstance(value, str) else ""
 
 
 def _label(labels: Any, key: str) -> str:
-    value = labels.get(key) if isinstance(labels, Mapping) else None
-    return value if isinstance(value, str) else ""
+    if labels is None:
+        return ""
+    value = labels.get(key) if type(labels) is dict or isinstance(labels, Mapping) else None
+    return value if type(value) is str or isinstance(value, str) else ""
 
 
-_SIDES: Final = {
-    side: (f"{side}.namespace", f"{side}.workload.name", f"{side}.labels", f"{side}.principal")
-    for side in ("source", "destination")
-}
-
-
-def _peer(bag: Mapping[str, Any], side: str) -> Peer:
-    namespace, workload, labels_name, principal = _SIDES[side]
-    labels = bag.get(labels_name)
-    return Peer(
-        namespace=_text(bag, namespace),
-        workload=_text(bag, workload),
-        app=_label(labels, "app"),
-        version=_label(labels, "version"),
-        service=_text(bag, "destination.service.host") if side == "destination" else "",
-        principal=_text(bag, principal),
+def _peer(
+    bag: Mapping[str, Any], namespace: str, workload: str, labels: str, principal: str, service: str
+) -> Peer:
+    """The peer the attributes name (interned: a mesh has few distinct ones)."""
+    get = bag.get
+    names = get(labels)
+    return peer(
+        (
+            _text(get(namespace)),
+            _text(get(workload)),
+            _label(names, "app"),
+            _label(names, "version"),
+            _text(get(service)) if service else "",
+            _text(get(principal)),
+        )
     )
+
+
+_SOURCE: Final = ("source.namespace", "source.workload.name", "source.labels", "source.principal", "")
+_DESTINATION: Final = (
+    "destination.namespace",
+    "destination.workload.name",
+    "destination.labels",
+    "destination.principal",
+    "destination.service.host",
+)
 
 
 class DecisionRecorder:
@@ -100,10 +110,7 @@ class DecisionRecorder:
         self._order = tuple(key_order)
         self._minted = frozenset(self._order)
 
-    def _key(self, bag: Mapping[str, Any], outcome: CheckOutcome | None) -> str:
-        headers = bag.get("request.headers")
-        if not isinstance(headers, Mapping):
-            headers = {}
+    def _key(self, headers: Mapping[str, str], outcome: CheckOutcome | None) -> str:
         directive = outcome.directive if outcome is not None else None
         if directive is not None:
             sent: dict[str, str] | None = None
@@ -149,32 +156,31 @@ class DecisionRecorder:
                 refs = tuple(sorted({name for (name, _key), _cond in outcome.references}))
             rule, handler = outcome.rule, outcome.handler
         delta = now - _EPOCH
+        get = bag.get
+        headers = get("request.headers")
+        if headers is None or not (type(headers) is dict or isinstance(headers, Mapping)):
+            headers = {}
+        request_id = _text(get("request.id"))
+        if not request_id:
+            request_id = _text(headers.get("x-request-id"))
         self._sink.add_decision(
             Decision(
-                time_us=(delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds,
-                frontend=frontend,
-                verdict=verdict_of(code, granted, asked),
-                status_code=int(code),
-                message=message,
-                transaction_id=self._key(bag, outcome),
-                source=_peer(bag, "source"),
-                destination=_peer(bag, "destination"),
-                rule=rule,
-                handler=handler,
-                quotas=granted,
-                attributes=refs,
-                request_id=_text(bag, "request.id") or _header(bag, "x-request-id"),
-                method=_text(bag, "request.method"),
-                host=_text(bag, "request.host"),
-                path=_text(bag, "request.path"),
-                duration_us=int(duration_s * 1_000_000),
+                (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds,
+                frontend,
+                verdict_of(code, granted, asked),
+                int(code),
+                message,
+                self._key(headers, outcome),
+                _peer(bag, *_SOURCE),
+                _peer(bag, *_DESTINATION),
+                rule,
+                handler,
+                granted,
+                refs,
+                request_id,
+                _text(get("request.method")),
+                _text(get("request.host")),
+                _text(get("request.path")),
+                int(duration_s * 1_000_000),
             )
         )
-
-
-def _header(bag: Mapping[str, Any], name: str) -> str:
-    headers = bag.get("request.headers")
-    if isinstance(headers, Mapping):
-        value = headers.get(name)
-        return value if isinstance(value, str) else ""
-    return ""

@@ -70,10 +70,11 @@ index entry)."""
 # Character checks as regular expressions (C speed: every reported hop goes through them). Only
 # ASCII A-F lower-case into hex digits, so "hex in either case" is [0-9a-fA-F].
 _LOWER_HEX = re.compile("[0-9a-f]+")
-_W3C_TRACE_ID = re.compile("[0-9a-f]{32}")
-_W3C_SPAN_ID = re.compile("[0-9a-f]{16}")
-_B3_TRACE_ID = re.compile("[0-9a-fA-F]{16}(?:[0-9a-fA-F]{16})?")
-_B3_SPAN_ID = re.compile("[0-9a-fA-F]{16}")
+# Ids: the right number of hex digits, not all zeros (the lookahead), in one match.
+_W3C_TRACE_ID = re.compile("(?!0{32})[0-9a-f]{32}")
+_W3C_SPAN_ID = re.compile("(?!0{16})[0-9a-f]{16}")
+_B3_TRACE_ID = re.compile(r"(?!0+\Z)(?:[0-9a-fA-F]{16}){1,2}")
+_B3_SPAN_ID = re.compile("(?!0{16})[0-9a-fA-F]{16}")
 _VISIBLE = re.compile("[!-~]+")
 """Visible ASCII: what a plain id may hold."""
 _UUID = re.compile("[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -92,6 +93,9 @@ class TraceIds(NamedTuple):
     parent_span_id: str = ""
     """The parent of that span: B3 carries it, W3C does not (then empty, unless B3 headers with
     the same trace and span id come along)."""
+
+
+_NO_IDS = TraceIds()
 
 
 def parse_order(setting: str) -> tuple[str, ...]:
@@ -125,19 +129,32 @@ def transaction_key(headers: Mapping[str, str], order: Sequence[str] = DEFAULT_O
 
 
 def correlation(headers: Mapping[str, str], order: Sequence[str] = DEFAULT_ORDER) -> tuple[str, TraceIds]:
-    """``(transaction_key(headers, order), trace_ids(headers))``, reading each header once."""
-    w3c = _traceparent(headers.get(TRACEPARENT))
-    b3 = _b3(headers)
+    """``(transaction_key(headers, order), trace_ids(headers))``, reading each header once.
+
+    Every reported hop comes through here: the trace headers are parsed only when present, and
+    the key headers are looked up once each."""
+    get = headers.get
+    value = get(TRACEPARENT)
+    w3c = None if value is None else _traceparent(value)
+    b3 = _b3(headers) if (B3 in headers or "b3" in headers) else None
     key = ""
     for name in order:
         if name == TRACEPARENT:
-            key = w3c.trace_id if w3c is not None else ""
+            if w3c is not None:
+                key = w3c.trace_id
+                break
         elif name == B3:
-            key = b3.trace_id if b3 is not None else ""
+            if b3 is not None:
+                key = b3.trace_id
+                break
         else:
-            key = _plain_key(headers.get(name))
-        if key:
-            break
+            value = get(name)
+            if value is not None:
+                key = _plain_key(value)
+                if key:
+                    break
+    if w3c is None:
+        return key, _NO_IDS if b3 is None else b3
     return key, _trace_ids(w3c, b3)
 
 
@@ -185,11 +202,6 @@ def _plain_key(value: str | None) -> str:
     return request_id_key(value)
 
 
-def _nonzero_id(pattern: re.Pattern[str], text: str) -> bool:
-    """``text`` is a whole match of ``pattern`` (hex digits of the right lengths), not all zeros."""
-    return pattern.fullmatch(text) is not None and text.strip("0") != ""
-
-
 def _traceparent(value: str | None) -> TraceIds | None:
     if value is None:
         return None
@@ -202,7 +214,7 @@ def _traceparent(value: str | None) -> TraceIds | None:
         return None
     if _LOWER_HEX.fullmatch(version) is None or version == "ff" or _LOWER_HEX.fullmatch(flags) is None:
         return None
-    if not _nonzero_id(_W3C_TRACE_ID, trace_id) or not _nonzero_id(_W3C_SPAN_ID, span_id):
+    if _W3C_TRACE_ID.fullmatch(trace_id) is None or _W3C_SPAN_ID.fullmatch(span_id) is None:
         return None
     return TraceIds(trace_id, span_id, "")
 
@@ -211,7 +223,7 @@ def _b3(headers: Mapping[str, str]) -> TraceIds | None:
     trace_id = headers.get(B3)
     if trace_id is not None:
         trace_id = trace_id.strip()
-        if not _nonzero_id(_B3_TRACE_ID, trace_id):
+        if _B3_TRACE_ID.fullmatch(trace_id) is None:
             return None
         return TraceIds(
             trace_id.lower(),
@@ -223,7 +235,7 @@ def _b3(headers: Mapping[str, str]) -> TraceIds | None:
         return None
     # <trace>-<span>[-<sampling state>[-<parent>]]; a lone sampling state ("0", "1", "d") has no ids.
     parts = single.strip().split("-")
-    if len(parts) < 2 or len(parts) > 4 or not _nonzero_id(_B3_TRACE_ID, parts[0]):
+    if len(parts) < 2 or len(parts) > 4 or _B3_TRACE_ID.fullmatch(parts[0]) is None:
         return None
     if len(parts) >= 3 and parts[2] not in ("0", "1", "d"):
         return None
@@ -237,7 +249,7 @@ def _span(value: str | None) -> str:
     if value is None:
         return ""
     value = value.strip()
-    return value.lower() if _nonzero_id(_B3_SPAN_ID, value) else ""
+    return value.lower() if _B3_SPAN_ID.fullmatch(value) is not None else ""
 
 
 def _same_trace(a: str, b: str) -> bool:

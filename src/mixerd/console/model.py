@@ -17,6 +17,7 @@ __all__ = [
     "Reporter",
     "Span",
     "Verdict",
+    "peer",
 ]
 
 
@@ -55,6 +56,25 @@ class Peer:
     service: str = ""
     """The destination service's host (``reviews.default.svc.cluster.local``); empty for a source."""
     principal: str = ""
+
+
+_PeerKey = tuple[str, str, str, str, str, str]
+_PEERS: dict[_PeerKey, Peer] = {}
+"""Interned peers: a mesh has few distinct ones, and every hop and decision names two. Bounded by
+``_MAX_PEERS`` (cleared when full: a cache, not a registry)."""
+_MAX_PEERS = 10_000
+
+
+def peer(key: _PeerKey) -> Peer:
+    """The peer with these fields (namespace, workload, app, version, service, principal), one
+    shared instance per distinct key: a frozen dataclass costs ~1.5 us to make, a lookup ~0.1, and
+    the stores recognise a repeated peer by identity."""
+    found = _PEERS.get(key)
+    if found is None:
+        if len(_PEERS) >= _MAX_PEERS:
+            _PEERS.clear()
+        found = _PEERS[key] = Peer(*key)
+    return found
 
 
 @dataclass(slots=True)
@@ -105,9 +125,12 @@ class Hop:
         return bool(flags & {"UAEX", "RL"})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Decision:
-    """One policy decision: a Check (Mixer or ext_authz) or a rate-limit call."""
+    """One policy decision: a Check (Mixer or ext_authz) or a rate-limit call.
+
+    Treat it as immutable. Like :class:`Hop` it is not frozen because one is made for every
+    answered call (a frozen dataclass's ``__init__`` costs ten times a plain one's)."""
 
     time_us: int
     frontend: Frontend

@@ -9,7 +9,7 @@ from typing import Any, Final, Protocol, runtime_checkable
 from mixerd.adapter import Builder, ConfigError, Env, Handler, InstanceInfo, Params
 from mixerd.attribute import parse_duration
 from mixerd.console.correlate import DEFAULT_ORDER, REQUEST_ID, correlation, parse_order
-from mixerd.console.model import Hop, Peer, Reporter
+from mixerd.console.model import Hop, Reporter, peer
 
 __all__ = ["ConsoleBuilder", "ConsoleHandler", "HopSink", "hop_from_variables"]
 
@@ -80,21 +80,6 @@ _TEXT_NAMES: Final = (
     "traceId", "spanId",
 )  # fmt: skip
 
-_PeerKey = tuple[str, str, str, str, str, str]
-_PEERS: dict[_PeerKey, Peer] = {}
-"""Interned peers: a mesh has few distinct ones, and every hop names two. Bounded by
-``_MAX_PEERS`` (cleared when full: a cache, not a registry)."""
-_MAX_PEERS: Final = 10_000
-
-
-def _peer(key: _PeerKey) -> Peer:
-    peer = _PEERS.get(key)
-    if peer is None:
-        if len(_PEERS) >= _MAX_PEERS:
-            _PEERS.clear()
-        peer = _PEERS[key] = Peer(*key)
-    return peer
-
 
 def hop_from_variables(
     variables: Mapping[str, Any],
@@ -116,24 +101,48 @@ def hop_from_variables(
         # told to) still knows the request id: it is the x-request-id header.
         headers = {**headers, REQUEST_ID: request_id}
     key, ids = correlation(headers, key_order)
+    # every hop comes through here: the common types (a UTC datetime, a timedelta, int codes)
+    # are handled inline, anything else by the helpers
+    t = timestamp if type(timestamp) is _dt.datetime and timestamp.tzinfo is _dt.UTC else None
+    if t is not None:
+        d = t - _EPOCH
+        start_us = (d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds
+    else:
+        start_us = _time_us(timestamp, now)
+    latency = v.get("latency")
+    if type(latency) is _dt.timedelta:
+        duration_us = max(0, (latency.days * 86_400 + latency.seconds) * 1_000_000 + latency.microseconds)
+    else:
+        duration_us = _duration_us(latency)
+    code = v.get("responseCode")
+    if type(code) is not int:
+        code = _int(code)
+    request_bytes = v.get("requestSize")
+    if type(request_bytes) is not int:
+        request_bytes = _int(request_bytes)
+    response_bytes = v.get("responseSize")
+    if type(response_bytes) is not int:
+        response_bytes = _int(response_bytes)
+    source = peer((src_ns, src_workload, src_app, src_version, "", src_principal))
+    destination = peer((dst_ns, dst_workload, dst_app, dst_version, dst_service, dst_principal))
     return Hop(
-        _time_us(timestamp, now),
-        _duration_us(v.get("latency")),
-        _REPORTERS.get(reporter.lower(), Reporter.UNKNOWN),
-        _peer((src_ns, src_workload, src_app, src_version, "", src_principal)),
-        _peer((dst_ns, dst_workload, dst_app, dst_version, dst_service, dst_principal)),
+        start_us,
+        duration_us,
+        _REPORTERS.get(reporter) or _REPORTERS.get(reporter.lower(), Reporter.UNKNOWN),
+        source,
+        destination,
         transaction_id or key,
         protocol,
         method,
         host,
         path,
-        _int(v.get("responseCode")),
+        code,
         "" if flags == "-" else flags,
-        _int(v.get("requestSize")),
-        _int(v.get("responseSize")),
+        request_bytes,
+        response_bytes,
         request_id,
-        trace_id.lower() or ids.trace_id,
-        span_id.lower() or ids.span_id,
+        trace_id.lower() if trace_id else ids.trace_id,
+        span_id.lower() if span_id else ids.span_id,
         ids.parent_span_id,
     )
 

@@ -532,37 +532,61 @@ def _add_names(row: SummaryRow, names: _Names) -> None:
     row.namespaces.update(names[2])
 
 
-def summarize(batch: Batch, ids: PackCache | None = None) -> list[SummaryRow]:
+def summarize(
+    batch: Batch, ids: PackCache | None = None, groups: Mapping[str, Sequence[Hop]] | None = None
+) -> list[SummaryRow]:
     """One partial summary per transaction id that the batch's hops and decisions carry, sorted by
-    id (so concurrent writers lock rows in the same order). Spans and logs do not make summaries."""
+    id (so concurrent writers lock rows in the same order). Spans and logs do not make summaries.
+    ``groups``: the batch's hops as :func:`group_hops` gives them, when the caller has them."""
     ids = PackCache() if ids is None else ids
     names = _NameCache()
     rows: dict[bytes, SummaryRow] = {}
-    for h in batch.hops:
-        key = ids[h.transaction_id]
+    source_reporter, destination_reporter = Reporter.SOURCE, Reporter.DESTINATION
+    for txn, members in (group_hops(batch.hops) if groups is None else groups).items():
+        key = ids[txn]
         if key is None:
             continue
-        end = h.start_us + h.duration_us
-        row = rows.get(key)
-        if row is None:
-            row = rows[key] = SummaryRow(key, h.start_us, end, _root_of(h.source, h.destination))
-        else:
-            if h.start_us < row.start_us:
-                row.start_us = h.start_us
-                row.root = _root_of(h.source, h.destination)
-            if end > row.end_us:
-                row.end_us = end
-        if h.reporter is Reporter.SOURCE:
-            row.src_hops += 1
-        elif h.reporter is Reporter.DESTINATION:
-            row.dst_hops += 1
-        else:
-            row.unk_hops += 1
-        _add_names(row, names[_names_key(h.source, h.destination)])
-        if h.response_code >= 500 or (h.response_flags and h.error):
-            row.error = True
-        if h.response_flags and h.denied:
-            row.denied = True
+        root = members[0]
+        start = root.start_us
+        end = start + root.duration_us
+        src = dst = unk = 0
+        error = denied = False
+        pairs: dict[tuple[int, int], _Names] = {}
+        """The calls' names by their peers' identity (interned peers: one names lookup per call)."""
+        for h in members:
+            t = h.start_us
+            if t < start:
+                start, root = t, h
+            t += h.duration_us
+            if t > end:
+                end = t
+            reporter = h.reporter
+            if reporter is source_reporter:
+                src += 1
+            elif reporter is destination_reporter:
+                dst += 1
+            else:
+                unk += 1
+            pair = (id(h.source), id(h.destination))
+            if pair not in pairs:
+                pairs[pair] = names[_names_key(h.source, h.destination)]
+            if h.response_code >= 500 or (h.response_flags and h.error):
+                error = True
+            if h.response_flags and h.denied:
+                denied = True
+        summary = rows[key] = SummaryRow(
+            key,
+            start,
+            end,
+            _root_of(root.source, root.destination),
+            src,
+            dst,
+            unk,
+            error=error,
+            denied=denied,
+        )
+        for found in pairs.values():
+            _add_names(summary, found)
     for d in batch.decisions:
         key = ids[d.transaction_id]
         if key is None:

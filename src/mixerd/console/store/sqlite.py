@@ -197,6 +197,18 @@ def _encode_set(values: Iterable[str]) -> str:
     return codec.SEP + joined + codec.SEP
 
 
+class _SetEncoder(dict[frozenset[str], str]):
+    """``_encode_set`` with a memory, for one batch: transactions along the same path of calls
+    have the same sets."""
+
+    def __call__(self, values: set[str]) -> str:
+        key = frozenset(values)
+        found = self.get(key)
+        if found is None:
+            found = self[key] = _encode_set(key)
+        return found
+
+
 def _like_prefix(service: str) -> str:
     """A LIKE pattern for the hosts whose first label is ``service``."""
     return service.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + ".%"
@@ -368,9 +380,10 @@ class SQLiteStore:
                 conn.executemany(_INSERT_SPAN, [codec.span_row(s, ids) for s in batch.spans])
             if batch.logs:
                 conn.executemany(_INSERT_LOG, [codec.log_row(g, ids) for g in batch.logs])
-            summaries = codec.summarize(batch, ids)
+            summaries = codec.summarize(batch, ids, groups)
             if summaries:
-                conn.executemany(_UPSERT_SUMMARY, [s.values(_encode_set) for s in summaries])
+                encode = _SetEncoder()
+                conn.executemany(_UPSERT_SUMMARY, [s.values(encode) for s in summaries])
             if rollups:
                 keys: dict[int, tuple[Any, ...]] = {}
                 rows = []
