@@ -351,7 +351,9 @@ class HandlerSpec:
 
 @dataclass(frozen=True, slots=True)
 class AdapterSpec:
-    """An out-of-process adapter's info (kept; out-of-process adapters are not supported yet)."""
+    """An out-of-process adapter's info: its templates, its config message (``config``: a base64
+    FileDescriptorSet with a message ``Params``) and whether it keeps sessions (see
+    :mod:`mixerd.config.remote`)."""
 
     name: str = ""
     description: str = ""
@@ -362,7 +364,8 @@ class AdapterSpec:
 
 @dataclass(frozen=True, slots=True)
 class TemplateSpec:
-    """An out-of-process template descriptor (kept; not supported yet)."""
+    """A template of an out-of-process adapter: its base64 FileDescriptorSet (see
+    :mod:`mixerd.templates.dynamic`)."""
 
     descriptor: str = ""
 
