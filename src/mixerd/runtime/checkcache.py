@@ -80,35 +80,40 @@ class Shape:
     def key(self, bag: Mapping[str, Any]) -> tuple[Any, ...] | None:
         """The request's values for this shape, or None when the request does not fit it (a name
         that must be absent is present or the reverse)."""
+        get = bag.get
         for name, map_key in self.absent:
-            if _value(bag, name, map_key) is not MISSING:
+            value = get(name, MISSING)
+            if map_key is not None and value is not MISSING:
+                value = value.get(map_key, MISSING) if isinstance(value, Mapping) else MISSING
+            if value is not MISSING:
                 return None
         values: list[Any] = []
         for name, map_key in self.present:
-            value = _value(bag, name, map_key)
+            value = get(name, MISSING)
             if value is MISSING:
                 return None
-            if map_key is None and isinstance(value, Mapping):
+            t = type(value)
+            if map_key is not None:
+                value = value.get(map_key, MISSING) if isinstance(value, Mapping) else MISSING
+                if value is MISSING:
+                    return None
+                t = type(value)
+            elif t not in _SCALARS and isinstance(value, Mapping):
                 # A map read by key is keyed on those keys (their own references); one whose
                 # whole value was used is keyed on all of it.
                 value = frozenset(value.items()) if name in self.whole else ()
             # The type is part of the key: 1, 1.0 and True are equal in Python, not to a rule.
-            values.append((type(value), value))
+            values.append((t, value))
         return tuple(values)
+
+
+_SCALARS: Final = frozenset({str, int, float, bool, bytes, _dt.datetime, _dt.timedelta})
+"""Value types that are certainly not string maps (tested before the slower ``isinstance``)."""
 
 
 def _order(ref: _Ref) -> tuple[str, bool, str]:
     name, map_key = ref
     return name, map_key is not None, map_key or ""
-
-
-def _value(bag: Mapping[str, Any], name: str, map_key: str | None) -> Any:
-    value = bag.get(name, MISSING)
-    if map_key is None or value is MISSING:
-        return value
-    if not isinstance(value, Mapping):
-        return MISSING
-    return value.get(map_key, MISSING)
 
 
 @dataclass(slots=True)
