@@ -5,8 +5,8 @@ Two ``mixerd serve`` processes run side by side on the rendered stock telemetry 
 
 - **off**: the stock config alone, ``--console-store off``;
 - **on**: the stock config plus its documented console addition, ``docs/examples/console-istio.yaml``
-  (the ``consolehop`` instance of the ``attributes`` template, the ``console`` handler, the ``record-hops`` rule for HTTP
-  and gRPC calls; its ``transaction-id`` rule acts on Checks only), writing to SQLite in a
+  (the ``consolehop`` instance of the ``attributes`` template, the ``console`` handler, the
+  ``record-hops`` rule for HTTP and gRPC calls; its ``transaction-id`` rule acts on Checks only), writing to SQLite in a
   temporary directory.
 
 Both get the same Report requests: batches of 100 compressed attribute sets shaped like

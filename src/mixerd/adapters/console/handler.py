@@ -208,9 +208,7 @@ def hop_from_attributes(
     if protocol is m:
         protocol = get("context.protocol", "http")
     headers = get("request.headers")
-    if headers is None:
-        headers = {}
-    elif type(headers) is not dict and not isinstance(headers, Mapping):
+    if headers is None or (type(headers) is not dict and not isinstance(headers, Mapping)):
         headers = {}
     request_id = get("request.id", m)
     if request_id is m:
