@@ -9,7 +9,7 @@ from typing import Any, Final, Protocol, runtime_checkable
 from mixerd.adapter import Builder, ConfigError, Env, Handler, InstanceInfo, Params
 from mixerd.attribute import MISSING, parse_duration
 from mixerd.console.correlate import DEFAULT_ORDER, REQUEST_ID, correlation, parse_order
-from mixerd.console.model import Hop, Reporter, peer
+from mixerd.console.model import Hop, Peer, Reporter, peer
 
 __all__ = ["ConsoleBuilder", "ConsoleHandler", "HopSink", "hop_from_attributes", "hop_from_variables"]
 
@@ -162,6 +162,25 @@ def _label(labels: Any, name: str) -> str:
     return value if type(value) is str else _str(value)
 
 
+_RawPeer = tuple[Any, Any, Any, Any, Any, Any]
+_RAW_PEERS: dict[_RawPeer, Peer] = {}
+"""Peers by the attribute values they were read from (strings, as a typed bag gives them): one
+lookup per peer, no conversion. A cache, cleared when it holds ``_MAX_RAW_PEERS``."""
+_MAX_RAW_PEERS: Final = 10_000
+
+
+def _peer_of(raw: _RawPeer) -> Peer:
+    try:
+        found = _RAW_PEERS.get(raw)
+    except TypeError:  # an unhashable value where a string belongs
+        return peer(tuple(map(_text, raw)))  # type: ignore[arg-type]
+    if found is None:
+        if len(_RAW_PEERS) >= _MAX_RAW_PEERS:
+            _RAW_PEERS.clear()
+        found = _RAW_PEERS[raw] = peer(tuple(map(_text, raw)))  # type: ignore[arg-type]
+    return found
+
+
 def hop_from_attributes(
     bag: Mapping[str, Any],
     now: _dt.datetime,
@@ -169,22 +188,22 @@ def hop_from_attributes(
 ) -> Hop:
     """The hop of one call's attribute set (an ``attributes`` instance): the same hop as
     :func:`hop_from_variables` gives for the documented ``consolehop`` logentry instance, read
-    straight from the attributes (see the package docstring), without building an instance."""
+    straight from the attributes (see the package docstring), without building an instance.
+
+    Every recorded call comes through here: each attribute is read once, values of the usual
+    types are used as they are, and peers are looked up by the values read."""
     get = bag.get
     m = MISSING
     src_ns = get("source.workload.namespace", m)
     if src_ns is m:
         src_ns = get("source.namespace", "")
     labels = get("source.labels")
-    source = peer(
-        (
-            _text(src_ns),
-            _text(get("source.workload.name", "")),
-            _label(labels, "app"),
-            _label(labels, "version"),
-            "",
-            _text(get("source.principal", "")),
-        )
+    if type(labels) is dict:
+        app, version = labels.get("app", ""), labels.get("version", "")
+    else:
+        app, version = _label(labels, "app"), _label(labels, "version")
+    source = _peer_of(
+        (src_ns, get("source.workload.name", ""), app, version, "", get("source.principal", ""))
     )
     dst_ns = get("destination.workload.namespace", m)
     if dst_ns is m:
@@ -194,14 +213,18 @@ def hop_from_attributes(
     if service is m:
         service = host
     labels = get("destination.labels")
-    destination = peer(
+    if type(labels) is dict:
+        app, version = labels.get("app", ""), labels.get("version", "")
+    else:
+        app, version = _label(labels, "app"), _label(labels, "version")
+    destination = _peer_of(
         (
-            _text(dst_ns),
-            _text(get("destination.workload.name", "")),
-            _label(labels, "app"),
-            _label(labels, "version"),
-            _text(service),
-            _text(get("destination.principal", "")),
+            dst_ns,
+            get("destination.workload.name", ""),
+            app,
+            version,
+            service,
+            get("destination.principal", ""),
         )
     )
     protocol = get("api.protocol", m)
@@ -215,7 +238,6 @@ def hop_from_attributes(
         request_id = headers.get(REQUEST_ID, "")
     elif request_id and REQUEST_ID not in headers:
         headers = {**headers, REQUEST_ID: request_id}
-    request_id = _text(request_id)
     key, ids = correlation(headers, key_order)
     t = get("request.time")
     if type(t) is _dt.datetime and t.tzinfo is _dt.UTC:
@@ -238,6 +260,10 @@ def hop_from_attributes(
     if type(response_bytes) is not int:
         response_bytes = _int(response_bytes)
     flags = get("context.proxy_error_code", "")
+    if type(flags) is not str:
+        flags = _str(flags)
+    method = get("request.method", "")
+    path = get("request.path", "")
     return Hop(
         start_us,
         duration_us,
@@ -245,15 +271,15 @@ def hop_from_attributes(
         source,
         destination,
         key,
-        _text(protocol),
-        _text(get("request.method", "")),
-        _text(host),
-        _text(get("request.path", "")),
+        protocol if type(protocol) is str else _str(protocol),
+        method if type(method) is str else _str(method),
+        host if type(host) is str else _str(host),
+        path if type(path) is str else _str(path),
         code,
-        "" if flags == "-" else _text(flags),
+        "" if flags == "-" else flags,
         request_bytes,
         response_bytes,
-        request_id,
+        request_id if type(request_id) is str else _str(request_id),
         ids.trace_id,
         ids.span_id,
         ids.parent_span_id,
