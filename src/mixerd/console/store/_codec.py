@@ -302,7 +302,7 @@ def hop_group_rows(
         index: dict[int, int] = {}
         peers: list[list[str]] = []
         objects: list[Peer] = []
-        records = []
+        records: list[list[Any]] = []
         root = members[0]
         first = last = root.start_us
         end = first + root.duration_us
