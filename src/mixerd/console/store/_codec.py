@@ -297,6 +297,9 @@ def hop_group_rows(
     """A peer's fields by identity: the adapter interns peers, and the groups keep them alive."""
     dumps = pickle.dumps
     names = _NameCache()
+    paths: dict[frozenset[tuple[int, int]], _Names] = {}
+    """What a transaction's set of calls (their peers' identities) adds to its summary: the
+    transactions along one path of calls share it."""
     rows = []
     for txn, members in groups.items():
         index: dict[int, int] = {}
@@ -357,8 +360,19 @@ def hop_group_rows(
                 error=error,
                 denied=denied,
             )
-            for si, di in {(r[3], r[4]) for r in records}:
-                _add_names(summary, names[_names_key(objects[si], objects[di])])
+            path = frozenset([(id(objects[r[3]]), id(objects[r[4]])) for r in records])
+            found = paths.get(path)
+            if found is None:
+                services: set[str] = set()
+                named: set[str] = set()
+                namespaces: set[str] = set()
+                for si, di in {(r[3], r[4]) for r in records}:
+                    call = names[_names_key(objects[si], objects[di])]
+                    services.update(call[0])
+                    named.update(call[1])
+                    namespaces.update(call[2])
+                found = paths[path] = (tuple(services), tuple(named), tuple(namespaces))
+            _add_names(summary, found)
     return rows
 
 
