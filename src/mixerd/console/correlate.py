@@ -84,7 +84,7 @@ def _hex_id(text: str) -> bool:
 
 
 def _visible(text: str) -> bool:
-    """Visible ASCII only (``!`` to ``~``): what a plain id may hold."""
+    """Visible ASCII only (``!`` to ``~``): what a plain id may hold (``text`` is not empty)."""
     return text.isascii() and text.isprintable() and " " not in text
 
 
