@@ -5,8 +5,8 @@ Two ``mixerd serve`` processes run side by side on the rendered stock telemetry 
 
 - **off**: the stock config alone, ``--console-store off``;
 - **on**: the stock config plus its documented console addition, ``docs/examples/console-istio.yaml``
-  (the ``consolehop`` logentry instance, the ``console`` handler, the ``record-hops`` rule for HTTP
-  and gRPC calls; its ``transaction-id`` rule acts on Checks only), writing to SQLite in a
+  (the ``consolehop`` instance of the ``attributes`` template, the ``console`` handler, the
+  ``record-hops`` rule for HTTP and gRPC calls; its ``transaction-id`` rule acts on Checks only), writing to SQLite in a
   temporary directory.
 
 Both get the same Report requests: batches of 100 compressed attribute sets shaped like
@@ -338,6 +338,7 @@ async def split(tmp: Path, requests: int, rounds: int = 7) -> None:
     from mixerd.server.console import CONSOLE
 
     handle = ConsoleHandler.handle_logentry
+    handle_set = ConsoleHandler.handle_attributes
     steps = ("stock config", "+ match and instance", "+ hops made", "+ hops queued and rolled up")
     runtimes = []
     for k, step in enumerate(steps):
@@ -354,12 +355,14 @@ async def split(tmp: Path, requests: int, rounds: int = 7) -> None:
             writer.add_hop = lambda hop: None  # type: ignore[method-assign]
         # handlers take their method when the routing table is built: patch before it is
         ConsoleHandler.handle_logentry = (lambda self, instances: None) if k == 1 else handle  # type: ignore[method-assign]
+        ConsoleHandler.handle_attributes = (lambda self, bags: None) if k == 1 else handle_set  # type: ignore[method-assign]
         runtime = Runtime(
             FileStore([config], resync_interval=None, watch_events=False), services={CONSOLE: writer}
         )
         await runtime.start()
         runtimes.append((step, runtime, writer, store))
     ConsoleHandler.handle_logentry = handle  # type: ignore[method-assign]
+    ConsoleHandler.handle_attributes = handle_set  # type: ignore[method-assign]
     requests_ = [report_pb2.ReportRequest.FromString(b) for b in bodies("split", requests)]
     loop_us: dict[str, list[float]] = {step: [] for step in steps}
     writer_us: list[float] = []

@@ -174,8 +174,11 @@ def test_the_documented_workflow(session: Session, tmp_path: Path) -> None:
 
 def test_every_template(session: Session) -> None:
     """An adapter of every template of the catalogue installs, passes its generated tests, and
-    its sample config validates (and routes each template to it)."""
-    from mixerd.templates import TEMPLATES
+    its sample config validates (and routes each template to it). (``attributes`` is left out: its
+    instance is the attribute set itself, with no fields to scaffold.)"""
+    from mixerd.templates import TEMPLATES as ALL
+
+    TEMPLATES = [name for name, t in ALL.items() if not t.whole_set]
 
     session.mixerd(["adapter", "new", "every", "--templates", ",".join(TEMPLATES)])
     session.run(

@@ -10,7 +10,10 @@ import yaml
 
 from mixerd.cli.adapter_new import ScaffoldError, generate, parse_templates
 from mixerd.cli.main import main
-from mixerd.templates import TEMPLATES
+from mixerd.templates import TEMPLATES as ALL_TEMPLATES
+
+TEMPLATES = [name for name, t in ALL_TEMPLATES.items() if not t.whole_set]
+"""Every template an adapter can be scaffolded for (``attributes`` has no fields to scaffold)."""
 
 FILES = [
     "config/sample.yaml",
@@ -46,6 +49,8 @@ def test_templates() -> None:
         parse_templates("mertic,foo")
     with pytest.raises(ScaffoldError, match="needs at least one template"):
         parse_templates(" , ")
+    with pytest.raises(ScaffoldError, match="attribute set itself"):
+        parse_templates("metric,attributes")
 
 
 def test_writes_the_package_and_refuses_to_overwrite(

@@ -1,4 +1,5 @@
-"""The console adapter: logentry variables (the stock accesslog names plus the console's) -> hops."""
+"""The console adapter: an attribute set (``attributes``) or logentry variables (the stock accesslog
+names plus the console's) -> hops."""
 
 import datetime as _dt
 from typing import Any
@@ -13,6 +14,7 @@ from mixerd.api.accesslog import StreamContext, convert_http
 from mixerd.console.correlate import request_id_key
 from mixerd.console.model import Hop, Peer, Reporter
 from mixerd.server.app import default_config_text
+from mixerd.templates import TemplateError
 
 _T0 = _dt.datetime(2026, 12, 4, 10, 0, 0, 250_000, tzinfo=_dt.UTC)
 _T0_US = int(_T0.timestamp()) * 1_000_000 + 250_000
@@ -179,5 +181,117 @@ def _default_consolehop() -> tuple[str, dict[str, Any]]:
     """The embedded default config's consolehop instance, as it is."""
     for doc in yaml.safe_load_all(default_config_text()):
         if doc and doc["kind"] == "instance" and doc["metadata"]["name"] == "consolehop":
-            return doc["spec"]["compiledTemplate"], doc["spec"]["params"]
+            return doc["spec"]["compiledTemplate"], doc["spec"].get("params")
     raise AssertionError("no consolehop instance in the default config")
+
+
+# The logentry instance the ``attributes`` template stands for (docs/examples/console-istio.yaml
+# before it used that template): both must give the same hop for any attribute set.
+_DOCUMENTED_LOGENTRY = (
+    "logentry",
+    {
+        "severity": '"Info"',
+        "timestamp": "request.time",
+        "variables": {
+            "reporter": 'conditional((context.reporter.kind | "inbound") == "outbound", "source", "destination")',
+            "sourceNamespace": 'source.workload.namespace | source.namespace | ""',
+            "sourceWorkload": 'source.workload.name | ""',
+            "sourceApp": 'source.labels["app"] | ""',
+            "sourceVersion": 'source.labels["version"] | ""',
+            "sourcePrincipal": 'source.principal | ""',
+            "destinationNamespace": 'destination.workload.namespace | destination.namespace | ""',
+            "destinationWorkload": 'destination.workload.name | ""',
+            "destinationApp": 'destination.labels["app"] | ""',
+            "destinationVersion": 'destination.labels["version"] | ""',
+            "destinationServiceHost": 'destination.service.host | request.host | ""',
+            "destinationPrincipal": 'destination.principal | ""',
+            "protocol": 'api.protocol | context.protocol | "http"',
+            "method": 'request.method | ""',
+            "url": 'request.path | ""',
+            "httpAuthority": 'request.host | ""',
+            "responseCode": "response.code | 0",
+            "responseFlags": 'context.proxy_error_code | ""',
+            "requestSize": "request.size | 0",
+            "responseSize": "response.size | 0",
+            "latency": 'response.duration | "0ms"',
+            "requestId": 'request.id | request.headers["x-request-id"] | ""',
+            "requestHeaders": "request.headers | emptyStringMap()",
+        },
+    },
+)
+
+
+def _als_bag() -> dict[str, Any]:
+    entry = accesslog_pb2.HTTPAccessLogEntry()
+    entry.common_properties.start_time.FromDatetime(_T0.replace(tzinfo=None))
+    entry.common_properties.upstream_cluster = "inbound|80|http|edge.shop.svc.cluster.local"
+    entry.request.request_id = "7C2A59E4-0F1E-9B4A-9A0E-6C1D2B3E4F50"
+    entry.request.path = "/checkout"
+    entry.request.authority = "edge.shop:80"
+    entry.request.request_method = 1  # GET
+    entry.response.response_code.value = 403
+    entry.common_properties.response_flags.unauthorized_details.reason = 1  # UAEX
+    return dict(convert_http(entry, StreamContext()))
+
+
+_SETS: list[dict[str, Any]] = [
+    _BAG,
+    {"request.time": _T0, "context.reporter.kind": "inbound"},
+    {},  # no time: the report's
+    {
+        **_BAG,
+        "context.reporter.kind": "inbound",
+        "source.workload.namespace": "shop-ws",
+        "source.labels": {"app": "frontend", "version": "v1"},
+        "source.principal": "spiffe://cluster.local/ns/shop/sa/frontend",
+        "destination.workload.namespace": "shop-wd",
+        "destination.labels": {"app": "cart"},
+        "destination.principal": "spiffe://cluster.local/ns/shop/sa/cart",
+        "api.protocol": "grpc",
+        "context.protocol": "http",
+        "request.host": "cart:8080",
+        "request.size": 120,
+        "response.size": 4096,
+        "request.id": "rid-1",
+        "context.proxy_error_code": "-",
+    },
+    {
+        **{k: v for k, v in _BAG.items() if k not in ("destination.service.host", "request.headers")},
+        "request.host": "cart:8080",
+        "context.protocol": "grpc",
+        "request.id": "rid-2",
+    },
+    {
+        **_BAG,
+        "request.headers": {"b3": "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90"},
+    },
+    _als_bag(),
+]
+
+
+@pytest.mark.parametrize("attributes", _SETS, ids=range(len(_SETS)))
+async def test_an_attributes_instance_gives_the_hop_of_the_documented_logentry_instance(
+    attributes: dict[str, Any],
+) -> None:
+    hops = []
+    documented = _DOCUMENTED_LOGENTRY
+    if "request.time" not in attributes:
+        # the logentry instance cannot be built without its timestamp; without one it is the
+        # report's time, which is what the attributes instance takes
+        documented = ("logentry", {k: v for k, v in documented[1].items() if k != "timestamp"})
+    for instance in (documented, ("attributes", None), _default_consolehop()):
+        sink = _Sink()
+        h = AdapterHarness(INFO, {}, {"hop": instance}, services={"console": sink})
+        await h.report("hop", [attributes])
+        await h.close()
+        hops.append(sink.hops)
+    (by_variables,), (by_attributes,), (by_default,) = hops
+    if "request.time" not in attributes:  # each took its own clock reading
+        by_attributes.start_us = by_default.start_us = by_variables.start_us
+    assert by_attributes == by_variables
+    assert by_default == by_variables
+
+
+def test_an_attributes_instance_takes_no_params() -> None:
+    with pytest.raises(TemplateError, match="takes no params"):
+        AdapterHarness(INFO, {}, {"hop": ("attributes", {"variables": {"a": "request.path"}})})

@@ -65,3 +65,29 @@ def test_parse_order(case: dict[str, Any]) -> None:
 
 def test_default_order_is_the_issue_order() -> None:
     assert parse_order("x-transaction-id,traceparent,x-b3-traceid,x-request-id") == DEFAULT_ORDER
+
+
+def test_the_id_checks_accept_what_their_patterns_describe() -> None:
+    """The checks are ``str`` methods (cheaper than regular expressions on every hop); they accept
+    exactly what these patterns match, over random strings near the valid shapes."""
+    import random
+    import re
+
+    from mixerd.console import correlate
+
+    visible = re.compile("[!-~]+")
+    uuid = re.compile("[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+    b3_trace = re.compile(r"(?!0+\Z)(?:[0-9a-fA-F]{16}){1,2}")
+    b3_span = re.compile("(?!0{16})[0-9a-fA-F]{16}")
+    rng = random.Random(7)
+    alphabet = "0000000000aAfFgG9-_ x\t\u00e9\u0660"
+    for _ in range(20_000):
+        n = rng.choice((0, 1, 15, 16, 17, 31, 32, 33, 36, rng.randrange(60)))
+        text = "".join(rng.choice(alphabet) for _ in range(n))
+        if n == 36 and rng.random() < 0.7:
+            text = "-".join((text[:8], text[9:13], text[14:18], text[19:23], text[24:]))
+        if text:  # its callers have ruled out an empty id
+            assert correlate._visible(text) == (visible.fullmatch(text) is not None), text
+        assert correlate._is_uuid(text) == (uuid.fullmatch(text) is not None), text
+        assert correlate._b3_trace_id(text) == (b3_trace.fullmatch(text) is not None), text
+        assert (correlate._span(text) != "") == (b3_span.fullmatch(text.strip()) is not None), text

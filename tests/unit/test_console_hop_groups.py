@@ -11,8 +11,10 @@ from mixerd.console.store._codec import (
     HOP_GROUP_FIELDS,
     HOP_GROUP_FORMAT,
     PackCache,
+    SummaryRow,
     group_hops,
     hop_group_body,
+    hop_group_rows,
     hop_groups,
     hop_row,
     hops_from_group,
@@ -123,6 +125,11 @@ def test_summaries_from_the_groups_match_summaries_from_the_hops() -> None:
     plain = summarize(batch)
     grouped = summarize(batch, PackCache(), group_hops(hops))
     assert grouped == plain
+    ids = PackCache()
+    made: dict[bytes, SummaryRow] = {}
+    rows = hop_group_rows(group_hops(hops), ids, made)
+    assert rows == hop_group_rows(group_hops(hops), PackCache())
+    assert summarize(batch, ids, hop_summaries=made) == plain
     by_id = {s.id: s for s in plain}
     t1, t2 = by_id[pack_id("t1")], by_id[pack_id("t2")]
     assert (t1.start_us, t1.end_us, t1.root) == (20, 35, B)

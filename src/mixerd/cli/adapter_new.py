@@ -172,16 +172,28 @@ def check_name(name: str, regenerate_in: Path | None = None) -> None:
         )
 
 
+_SCAFFOLDED: Final = tuple(name for name, t in TEMPLATES.items() if not t.whole_set)
+"""The templates a new adapter can be scaffolded for: not ``attributes``, whose instance is the
+attribute set itself (handlers of it read attributes by name: see the built-in ``console``)."""
+
+
 def parse_templates(text: str) -> list[str]:
     """``metric,listentry`` -> the template names, in catalogue order, each known."""
     asked = [t.strip() for t in text.split(",") if t.strip()]
-    known = ", ".join(TEMPLATES)
+    known = ", ".join(_SCAFFOLDED)
     if not asked:
         raise ScaffoldError(f"--templates needs at least one template (known: {known})")
+    whole = [t for t in asked if t in TEMPLATES and TEMPLATES[t].whole_set]
+    if whole:
+        raise ScaffoldError(
+            f"template(s) {', '.join(whole)}: the instance is the call's attribute set itself, with no "
+            f"fields to scaffold; a handler of it reads attributes by name (see the built-in console "
+            f"adapter). Known: {known}"
+        )
     unknown = [t for t in asked if t not in TEMPLATES]
     if unknown:
         raise ScaffoldError(f"unknown template(s): {', '.join(unknown)} (known: {known})")
-    return [t for t in TEMPLATES if t in asked]
+    return [t for t in _SCAFFOLDED if t in asked]
 
 
 def _literal(value: Any, indent: int, lead: int | None = None) -> str:
@@ -334,7 +346,7 @@ def register(group: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "-t",
         required=True,
         metavar="T1,T2,...",
-        help=f"templates the adapter handles, comma-separated; known: {', '.join(TEMPLATES)}",
+        help=f"templates the adapter handles, comma-separated; known: {', '.join(_SCAFFOLDED)}",
     )
     p.add_argument(
         "--output", "-o", type=Path, metavar="DIR", help="where to create the package [default: ./NAME]"

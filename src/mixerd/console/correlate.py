@@ -30,7 +30,7 @@ too)."""
 
 from __future__ import annotations
 
-import re
+import functools
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
@@ -67,17 +67,27 @@ MAX_KEY_LENGTH = 128
 """Longer ``x-transaction-id`` / ``x-request-id`` values are not keys (they would bloat every
 index entry)."""
 
-# Character checks as regular expressions (C speed: every reported hop goes through them). Only
-# ASCII A-F lower-case into hex digits, so "hex in either case" is [0-9a-fA-F].
-_LOWER_HEX = re.compile("[0-9a-f]+")
-# Ids: the right number of hex digits, not all zeros (the lookahead), in one match.
-_W3C_TRACE_ID = re.compile("(?!0{32})[0-9a-f]{32}")
-_W3C_SPAN_ID = re.compile("(?!0{16})[0-9a-f]{16}")
-_B3_TRACE_ID = re.compile(r"(?!0+\Z)(?:[0-9a-fA-F]{16}){1,2}")
-_B3_SPAN_ID = re.compile("(?!0{16})[0-9a-fA-F]{16}")
-_VISIBLE = re.compile("[!-~]+")
-"""Visible ASCII: what a plain id may hold."""
-_UUID = re.compile("[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+# Character checks with ``str`` methods (C speed, and cheaper than a regular expression on such
+# short strings: every reported hop goes through them). "Hex in either case" is only ASCII.
+_LOWER_HEX = "0123456789abcdef"
+_ANY_HEX = "0123456789abcdefABCDEF"
+
+
+def _lower_hex(text: str) -> bool:
+    """Lower-case hex digits only (``text`` is not empty)."""
+    return not text.strip(_LOWER_HEX)
+
+
+def _hex_id(text: str) -> bool:
+    """Hex digits in either case, not all zeros (``text`` is not empty)."""
+    return not text.strip(_ANY_HEX) and bool(text.strip("0"))
+
+
+def _visible(text: str) -> bool:
+    """Visible ASCII only (``!`` to ``~``): what a plain id may hold (``text`` is not empty)."""
+    return text.isascii() and text.isprintable() and " " not in text
+
+
 _TRACE_REASON_AT = 14
 """Envoy's UUID request-id extension (``pack_trace_reason``) overwrites the character at this
 index, the UUID version digit: ``4`` no trace, ``9`` sampled, ``a`` forced, ``b`` client."""
@@ -96,6 +106,9 @@ class TraceIds(NamedTuple):
 
 
 _NO_IDS = TraceIds()
+_ids = functools.partial(tuple.__new__, TraceIds)
+"""``TraceIds`` from a 3-tuple, without the Python-level ``__new__`` of a named tuple (every hop
+with trace headers makes one)."""
 
 
 def parse_order(setting: str) -> tuple[str, ...]:
@@ -197,7 +210,7 @@ def _plain_key(value: str | None) -> str:
     if value is None:
         return ""
     value = value.strip()
-    if not value or len(value) > MAX_KEY_LENGTH or _VISIBLE.fullmatch(value) is None:
+    if not value or len(value) > MAX_KEY_LENGTH or not _visible(value):
         return ""
     return request_id_key(value)
 
@@ -212,44 +225,51 @@ def _traceparent(value: str | None) -> TraceIds | None:
     version, trace_id, span_id, flags = value[:2], value[3:35], value[36:52], value[53:55]
     if value[2] != "-" or value[35] != "-" or value[52] != "-":
         return None
-    if _LOWER_HEX.fullmatch(version) is None or version == "ff" or _LOWER_HEX.fullmatch(flags) is None:
+    if not _lower_hex(version) or version == "ff" or not _lower_hex(flags):
         return None
-    if _W3C_TRACE_ID.fullmatch(trace_id) is None or _W3C_SPAN_ID.fullmatch(span_id) is None:
+    if not (_lower_hex(trace_id) and _hex_id(trace_id) and _lower_hex(span_id) and _hex_id(span_id)):
         return None
-    return TraceIds(trace_id, span_id, "")
+    return _ids((trace_id, span_id, ""))
 
 
 def _b3(headers: Mapping[str, str]) -> TraceIds | None:
     trace_id = headers.get(B3)
     if trace_id is not None:
         trace_id = trace_id.strip()
-        if _B3_TRACE_ID.fullmatch(trace_id) is None:
+        if not _b3_trace_id(trace_id):
             return None
-        return TraceIds(
-            trace_id.lower(),
-            _span(headers.get("x-b3-spanid")),
-            _span(headers.get("x-b3-parentspanid")),
+        return _ids(
+            (
+                trace_id.lower(),
+                _span(headers.get("x-b3-spanid")),
+                _span(headers.get("x-b3-parentspanid")),
+            )
         )
     single = headers.get("b3")
     if single is None:
         return None
     # <trace>-<span>[-<sampling state>[-<parent>]]; a lone sampling state ("0", "1", "d") has no ids.
     parts = single.strip().split("-")
-    if len(parts) < 2 or len(parts) > 4 or _B3_TRACE_ID.fullmatch(parts[0]) is None:
+    if len(parts) < 2 or len(parts) > 4 or not _b3_trace_id(parts[0]):
         return None
     if len(parts) >= 3 and parts[2] not in ("0", "1", "d"):
         return None
     span_id = _span(parts[1])
     if not span_id:
         return None
-    return TraceIds(parts[0].lower(), span_id, _span(parts[3]) if len(parts) == 4 else "")
+    return _ids((parts[0].lower(), span_id, _span(parts[3]) if len(parts) == 4 else ""))
+
+
+def _b3_trace_id(text: str) -> bool:
+    """16 or 32 hex digits in either case, not all zeros."""
+    return (len(text) == 16 or len(text) == 32) and _hex_id(text)
 
 
 def _span(value: str | None) -> str:
     if value is None:
         return ""
     value = value.strip()
-    return value.lower() if _B3_SPAN_ID.fullmatch(value) is not None else ""
+    return value.lower() if len(value) == 16 and _hex_id(value) else ""
 
 
 def _same_trace(a: str, b: str) -> bool:
@@ -258,4 +278,8 @@ def _same_trace(a: str, b: str) -> bool:
 
 
 def _is_uuid(text: str) -> bool:
-    return len(text) == 36 and _UUID.fullmatch(text) is not None
+    """``8-4-4-4-12`` hex digits in either case."""
+    if len(text) != 36 or text[8] != "-" or text[13] != "-" or text[18] != "-" or text[23] != "-":
+        return False
+    digits = text.replace("-", "")
+    return len(digits) == 32 and not digits.strip(_ANY_HEX)

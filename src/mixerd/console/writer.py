@@ -135,9 +135,13 @@ class Writer:
     def add_hop(self, hop: Hop) -> None:
         try:
             self._roll(hop)
-            if not self._closed and self._queued < self._max_queue:  # _admit, inlined (every hop)
+            if not self._closed and self._queued < self._max_queue:  # _admit and _added, inlined
                 self._pending.hops.append(hop)
-                self._added()
+                self._queued += 1
+                self._pending_n += 1
+                if self._pending_n >= self._batch_size:
+                    self._seal()
+                    self._wake.set()
             else:
                 self._admit("hop")
         except Exception:  # never fail a request because of the console

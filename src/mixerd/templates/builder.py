@@ -118,6 +118,15 @@ class InstanceBuilder:
         return self.template.instance_class(**kwargs)
 
 
+class _WholeSetBuilder(InstanceBuilder):
+    """The builder of a ``whole_set`` template: the instance is the attribute set itself."""
+
+    __slots__ = ()
+
+    def build(self, attributes: Mapping[str, Any], memo: dict[str, Any] | None = None) -> Any:
+        return attributes
+
+
 class _MapGetter:
     """Evaluates a map of expressions; ``memo_key`` identifies the map by its expression texts."""
 
@@ -151,6 +160,18 @@ def compile_instance(
     if template is None:
         known = ", ".join(sorted(TEMPLATES))
         raise TemplateError([FieldError("template", f"unknown template '{template_name}' (known: {known})")])
+    if template.whole_set:
+        if params:
+            raise TemplateError(
+                [
+                    FieldError(
+                        "params",
+                        f"template '{template.name}' takes no params: its instance is the call's "
+                        "attribute set itself (remove params)",
+                    )
+                ]
+            )
+        return _WholeSetBuilder(name, template, (), {}, frozenset())
     errors: list[FieldError] = []
     types: dict[str, ValueType] = {}
     attributes: set[str] = set()

@@ -265,6 +265,9 @@ class Template:
     description: str = ""
     remote: RemoteService | None = None
     """How instances reach an out-of-process adapter; ``None`` when mixerd knows no wire form."""
+    whole_set: bool = False
+    """The instance is the request's attribute set itself (a read-only ``Mapping``), handed over
+    without building anything: the template has no fields and its instances take no params."""
 
 
 S, INT, B, TS, IP = (
@@ -380,6 +383,14 @@ TEMPLATES: Final[Mapping[str, Template]] = MappingProxyType(
                 description="A call from one workload to another (a service-graph edge).",
             ),
             Template("reportnothing", Variety.REPORT, ReportNothingInstance, {}, description="No data."),
+            Template(
+                "attributes",
+                Variety.REPORT,
+                Mapping,
+                {},
+                whole_set=True,
+                description="The call's attribute set itself, read by the handler (the console's hops).",
+            ),
             Template(
                 "listentry",
                 Variety.CHECK,

@@ -7,11 +7,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final, Protocol, runtime_checkable
 
 from mixerd.adapter import Builder, ConfigError, Env, Handler, InstanceInfo, Params
-from mixerd.attribute import parse_duration
+from mixerd.attribute import MISSING, parse_duration
 from mixerd.console.correlate import DEFAULT_ORDER, REQUEST_ID, correlation, parse_order
-from mixerd.console.model import Hop, Reporter, peer
+from mixerd.console.model import Hop, Peer, Reporter, peer
 
-__all__ = ["ConsoleBuilder", "ConsoleHandler", "HopSink", "hop_from_variables"]
+__all__ = ["ConsoleBuilder", "ConsoleHandler", "HopSink", "hop_from_attributes", "hop_from_variables"]
 
 
 @runtime_checkable
@@ -147,6 +147,149 @@ def hop_from_variables(
     )
 
 
+def _text(value: Any) -> str:
+    return value if type(value) is str else _str(value)
+
+
+def _label(labels: Any, name: str) -> str:
+    """``labels[name]`` of a string-map attribute, ``""`` when the map or the label is absent."""
+    if labels is None:
+        return ""
+    try:
+        value = labels.get(name, "")
+    except AttributeError:  # not a map: the expression would not have compiled
+        return ""
+    return value if type(value) is str else _str(value)
+
+
+_RawPeer = tuple[Any, Any, Any, Any, Any, Any]
+_RAW_PEERS: dict[_RawPeer, Peer] = {}
+"""Peers by the attribute values they were read from (strings, as a typed bag gives them): one
+lookup per peer, no conversion. A cache, cleared when it holds ``_MAX_RAW_PEERS``."""
+_MAX_RAW_PEERS: Final = 10_000
+
+
+def _peer_of(raw: _RawPeer) -> Peer:
+    try:
+        found = _RAW_PEERS.get(raw)
+    except TypeError:  # an unhashable value where a string belongs
+        return peer(tuple(map(_text, raw)))  # type: ignore[arg-type]
+    if found is None:
+        if len(_RAW_PEERS) >= _MAX_RAW_PEERS:
+            _RAW_PEERS.clear()
+        found = _RAW_PEERS[raw] = peer(tuple(map(_text, raw)))  # type: ignore[arg-type]
+    return found
+
+
+def hop_from_attributes(
+    bag: Mapping[str, Any],
+    now: _dt.datetime,
+    key_order: Sequence[str] = DEFAULT_ORDER,
+) -> Hop:
+    """The hop of one call's attribute set (an ``attributes`` instance): the same hop as
+    :func:`hop_from_variables` gives for the documented ``consolehop`` logentry instance, read
+    straight from the attributes (see the package docstring), without building an instance.
+
+    Every recorded call comes through here: each attribute is read once, values of the usual
+    types are used as they are, and peers are looked up by the values read."""
+    get = bag.get
+    m = MISSING
+    src_ns = get("source.workload.namespace", m)
+    if src_ns is m:
+        src_ns = get("source.namespace", "")
+    labels = get("source.labels")
+    if type(labels) is dict:
+        app, version = labels.get("app", ""), labels.get("version", "")
+    else:
+        app, version = _label(labels, "app"), _label(labels, "version")
+    source = _peer_of(
+        (src_ns, get("source.workload.name", ""), app, version, "", get("source.principal", ""))
+    )
+    dst_ns = get("destination.workload.namespace", m)
+    if dst_ns is m:
+        dst_ns = get("destination.namespace", "")
+    host = get("request.host", "")
+    service = get("destination.service.host", m)
+    if service is m:
+        service = host
+    labels = get("destination.labels")
+    if type(labels) is dict:
+        app, version = labels.get("app", ""), labels.get("version", "")
+    else:
+        app, version = _label(labels, "app"), _label(labels, "version")
+    destination = _peer_of(
+        (
+            dst_ns,
+            get("destination.workload.name", ""),
+            app,
+            version,
+            service,
+            get("destination.principal", ""),
+        )
+    )
+    protocol = get("api.protocol", m)
+    if protocol is m:
+        protocol = get("context.protocol", "http")
+    headers = get("request.headers")
+    if headers is None or (type(headers) is not dict and not isinstance(headers, Mapping)):
+        headers = {}
+    request_id = get("request.id", m)
+    if request_id is m:
+        request_id = headers.get(REQUEST_ID, "")
+    elif request_id and REQUEST_ID not in headers:
+        headers = {**headers, REQUEST_ID: request_id}
+    key, ids = correlation(headers, key_order)
+    t = get("request.time")
+    if type(t) is _dt.datetime and t.tzinfo is _dt.UTC:
+        d = t - _EPOCH
+        start_us = (d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds
+    else:
+        start_us = _time_us(t, now)
+    latency = get("response.duration")
+    if type(latency) is _dt.timedelta:
+        duration_us = max(0, (latency.days * 86_400 + latency.seconds) * 1_000_000 + latency.microseconds)
+    else:
+        duration_us = _duration_us(latency)
+    code = get("response.code", 0)
+    if type(code) is not int:
+        code = _int(code)
+    request_bytes = get("request.size", 0)
+    if type(request_bytes) is not int:
+        request_bytes = _int(request_bytes)
+    response_bytes = get("response.size", 0)
+    if type(response_bytes) is not int:
+        response_bytes = _int(response_bytes)
+    flags = get("context.proxy_error_code", "")
+    if type(flags) is not str:
+        flags = _str(flags)
+    method = get("request.method", "")
+    path = get("request.path", "")
+    return Hop(
+        start_us,
+        duration_us,
+        _SOURCE if get("context.reporter.kind", "inbound") == "outbound" else _DESTINATION,
+        source,
+        destination,
+        key,
+        protocol if type(protocol) is str else _str(protocol),
+        method if type(method) is str else _str(method),
+        host if type(host) is str else _str(host),
+        path if type(path) is str else _str(path),
+        code,
+        "" if flags == "-" else flags,
+        request_bytes,
+        response_bytes,
+        request_id if type(request_id) is str else _str(request_id),
+        ids.trace_id,
+        ids.span_id,
+        ids.parent_span_id,
+    )
+
+
+_SOURCE: Final = Reporter.SOURCE
+_DESTINATION: Final = Reporter.DESTINATION
+
+
 class ConsoleHandler(Handler):
     def __init__(self, env: Env, key_order: Sequence[str]) -> None:
         self._env = env
@@ -163,6 +306,16 @@ class ConsoleHandler(Handler):
         order = self._key_order
         for inst in instances:
             add(hop_from_variables(inst.variables, inst.timestamp, now, order))
+
+    def handle_attributes(self, bags: Sequence[Mapping[str, Any]]) -> None:
+        if self._sink is None:
+            self._env.dropped(len(bags), "console_off")
+            return
+        now = self._env.clock.now()
+        add = self._sink.add_hop
+        order = self._key_order
+        for bag in bags:
+            add(hop_from_attributes(bag, now, order))
 
 
 class ConsoleBuilder(Builder):

@@ -282,18 +282,36 @@ def hop_groups(hops: Sequence[Hop], ids: PackCache | None = None) -> list[tuple[
     return hop_group_rows(group_hops(hops), PackCache() if ids is None else ids)
 
 
-def hop_group_rows(groups: Mapping[str, Sequence[Hop]], ids: PackCache) -> list[tuple[Any, ...]]:
-    """``hop_groups`` from ``group_hops``'s grouping (the hops in it must stay alive meanwhile)."""
+def hop_group_rows(
+    groups: Mapping[str, Sequence[Hop]],
+    ids: PackCache,
+    summaries: dict[bytes, SummaryRow] | None = None,
+) -> list[tuple[Any, ...]]:
+    """``hop_groups`` from ``group_hops``'s grouping (the hops in it must stay alive meanwhile).
+
+    With ``summaries``, the same pass also puts each transaction's partial summary there (by
+    packed id), as :func:`summarize` makes it from the hops: give that map to ``summarize``
+    (``hop_summaries``) for the rest of the batch."""
     reporter_code = _REPORTER_CODE.get
     columns: dict[int, list[str]] = {}
     """A peer's fields by identity: the adapter interns peers, and the groups keep them alive."""
     dumps = pickle.dumps
+    names = _NameCache()
+    paths: dict[frozenset[tuple[int, int]], _Names] = {}
+    """What a transaction's set of calls (their peers' identities) adds to its summary: the
+    transactions along one path of calls share it."""
     rows = []
     for txn, members in groups.items():
         index: dict[int, int] = {}
         peers: list[list[str]] = []
-        records = []
-        first = last = members[0].start_us
+        objects: list[Peer] = []
+        records: list[list[Any]] = []
+        root = members[0]
+        first = last = root.start_us
+        end = first + root.duration_us
+        counts = [0, 0, 0]
+        """Hops by reporter code (unknown, source, destination)."""
+        error = denied = False
         for h in members:
             s, d = h.source, h.destination
             si = index.get(id(s))
@@ -301,23 +319,60 @@ def hop_group_rows(groups: Mapping[str, Sequence[Hop]], ids: PackCache) -> list[
                 si = index[id(s)] = len(peers)
                 c = columns.get(id(s))
                 peers.append(c if c is not None else columns.setdefault(id(s), list(_peer_values(s))))
+                objects.append(s)
             di = index.get(id(d))
             if di is None:
                 di = index[id(d)] = len(peers)
                 c = columns.get(id(d))
                 peers.append(c if c is not None else columns.setdefault(id(d), list(_peer_values(d))))
-            start = h.start_us
+                objects.append(d)
+            start, duration = h.start_us, h.duration_us
             if start < first:
-                first = start
+                first, root = start, h
             elif start > last:
                 last = start
+            if start + duration > end:
+                end = start + duration
+            rc = reporter_code(h.reporter, 0)
+            counts[rc] += 1
+            code, flags = h.response_code, h.response_flags
+            if code >= 500 or (code == 0 and flags):  # Hop.error
+                error = True
+            if flags and not denied and h.denied:
+                denied = True
             records.append([
-                start, h.duration_us, reporter_code(h.reporter, 0), si, di, h.protocol, h.method, h.host,
-                h.path, h.response_code, h.response_flags, h.request_bytes, h.response_bytes,
+                start, duration, rc, si, di, h.protocol, h.method, h.host,
+                h.path, code, flags, h.request_bytes, h.response_bytes,
                 h.request_id, h.trace_id, h.span_id, h.parent_span_id,
             ])  # fmt: skip
         body = dumps([HOP_GROUP_FORMAT, peers, records], 5)
-        rows.append((ids[txn], first, last, len(members), body))
+        key = ids[txn]
+        rows.append((key, first, last, len(members), body))
+        if summaries is not None and key is not None:
+            summary = summaries[key] = SummaryRow(
+                key,
+                first,
+                end,
+                _root_of(root.source, root.destination),
+                counts[1],
+                counts[2],
+                counts[0],
+                error=error,
+                denied=denied,
+            )
+            path = frozenset([(id(objects[r[3]]), id(objects[r[4]])) for r in records])
+            found = paths.get(path)
+            if found is None:
+                services: set[str] = set()
+                named: set[str] = set()
+                namespaces: set[str] = set()
+                for si, di in {(r[3], r[4]) for r in records}:
+                    call = names[_names_key(objects[si], objects[di])]
+                    services.update(call[0])
+                    named.update(call[1])
+                    namespaces.update(call[2])
+                found = paths[path] = (tuple(services), tuple(named), tuple(namespaces))
+            _add_names(summary, found)
     return rows
 
 
@@ -533,16 +588,22 @@ def _add_names(row: SummaryRow, names: _Names) -> None:
 
 
 def summarize(
-    batch: Batch, ids: PackCache | None = None, groups: Mapping[str, Sequence[Hop]] | None = None
+    batch: Batch,
+    ids: PackCache | None = None,
+    groups: Mapping[str, Sequence[Hop]] | None = None,
+    hop_summaries: dict[bytes, SummaryRow] | None = None,
 ) -> list[SummaryRow]:
     """One partial summary per transaction id that the batch's hops and decisions carry, sorted by
     id (so concurrent writers lock rows in the same order). Spans and logs do not make summaries.
-    ``groups``: the batch's hops as :func:`group_hops` gives them, when the caller has them."""
+    ``groups``: the batch's hops as :func:`group_hops` gives them, when the caller has them;
+    ``hop_summaries``: the hops' summaries as :func:`hop_group_rows` made them (the map is
+    completed in place)."""
     ids = PackCache() if ids is None else ids
     names = _NameCache()
-    rows: dict[bytes, SummaryRow] = {}
+    rows: dict[bytes, SummaryRow] = {} if hop_summaries is None else hop_summaries
     source_reporter, destination_reporter = Reporter.SOURCE, Reporter.DESTINATION
-    for txn, members in (group_hops(batch.hops) if groups is None else groups).items():
+    hop_groups = {} if hop_summaries is not None else group_hops(batch.hops) if groups is None else groups
+    for txn, members in hop_groups.items():
         key = ids[txn]
         if key is None:
             continue

@@ -372,15 +372,16 @@ class SQLiteStore:
         try:
             ids = codec.PackCache()
             groups = codec.group_hops(batch.hops)
+            hop_summaries: dict[bytes, codec.SummaryRow] = {}
             if groups:
-                conn.executemany(_INSERT_HOP_GROUP, codec.hop_group_rows(groups, ids))
+                conn.executemany(_INSERT_HOP_GROUP, codec.hop_group_rows(groups, ids, hop_summaries))
             if batch.decisions:
                 conn.executemany(_INSERT_DECISION, [codec.decision_row(d, ids) for d in batch.decisions])
             if batch.spans:
                 conn.executemany(_INSERT_SPAN, [codec.span_row(s, ids) for s in batch.spans])
             if batch.logs:
                 conn.executemany(_INSERT_LOG, [codec.log_row(g, ids) for g in batch.logs])
-            summaries = codec.summarize(batch, ids, groups)
+            summaries = codec.summarize(batch, ids, hop_summaries=hop_summaries)
             if summaries:
                 encode = _SetEncoder()
                 conn.executemany(_UPSERT_SUMMARY, [s.values(encode) for s in summaries])
