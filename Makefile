@@ -41,7 +41,7 @@ unit: install
 test: install system-deps lint typecheck importlint ## lint, type check, layering check and the whole test suite
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
 
-bench: install system-deps ## run every benchmark (prints figures and ratios against in-run baselines)
+bench: install system-deps ## run every benchmark (ARGS="NAME ..." for some): figures against in-run baselines, then the goals table (also benchmarks/last-run.json)
 	$(PY) benchmarks/run.py $(ARGS)
 
 proto: install ## regenerate src/mixerd/_proto from proto/

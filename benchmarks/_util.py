@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -128,3 +129,67 @@ def table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+SUMMARY_MARK = "@@mixerd-bench-row "
+"""Prefix of the one machine-readable line :func:`summary_row` prints (``run.py`` collects them)."""
+
+
+def summary_row(path: str, figure: str, goal: str, met: bool | None, *, note: str = "") -> None:
+    """Print one row of the issue tables (path, figure measured in this run, goal, met or not;
+    ``None`` for a figure without a goal of its own) as a marked JSON line, which
+    ``benchmarks/run.py`` gathers into its closing table. The 1-minute load average is recorded
+    with it: the machine may be shared."""
+    row = {
+        "path": path,
+        "figure": figure,
+        "goal": goal,
+        "met": None if met is None else bool(met),
+        "load": round(os.getloadavg()[0], 2),
+    }
+    if note:
+        row["note"] = note
+    print(SUMMARY_MARK + json.dumps(row), flush=True)
+
+
+def h2load_latencies(log: Path) -> list[float]:
+    """Per-request latencies in seconds from an h2load ``--log-file`` (start, status, microseconds)."""
+    if not log.exists():
+        return []
+    return sorted(
+        int(fields[2]) / 1e6
+        for fields in (line.split("\t") for line in log.read_text().splitlines())
+        if len(fields) >= 3 and fields[2].isdigit()
+    )
+
+
+def percentile(ordered: Sequence[float], q: float) -> float:
+    """The ``q`` quantile (0..1) of already sorted values, nearest rank; NaN when empty."""
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
+
+
+def scrape(url: str) -> dict[str, float]:
+    """A Prometheus text exposition as ``{'name{labels}': value}`` (labels as written)."""
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        text = resp.read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            try:
+                out[key] = float(value)
+            except ValueError:
+                continue
+    return out
+
+
+def rss_kib(pid: int) -> int:
+    """Resident set size of a process, in KiB (VmRSS of /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")

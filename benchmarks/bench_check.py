@@ -25,6 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import _util
 import grpc
 from _util import MIXERD, H2Load, cpu_seconds, free_port, grpc_frame, h2load, start, stop, table
 
@@ -208,6 +209,10 @@ def main() -> int:
           "(goal >= 0.80)")  # fmt: skip
     print(f"Report: {report_rate['mixerd']:,.0f} attribute sets per mixerd CPU-second through rules into noop "
           f"(the bare server, decoding nothing: {report_rate['bare grpc.aio']:,.0f})")  # fmt: skip
+    _util.summary_row("Mixer API Check, mixerd / bare grpc.aio", f"{ratio:.2f}", ">= 0.85", ratio >= 0.85)
+    _util.summary_row(
+        "Mixer API Report, noop rule, sets per CPU-s", f"{report_rate['mixerd']:,.0f}", "-", None
+    )
     return 0
 
 

@@ -50,6 +50,9 @@ sys.path.insert(0, str(ROOT))  # tests.integration helpers (Envoy / nginx launch
 from tests.integration.envoy_proc import EnvoyProcess, authz_config, start_envoy  # noqa: E402
 from tests.integration.nginx_proc import NginxProcess, auth_request_config, nginx_binary, start_nginx  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _util import summary_row  # noqa: E402
+
 LIST_POLICY = """
 apiVersion: config.istio.io/v1alpha2
 kind: handler
@@ -454,6 +457,9 @@ def main() -> int:
                 f"  mixerd's added latency: p50 {l_m.p50_ms - l_b.p50_ms:+.2f} ms, "
                 f"p99 {l_m.p99_ms - l_b.p99_ms:+.2f} ms (goal: p99 < 2 ms)"
             )
+            added, ratio = l_m.p99_ms - l_b.p99_ms, t_m.rps / t_b.rps
+            summary_row("Envoy ext_authz e2e, mixerd / bare server", f"{ratio:.2f}; added p99 {added:+.2f} ms",
+                        ">= 0.95; added p99 < 1 ms", ratio >= 0.95 and added < 1.0)  # fmt: skip
 
         # (2) nginx + auth_request
         variants = [("mixerd HTTP endpoint", mixerd_http)]
@@ -485,6 +491,9 @@ def main() -> int:
         print(f"  throughput  {'return 204':40s} {fmt(static)}")
         for label, load, _ in results:
             print(f"  ratio {label} / return 204: {load.rps / static.rps:.2f} (goal >= 0.9)")
+        _, load, us = results[0]
+        summary_row("HTTP forward-auth endpoint, mixerd CPU per check", f"{us:.0f} us ({load.rps:,.0f}/s; "
+                    f"nginx return 204 {static.rps:,.0f}/s)", "<= 40 us", us <= 40)  # fmt: skip
     finally:
         for s in reversed(stoppers):
             try:

@@ -31,6 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import _util
 from _util import cpu_seconds, free_port, grpc_frame, h2load, need, start, stop, table, wait_port
 
 METHOD = "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit"
@@ -225,6 +226,7 @@ def main() -> int:
     redis_bin = need("redis-server", "redis-server")
     rows: list[list[object]] = []
     notes = []
+    vs_bare: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="bench-ratelimit-") as d:
         tmp = Path(d)
         body = body_file(tmp)
@@ -286,6 +288,7 @@ def main() -> int:
                     row(name, run, cpu, f"{grpc_ok:.0f}", f"{decided_ok:.0f}/{over:.0f}/{errors:.0f}")
                 )
                 rate = run.requests / run.seconds
+                vs_bare[name] = rate / floor
                 notes.append(
                     f"{name}: {rate / floor:.0%} of the bare server; served by {how}; check: {verdict}"
                 )
@@ -314,6 +317,13 @@ def main() -> int:
     )
     for n in notes:
         print(n)
+    m, r = vs_bare.get("memquota", 0.0), vs_bare.get("redisquota", 0.0)
+    _util.summary_row(
+        "RLS decisions, memquota / redisquota vs bare",
+        f"{m:.2f} / {r:.2f}",
+        ">= 0.9 / >= 0.8",
+        m >= 0.9 and r >= 0.8,
+    )
     return 1 if any("MISMATCH" in n for n in notes) else 0
 
 
