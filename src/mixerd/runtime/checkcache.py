@@ -116,9 +116,10 @@ def _order(ref: _Ref) -> tuple[str, bool, str]:
     return name, map_key is not None, map_key or ""
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class CachedCheck:
-    """One cached precondition: the answer and what it needs to be given again."""
+    """One cached precondition: the answer and what it needs to be given again. Compared and
+    hashed by identity: front-ends key what they derive from an entry (an encoded answer) on it."""
 
     result: CheckResult
     reason: str
@@ -133,6 +134,9 @@ class CachedCheck:
     """Monotonic second the entry stops being valid."""
     uses: int
     """Uses left."""
+    namespace: str = ""
+    """The request namespace the answer was given in (a function of the referenced attributes
+    and of what the generators added)."""
 
 
 class CheckCache:
@@ -145,8 +149,9 @@ class CheckCache:
             raise ValueError("a check cache needs at least one entry")
         self._clock = clock
         self._max_entries = max_entries
-        self._shapes: dict[Shape, None] = {}
-        self._entries: OrderedDict[tuple[Shape, Any, tuple[Any, ...]], CachedCheck] = OrderedDict()
+        self._shapes: dict[Shape, int] = {}
+        """Each shape seen, with its number (keys hold the number: an int hashes at once)."""
+        self._entries: OrderedDict[tuple[int, Any, tuple[Any, ...]], CachedCheck] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -158,11 +163,11 @@ class CheckCache:
         entries = self._entries
         if not entries:
             return None
-        for shape in self._shapes:
+        for shape, number in self._shapes.items():
             key = shape.key(bag)
             if key is None:
                 continue
-            k = (shape, context, key)
+            k = (number, context, key)
             try:
                 entry = entries[k]
             except KeyError:
@@ -192,6 +197,7 @@ class CheckCache:
         whole_values: frozenset[str],
         generated: Mapping[str, Any],
         context: Any = (),
+        namespace: str = "",
     ) -> bool:
         """Remember ``result`` for requests like ``bag`` (read without recording references);
         False when it cannot be cached (no validity, a REGEX reference, too many shapes)."""
@@ -201,14 +207,15 @@ class CheckCache:
         shape = Shape.of(references, whole_values)
         if shape is None:
             return False
-        if shape not in self._shapes:
+        number = self._shapes.get(shape)
+        if number is None:
             if len(self._shapes) >= _MAX_SHAPES:
                 return False
-            self._shapes[shape] = None
+            number = self._shapes[shape] = len(self._shapes)
         key = shape.key(bag)
         if key is None:  # the references do not describe this bag: never cache what is not understood
             return False
-        k = (shape, context, key)
+        k = (number, context, key)
         try:
             hash(k)
         except TypeError:
@@ -224,6 +231,7 @@ class CheckCache:
             dict(generated),
             self._clock.monotonic() + seconds,
             result.valid_use_count,
+            namespace,
         )
         entries.move_to_end(k)
         while len(entries) > self._max_entries:

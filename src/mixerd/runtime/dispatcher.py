@@ -153,6 +153,11 @@ class CheckOutcome:
     deny_headers: tuple[HeaderOperation, ...] = ()
     """Response headers of a denial by the security gate: ``WWW-Authenticate`` of a 401,
     ``x-mixerd-authz-policy`` of a 403 (:mod:`mixerd.runtime.security`)."""
+    cached: CachedCheck | None = None
+    """The decision-cache entry that gave this answer, when one did and the references are
+    exactly the entry's (the header operations read nothing else): everything of the outcome
+    but the validity left and the route directive is then the entry's, so a front-end may key
+    what it derives from them (an encoded answer) on the entry."""
 
 
 def request_namespace(bag: Mapping[str, Any]) -> str:
@@ -384,7 +389,9 @@ class Dispatcher:
         is a table the caller pinned (``with dispatcher.pinned() as t``) to derive the quotas
         from (its quota plan): the Check then runs on that same table.
         """
-        with self.pinned(table) as t:
+        t = self._table if table is None else table
+        t.in_flight += 1  # pinned (see :meth:`pinned`), without a context manager's cost
+        try:
             # Not with quotas (always charged), nor under authentication / authorization
             # policies: their answer also depends on time (a token's expiry) and they add to the
             # request (claims, headers); they keep caches of their own (verified tokens,
@@ -434,6 +441,7 @@ class Dispatcher:
                     whole_values=frozenset(tracker.whole_values),
                     generated=bag.added if bag is not request and isinstance(bag, OverlayBag) else {},
                     context=context,
+                    namespace=ns,
                 )
             directive = None
             if result.status.code == Code.OK:
@@ -475,6 +483,8 @@ class Dispatcher:
                 handler=handler,
                 attributes=bag,
             )
+        finally:
+            t.in_flight -= 1
 
     def _cached(
         self,
@@ -486,7 +496,8 @@ class Dispatcher:
     ) -> CheckOutcome:
         """The outcome of a Check answered from the cache: the stored precondition, with this
         request's header operations evaluated over it (they read per-request values)."""
-        tracker.restore(dict(entry.references))
+        references = entry.references
+        tracker.restore(dict(references))
         tracker.whole_maps = set(entry.whole_maps)
         if entry.generated:
             overlay = OverlayBag(bag)
@@ -494,19 +505,22 @@ class Dispatcher:
             bag = overlay
         directive = None
         if result.status.code == Code.OK:
-            nt = t.lookup(Variety.CHECK, request_namespace(bag))
+            nt = t.lookup(Variety.CHECK, entry.namespace)  # the namespace is a function of the key
             if nt.directives:
                 directive = self._directives(nt, _with_outputs(bag, result.output))
         elif result.status.direct_response is not None:
             directive = direct_response_directive(result.status)
+        # The header operations may read attributes the entry's answer did not.
+        same = len(tracker) == len(references)
         return CheckOutcome(
             result,
             directive,
-            tracker.frozen(),
+            references if same else tracker.frozen(),
             reason=entry.reason,
             rule=entry.rule,
             handler=entry.handler,
             attributes=bag,
+            cached=entry if same else None,
         )
 
     async def _check(self, nt: NamespaceTable, bag: Mapping[str, Any]) -> tuple[CheckResult, str, str, str]:

@@ -3,6 +3,10 @@
 :func:`encode_referenced` (a reference set -> ``ReferencedAttributes``),
 :func:`encode_route_directive`, :func:`encode_precondition` and :func:`encode_quota_result`
 build the parts of a ``CheckResponse``. Pure functions.
+
+The servicer answers most Checks with bytes made by :func:`precondition_parts` (once per distinct
+answer) and :func:`check_response_bytes` (once per call, with the validity left of a cached
+answer): byte for byte what serializing the same ``CheckResponse`` gives.
 """
 
 from __future__ import annotations
@@ -16,7 +20,14 @@ from mixerd.api.mixer_v1.wire import Words, duration_pb
 from mixerd.attribute import Condition, Reference
 from mixerd.runtime import HeaderOperation, RouteDirective
 
-__all__ = ["encode_precondition", "encode_quota_result", "encode_referenced", "encode_route_directive"]
+__all__ = [
+    "check_response_bytes",
+    "encode_precondition",
+    "encode_quota_result",
+    "encode_referenced",
+    "encode_route_directive",
+    "precondition_parts",
+]
 
 _ReferencedAttributes = check_pb2.ReferencedAttributes
 _PreconditionResult = check_pb2.CheckResponse.PreconditionResult
@@ -115,3 +126,67 @@ def encode_quota_result(
     if referenced is not None:
         result.referenced_attributes.CopyFrom(referenced)
     return result
+
+
+def precondition_parts(
+    *,
+    status_code: int = 0,
+    message: str = "",
+    referenced: check_pb2.ReferencedAttributes | None = None,
+    route_directive: RouteDirective | None = None,
+) -> tuple[bytes, bytes]:
+    """The serialized fields of a ``PreconditionResult`` before its validity (the status) and
+    after it (referenced attributes and route directive), for :func:`check_response_bytes`."""
+    head = _PreconditionResult()
+    head.status.code = status_code
+    head.status.message = message
+    tail = _PreconditionResult()
+    if referenced is not None:
+        tail.referenced_attributes.CopyFrom(referenced)
+    if route_directive is not None:
+        tail.route_directive.CopyFrom(encode_route_directive(route_directive))
+    return head.SerializeToString(), tail.SerializeToString()
+
+
+def check_response_bytes(
+    parts: tuple[bytes, bytes], valid_duration: _dt.timedelta, valid_use_count: int
+) -> bytes:
+    """A serialized ``CheckResponse`` with only a precondition: ``parts`` (from
+    :func:`precondition_parts`) around the validity, in field order (as protobuf serializes)."""
+    micros = (valid_duration.days * 86400 + valid_duration.seconds) * 1_000_000 + valid_duration.microseconds
+    if micros >= 0:
+        seconds, rest = divmod(micros, 1_000_000)
+        nanos = rest * 1000
+    else:
+        seconds, rest = divmod(-micros, 1_000_000)
+        seconds, nanos = -seconds, -rest * 1000
+    duration = (b"\x08" + _varint(seconds) if seconds else b"") + (b"\x10" + _varint(nanos) if nanos else b"")
+    head, tail = parts
+    precondition = b"".join(
+        (
+            head,
+            b"\x12",  # valid_duration = 2, length-delimited
+            _varint(len(duration)),
+            duration,
+            b"\x18" + _varint(valid_use_count) if valid_use_count else b"",  # valid_use_count = 3
+            tail,
+        )
+    )
+    return b"\x12" + _varint(len(precondition)) + precondition  # CheckResponse.precondition = 2
+
+
+_SMALL_VARINTS: Final = tuple(bytes((n,)) for n in range(128))
+
+
+def _varint(n: int) -> bytes:
+    """A protobuf varint (a negative int32/int64 as its 64-bit two's complement, 10 bytes)."""
+    if 0 <= n < 128:
+        return _SMALL_VARINTS[n]
+    if n < 0:
+        n += 1 << 64
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, Final
 
 import grpc
@@ -42,7 +42,13 @@ from mixerd.adapter import Code, QuotaArgs, RateLimitedWarning
 from mixerd.api.caller import CALLER_PRINCIPAL, grpc_caller
 from mixerd.api.decisions import DecisionRecorder, granted
 from mixerd.api.mixer_v1.decode import ProtoBag, WireTypes, check_limits, decode_report_steps
-from mixerd.api.mixer_v1.encode import encode_precondition, encode_quota_result, encode_referenced
+from mixerd.api.mixer_v1.encode import (
+    check_response_bytes,
+    encode_precondition,
+    encode_quota_result,
+    encode_referenced,
+    precondition_parts,
+)
 from mixerd.api.mixer_v1.wire import (
     BadRequest,
     DictionaryMismatch,
@@ -59,6 +65,7 @@ __all__ = ["MixerService"]
 
 _log = logging.getLogger(__name__)
 _EMPTY_REPORT = report_pb2.ReportResponse()
+_CheckRequest: Final = check_pb2.CheckRequest
 _MAX_REPORT_ERRORS = 5
 _RESPONSE_CACHE_SIZE = 4096
 _SERVICE: Final = "istio.mixer.v1.Mixer"
@@ -98,8 +105,10 @@ class MixerService(mixer_pb2_grpc.MixerServicer):  # type: ignore[misc]
         self._report_ok = m.requests.labels("mixer", "Report", "OK")
         self._check_seconds = m.request_seconds.labels("mixer", "Check")
         self._report_seconds = m.request_seconds.labels("mixer", "Report")
-        self._responses: dict[Any, Any] = {}
-        """Encoded responses by (result, directive, references, whole maps, word count)."""
+        self._encoded: dict[Any, tuple[bytes, bytes]] = {}
+        """A Check answer's encoded precondition around its validity (:func:`precondition_parts`),
+        by (decision-cache entry, directive, word count) or (status, directive, references, whole
+        maps, word count)."""
         self._rejections: dict[tuple[str, str], RateLimitedWarning] = {}
         self._types = WireTypes({})
         """The typed maps of the manifest in force (rebuilt when the config's manifest changes)."""
@@ -108,9 +117,7 @@ class MixerService(mixer_pb2_grpc.MixerServicer):  # type: ignore[misc]
         """Register Check and Report taking the raw request bytes (parsed by the servicer, so a
         message that does not parse is INVALID_ARGUMENT, not grpc's UNKNOWN and traceback)."""
         handlers = {
-            "Check": grpc.unary_unary_rpc_method_handler(
-                self.Check, response_serializer=check_pb2.CheckResponse.SerializeToString
-            ),
+            "Check": grpc.unary_unary_rpc_method_handler(self.check_wire),  # answers bytes
             "Report": grpc.unary_unary_rpc_method_handler(
                 self.Report, response_serializer=report_pb2.ReportResponse.SerializeToString
             ),
@@ -153,11 +160,17 @@ class MixerService(mixer_pb2_grpc.MixerServicer):  # type: ignore[misc]
         self.flush_warnings()
 
     async def Check(self, request: Any, context: Any) -> Any:
-        """Check; ``request`` is a ``CheckRequest`` or its serialized bytes."""
+        """Check; ``request`` is a ``CheckRequest`` or its serialized bytes. The answer as a
+        ``CheckResponse`` (the gRPC method sends :meth:`check_wire`'s bytes)."""
+        return check_pb2.CheckResponse.FromString(await self.check_wire(request, context))
+
+    async def check_wire(self, request: Any, context: Any) -> bytes:
+        """Check, answering the serialized ``CheckResponse``; ``request`` is a ``CheckRequest``
+        or its serialized bytes."""
         start = self.clock.monotonic()
         try:
             if type(request) is bytes:
-                request = check_pb2.CheckRequest.FromString(request)
+                request = _CheckRequest.FromString(request)
             gwc = request.global_word_count
             check_dictionary(gwc)
             attributes = request.attributes
@@ -196,20 +209,43 @@ class MixerService(mixer_pb2_grpc.MixerServicer):  # type: ignore[misc]
                 self._record(checked, Code.INTERNAL, message, None, quotas, start)
             await self._abort(context, "Check", grpc.StatusCode.INTERNAL, message)
             raise AssertionError("unreachable") from None
-        whole_maps = bag.tracker.whole_maps
         r = outcome.result
         if self.recorder is not None:
             self._record(checked, r.status.code, r.status.message, outcome, quotas, start)
-        key = None
-        if not outcome.quotas:
-            # The same answer to the same question encodes to the same response: reuse it (a
-            # proxy asks the same few questions over and over). Responses are never mutated.
-            key = (r, outcome.directive, outcome.references, frozenset(whole_maps), gwc)
-            cached = self._responses.get(key)
-            if cached is not None:
-                self._check_ok.inc()
-                self._check_seconds.observe(self.clock.monotonic() - start)
-                return cached
+        if outcome.quotas:
+            response = self._with_quotas(outcome, bag.tracker.whole_maps, gwc)
+        else:
+            # The same answer to the same question encodes to the same bytes but for the validity
+            # (a cached answer's counts down): encode the rest once (a proxy asks the same few
+            # questions over and over). An answer of the decision cache is keyed on its entry.
+            entry = outcome.cached
+            key: Any = (
+                (entry, outcome.directive, gwc)
+                if entry is not None
+                else (r.status, outcome.directive, outcome.references, frozenset(bag.tracker.whole_maps), gwc)
+            )
+            parts = self._encoded.get(key)
+            if parts is None:
+                parts = precondition_parts(
+                    status_code=r.status.code,
+                    message=r.status.message,
+                    referenced=encode_referenced(
+                        sorted_references(outcome.references or ()), bag.tracker.whole_maps, gwc
+                    ),
+                    route_directive=outcome.directive,
+                )
+                if len(self._encoded) >= _RESPONSE_CACHE_SIZE:
+                    self._encoded.clear()
+                self._encoded[key] = parts
+            response = check_response_bytes(parts, r.valid_duration, r.valid_use_count)
+        self._check_ok.inc()
+        self._check_seconds.observe(self.clock.monotonic() - start)
+        return response
+
+    @staticmethod
+    def _with_quotas(outcome: CheckOutcome, whole_maps: Collection[str], gwc: int) -> bytes:
+        """A Check answer with quota results (granted amounts differ from call to call)."""
+        r = outcome.result
         response = check_pb2.CheckResponse(
             precondition=encode_precondition(
                 status_code=r.status.code,
@@ -231,13 +267,7 @@ class MixerService(mixer_pb2_grpc.MixerServicer):  # type: ignore[misc]
                     referenced=encode_referenced(sorted_references(q.references or ()), whole_maps, gwc),
                 )
             )
-        if key is not None:
-            if len(self._responses) >= _RESPONSE_CACHE_SIZE:
-                self._responses.clear()
-            self._responses[key] = response
-        self._check_ok.inc()
-        self._check_seconds.observe(self.clock.monotonic() - start)
-        return response
+        return bytes(response.SerializeToString())
 
     def _record(
         self,
