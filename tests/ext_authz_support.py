@@ -14,7 +14,7 @@ import grpc
 from aiohttp import web
 
 from mixerd.adapter import Builder, CheckResult, ConfigError, Env, Info, load_adapters
-from mixerd.api.ext_authz import ExtAuthzService, HttpAuthzOptions, build_http_authz_app
+from mixerd.api.ext_authz import ExtAuthzService, HttpAuthzOptions, HttpAuthzServer, build_http_authz_server
 from mixerd.config import MemoryStore, parse_text
 from mixerd.runtime import Runtime
 from tests.support.net import free_port
@@ -113,13 +113,13 @@ class InProcessMixerd:
 
     runtime: Runtime
     grpc_server: grpc.aio.Server
-    runner: web.AppRunner
+    http: HttpAuthzServer
     grpc_port: int
     http_port: int
 
     async def stop(self) -> None:
         await self.grpc_server.stop(0.5)
-        await self.runner.cleanup()
+        await self.http.close(0.5)
         await self.runtime.close()
 
 
@@ -131,11 +131,9 @@ async def start_mixerd_in_process(
     ExtAuthzService(runtime).register(server)
     grpc_port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
-    runner = web.AppRunner(build_http_authz_app(runtime, http_options), access_log=None)
-    await runner.setup()
-    http_port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", http_port).start()
-    return InProcessMixerd(runtime, server, runner, grpc_port, http_port)
+    http = build_http_authz_server(runtime, http_options)
+    http_port = await http.start("127.0.0.1", 0)
+    return InProcessMixerd(runtime, server, http, grpc_port, http_port)
 
 
 @dataclass

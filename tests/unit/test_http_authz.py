@@ -1,4 +1,4 @@
-"""The HTTP forward-auth endpoint over a real runtime (aiohttp test client, MemoryStore config)."""
+"""The HTTP forward-auth endpoint over a real runtime (an aiohttp client, MemoryStore config)."""
 
 from __future__ import annotations
 
@@ -6,26 +6,37 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import aiohttp
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import BaseTestServer, TestClient, TestServer
 
-from mixerd.api.ext_authz import HttpAuthzOptions, build_http_authz_app, build_http_authz_server
+from mixerd.api.ext_authz import HttpAuthzOptions, HttpAuthzServer, build_http_authz_server
 from mixerd.runtime import Runtime
 from tests.ext_authz_support import BOOM_POLICY, start_runtime
 
-MakeClient = Callable[..., Awaitable[TestClient]]  # type: ignore[type-arg]
+
+class _Client:
+    """Requests to one running endpoint (paths relative to it)."""
+
+    def __init__(self, server: HttpAuthzServer, port: int) -> None:
+        self.server = server
+        self.base = f"http://127.0.0.1:{port}"
+        self.session = aiohttp.ClientSession()
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> aiohttp.ClientResponse:
+        return await self.session.request(method, self.base + path, **kwargs)
+
+    async def get(self, path: str, **kwargs: Any) -> aiohttp.ClientResponse:
+        return await self.request("GET", path, **kwargs)
+
+    async def post(self, path: str, **kwargs: Any) -> aiohttp.ClientResponse:
+        return await self.request("POST", path, **kwargs)
+
+    async def close(self) -> None:
+        await self.session.close()
+        await self.server.close(0.5)
 
 
-class _LowLevelTestServer(BaseTestServer):  # type: ignore[type-arg]
-    """Serves a ready-made ``web.Server`` (what build_http_authz_server returns)."""
-
-    def __init__(self, server: web.Server, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._low_level = server
-
-    async def _make_runner(self, **kwargs: Any) -> web.ServerRunner:
-        return web.ServerRunner(self._low_level, **kwargs)
+MakeClient = Callable[..., Awaitable[_Client]]
 
 
 @pytest.fixture
@@ -37,18 +48,13 @@ async def runtime() -> AsyncIterator[Runtime]:
         await rt.close()
 
 
-@pytest.fixture(params=["application", "low-level server"])
-def make_client(request: pytest.FixtureRequest) -> MakeClient:
-    """Both forms of the endpoint: ``build_http_authz_app`` and ``build_http_authz_server``."""
+@pytest.fixture
+def make_client() -> MakeClient:
+    """The endpoint as ``mixerd serve`` runs it, on a free loopback port."""
 
-    async def make(runtime: Runtime, options: HttpAuthzOptions | None = None) -> TestClient:  # type: ignore[type-arg]
-        if request.param == "application":
-            server: BaseTestServer = TestServer(build_http_authz_app(runtime, options))  # type: ignore[type-arg]
-        else:
-            server = _LowLevelTestServer(build_http_authz_server(runtime, options))
-        client = TestClient(server)
-        await client.start_server()
-        return client
+    async def make(runtime: Runtime, options: HttpAuthzOptions | None = None) -> _Client:
+        server = build_http_authz_server(runtime, options)
+        return _Client(server, await server.start("127.0.0.1", 0))
 
     return make
 

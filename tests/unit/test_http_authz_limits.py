@@ -6,12 +6,10 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from aiohttp import web
 
-from mixerd.api.ext_authz import HttpAuthzOptions, build_http_authz_server
+from mixerd.api.ext_authz import HttpAuthzOptions, HttpAuthzServer, build_http_authz_server
 from mixerd.runtime import Runtime
 from tests.ext_authz_support import BOOM_POLICY, start_runtime
-from tests.support.net import free_port
 
 
 @pytest.fixture
@@ -23,18 +21,13 @@ async def runtime() -> AsyncIterator[Runtime]:
         await rt.close()
 
 
-async def _serve(runtime: Runtime, options: HttpAuthzOptions) -> tuple[web.ServerRunner, int]:
-    runner = web.ServerRunner(build_http_authz_server(runtime, options), handle_signals=False)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    return runner, port
+async def _serve(runtime: Runtime, options: HttpAuthzOptions) -> tuple[HttpAuthzServer, int]:
+    server = build_http_authz_server(runtime, options)
+    return server, await server.start("127.0.0.1", 0)
 
 
-async def _accepted(runner: web.ServerRunner, n: int) -> None:
+async def _accepted(server: HttpAuthzServer, n: int) -> None:
     """Wait (bounded) until the server has accepted ``n`` connections."""
-    server = runner.server
-    assert server is not None
     for _ in range(500):
         if len(server.connections) >= n:
             return
@@ -68,7 +61,7 @@ async def test_a_client_that_never_finishes_its_headers_is_closed(runtime: Runti
         idle_writer.close()
         assert _closed(runtime, "read_timeout") == 2
     finally:
-        await runner.cleanup()
+        await runner.close(0.5)
 
 
 async def test_a_kept_alive_connection_serves_requests_then_closes_when_idle(runtime: Runtime) -> None:
@@ -85,7 +78,7 @@ async def test_a_kept_alive_connection_serves_requests_then_closes_when_idle(run
         assert await _closed_by_server(reader, 5)
         writer.close()
     finally:
-        await runner.cleanup()
+        await runner.close(0.5)
 
 
 async def test_connections_beyond_the_cap_are_closed(runtime: Runtime) -> None:
@@ -103,7 +96,7 @@ async def test_connections_beyond_the_cap_are_closed(runtime: Runtime) -> None:
         for _, w in held:
             w.close()
     finally:
-        await runner.cleanup()
+        await runner.close(0.5)
 
 
 async def test_a_garbage_request_line_is_a_clean_400(runtime: Runtime) -> None:
@@ -115,4 +108,4 @@ async def test_a_garbage_request_line_is_a_clean_400(runtime: Runtime) -> None:
         assert answer.startswith(b"HTTP/1.") and b" 400 " in answer.split(b"\r\n", 1)[0]
         writer.close()
     finally:
-        await runner.cleanup()
+        await runner.close(0.5)

@@ -9,7 +9,7 @@ import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from aiohttp import web
@@ -25,6 +25,9 @@ from mixerd.server.console_ui import ConsoleUI, console_off_routes
 from mixerd.server.settings import Settings, is_loopback, parse_address
 from mixerd.server.tls import CertificateSource, open_sources
 from mixerd.server.workers import WorkerRole, peer_middleware
+
+if TYPE_CHECKING:
+    from mixerd.api.ext_authz import HttpAuthzServer
 
 __all__ = ["Server", "default_config_text", "protobuf_backend"]
 
@@ -119,6 +122,7 @@ class Server:
         """Every listener is open (``/readyz`` waits for it as well as for the config)."""
         self._services: list[Any] = []
         self._runners: list[web.BaseRunner] = []
+        self._http_authz: HttpAuthzServer | None = None
         self._watchers: list[asyncio.Task[None]] = []
 
     def _make_store(self) -> Store:
@@ -229,12 +233,8 @@ class Server:
         self.grpc = server
         self.listeners.grpc_port = bound
 
-    async def _listen(self, app: web.Application | web.Server, address: str, listener: str) -> int:
-        runner: web.BaseRunner
-        if isinstance(app, web.Server):
-            runner = web.ServerRunner(app, handle_signals=False)
-        else:
-            runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    async def _listen(self, app: web.Application, address: str, listener: str) -> int:
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         if self.worker is not None and listener == "monitoring":
             # The supervisor serves the monitoring port and asks each worker on its Unix socket.
@@ -278,15 +278,20 @@ class Server:
             await self._start_http_authz()
 
     async def _start_http_authz(self) -> None:
-        if self.settings.http_authz_address:
-            from mixerd.server.services import build_http_authz_app
+        """The forward-auth endpoint on its own HTTP/1.1 server (not aiohttp: see
+        :mod:`mixerd.api.ext_authz.http`), sharing the port among workers like gRPC."""
+        from mixerd.server.services import http_authz_server
 
-            authz = build_http_authz_app(
-                self.runtime, self.settings, caller_identity=self.client_auth("http_authz")
-            )
-            self.listeners.http_authz_port = await self._listen(
-                authz, self.settings.http_authz_address, "http_authz"
-            )
+        authz = http_authz_server(self.runtime, self.settings, caller_identity=self.client_auth("http_authz"))
+        host, port = parse_address(self.settings.http_authz_address)
+        source = self.tls.get("http_authz")
+        self.listeners.http_authz_port = await authz.start(
+            host,
+            port,
+            ssl_context=source.server_context() if source is not None else None,
+            reuse_port=self.worker is not None,
+        )
+        self._http_authz = authz
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop taking calls, let in-flight ones finish (bounded), flush reports, close handlers."""
@@ -299,6 +304,8 @@ class Server:
             close = getattr(service, "aclose", None)
             if close is not None:
                 await close()
+        if self._http_authz is not None:
+            await self._http_authz.close(grace)
         if self.console is not None:
             self.console.feed.close()  # ends the live streams, which would hold the HTTP shutdown
         for runner in self._runners:

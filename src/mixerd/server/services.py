@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from aiohttp import web
-
 from mixerd.api.accesslog.convert import parse_reporter_kinds
 from mixerd.api.accesslog.service import AccessLogService
 from mixerd.api.decisions import recorder_of
-from mixerd.api.ext_authz import ExtAuthzService, HttpAuthzOptions, build_http_authz_server
+from mixerd.api.ext_authz import ExtAuthzService, HttpAuthzOptions, HttpAuthzServer, build_http_authz_server
 from mixerd.api.mixer_v1.service import MixerService
 from mixerd.api.mixer_v1.wire import RequestLimits
 from mixerd.api.otlp import OtlpService, SpanSink
@@ -17,7 +15,7 @@ from mixerd.api.ratelimit.service import RateLimitService
 from mixerd.runtime import Runtime
 from mixerd.server.settings import Settings
 
-__all__ = ["build_http_authz_app", "build_services"]
+__all__ = ["build_services", "http_authz_server"]
 
 
 def build_services(
@@ -75,9 +73,9 @@ def build_services(
     return services
 
 
-def build_http_authz_app(
+def http_authz_server(
     runtime: Runtime, settings: Settings, *, caller_identity: bool = False
-) -> web.Server:
+) -> HttpAuthzServer:
     """The HTTP authorization endpoint (Envoy http_service, nginx auth_request, Traefik ForwardAuth);
     ``caller_identity`` as for :func:`build_services`."""
     options = HttpAuthzOptions(

@@ -7,7 +7,7 @@ Check charges: the config's quota plan merged with ``mixerd.quotas``) and ``verd
 """
 
 from mixerd.api.ext_authz.authorize import Authorizer
-from mixerd.api.ext_authz.http import HttpAuthzOptions, build_http_authz_app, build_http_authz_server
+from mixerd.api.ext_authz.http import HttpAuthzOptions, HttpAuthzServer, build_http_authz_server
 from mixerd.api.ext_authz.request import BadRequest
 from mixerd.api.ext_authz.service import ExtAuthzService
 from mixerd.api.ext_authz.verdict import HTTP_STATUS, Verdict, decide
@@ -18,8 +18,8 @@ __all__ = [
     "BadRequest",
     "ExtAuthzService",
     "HttpAuthzOptions",
+    "HttpAuthzServer",
     "Verdict",
-    "build_http_authz_app",
     "build_http_authz_server",
     "decide",
 ]

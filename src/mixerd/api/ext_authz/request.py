@@ -112,6 +112,7 @@ __all__ = [
     "SERVICE_HOST_EXTENSION",
     "BadRequest",
     "CheckRequestBag",
+    "HttpHeaders",
     "HttpRequestBag",
     "check_request_attributes",
     "http_request_attributes",
@@ -404,23 +405,59 @@ def check_request_attributes(request: Any) -> dict[str, Any]:
     return CheckRequestBag(request).materialize()
 
 
+class HttpHeaders:
+    """A forward-auth request's header fields: ``first`` maps each lower-case name to its first
+    value; ``more`` holds the later fields of names that repeat, in order (None when no name
+    repeats). Values are wire text (:func:`~mixerd.api.envoy.attributes.wire_text`)."""
+
+    __slots__ = ("first", "more")
+
+    def __init__(self, first: dict[str, str], more: list[tuple[str, str]] | None = None) -> None:
+        self.first = first
+        self.more = more
+
+    @classmethod
+    def of(cls, fields: Iterable[tuple[str, str | bytes]]) -> HttpHeaders:
+        """From header fields in order (any case; text or raw bytes)."""
+        first: dict[str, str] = {}
+        more: list[tuple[str, str]] = []
+        for name, value in fields:
+            key = name.lower()
+            text = wire_text(value)
+            if key in first:
+                more.append((key, text))
+            else:
+                first[key] = text
+        return cls(first, more or None)
+
+    def items(self) -> Iterator[tuple[str, str]]:
+        """Every field: first occurrences, then the later ones of repeated names."""
+        yield from self.first.items()
+        if self.more:
+            yield from self.more
+
+
 def _http_headers(bag: _RequestBag) -> Any:
-    return join_headers(
-        (
-            (name, value)
-            for name, value in bag._src.items()
-            if not name.lower().startswith(EXTENSION_HEADER_PREFIX)
-        ),
-        _HOP_BY_HOP,
-    )
+    fields: HttpHeaders = bag._src
+    out = {
+        k: v
+        for k, v in fields.first.items()
+        if k not in _HOP_BY_HOP and k[:1] != ":" and not k.startswith(EXTENSION_HEADER_PREFIX)
+    }
+    if fields.more:
+        for k, v in fields.more:
+            if k in out:
+                out[k] += "," + v
+    return out
 
 
 class HttpRequestBag(_RequestBag):
     """The attributes of a forward-auth HTTP request (see the module docstring), read lazily.
 
     ``target`` is the request target as received (path and query); ``headers`` the header
-    fields: a case-insensitive multi-dict (aiohttp's ``request.headers``) or pairs in order;
-    ``caller`` the SPIFFE ID of the connection's client certificate.
+    fields: :class:`HttpHeaders` (what mixerd's HTTP server reads), a case-insensitive
+    multi-dict, or pairs in order; ``caller`` the SPIFFE ID of the connection's client
+    certificate. Where a control header (``X-Original-URI`` ...) repeats, its first value counts.
     """
 
     __slots__ = ()
@@ -434,21 +471,19 @@ class HttpRequestBag(_RequestBag):
         self,
         method: str,
         target: str,
-        headers: CIMultiDictProxy[str] | CIMultiDict[str] | Iterable[tuple[str, str]],
+        headers: HttpHeaders | CIMultiDictProxy[str] | CIMultiDict[str] | Iterable[tuple[str, str]],
         *,
         now: _dt.datetime,
         prefix: str = "",
         extension_headers: bool = False,
         caller: str | None = None,
     ) -> None:
-        if not isinstance(headers, CIMultiDictProxy | CIMultiDict):
-            headers = CIMultiDict(headers)
-        raw_get = headers.get
-
-        def get(name: str) -> str | None:
-            value = raw_get(name)
-            return None if value is None else wire_text(value)
-
+        if not isinstance(headers, HttpHeaders):
+            headers = HttpHeaders.of(
+                headers.items() if isinstance(headers, CIMultiDictProxy | CIMultiDict) else headers
+            )
+        first = headers.first
+        get = first.get
         uri = get("x-original-uri") or get("x-forwarded-uri")
         if not uri:
             uri = wire_text(target)
@@ -477,17 +512,20 @@ class HttpRequestBag(_RequestBag):
         size = get("content-length")
         if size is not None and size.isascii() and size.isdigit() and len(size) <= 18:
             values["request.size"] = int(size)
-        ext: dict[str, str] = {}
         if extension_headers:
-            for name, value in headers.items():
-                key = name.lower()
-                if key.startswith(EXTENSION_HEADER_PREFIX):
-                    ext[key[len(EXTENSION_HEADER_PREFIX) :]] = wire_text(value)
-        values["context.extensions"] = ext
-        _set_extension_attributes(values, ext)
+            ext: Mapping[str, str] = {
+                key[len(EXTENSION_HEADER_PREFIX) :]: value
+                for key, value in headers.items()
+                if key.startswith(EXTENSION_HEADER_PREFIX)
+            }
+            values["context.extensions"] = ext
+            _set_extension_attributes(values, ext)
+        else:
+            ext = values["context.extensions"] = _NO_EXTENSIONS
+            values["context.reporter.kind"] = "inbound"
         if caller is not None:
             values[CALLER_PRINCIPAL] = caller
-        super().__init__(headers, values, headers, ext)
+        super().__init__(headers, values, first, ext)
 
 
 def http_request_attributes(
