@@ -138,6 +138,7 @@ class RoutingTable:
     __slots__ = (
         "_defaults",
         "_namespaces",
+        "_reads",
         "check_cache",
         "default_namespace",
         "errors",
@@ -179,6 +180,7 @@ class RoutingTable:
         """This table's decision cache (the dispatcher gives it one when it is put in force)."""
         self.has_generators = self.has(Variety.ATTRIBUTE_GENERATOR)
         """Whether any attribute generator is routed (requests skip preprocessing otherwise)."""
+        self._reads: dict[tuple[Variety, ...], frozenset[str]] = {}
 
     def lookup(self, variety: Variety, namespace: str) -> NamespaceTable:
         table = self._namespaces.get(variety)
@@ -190,6 +192,30 @@ class RoutingTable:
 
     def has(self, variety: Variety) -> bool:
         return bool(self._namespaces.get(variety)) or bool(self._defaults.get(variety, _EMPTY).destinations)
+
+    def attributes_read(self, *varieties: Variety) -> frozenset[str]:
+        """Every attribute name the match conditions, instances and samplers routed for
+        ``varieties`` (in every namespace) may read; computed once per table and varieties."""
+        found = self._reads.get(varieties)
+        if found is not None:
+            return found
+        names: set[str] = set()
+        for variety in varieties:
+            tables = [*self._namespaces.get(variety, {}).values()]
+            default = self._defaults.get(variety)
+            if default is not None:
+                tables.append(default)
+            for t in tables:
+                for d in t.destinations:
+                    for g in d.groups:
+                        if g.condition is not None:
+                            names.update(g.condition.attributes)
+                        if g.sampler is not None:
+                            names.update(g.sampler.attributes)
+                        for b in g.builders:
+                            names.update(b.attributes)
+        found = self._reads[varieties] = frozenset(names)
+        return found
 
     def dump(self) -> str:
         """A canonical, human-readable text form (stable across runs; tested as golden text)."""
