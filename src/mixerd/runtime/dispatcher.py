@@ -62,6 +62,7 @@ from mixerd.attribute import (
     MISSING,
     FrozenReferences,
     OverlayBag,
+    PartialAttributes,
     ReferenceTracker,
     TrackingBag,
     logsafe,
@@ -153,6 +154,12 @@ class CheckOutcome:
     deny_headers: tuple[HeaderOperation, ...] = ()
     """Response headers of a denial by the security gate: ``WWW-Authenticate`` of a 401,
     ``x-mixerd-authz-policy`` of a 403 (:mod:`mixerd.runtime.security`)."""
+
+
+_NAMESPACE_ATTRIBUTES: Final = frozenset(
+    {"context.reporter.kind", "source.namespace", "destination.namespace"}
+)
+"""What :func:`request_namespace` reads."""
 
 
 def request_namespace(bag: Mapping[str, Any]) -> str:
@@ -276,6 +283,7 @@ class Dispatcher:
         10 s, the others are counted in the next line."""
         self._rule_errors: dict[str, _RuleErrors] = {}
         self._generation_warning = RateLimitedWarning(self.clock, logger=_log)
+        self._report_reads: tuple[RoutingTable | None, frozenset[str]] = (None, frozenset())
 
     # -- table management -------------------------------------------------------------------
 
@@ -295,6 +303,20 @@ class Dispatcher:
         if self.check_cache_entries > 0 and table.check_cache is None:
             table.check_cache = CheckCache(self.clock, self.check_cache_entries)
         return table
+
+    def report_attributes(self, table: RoutingTable | None = None) -> frozenset[str]:
+        """Every attribute name a Report dispatched with ``table`` (default: the table in force)
+        may read: its report and attribute-generator rules' conditions, instances and samplers,
+        and what picks the request's namespace. A front-end decodes only these
+        (:class:`~mixerd.attribute.PartialAttributes`); :meth:`report` completes a set decoded
+        for another table when that one reads more."""
+        t = self._table if table is None else table
+        cached = self._report_reads
+        if cached[0] is t:
+            return cached[1]
+        reads = t.attributes_read(Variety.ATTRIBUTE_GENERATOR, Variety.REPORT) | _NAMESPACE_ATTRIBUTES
+        self._report_reads = (t, reads)
+        return reads
 
     @contextmanager
     def pinned(self, table: RoutingTable | None = None) -> Iterator[RoutingTable]:
@@ -742,7 +764,10 @@ class Dispatcher:
             buffers: dict[Destination, list[Any]] = {}
             has_generators = t.has_generators
             generated: dict[Any, Mapping[str, Any]] = {}
+            reads = self.report_attributes(t)
             for bag in bags:
+                if type(bag) is PartialAttributes and bag.decoded_for is not reads and not bag.covers(reads):
+                    bag.complete()  # decoded for an earlier config, which read less
                 if has_generators:
                     try:
                         bag = await self._preprocess(t, bag, fail=False, generated=generated)
@@ -810,7 +835,9 @@ class Dispatcher:
             failed(f"{d.name}: {type(exc).__name__}: {exc}", d.name)
 
         # A plain dict (reports) stays a plain dict: lookups in it cost no Python call.
-        out: _DictOverlay | OverlayBag = _DictOverlay(bag) if type(bag) is dict else OverlayBag(bag)
+        out: _DictOverlay | OverlayBag = (
+            _DictOverlay(bag) if type(bag) is dict or type(bag) is PartialAttributes else OverlayBag(bag)
+        )
         for d in nt.destinations:
             for g, i, inst in self._instances(d, bag, build_failed):
                 mapper = g.mappers[i] if g.mappers else None
