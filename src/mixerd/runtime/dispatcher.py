@@ -834,10 +834,10 @@ class Dispatcher:
             d.dispatch_errors.inc()
             failed(f"{d.name}: {type(exc).__name__}: {exc}", d.name)
 
-        # A plain dict (reports) stays a plain dict: lookups in it cost no Python call.
-        out: _DictOverlay | OverlayBag = (
-            _DictOverlay(bag) if type(bag) is dict or type(bag) is PartialAttributes else OverlayBag(bag)
-        )
+        # A plain dict (reports) stays a plain dict: lookups in it cost no Python call. Its
+        # generated attributes are collected and merged once, at the end.
+        overlay = None if type(bag) is dict or type(bag) is PartialAttributes else OverlayBag(bag)
+        found: list[Mapping[str, Any]] = []
         for d in nt.destinations:
             for g, i, inst in self._instances(d, bag, build_failed):
                 mapper = g.mappers[i] if g.mappers else None
@@ -849,7 +849,7 @@ class Dispatcher:
                     except TypeError:  # an instance with map fields is not hashable
                         key = mapped = None
                     if mapped is not None:
-                        out.merge(mapped)
+                        found.append(mapped)
                         continue
                 try:
                     outputs = await self._answer(d, inst)
@@ -861,7 +861,16 @@ class Dispatcher:
                 mapped = mapper.map(outputs or {}) if mapper is not None else {}
                 if key is not None and generated is not None:
                     generated[key] = mapped
-                out.merge(mapped)
+                found.append(mapped)
+        if overlay is not None:
+            for mapped in found:
+                overlay.merge(mapped)
+            return overlay
+        # The request's own attributes win, then the first generator's (as OverlayBag.merge).
+        out: dict[str, Any] = {}
+        for mapped in reversed(found):
+            out.update(mapped)
+        out.update(bag)
         return out
 
 
@@ -903,16 +912,6 @@ def _with_gate_headers(
         directive.direct_response_code,
         directive.direct_response_body,
     )
-
-
-class _DictOverlay(dict[str, Any]):
-    """A copy of a plain-dict bag that generated attributes are merged into (never replacing)."""
-
-    __slots__ = ()
-
-    def merge(self, values: Mapping[str, Any]) -> None:
-        for name, value in values.items():
-            self.setdefault(name, value)
 
 
 def _close_unstarted(calls: Sequence[tuple[Destination, Any]]) -> None:
