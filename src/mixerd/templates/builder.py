@@ -18,7 +18,7 @@ import keyword
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from mixerd.attribute import MISSING, ValueType
 from mixerd.lang import Call, CompileError, Constant, EvaluationError, Expression, Variable, compile
@@ -74,6 +74,12 @@ def snake_case(name: str) -> str:
 _Getter = Callable[[Mapping[str, Any]], Any]
 
 
+class BuildFunction(Protocol):
+    """:attr:`InstanceBuilder.build`: the instance for a bag (and an optional memo)."""
+
+    def __call__(self, attributes: Mapping[str, Any], memo: dict[str, Any] | None = None, /) -> Any: ...
+
+
 class InstanceBuilder:
     """Builds one instance (of one template) from a bag. Immutable and re-entrant.
 
@@ -100,7 +106,7 @@ class InstanceBuilder:
         """Inferred type of every expression, by field path (``value``, ``dimensions.source``)."""
         self.attributes = attributes
         """Every attribute name the instance's expressions may read."""
-        self.build: Callable[[Mapping[str, Any], dict[str, Any] | None], Any] = _generate_build(
+        self.build: BuildFunction = _generate_build(
             name, template.instance_class, self._fields, self.build_slowly
         )
         """The instance for a bag (and an optional memo): :meth:`build_slowly`, generated."""
@@ -134,8 +140,8 @@ def _generate_build(
     name: str,
     cls: type,
     fields: tuple[tuple[str, _Getter, str | None], ...],
-    slow: Callable[[Mapping[str, Any], dict[str, Any] | None], Any],
-) -> Callable[[Mapping[str, Any], dict[str, Any] | None], Any]:
+    slow: BuildFunction,
+) -> BuildFunction:
     """One function doing what ``slow`` (:meth:`InstanceBuilder.build_slowly`) does for these
     fields; ``slow`` itself when a field name cannot be a keyword argument."""
     if any(not key.isidentifier() or keyword.iskeyword(key) for key, _, _ in fields):
@@ -149,7 +155,7 @@ def _generate_build(
     }
     body: list[str] = []
     values: list[str] = []
-    for i, (key, getter, memo_key) in enumerate(fields):
+    for i, (_, getter, memo_key) in enumerate(fields):
         v = f"v{i}"
         if isinstance(getter, _MapGetter):
             calls = []
@@ -185,7 +191,7 @@ def _generate_build(
         f"    return _cls(_name{kwargs})\n"
     )
     exec(builtins.compile(source, f"<instance {name}>", "exec"), namespace)
-    build: Callable[[Mapping[str, Any], dict[str, Any] | None], Any] = namespace["build"]
+    build: BuildFunction = namespace["build"]
     return build
 
 
