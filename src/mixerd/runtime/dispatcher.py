@@ -682,6 +682,13 @@ class Dispatcher:
         if fail_closed:
             raise _FailClosed(rule)
 
+    def _match_failed(self, g: InstanceGroup, exc: EvaluationError) -> None:
+        """Count and log a failed match of ``g`` (raise :class:`_FailClosed` if it fails closed)."""
+        if g.rules:  # the match of every rule of a merged group failed
+            for rule in g.all_rules[1:]:
+                self._rule_failed(rule, "match", exc, False)
+        self._rule_failed(g.rule, "match", exc, g.fail_closed)
+
     def _instances(
         self,
         d: Destination,
@@ -703,10 +710,7 @@ class Dispatcher:
                     if not cond.evaluate(bag):
                         continue
                 except EvaluationError as exc:
-                    if g.rules:  # the match of every rule of a merged group failed
-                        for rule in g.all_rules[1:]:
-                            self._rule_failed(rule, "match", exc, False)
-                    self._rule_failed(g.rule, "match", exc, g.fail_closed)
+                    self._match_failed(g, exc)
                     continue
             sampler = g.sampler
             if sampler is not None and sampled is not None and not sampler.decide(bag, sampled):
@@ -754,10 +758,6 @@ class Dispatcher:
         """Dispatch the report instances of every attribute set; return the problems (empty if none)."""
         errors: list[str] = []
         self.metrics.report_attribute_sets.inc(len(bags))
-
-        def build_failed(d: Destination, exc: InstanceBuildError) -> None:
-            errors.append(str(exc))
-
         with self.pinned() as t:
             if not t.has(Variety.REPORT):
                 return errors
@@ -776,13 +776,32 @@ class Dispatcher:
                 memo: dict[str, Any] = {}
                 sampled: dict[RuleSampler, bool] = {}
                 nt = t.lookup(Variety.REPORT, request_namespace(bag))
+                # What _instances does, in line: this loop runs for every attribute set.
                 for d in nt.destinations:
-                    for _, _, inst in self._instances(d, bag, build_failed, memo, sampled):
-                        buf = buffers.get(d)
-                        if buf is None:
-                            buffers[d] = [inst]
-                        else:
-                            buf.append(inst)
+                    buf = buffers.get(d)
+                    for g in d.groups:
+                        cond = g.condition
+                        if cond is not None:
+                            try:
+                                if not cond.evaluate(bag):
+                                    continue
+                            except EvaluationError as exc:
+                                self._match_failed(g, exc)
+                                continue
+                        sampler = g.sampler
+                        if sampler is not None and not sampler.decide(bag, sampled):
+                            continue
+                        for i, b in enumerate(g.builders):
+                            try:
+                                inst = b.build(bag, memo)
+                            except InstanceBuildError as exc:
+                                self._rule_failed(g.rule_of(i), "instance", exc, g.fail_closed)
+                                errors.append(str(exc))
+                                continue
+                            if buf is None:
+                                buf = buffers[d] = [inst]
+                            else:
+                                buf.append(inst)
             pending: list[tuple[Destination, Awaitable[Any]]] = []
             for d, instances in buffers.items():
                 d.dispatches.inc(len(instances))
