@@ -13,6 +13,7 @@ returns the template's frozen instance dataclass.
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import json
 import keyword
 import re
@@ -180,7 +181,9 @@ def _generate_build(
             body.append(f"        {v} = {compute}")
         values.append(v)
     unset = " or ".join(f"{v} is _M" for v in values) or "False"
-    kwargs = "".join(f", {key}={v}" for (key, _, _), v in zip(fields, values, strict=True))
+    args = _positional(cls, {key: v for (key, _, _), v in zip(fields, values, strict=True)}, namespace)
+    if args is None:  # not a plain dataclass: keyword arguments
+        args = "".join(f", {key}={v}" for (key, _, _), v in zip(fields, values, strict=True))
     source = (
         "def build(a, memo=None):\n"
         "    try:\n" + "\n".join(body or ["        pass"]) + "\n"
@@ -188,11 +191,36 @@ def _generate_build(
         "        return _slow(a, memo)\n"
         f"    if {unset}:\n"
         "        return _slow(a, memo)\n"
-        f"    return _cls(_name{kwargs})\n"
+        f"    return _cls(_name{args})\n"
     )
     exec(builtins.compile(source, f"<instance {name}>", "exec"), namespace)
     build: BuildFunction = namespace["build"]
     return build
+
+
+def _positional(cls: type, given: Mapping[str, str], namespace: dict[str, Any]) -> str | None:
+    """The arguments after ``name`` of a positional call of dataclass ``cls`` (cheaper than
+    keywords): the variables in ``given`` by field, each other field's default (its factory
+    called, as ``__init__`` would); None when ``cls`` is not a dataclass whose ``__init__`` takes
+    exactly its fields, ``name`` first."""
+    if not dataclasses.is_dataclass(cls):
+        return None
+    fields = dataclasses.fields(cls)
+    if not fields or fields[0].name != "name" or any(not f.init or f.kw_only for f in fields):
+        return None
+    args: list[str] = []
+    for i, f in enumerate(fields[1:]):
+        if f.name in given:
+            args.append(given[f.name])
+        elif f.default is not dataclasses.MISSING:
+            namespace[f"d{i}"] = f.default
+            args.append(f"d{i}")
+        elif f.default_factory is not dataclasses.MISSING:
+            namespace[f"f{i}"] = f.default_factory
+            args.append(f"f{i}()")
+        else:
+            return None  # a required field the instance does not set: let the call say so
+    return "".join(f", {a}" for a in args)
 
 
 class _MapGetter:
