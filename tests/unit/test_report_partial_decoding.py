@@ -139,3 +139,12 @@ async def test_a_sampled_rule_reads_the_request_id() -> None:
         assert {"context.reporter.kind", "source.namespace", "destination.namespace"} <= wanted
     finally:
         await rt.close()
+
+
+def test_addresses_repeated_in_a_batch_keep_their_exact_bytes() -> None:
+    v4 = IPAddress(bytes([10, 0, 0, 1]))
+    mapped = IPAddress(bytes(10) + b"\xff\xff" + bytes([10, 0, 0, 1]))
+    sets = [{"source.ip": v4}, {"source.ip": mapped}, {"source.ip": v4}]
+    bags = decode_report(request_of(*sets), wanted=frozenset({"source.ip"}))
+    assert [b["source.ip"].packed for b in bags] == [v.packed for v in (v4, mapped, v4)]
+    assert all(b["source.ip"] == v4 for b in bags)  # the mapped form names the same address

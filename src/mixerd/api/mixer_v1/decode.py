@@ -74,6 +74,12 @@ _IP: Final = 2
 _STRING_MAP: Final = 3
 
 
+_IPS: Final[dict[bytes, IPAddress]] = {}
+"""Report decoding's addresses by their bytes: a proxy's batch repeats a few addresses over and
+over, and an :class:`IPAddress` is immutable (at most ``_IPS_MAX``, then emptied)."""
+_IPS_MAX: Final = 4096
+
+
 def _timestamp_problem(seconds: int, nanos: int) -> str | None:
     if not _TIMESTAMP_MIN <= seconds <= _TIMESTAMP_MAX:
         return f"seconds {seconds} is outside the supported range (years 1 to 9999)"
@@ -343,7 +349,12 @@ def _index(
                 if not eager:
                     values[name] = (_IP, b)
                 elif name in wanted:
-                    values[name] = IPAddress(b)
+                    ip = _IPS.get(b)
+                    if ip is None:
+                        if len(_IPS) >= _IPS_MAX:
+                            _IPS.clear()
+                        ip = _IPS[b] = IPAddress(b)
+                    values[name] = ip
                 else:
                     rest[name] = (_IP, b)  # type: ignore[index]
     except IndexError:
