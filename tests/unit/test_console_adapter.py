@@ -10,9 +10,12 @@ from envoy.data.accesslog.v3 import accesslog_pb2
 
 from mixerd.adapter.testing import AdapterHarness, HarnessConfigError
 from mixerd.adapters.console import INFO
+from mixerd.adapters.console.handler import HOP_ATTRIBUTES, hop_from_attributes
 from mixerd.api.accesslog import StreamContext, convert_http
+from mixerd.config import MemoryStore, parse_text
 from mixerd.console.correlate import request_id_key
 from mixerd.console.model import Hop, Peer, Reporter
+from mixerd.runtime import Runtime
 from mixerd.server.app import default_config_text
 from mixerd.templates import TemplateError
 
@@ -295,3 +298,42 @@ async def test_an_attributes_instance_gives_the_hop_of_the_documented_logentry_i
 def test_an_attributes_instance_takes_no_params() -> None:
     with pytest.raises(TemplateError, match="takes no params"):
         AdapterHarness(INFO, {}, {"hop": ("attributes", {"variables": {"a": "request.path"}})})
+
+
+class _Recording(dict[str, Any]):
+    """An attribute set that remembers every name read from it."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        super().__init__(values)
+        self.read: set[str] = set()
+
+    def get(self, name: str, default: Any = None) -> Any:
+        self.read.add(name)
+        return super().get(name, default)
+
+    def __getitem__(self, name: str) -> Any:
+        self.read.add(name)
+        return super().__getitem__(name)
+
+    def __contains__(self, name: object) -> bool:
+        self.read.add(str(name))
+        return super().__contains__(name)
+
+
+@pytest.mark.parametrize("attributes", _SETS, ids=range(len(_SETS)))
+def test_the_handler_declares_every_attribute_it_reads(attributes: dict[str, Any]) -> None:
+    # A Report decodes only what the config reads; for an attributes instance that is what the
+    # handler declares, so an undeclared read would see the attribute as absent.
+    bag = _Recording(attributes)
+    hop_from_attributes(bag, _dt.datetime(2026, 1, 1, tzinfo=_dt.UTC))
+    assert bag.read <= HOP_ATTRIBUTES, bag.read - HOP_ATTRIBUTES
+
+
+async def test_the_default_config_decodes_what_the_console_reads() -> None:
+    rt = Runtime(MemoryStore(parse_text(default_config_text(), file="default.yaml").resources))
+    await rt.start()
+    try:
+        wanted = rt.dispatcher.report_attributes()
+        assert wanted is not None and wanted >= HOP_ATTRIBUTES
+    finally:
+        await rt.close()

@@ -448,6 +448,53 @@ def test_one_instance_may_feed_several_metrics() -> None:
     h.close()
 
 
+def test_metrics_with_the_same_dimensions_share_one_lookup_and_keep_their_own_series() -> None:
+    # The stock config's shape: several instances with one dimensions map (the runtime's memo),
+    # each feeding its own metric with the same labels; one of them also a second metric.
+    rig = Rig()
+    cfg = {
+        "metrics": [
+            COUNTER_CFG["metrics"][0],
+            {
+                "instanceName": DUR,
+                "name": "sizes_total",
+                "kind": "COUNTER",
+                "labelNames": ["svc", "code", "ok"],
+            },
+            {"instanceName": DUR, "name": "sizes_by_svc_total", "kind": "COUNTER", "labelNames": ["svc"]},
+        ],
+        "metricsExpirationPolicy": {"metricsExpiryDuration": "10m"},
+    }
+    h = rig.build(cfg, infos(requestcount=RC_TYPES, requestduration=RC_TYPES))
+    shared = {"svc": "a", "code": 200, "ok": True}
+    other = {"svc": "b", "code": 500, "ok": False}
+    with pytest.raises(HandleMetricError, match="no dimension 'ok'"):
+        h.handle_metric(
+            [
+                MetricInstance(RC, 1, shared),
+                MetricInstance(DUR, 10, shared),
+                MetricInstance(RC, 1, other),
+                MetricInstance(DUR, 20, other),
+                MetricInstance(DUR, 5, shared),
+                MetricInstance(RC, 1, {"svc": "a", "code": 200}),
+            ]
+        )
+    a, b = (("code", "200"), ("ok", "true"), ("svc", "a")), (("code", "500"), ("ok", "false"), ("svc", "b"))
+    assert rig.samples("istio_requests") == {a: 1.0, b: 1.0}
+    assert rig.samples("istio_sizes") == {a: 15.0, b: 20.0}
+    assert rig.samples("istio_sizes_by_svc") == {(("svc", "a"),): 15.0, (("svc", "b"),): 20.0}
+    rig.clock.advance(600)
+    h.handle_metric([MetricInstance(RC, 1, other)])
+    assert h.expire_now() == 5  # all but b's requests; the index must not hand out removed series
+    h.handle_metric(
+        [MetricInstance(RC, 1, shared), MetricInstance(DUR, 2, shared), MetricInstance(DUR, 3, other)]
+    )
+    assert rig.samples("istio_requests") == {a: 1.0, b: 2.0}
+    assert rig.samples("istio_sizes") == {a: 2.0, b: 3.0}
+    assert rig.samples("istio_sizes_by_svc") == {(("svc", "a"),): 2.0, (("svc", "b"),): 3.0}
+    h.close()
+
+
 # -- expiry ---------------------------------------------------------------------------------------
 
 

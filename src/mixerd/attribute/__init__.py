@@ -27,6 +27,7 @@ from mixerd.attribute.manifest import (
     manifest_from_resources,
     stock_manifest,
 )
+from mixerd.attribute.partial import PartialAttributes
 from mixerd.attribute.types import (
     URI,
     V4_MAPPED_PREFIX,
@@ -58,6 +59,7 @@ __all__ = [
     "Manifest",
     "ManifestError",
     "OverlayBag",
+    "PartialAttributes",
     "Reference",
     "ReferenceTracker",
     "ReferenceTracking",

@@ -62,6 +62,7 @@ from mixerd.attribute import (
     MISSING,
     FrozenReferences,
     OverlayBag,
+    PartialAttributes,
     ReferenceTracker,
     TrackingBag,
     logsafe,
@@ -158,6 +159,12 @@ class CheckOutcome:
     exactly the entry's (the header operations read nothing else): everything of the outcome
     but the validity left and the route directive is then the entry's, so a front-end may key
     what it derives from them (an encoded answer) on the entry."""
+
+
+_NAMESPACE_ATTRIBUTES: Final = frozenset(
+    {"context.reporter.kind", "source.namespace", "destination.namespace"}
+)
+"""What :func:`request_namespace` reads."""
 
 
 def request_namespace(bag: Mapping[str, Any]) -> str:
@@ -281,6 +288,7 @@ class Dispatcher:
         10 s, the others are counted in the next line."""
         self._rule_errors: dict[str, _RuleErrors] = {}
         self._generation_warning = RateLimitedWarning(self.clock, logger=_log)
+        self._report_reads: tuple[RoutingTable | None, frozenset[str] | None] = (None, frozenset())
 
     # -- table management -------------------------------------------------------------------
 
@@ -300,6 +308,22 @@ class Dispatcher:
         if self.check_cache_entries > 0 and table.check_cache is None:
             table.check_cache = CheckCache(self.clock, self.check_cache_entries)
         return table
+
+    def report_attributes(self, table: RoutingTable | None = None) -> frozenset[str] | None:
+        """Every attribute name a Report dispatched with ``table`` (default: the table in force)
+        may read: its report and attribute-generator rules' conditions, instances and samplers,
+        and what picks the request's namespace. A front-end decodes only these
+        (:class:`~mixerd.attribute.PartialAttributes`); :meth:`report` completes a set decoded
+        for another table when that one reads more. None: any name may be read (a handler is
+        given whole attribute sets and does not say what it reads), so decode everything."""
+        t = self._table if table is None else table
+        cached = self._report_reads
+        if cached[0] is t:
+            return cached[1]
+        read = t.attributes_read(Variety.ATTRIBUTE_GENERATOR, Variety.REPORT)
+        reads = None if read is None else read | _NAMESPACE_ATTRIBUTES
+        self._report_reads = (t, reads)
+        return reads
 
     @contextmanager
     def pinned(self, table: RoutingTable | None = None) -> Iterator[RoutingTable]:
@@ -674,6 +698,13 @@ class Dispatcher:
         if fail_closed:
             raise _FailClosed(rule)
 
+    def _match_failed(self, g: InstanceGroup, exc: EvaluationError) -> None:
+        """Count and log a failed match of ``g`` (raise :class:`_FailClosed` if it fails closed)."""
+        if g.rules:  # the match of every rule of a merged group failed
+            for rule in g.all_rules[1:]:
+                self._rule_failed(rule, "match", exc, False)
+        self._rule_failed(g.rule, "match", exc, g.fail_closed)
+
     def _instances(
         self,
         d: Destination,
@@ -695,10 +726,7 @@ class Dispatcher:
                     if not cond.evaluate(bag):
                         continue
                 except EvaluationError as exc:
-                    if g.rules:  # the match of every rule of a merged group failed
-                        for rule in g.all_rules[1:]:
-                            self._rule_failed(rule, "match", exc, False)
-                    self._rule_failed(g.rule, "match", exc, g.fail_closed)
+                    self._match_failed(g, exc)
                     continue
             sampler = g.sampler
             if sampler is not None and sampled is not None and not sampler.decide(bag, sampled):
@@ -746,17 +774,18 @@ class Dispatcher:
         """Dispatch the report instances of every attribute set; return the problems (empty if none)."""
         errors: list[str] = []
         self.metrics.report_attribute_sets.inc(len(bags))
-
-        def build_failed(d: Destination, exc: InstanceBuildError) -> None:
-            errors.append(str(exc))
-
         with self.pinned() as t:
             if not t.has(Variety.REPORT):
                 return errors
             buffers: dict[Destination, list[Any]] = {}
             has_generators = t.has_generators
             generated: dict[Any, Mapping[str, Any]] = {}
+            reads = self.report_attributes(t)
             for bag in bags:
+                if type(bag) is PartialAttributes and (
+                    reads is None or (bag.decoded_for is not reads and not bag.covers(reads))
+                ):
+                    bag.complete()  # decoded for an earlier config, which read less
                 if has_generators:
                     try:
                         bag = await self._preprocess(t, bag, fail=False, generated=generated)
@@ -765,13 +794,32 @@ class Dispatcher:
                 memo: dict[str, Any] = {}
                 sampled: dict[RuleSampler, bool] = {}
                 nt = t.lookup(Variety.REPORT, request_namespace(bag))
+                # What _instances does, in line: this loop runs for every attribute set.
                 for d in nt.destinations:
-                    for _, _, inst in self._instances(d, bag, build_failed, memo, sampled):
-                        buf = buffers.get(d)
-                        if buf is None:
-                            buffers[d] = [inst]
-                        else:
-                            buf.append(inst)
+                    buf = buffers.get(d)
+                    for g in d.groups:
+                        cond = g.condition
+                        if cond is not None:
+                            try:
+                                if not cond.evaluate(bag):
+                                    continue
+                            except EvaluationError as exc:
+                                self._match_failed(g, exc)
+                                continue
+                        sampler = g.sampler
+                        if sampler is not None and not sampler.decide(bag, sampled):
+                            continue
+                        for i, b in enumerate(g.builders):
+                            try:
+                                inst = b.build(bag, memo)
+                            except InstanceBuildError as exc:
+                                self._rule_failed(g.rule_of(i), "instance", exc, g.fail_closed)
+                                errors.append(str(exc))
+                                continue
+                            if buf is None:
+                                buf = buffers[d] = [inst]
+                            else:
+                                buf.append(inst)
             pending: list[tuple[Destination, Awaitable[Any]]] = []
             for d, instances in buffers.items():
                 d.dispatches.inc(len(instances))
@@ -823,8 +871,10 @@ class Dispatcher:
             d.dispatch_errors.inc()
             failed(f"{d.name}: {type(exc).__name__}: {exc}", d.name)
 
-        # A plain dict (reports) stays a plain dict: lookups in it cost no Python call.
-        out: _DictOverlay | OverlayBag = _DictOverlay(bag) if type(bag) is dict else OverlayBag(bag)
+        # A plain dict (reports) stays a plain dict: lookups in it cost no Python call. Its
+        # generated attributes are collected and merged once, at the end.
+        overlay = None if type(bag) is dict or type(bag) is PartialAttributes else OverlayBag(bag)
+        found: list[Mapping[str, Any]] = []
         for d in nt.destinations:
             for g, i, inst in self._instances(d, bag, build_failed):
                 mapper = g.mappers[i] if g.mappers else None
@@ -836,7 +886,7 @@ class Dispatcher:
                     except TypeError:  # an instance with map fields is not hashable
                         key = mapped = None
                     if mapped is not None:
-                        out.merge(mapped)
+                        found.append(mapped)
                         continue
                 try:
                     outputs = await self._answer(d, inst)
@@ -848,7 +898,16 @@ class Dispatcher:
                 mapped = mapper.map(outputs or {}) if mapper is not None else {}
                 if key is not None and generated is not None:
                     generated[key] = mapped
-                out.merge(mapped)
+                found.append(mapped)
+        if overlay is not None:
+            for mapped in found:
+                overlay.merge(mapped)
+            return overlay
+        # The request's own attributes win, then the first generator's (as OverlayBag.merge).
+        out: dict[str, Any] = {}
+        for mapped in reversed(found):
+            out.update(mapped)
+        out.update(bag)
         return out
 
 
@@ -890,16 +949,6 @@ def _with_gate_headers(
         directive.direct_response_code,
         directive.direct_response_body,
     )
-
-
-class _DictOverlay(dict[str, Any]):
-    """A copy of a plain-dict bag that generated attributes are merged into (never replacing)."""
-
-    __slots__ = ()
-
-    def merge(self, values: Mapping[str, Any]) -> None:
-        for name, value in values.items():
-            self.setdefault(name, value)
 
 
 def _close_unstarted(calls: Sequence[tuple[Destination, Any]]) -> None:

@@ -138,6 +138,7 @@ class RoutingTable:
     __slots__ = (
         "_defaults",
         "_namespaces",
+        "_reads",
         "check_cache",
         "default_namespace",
         "errors",
@@ -179,6 +180,7 @@ class RoutingTable:
         """This table's decision cache (the dispatcher gives it one when it is put in force)."""
         self.has_generators = self.has(Variety.ATTRIBUTE_GENERATOR)
         """Whether any attribute generator is routed (requests skip preprocessing otherwise)."""
+        self._reads: dict[tuple[Variety, ...], frozenset[str] | None] = {}
 
     def lookup(self, variety: Variety, namespace: str) -> NamespaceTable:
         table = self._namespaces.get(variety)
@@ -190,6 +192,41 @@ class RoutingTable:
 
     def has(self, variety: Variety) -> bool:
         return bool(self._namespaces.get(variety)) or bool(self._defaults.get(variety, _EMPTY).destinations)
+
+    def attributes_read(self, *varieties: Variety) -> frozenset[str] | None:
+        """Every attribute name the match conditions, instances and samplers routed for
+        ``varieties`` (in every namespace) may read; computed once per table and varieties.
+
+        An instance of a ``whole_set`` template (the attribute set itself, e.g. ``attributes``)
+        reads what its handler reads: the handler's ``attributes_read`` names, or every name
+        (None) when the handler does not declare them."""
+        if varieties in self._reads:
+            return self._reads[varieties]
+        names: set[str] = set()
+        every = False
+        for variety in varieties:
+            tables = [*self._namespaces.get(variety, {}).values()]
+            default = self._defaults.get(variety)
+            if default is not None:
+                tables.append(default)
+            for t in tables:
+                for d in t.destinations:
+                    for g in d.groups:
+                        if g.condition is not None:
+                            names.update(g.condition.attributes)
+                        if g.sampler is not None:
+                            names.update(g.sampler.attributes)
+                        for b in g.builders:
+                            if b.template.whole_set:
+                                declared = getattr(d.handler.handler, "attributes_read", None)
+                                if declared is None:
+                                    every = True
+                                else:
+                                    names.update(declared)
+                            else:
+                                names.update(b.attributes)
+        found = self._reads[varieties] = None if every else frozenset(names)
+        return found
 
     def dump(self) -> str:
         """A canonical, human-readable text form (stable across runs; tested as golden text)."""

@@ -103,6 +103,18 @@ class RuleSampler:
         self._window_end = -math.inf
         self._count = 0
 
+    @property
+    def attributes(self) -> frozenset[str]:
+        """Every attribute name a decision may read (the override expression's, and the request
+        id's when the random draw follows it)."""
+        r = self._random
+        if r is None:
+            return frozenset()
+        names = set(r.expression.attributes) if r.expression is not None else set()
+        if not r.independent:
+            names.update(("request.id", "request.headers"))
+        return frozenset(names)
+
     def decide(self, bag: Mapping[str, Any], decisions: dict[RuleSampler, bool]) -> bool:
         """:meth:`sample`, once per request: ``decisions`` (one per attribute set) remembers the
         answer for the rule's other actions."""

@@ -12,11 +12,14 @@ returns the template's frozen instance dataclass.
 
 from __future__ import annotations
 
+import builtins
+import dataclasses
 import json
+import keyword
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from mixerd.attribute import MISSING, ValueType
 from mixerd.lang import Call, CompileError, Constant, EvaluationError, Expression, Variable, compile
@@ -72,10 +75,22 @@ def snake_case(name: str) -> str:
 _Getter = Callable[[Mapping[str, Any]], Any]
 
 
-class InstanceBuilder:
-    """Builds one instance (of one template) from a bag. Immutable and re-entrant."""
+class BuildFunction(Protocol):
+    """:attr:`InstanceBuilder.build`: the instance for a bag (and an optional memo)."""
 
-    __slots__ = ("_fields", "attributes", "name", "template", "types")
+    def __call__(self, attributes: Mapping[str, Any], memo: dict[str, Any] | None = None, /) -> Any: ...
+
+
+class InstanceBuilder:
+    """Builds one instance (of one template) from a bag. Immutable and re-entrant.
+
+    :meth:`build` is one generated Python function per builder (:func:`_generate_build`): every
+    field's expression is called in line and a map field is a dict display of its expressions'
+    calls, so building costs the expressions and the instance and little else. An evaluation
+    error, or a field left unset, goes to the generic loop, which names the failing field.
+    """
+
+    __slots__ = ("_fields", "attributes", "build", "name", "template", "types")
 
     def __init__(
         self,
@@ -92,8 +107,12 @@ class InstanceBuilder:
         """Inferred type of every expression, by field path (``value``, ``dimensions.source``)."""
         self.attributes = attributes
         """Every attribute name the instance's expressions may read."""
+        self.build: BuildFunction = _generate_build(
+            name, template.instance_class, self._fields, self.build_slowly
+        )
+        """The instance for a bag (and an optional memo): :meth:`build_slowly`, generated."""
 
-    def build(self, attributes: Mapping[str, Any], memo: dict[str, Any] | None = None) -> Any:
+    def build_slowly(self, attributes: Mapping[str, Any], memo: dict[str, Any] | None = None) -> Any:
         """The instance for ``attributes``.
 
         ``memo`` (optional, one per bag) shares computed map fields between instances: the
@@ -119,12 +138,106 @@ class InstanceBuilder:
 
 
 class _WholeSetBuilder(InstanceBuilder):
-    """The builder of a ``whole_set`` template: the instance is the attribute set itself."""
+    """The builder of a ``whole_set`` template: the instance is the attribute set itself.
+
+    Its :attr:`attributes` is empty: what is read from the set is up to the handler, which says
+    so with an ``attributes_read`` attribute (see :meth:`RoutingTable.attributes_read`)."""
 
     __slots__ = ()
 
-    def build(self, attributes: Mapping[str, Any], memo: dict[str, Any] | None = None) -> Any:
-        return attributes
+    def __init__(self, name: str, template: Template) -> None:
+        super().__init__(name, template, (), {}, frozenset())
+        self.build = _whole_set
+
+
+def _whole_set(attributes: Mapping[str, Any], memo: dict[str, Any] | None = None) -> Any:
+    return attributes
+
+
+def _generate_build(
+    name: str,
+    cls: type,
+    fields: tuple[tuple[str, _Getter, str | None], ...],
+    slow: BuildFunction,
+) -> BuildFunction:
+    """One function doing what ``slow`` (:meth:`InstanceBuilder.build_slowly`) does for these
+    fields; ``slow`` itself when a field name cannot be a keyword argument."""
+    if any(not key.isidentifier() or keyword.iskeyword(key) for key, _, _ in fields):
+        return slow
+    namespace: dict[str, Any] = {
+        "_cls": cls,
+        "_name": name,
+        "_M": MISSING,
+        "_E": EvaluationError,
+        "_slow": slow,
+    }
+    body: list[str] = []
+    values: list[str] = []
+    for i, (_, getter, memo_key) in enumerate(fields):
+        v = f"v{i}"
+        if isinstance(getter, _MapGetter):
+            calls = []
+            for j, (k, ev) in enumerate(getter.items):
+                namespace[f"e{i}_{j}"] = ev
+                calls.append(f"{k!r}: e{i}_{j}(a)")
+            compute = "{" + ", ".join(calls) + "}"
+        else:
+            namespace[f"g{i}"] = getter
+            compute = f"g{i}(a)"
+        if memo_key is not None:
+            namespace[f"k{i}"] = memo_key
+            body += [
+                "        if memo is None:",
+                f"            {v} = {compute}",
+                "        else:",
+                f"            {v} = memo.get(k{i}, _M)",
+                f"            if {v} is _M:",
+                f"                {v} = memo[k{i}] = {compute}",
+            ]
+        else:
+            body.append(f"        {v} = {compute}")
+        values.append(v)
+    unset = " or ".join(f"{v} is _M" for v in values) or "False"
+    args = _positional(cls, {key: v for (key, _, _), v in zip(fields, values, strict=True)}, namespace)
+    if args is None:  # not a plain dataclass: keyword arguments
+        args = "".join(f", {key}={v}" for (key, _, _), v in zip(fields, values, strict=True))
+    source = (
+        "def build(a, memo=None):\n"
+        "    try:\n" + "\n".join(body or ["        pass"]) + "\n"
+        "    except _E:\n"
+        "        return _slow(a, memo)\n"
+        f"    if {unset}:\n"
+        "        return _slow(a, memo)\n"
+        f"    return _cls(_name{args})\n"
+    )
+    exec(builtins.compile(source, f"<instance {name}>", "exec"), namespace)
+    build: BuildFunction = namespace["build"]
+    return build
+
+
+def _positional(cls: type, given: Mapping[str, str], namespace: dict[str, Any]) -> str | None:
+    """The arguments after ``name`` of a positional call of dataclass ``cls`` (cheaper than
+    keywords): the variables in ``given`` by field, each other field's default (its factory
+    called, as ``__init__`` would); None when ``cls`` is not a dataclass whose ``__init__`` takes
+    exactly its fields, ``name`` first."""
+    if not dataclasses.is_dataclass(cls):
+        return None
+    fields = dataclasses.fields(cls)
+    if not fields or fields[0].name != "name" or any(not f.init or f.kw_only for f in fields):
+        return None
+    args: list[str] = []
+    for i, f in enumerate(fields[1:]):
+        if f.name in given:
+            args.append(given[f.name])
+        elif f.default is not dataclasses.MISSING:
+            namespace[f"d{i}"] = f.default
+            args.append(f"d{i}")
+        elif f.default_factory is not dataclasses.MISSING:
+            namespace[f"f{i}"] = f.default_factory
+            args.append(f"f{i}()")
+        else:
+            return None  # a required field the instance does not set: let the call say so
+    return "".join(f", {a}" for a in args)
 
 
 class _MapGetter:
@@ -171,7 +284,7 @@ def compile_instance(
                     )
                 ]
             )
-        return _WholeSetBuilder(name, template, (), {}, frozenset())
+        return _WholeSetBuilder(name, template)
     errors: list[FieldError] = []
     types: dict[str, ValueType] = {}
     attributes: set[str] = set()

@@ -11,7 +11,14 @@ from mixerd.attribute import MISSING, parse_duration
 from mixerd.console.correlate import DEFAULT_ORDER, REQUEST_ID, correlation, parse_order
 from mixerd.console.model import Hop, Peer, Reporter, peer
 
-__all__ = ["ConsoleBuilder", "ConsoleHandler", "HopSink", "hop_from_attributes", "hop_from_variables"]
+__all__ = [
+    "HOP_ATTRIBUTES",
+    "ConsoleBuilder",
+    "ConsoleHandler",
+    "HopSink",
+    "hop_from_attributes",
+    "hop_from_variables",
+]
 
 
 @runtime_checkable
@@ -181,6 +188,38 @@ def _peer_of(raw: _RawPeer) -> Peer:
     return found
 
 
+HOP_ATTRIBUTES: Final = frozenset(
+    {
+        "api.protocol",
+        "context.protocol",
+        "context.proxy_error_code",
+        "context.reporter.kind",
+        "destination.labels",
+        "destination.namespace",
+        "destination.principal",
+        "destination.service.host",
+        "destination.workload.name",
+        "destination.workload.namespace",
+        "request.headers",
+        "request.host",
+        "request.id",
+        "request.method",
+        "request.path",
+        "request.size",
+        "request.time",
+        "response.code",
+        "response.duration",
+        "response.size",
+        "source.labels",
+        "source.namespace",
+        "source.principal",
+        "source.workload.name",
+        "source.workload.namespace",
+    }
+)
+"""Every attribute :func:`hop_from_attributes` reads (a Report decodes at least these for it)."""
+
+
 def hop_from_attributes(
     bag: Mapping[str, Any],
     now: _dt.datetime,
@@ -291,6 +330,9 @@ _DESTINATION: Final = Reporter.DESTINATION
 
 
 class ConsoleHandler(Handler):
+    attributes_read: Final = HOP_ATTRIBUTES
+    """What this handler reads from an ``attributes`` instance (the attribute set itself)."""
+
     def __init__(self, env: Env, key_order: Sequence[str]) -> None:
         self._env = env
         self._key_order = tuple(key_order)

@@ -56,14 +56,29 @@ def _converter(vtype: ValueType | None) -> Callable[[Any], str] | None:
     return stringify
 
 
+class _LabelIndex:
+    """The series of every route reading the same dimensions in the same order, by their raw
+    values: one lookup finds a label set's series in all of those metrics (the stock Istio
+    config's four HTTP metrics share one, and their instances share one dimensions map)."""
+
+    __slots__ = ("entries", "width")
+
+    def __init__(self) -> None:
+        self.entries: dict[tuple[Any, ...], list[Series | None]] = {}
+        """Raw dimension values -> the series of each route (by its ``slot``), found so far."""
+        self.width = 0
+        """How many routes use this index."""
+
+
 class _Route:
     """One metric fed by one instance: where its label values come from and where they go."""
 
-    __slots__ = ("cache", "fixups", "getter", "vec")
+    __slots__ = ("fixups", "getter", "index", "keys", "slot", "vec")
 
     def __init__(self, mc: MetricConfig, vec: MetricVec) -> None:
         self.vec = vec
         keys = mc.dimension_keys
+        self.keys: tuple[str, ...] = tuple(keys)
         if not keys:
             self.getter: Callable[[Mapping[str, Any]], tuple[Any, ...]] = lambda d: ()
         elif len(keys) == 1:
@@ -78,10 +93,14 @@ class _Route:
             fix = [(i, _converter(t)) for i, t in enumerate(mc.dimension_types)]
             self.fixups = tuple((i, conv) for i, conv in fix if conv is not None)
         # When some dimensions are not strings, turning them into label text costs more than the
-        # lookup itself; a cache keyed by the raw values skips that for label sets seen before.
-        self.cache: dict[tuple[Any, ...], Series] | None = None
-        if self.fixups and all(t in _RAW_KEY_SAFE for t in mc.dimension_types):
-            self.cache = {}
+        # lookup itself; an index keyed by the raw values skips that for label sets seen before
+        # (given by the handler to the routes whose raw values are safe keys).
+        self.index: _LabelIndex | None = None
+        self.slot = 0
+
+    def raw_keys_are_safe(self, mc: MetricConfig) -> bool:
+        """Whether raw dimension values can stand for the label texts (see ``_RAW_KEY_SAFE``)."""
+        return bool(self.fixups) and all(t in _RAW_KEY_SAFE for t in mc.dimension_types)
 
     def labels(self, raw: tuple[Any, ...]) -> tuple[str, ...]:
         """Label values (text) from raw dimension values."""
@@ -115,8 +134,14 @@ class PrometheusHandler(Handler):
             self._max_series = max(1, self._max_series // workers)
         self._expiration = config.expiration
         routes: dict[str, list[_Route]] = {}
+        indexes: dict[tuple[str, ...], _LabelIndex] = {}
         for mc, vec in zip(config.metrics, vecs, strict=True):
-            routes.setdefault(mc.instance_name, []).append(_Route(mc, vec))
+            route = _Route(mc, vec)
+            if route.raw_keys_are_safe(mc):
+                index = route.index = indexes.setdefault(route.keys, _LabelIndex())
+                route.slot = index.width
+                index.width += 1
+            routes.setdefault(mc.instance_name, []).append(route)
         self._routes: dict[str, tuple[_Route, ...]] = {k: tuple(v) for k, v in routes.items()}
         self._vecs: tuple[MetricVec, ...] = tuple({id(v): v for v in vecs}.values())
         self.registry = CollectorRegistry(auto_describe=True)
@@ -140,6 +165,12 @@ class PrometheusHandler(Handler):
         now = self._clock.monotonic()
         routes = self._routes
         problems: list[str] | None = None
+        # The label set last looked up: consecutive instances of one attribute set share their
+        # dimensions map, so the next metric of the same index finds its series without hashing.
+        last_dims: Any = None
+        last_index: _LabelIndex | None = None
+        last_raw: tuple[Any, ...] = ()
+        entry: list[Series | None] = []
         for inst in instances:
             rs = routes.get(inst.name)
             if rs is None:
@@ -156,22 +187,29 @@ class PrometheusHandler(Handler):
                     continue
             dims = inst.dimensions
             for route in rs:
-                try:
-                    raw = route.getter(dims)
-                except KeyError as exc:
-                    problems = problems or []
-                    problems.append(f"metric {inst.name}: no dimension {exc} for its label")
-                    continue
-                cache = route.cache
-                if cache is not None:
-                    series = cache.get(raw)
+                index = route.index
+                if index is None or dims is not last_dims or index is not last_index:
+                    try:
+                        raw = route.getter(dims)
+                    except KeyError as exc:
+                        problems = problems or []
+                        problems.append(f"metric {inst.name}: no dimension {exc} for its label")
+                        continue
+                    if index is not None:
+                        entries = index.entries
+                        found = entries.get(raw)
+                        if found is None:
+                            if len(entries) >= self._max_series:
+                                entries.clear()
+                            found = entries[raw] = [None] * index.width
+                        entry, last_dims, last_index, last_raw = found, dims, index, raw
+                if index is not None:
+                    series = entry[route.slot]
                     if series is None or not series.alive:
-                        series = self._series(route.vec, route.labels(raw), now)
+                        series = self._series(route.vec, route.labels(last_raw), now)
                         if series is None:
                             continue
-                        if len(cache) >= self._max_series:
-                            cache.clear()
-                        cache[raw] = series
+                        entry[route.slot] = series
                 else:
                     key = raw if route.fixups == () else route.labels(raw)
                     series = route.vec.series.get(key)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from bisect import bisect_right
-from collections.abc import Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from itertools import islice
 from typing import Any, Final
 
@@ -42,7 +42,14 @@ from mixerd.api.mixer_v1.wire import (
     index_problem,
     to_timedelta,
 )
-from mixerd.attribute import Bag, IPAddress, ReferenceTracker, TrackingBag, ValueType
+from mixerd.attribute import (
+    Bag,
+    IPAddress,
+    PartialAttributes,
+    ReferenceTracker,
+    TrackingBag,
+    ValueType,
+)
 
 __all__ = [
     "DeltaBag",
@@ -65,6 +72,12 @@ _TIMESTAMP: Final = 0
 _DURATION: Final = 1
 _IP: Final = 2
 _STRING_MAP: Final = 3
+
+
+_IPS: Final[dict[bytes, IPAddress]] = {}
+"""Report decoding's addresses by their bytes: a proxy's batch repeats a few addresses over and
+over, and an :class:`IPAddress` is immutable (at most ``_IPS_MAX``, then emptied)."""
+_IPS_MAX: Final = 4096
 
 
 def _timestamp_problem(seconds: int, nanos: int) -> str | None:
@@ -202,7 +215,14 @@ def _diagnose(msg: Any, g: Sequence[str], w: Sequence[str], where: str, types: W
 
 
 def _index(
-    msg: Any, g: Sequence[str], w: Sequence[str], where: str, types: WireTypes = _ANY_TYPES
+    msg: Any,
+    g: Sequence[str],
+    w: Sequence[str],
+    where: str,
+    types: WireTypes = _ANY_TYPES,
+    values: dict[str, Any] | None = None,
+    wanted: frozenset[str] = frozenset(),
+    rest: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Validate ``msg`` and map each attribute name to its value or to a (kind, raw) tuple.
 
@@ -212,10 +232,16 @@ def _index(
     message to :func:`_diagnose`, which names it; the fast path does no bookkeeping beyond what
     the conversion does anyway (an out-of-range index raises ``IndexError`` by itself).
     ``mixerd.caller.principal`` is left out: only mixerd sets it (:mod:`mixerd.api.caller`).
+
+    With ``rest`` (Report), those four kinds are converted at once for the names in ``wanted``
+    and put in ``rest`` as (kind, raw) tuples for the others. The attributes go into ``values``
+    (a new dict if None), which is returned.
     """
     # Reading a value out of a upb map costs several times more than iterating its keys, and
     # getitem in a plain loop is the cheapest way to read (cheaper than items() or dict()).
-    values: dict[str, Any] = {}
+    if values is None:
+        values = {}
+    eager = rest is not None
     count = 0
     misplaced = types.misplaced
     try:
@@ -246,7 +272,14 @@ def _index(
                 name = g[k] if k >= 0 else w[~k]
                 if name in wrong:
                     raise IndexError
-                values[name] = (_STRING_MAP, entries)
+                if not eager:
+                    values[name] = (_STRING_MAP, entries)
+                elif name in wanted:
+                    values[name] = {
+                        g[a] if a >= 0 else w[~a]: g[b] if b >= 0 else w[~b] for a, b in entries.items()
+                    }
+                else:
+                    rest[name] = (_STRING_MAP, entries)  # type: ignore[index]
         for field in ("int64s", "doubles", "bools"):
             m = getattr(msg, field)
             n = len(m)
@@ -270,7 +303,12 @@ def _index(
                 name = g[k] if k >= 0 else w[~k]
                 if name in wrong:
                     raise IndexError
-                values[name] = (_TIMESTAMP, t)
+                if not eager:
+                    values[name] = (_TIMESTAMP, t)
+                elif name in wanted:
+                    values[name] = EPOCH + _timedelta(0, t.seconds, t.nanos // 1000)
+                else:
+                    rest[name] = (_TIMESTAMP, t)  # type: ignore[index]
         m = msg.durations
         n = len(m)
         if n:
@@ -290,7 +328,12 @@ def _index(
                 name = g[k] if k >= 0 else w[~k]
                 if name in wrong:
                     raise IndexError
-                values[name] = (_DURATION, d)
+                if not eager:
+                    values[name] = (_DURATION, d)
+                elif name in wanted:
+                    values[name] = _timedelta(0, seconds, nanos // 1000 if nanos >= 0 else -(-nanos // 1000))
+                else:
+                    rest[name] = (_DURATION, d)  # type: ignore[index]
         m = msg.bytes
         n = len(m)
         if n:
@@ -303,10 +346,24 @@ def _index(
                 name = g[k] if k >= 0 else w[~k]
                 if name in wrong:
                     raise IndexError
-                values[name] = (_IP, b)
+                if not eager:
+                    values[name] = (_IP, b)
+                elif name in wanted:
+                    ip = _IPS.get(b)
+                    if ip is None:
+                        if len(_IPS) >= _IPS_MAX:
+                            _IPS.clear()
+                        ip = _IPS[b] = IPAddress(b)
+                    values[name] = ip
+                else:
+                    rest[name] = (_IP, b)  # type: ignore[index]
     except IndexError:
         raise _diagnose(msg, g, w, where, types) from None
-    if len(values) != count:
+    if rest:
+        if len(values) + len(rest) != count or not values.keys().isdisjoint(rest):
+            raise _diagnose(msg, g, w, where, types)
+        rest.pop(CALLER_PRINCIPAL, None)
+    elif len(values) != count:
         raise _diagnose(msg, g, w, where, types)
     values.pop(CALLER_PRINCIPAL, None)  # mixerd's to set, from the connection; never the caller's
     return values
@@ -505,6 +562,7 @@ def decode_report(
     types: WireTypes | None = None,
     *,
     caller: str | None = None,
+    wanted: frozenset[str] | None = None,
 ) -> list[Mapping[str, Any]]:
     """The attribute bags of a ``ReportRequest``, one per attribute set, in order.
 
@@ -519,12 +577,17 @@ def decode_report(
     decoded. ``caller`` (the SPIFFE ID of the connection's client certificate) becomes every
     set's ``mixerd.caller.principal``.
 
+    ``wanted`` (the names the config in force reads) makes each set of an
+    ``INDEPENDENT_ENCODING`` report (what Envoy sends) a
+    :class:`~mixerd.attribute.PartialAttributes`: string maps, timestamps, durations and IP
+    addresses of other names are checked but left undecoded until its ``complete()``.
+
     Raises :class:`DictionaryMismatch` for a too-large ``global_word_count``,
     :class:`LimitExceeded` for a request over ``limits`` and :class:`BadRequest` (naming
     ``attributes[i]...``) for a malformed set, or one with an attribute in another typed map than
     ``types`` give it.
     """
-    steps = decode_report_steps(req, limits, types, caller=caller)
+    steps = decode_report_steps(req, limits, types, caller=caller, wanted=wanted)
     while True:
         try:
             next(steps)
@@ -539,6 +602,7 @@ def decode_report_steps(
     types: WireTypes | None = None,
     *,
     caller: str | None = None,
+    wanted: frozenset[str] | None = None,
 ) -> Generator[None, None, list[Mapping[str, Any]]]:
     """:func:`decode_report` as a generator that yields after every few milliseconds of work and
     returns the bags (a caller on an event loop lets other tasks run at each yield)."""
@@ -553,6 +617,29 @@ def decode_report_steps(
     typed = _ANY_TYPES if types is None else types
     work = 0
     decoded: list[Mapping[str, Any]] = []
+    if wanted is not None and req.repeated_attributes_semantics == INDEPENDENT_ENCODING:
+        convert_default = _converter(g, default)
+        for i, msg in enumerate(sets):
+            own = msg.words
+            rest: dict[str, Any] = {}
+            partial = PartialAttributes()
+            if own:
+                w = tuple(own)
+                _index(msg, g, w, f"attributes[{i}]", typed, partial, wanted, rest)
+                partial.convert = _converter(g, w)
+            else:
+                _index(msg, g, default, f"attributes[{i}]", typed, partial, wanted, rest)
+                partial.convert = convert_default
+            partial.rest = rest
+            partial.decoded_for = wanted
+            if caller is not None:
+                partial[CALLER_PRINCIPAL] = caller
+            decoded.append(partial)
+            work += sizes[i] + 1
+            if work >= _CHUNK:
+                work = 0
+                yield
+        return decoded
     for i, msg in enumerate(sets):
         own = msg.words
         w = tuple(own) if own else default
@@ -689,6 +776,11 @@ def _convert_raw(lazy: tuple[int, Any], g: Sequence[str], w: Sequence[str]) -> A
     if kind == _DURATION:
         return to_timedelta(raw)
     return IPAddress(raw)
+
+
+def _converter(g: Sequence[str], w: Sequence[str]) -> Callable[[tuple[int, Any]], Any]:
+    """:func:`_convert_raw` for one set's words."""
+    return lambda lazy: _convert_raw(lazy, g, w)
 
 
 def _materialize(values: dict[str, Any], g: Sequence[str], w: Sequence[str]) -> dict[str, Any]:

@@ -297,7 +297,13 @@ class MixerService(mixer_pb2_grpc.MixerServicer):  # type: ignore[misc]
             if type(request) is bytes:
                 request = report_pb2.ReportRequest.FromString(request)
             caller = grpc_caller(context) if self.caller_identity else None
-            steps = decode_report_steps(request, self.limits, self._wire_types(), caller=caller)
+            steps = decode_report_steps(
+                request,
+                self.limits,
+                self._wire_types(),
+                caller=caller,
+                wanted=self.dispatcher.report_attributes(),
+            )
             while True:
                 try:
                     next(steps)
