@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from mixerd.adapter import Clock, Code, RateLimitedWarning
@@ -40,7 +40,6 @@ from mixerd.runtime.authn import (
     TokenCache,
     UnknownKeyError,
     auth_attributes,
-    find_token,
     parse_jwks,
     unverified_issuer,
     upstream_headers,
@@ -71,8 +70,11 @@ POLICY_HEADER: Final = "x-mixerd-authz-policy"
 HeaderOp = tuple[str, str, HeaderAction]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SecurityVerdict:
+    """The gate's answer (read-only; not frozen only because one is made per request and a
+    frozen dataclass costs more to build)."""
+
     bag: Mapping[str, Any]
     """The request's attributes, with ``request.auth.*`` of a verified token."""
     code: int = Code.OK
@@ -107,6 +109,8 @@ class _Verified:
     rule: CompiledJwtRule
     attributes: Mapping[str, Any]
     request_headers: tuple[HeaderOp, ...]
+    memo: dict[Any, tuple[Any, ...]] = field(default_factory=dict)
+    """What the policies of each workload read from this token (:class:`Request`)."""
 
 
 class _AuthBag(OverlayBag):
@@ -121,7 +125,10 @@ class _AuthBag(OverlayBag):
 
 
 class _Scope:
-    __slots__ = ("dry", "empty", "enforced", "rules")
+    """What applies to one workload: its JWT rules (and where their tokens may be), and its
+    enforced and dry-run policies."""
+
+    __slots__ = ("dry", "empty", "enforced", "locations", "rules")
 
     def __init__(
         self, rules: tuple[CompiledJwtRule, ...], enforced: Workload | None, dry: Workload | None
@@ -130,6 +137,42 @@ class _Scope:
         self.enforced = enforced
         self.dry = dry
         self.empty = not rules and enforced is None and dry is None
+        locations: dict[tuple[str, str, int, bool], None] = {}
+        for r in rules:
+            locations.update(((name, prefix.lower(), len(prefix), False), None) for name, prefix in r.headers)
+            locations.update(((p, "", 0, True), None) for p in r.params)
+        self.locations = tuple(locations)
+        """Where the rules' tokens may be, in the rules' order without repeats (a repeated
+        location finds what its first use found): ``(header name, lower-case prefix, its length,
+        False)`` or ``(query parameter, "", 0, True)``."""
+
+    def find_token(self, bag: Mapping[str, Any]) -> tuple[str, str] | None:
+        """The first token in a location of the rules: ``(token, header name or "")`` (as
+        :func:`mixerd.runtime.authn.find_token`, with the locations found once)."""
+        headers = bag.get("request.headers")
+        if not isinstance(headers, Mapping):
+            headers = None
+        params: Any = MISSING
+        for name, prefix, n, param in self.locations:
+            if param:
+                if params is MISSING:
+                    params = bag.get("request.query_params")
+                value = params.get(name) if isinstance(params, Mapping) else None
+                if isinstance(value, str) and value:
+                    return value, ""
+                continue
+            if headers is None:
+                continue
+            value = headers.get(name)
+            if value and isinstance(value, str):
+                if n:
+                    if value[:n].lower() != prefix:
+                        continue
+                    value = value[n:]
+                value = value.strip()
+                if value:
+                    return value, name
+        return None
 
 
 class _Counters:
@@ -195,7 +238,7 @@ class SecurityTable:
         see: only when a rule, instance or header operation of the config reads them (every
         attribute read after the gate then goes through one more layer)."""
         self._label_keys: dict[str, tuple[str, ...]] = {}
-        self._scopes: dict[tuple[Any, ...], _Scope] = {}
+        self._scopes: dict[Any, _Scope] = {}
         self._count = _Counters(decisions)
         self._would_deny = logger_warning or RateLimitedWarning(clock)
 
@@ -210,11 +253,12 @@ class SecurityTable:
                 )
             )
         labels: Any = None
+        key: Any = ns  # a namespace whose selectors read no label: its name (never a tuple)
         if keys:
             labels = bag.get("destination.labels", MISSING)
             if not isinstance(labels, Mapping):
                 labels = None
-        key = (ns, *(labels.get(k) for k in keys)) if labels is not None else (ns, *(None for _ in keys))
+            key = (ns, *(labels.get(k) for k in keys)) if labels is not None else (ns, *(None for _ in keys))
         scope = self._scopes.get(key)
         if scope is None:
             authn = self.authn.applicable(ns, labels) if not self.authn.empty else ()
@@ -239,10 +283,11 @@ class SecurityTable:
         rules, enforced, dry = scope.rules, scope.enforced, scope.dry
         claims: Mapping[str, Any] | None = None
         auth: Mapping[str, Any] | None = None
+        memo: dict[Any, tuple[Any, ...]] | None = None
         request_headers: tuple[HeaderOp, ...] = ()
         if rules:
             try:
-                found = await self._authenticate(bag, rules)
+                found = await self._authenticate(bag, scope)
             except AuthnError as exc:
                 host = bag.get("request.host", MISSING)
                 return SecurityVerdict(
@@ -258,7 +303,8 @@ class SecurityTable:
                     bag = _AuthBag(bag, auth)
                 claims = found.auth.claims
                 request_headers = found.request_headers
-        req = Request(bag, claims, auth)
+                memo = found.memo
+        req = Request(bag, claims, auth, memo)
         verdict = SecurityVerdict(bag, request_headers=request_headers)
         if enforced is not None:
             decision = enforced.decide(req)
@@ -289,17 +335,16 @@ class SecurityTable:
                 )
         return verdict
 
-    async def _authenticate(
-        self, bag: Mapping[str, Any], rules: tuple[CompiledJwtRule, ...]
-    ) -> _Verified | None:
-        located = find_token(bag, rules)
+    async def _authenticate(self, bag: Mapping[str, Any], scope: _Scope) -> _Verified | None:
+        located = scope.find_token(bag)
         if located is None:
             return None
-        token, header_name, _param = located
+        rules = scope.rules
         now = self.wall()
-        cached = self.tokens.get((token, header_name), now)
+        cached = self.tokens.get(located, now)
         if cached is not None and cached.rule in rules:
             return cached  # type: ignore[no-any-return]
+        token, header_name = located
         header, iss = unverified_issuer(token)
         for rule in rules:
             if rule.rule.issuer != iss:
@@ -317,7 +362,7 @@ class SecurityTable:
             verified = _Verified(
                 auth, rule, auth_attributes(auth), upstream_headers(rule.rule, auth, header_name)
             )
-            self.tokens.put((token, header_name), verified, auth.expires, now)
+            self.tokens.put(located, verified, auth.expires, now)
             return verified
         raise AuthnError("issuer not allowed")
 
@@ -401,5 +446,5 @@ def build_security(
     if not authn and not policies:
         return None, problems
     return SecurityTable(
-        authn, policies, root_namespace, clock=clock, decisions=decisions, wall=wall
+        authn, policies, root_namespace, clock=clock, decisions=decisions, wall=wall, overlay=reads_auth
     ), problems
