@@ -302,15 +302,19 @@ def _source_namespace(req: Request) -> tuple[str, ...]:
 
 
 def _hosts(req: Request) -> tuple[str, ...]:
-    host = req.text("request.host")
-    if not host:
-        return ("",)
+    host = req.bag.get("request.host")
+    if host.__class__ is not str:
+        host = req.text("request.host")
+    if ":" not in host:
+        return (host,)
     bare = host.rsplit(":", 1)[0] if host.count(":") == 1 or (host.startswith("[") and "]:" in host) else host
     return (host,) if bare == host else (host, bare)
 
 
 def _path(req: Request) -> tuple[str, ...]:
-    path = req.text("request.url_path")
+    path = req.bag.get("request.url_path")
+    if path.__class__ is not str:
+        path = req.text("request.url_path")
     if not path:
         path = req.text("request.path").split("?", 1)[0].split("#", 1)[0]
     return (path,)

@@ -193,14 +193,17 @@ class _Counters:
     def decision(self, d: AuthzDecision, dry_run: bool) -> None:
         """Count a (cached, so long-lived) decision: its counters are found once per decision."""
         children = self._by_decision.get(id(d))
-        if children is None or children[0] is not d:
-            found = [self._child(a, "audit", dry_run) for a in d.audits]
-            if d.action:
-                found.append(self._child(d.policy, "allow" if d.allowed else "deny", dry_run))
-            if len(self._by_decision) >= 8192:
-                self._by_decision.clear()
-            children = self._by_decision[id(d)] = (d, tuple(found))
-        for c in children[1]:
+        if children is not None and children[0] is d:
+            for c in children[1]:
+                c.inc()
+            return
+        found = [self._child(a, "audit", dry_run) for a in d.audits]
+        if d.action:
+            found.append(self._child(d.policy, "allow" if d.allowed else "deny", dry_run))
+        if len(self._by_decision) >= 8192:
+            self._by_decision.clear()
+        self._by_decision[id(d)] = (d, tuple(found))
+        for c in found:
             c.inc()
 
     def _child(self, policy: str, action: str, dry_run: bool) -> Any:
@@ -276,8 +279,13 @@ class SecurityTable:
 
     async def check(self, bag: Mapping[str, Any]) -> SecurityVerdict | None:
         """The gate's answer; ``None`` when nothing of the config applies to the workload."""
-        ns_value = bag.get("destination.namespace", MISSING)
-        scope = self._scope(ns_value if isinstance(ns_value, str) else "", bag)
+        ns: Any = bag.get("destination.namespace")
+        if ns.__class__ is not str:
+            ns = ns if isinstance(ns, str) else ""
+        # A namespace whose selectors read no label has its scope under its name (see _scope).
+        scope = self._scopes.get(ns)
+        if scope is None:
+            scope = self._scope(ns, bag)
         if scope.empty:
             return None
         rules, enforced, dry = scope.rules, scope.enforced, scope.dry
@@ -287,7 +295,14 @@ class SecurityTable:
         request_headers: tuple[HeaderOp, ...] = ()
         if rules:
             try:
-                found = await self._authenticate(bag, scope)
+                located = scope.find_token(bag)
+                if located is None:
+                    found = None
+                else:
+                    now = self.wall()
+                    found = self.tokens.get(located, now)
+                    if found is None or found.rule not in rules:
+                        found = await self._verify(located, rules, now)
             except AuthnError as exc:
                 host = bag.get("request.host", MISSING)
                 return SecurityVerdict(
@@ -305,7 +320,6 @@ class SecurityTable:
                 request_headers = found.request_headers
                 memo = found.memo
         req = Request(bag, claims, auth, memo)
-        verdict = SecurityVerdict(bag, request_headers=request_headers)
         if enforced is not None:
             decision = enforced.decide(req)
             self._count.decision(decision, False)
@@ -333,17 +347,13 @@ class SecurityTable:
                     handler="authz (dry run: would deny)",
                     request_headers=request_headers,
                 )
-        return verdict
+        return SecurityVerdict(bag, request_headers=request_headers)
 
-    async def _authenticate(self, bag: Mapping[str, Any], scope: _Scope) -> _Verified | None:
-        located = scope.find_token(bag)
-        if located is None:
-            return None
-        rules = scope.rules
-        now = self.wall()
-        cached = self.tokens.get(located, now)
-        if cached is not None and cached.rule in rules:
-            return cached  # type: ignore[no-any-return]
+    async def _verify(
+        self, located: tuple[str, str], rules: tuple[CompiledJwtRule, ...], now: float
+    ) -> _Verified:
+        """Verify a token not in the cache (or cached for a rule of another workload), and
+        cache it."""
         token, header_name = located
         header, iss = unverified_issuer(token)
         for rule in rules:
