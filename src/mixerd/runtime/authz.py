@@ -65,6 +65,7 @@ __all__ = [
     "field_predicate",
     "labels_reader",
     "pattern_matcher",
+    "request_headers",
 ]
 
 _CACHE_SIZE: Final = 4096
@@ -81,7 +82,7 @@ each once (:meth:`Request.values`) however many policies compare it."""
 class Request:
     """The request as policies read it: the attribute bag, and the verified JWT's claims."""
 
-    __slots__ = ("auth", "bag", "claims", "memo", "token_memo")
+    __slots__ = ("auth", "bag", "claims", "headers", "memo", "token_memo")
 
     def __init__(
         self,
@@ -89,8 +90,12 @@ class Request:
         claims: Mapping[str, Any] | None = None,
         auth: Mapping[str, Any] | None = None,
         token_memo: dict[Any, tuple[Any, ...]] | None = None,
+        headers: Any = MISSING,
     ) -> None:
         self.bag = bag
+        self.headers = headers
+        """``request.headers`` of ``bag`` when the caller has read it already (a mapping or
+        None), else MISSING (read on first use, :func:`request_headers`)."""
         self.claims = claims
         self.auth = auth
         """The verified token's ``request.auth.*`` attributes (else they are read from the bag,
@@ -364,13 +369,31 @@ def _header(name: str) -> Reader:
     name = name.lower()
 
     def read(req: Request) -> tuple[str, ...]:
-        headers = req.bag.get("request.headers", MISSING)
-        if isinstance(headers, Mapping):
-            value = headers.get(name)
-            return (value,) if isinstance(value, str) else ("",)
-        return ("",)
+        headers = req.headers
+        if headers is MISSING:
+            headers = req.headers = request_headers(req.bag)
+        if headers is None:
+            return ("",)
+        value = headers.get(name)
+        return (value,) if value.__class__ is str or isinstance(value, str) else ("",)
 
     return read
+
+
+_MAPPING_CLASSES: Final[dict[type, bool]] = {dict: True}
+
+
+def request_headers(bag: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """``request.headers`` of ``bag`` when it is a mapping, else None (whether a class is a
+    mapping is found once per class, not by an abstract-class check per request)."""
+    headers = bag.get("request.headers")
+    if headers is None:
+        return None
+    cls = headers.__class__
+    ok = _MAPPING_CLASSES.get(cls)
+    if ok is None:
+        ok = _MAPPING_CLASSES[cls] = issubclass(cls, Mapping)
+    return headers if ok else None
 
 
 _READERS: Final[Mapping[str, Reader]] = {

@@ -40,7 +40,9 @@ from mixerd.runtime.authn import (
     TokenCache,
     UnknownKeyError,
     auth_attributes,
+    find_token,
     parse_jwks,
+    token_locations,
     unverified_issuer,
     upstream_headers,
     verify_token,
@@ -52,6 +54,7 @@ from mixerd.runtime.authz import (
     Request,
     Workload,
     compile_policies,
+    request_headers,
 )
 from mixerd.runtime.jwks import JwksFetcher
 from mixerd.runtime.rbac import compile_rbac
@@ -137,42 +140,7 @@ class _Scope:
         self.enforced = enforced
         self.dry = dry
         self.empty = not rules and enforced is None and dry is None
-        locations: dict[tuple[str, str, int, bool], None] = {}
-        for r in rules:
-            locations.update(((name, prefix.lower(), len(prefix), False), None) for name, prefix in r.headers)
-            locations.update(((p, "", 0, True), None) for p in r.params)
-        self.locations = tuple(locations)
-        """Where the rules' tokens may be, in the rules' order without repeats (a repeated
-        location finds what its first use found): ``(header name, lower-case prefix, its length,
-        False)`` or ``(query parameter, "", 0, True)``."""
-
-    def find_token(self, bag: Mapping[str, Any]) -> tuple[str, str] | None:
-        """The first token in a location of the rules: ``(token, header name or "")`` (as
-        :func:`mixerd.runtime.authn.find_token`, with the locations found once)."""
-        headers = bag.get("request.headers")
-        if not isinstance(headers, Mapping):
-            headers = None
-        params: Any = MISSING
-        for name, prefix, n, param in self.locations:
-            if param:
-                if params is MISSING:
-                    params = bag.get("request.query_params")
-                value = params.get(name) if isinstance(params, Mapping) else None
-                if isinstance(value, str) and value:
-                    return value, ""
-                continue
-            if headers is None:
-                continue
-            value = headers.get(name)
-            if value and isinstance(value, str):
-                if n:
-                    if value[:n].lower() != prefix:
-                        continue
-                    value = value[n:]
-                value = value.strip()
-                if value:
-                    return value, name
-        return None
+        self.locations = token_locations(rules)
 
 
 class _Counters:
@@ -243,6 +211,7 @@ class SecurityTable:
         self._label_keys: dict[str, tuple[str, ...]] = {}
         self._scopes: dict[Any, _Scope] = {}
         self._count = _Counters(decisions)
+        self._upstream_ops: dict[tuple[HeaderOp, ...], tuple[HeaderOp, ...]] = {}
         self._would_deny = logger_warning or RateLimitedWarning(clock)
 
     def _scope(self, ns: str, bag: Mapping[str, Any]) -> _Scope:
@@ -292,10 +261,12 @@ class SecurityTable:
         claims: Mapping[str, Any] | None = None
         auth: Mapping[str, Any] | None = None
         memo: dict[Any, tuple[Any, ...]] | None = None
-        request_headers: tuple[HeaderOp, ...] = ()
+        upstream: tuple[HeaderOp, ...] = ()
+        headers: Any = MISSING
         if rules:
+            headers = request_headers(bag)
             try:
-                located = scope.find_token(bag)
+                located = find_token(bag, headers, scope.locations)
                 if located is None:
                     found = None
                 else:
@@ -317,9 +288,9 @@ class SecurityTable:
                 if self.overlay:
                     bag = _AuthBag(bag, auth)
                 claims = found.auth.claims
-                request_headers = found.request_headers
+                upstream = found.request_headers
                 memo = found.memo
-        req = Request(bag, claims, auth, memo)
+        req = Request(bag, claims, auth, memo, headers)
         if enforced is not None:
             decision = enforced.decide(req)
             self._count.decision(decision, False)
@@ -345,9 +316,9 @@ class SecurityTable:
                     bag,
                     policy=shadow.policy,
                     handler="authz (dry run: would deny)",
-                    request_headers=request_headers,
+                    request_headers=upstream,
                 )
-        return SecurityVerdict(bag, request_headers=request_headers)
+        return SecurityVerdict(bag, request_headers=upstream)
 
     async def _verify(
         self, located: tuple[str, str], rules: tuple[CompiledJwtRule, ...], now: float
@@ -369,9 +340,11 @@ class SecurityTable:
                 if fresh is None or fresh is keys:
                     raise
                 auth = verify_token(token, header, rule.rule, fresh, now)
-            verified = _Verified(
-                auth, rule, auth_attributes(auth), upstream_headers(rule.rule, auth, header_name)
-            )
+            ops = upstream_headers(rule.rule, auth, header_name)
+            # Tokens whose operations are alike (the token header removed, no claim copied)
+            # share one tuple, and so the directive and answer made from it downstream.
+            ops = self._upstream_ops.setdefault(ops, ops) if len(self._upstream_ops) < 4096 else ops
+            verified = _Verified(auth, rule, auth_attributes(auth), ops)
             self.tokens.put(located, verified, auth.expires, now)
             return verified
         raise AuthnError("issuer not allowed")
