@@ -41,6 +41,14 @@ def test_policy_table(case: dict[str, Any]) -> None:
     workload = index.workload(bag.get("destination.namespace", ""), bag.get("destination.labels"))
     for _ in range(2):
         assert workload.decide(Request(bag, case.get("claims"))) == decision
+    claims = case.get("claims")
+    if claims is not None:
+        # As with a token mixerd verified: its request.auth.* attributes given apart from the
+        # bag, and what the policies read from it kept in the token's memo.
+        auth = {k: v for k, v in bag.items() if k.startswith("request.auth.")}
+        memo: dict[Any, Any] = {}
+        for _ in range(2):
+            assert workload.decide(Request(bag, claims, auth, memo)) == decision
 
 
 def test_index_caches_per_workload_and_reads_only_selector_keys() -> None:

@@ -78,8 +78,9 @@ class SecurityVerdict:
     """The gate's answer (read-only; not frozen only because one is made per request and a
     frozen dataclass costs more to build)."""
 
-    bag: Mapping[str, Any]
-    """The request's attributes, with ``request.auth.*`` of a verified token."""
+    bag: Mapping[str, Any] = field(repr=False)  # it holds the token
+    """The request's attributes, with ``request.auth.*`` of a verified token (when the config's
+    rules read them)."""
     code: int = Code.OK
     message: str = ""
     policy: str = ""
