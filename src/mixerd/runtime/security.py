@@ -145,12 +145,12 @@ class _Scope:
 
 
 class _Counters:
-    __slots__ = ("_by_decision", "_children", "_family")
+    __slots__ = ("_children", "_family", "by_decision")
 
     def __init__(self, family: Any) -> None:
         self._family = family
         self._children: dict[tuple[str, str, str], Any] = {}
-        self._by_decision: dict[int, tuple[AuthzDecision, tuple[Any, ...]]] = {}
+        self.by_decision: dict[int, tuple[AuthzDecision, tuple[Any, ...]]] = {}
 
     def inc(self, policy: str, action: str, dry_run: bool) -> None:
         key = (policy, action, "true" if dry_run else "false")
@@ -161,7 +161,7 @@ class _Counters:
 
     def decision(self, d: AuthzDecision, dry_run: bool) -> None:
         """Count a (cached, so long-lived) decision: its counters are found once per decision."""
-        children = self._by_decision.get(id(d))
+        children = self.by_decision.get(id(d))
         if children is not None and children[0] is d:
             for c in children[1]:
                 c.inc()
@@ -169,9 +169,9 @@ class _Counters:
         found = [self._child(a, "audit", dry_run) for a in d.audits]
         if d.action:
             found.append(self._child(d.policy, "allow" if d.allowed else "deny", dry_run))
-        if len(self._by_decision) >= 8192:
-            self._by_decision.clear()
-        self._by_decision[id(d)] = (d, tuple(found))
+        if len(self.by_decision) >= 8192:
+            self.by_decision.clear()
+        self.by_decision[id(d)] = (d, tuple(found))
         for c in found:
             c.inc()
 
@@ -294,7 +294,12 @@ class SecurityTable:
         req = Request(bag, claims, auth, memo, headers)
         if enforced is not None:
             decision = enforced.decide(req)
-            self._count.decision(decision, False)
+            counted = self._count.by_decision.get(id(decision))  # the common case, inline
+            if counted is not None and counted[0] is decision:
+                for c in counted[1]:
+                    c.inc()
+            else:
+                self._count.decision(decision, False)
             if not decision.allowed:
                 return SecurityVerdict(
                     bag,
