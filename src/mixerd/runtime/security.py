@@ -6,9 +6,11 @@ known) and before the rules; every front-end that checks (ext_authz gRPC and HTT
 Check) goes through it. A config without security resources has no gate at all.
 
 1. **Authentication**: the RequestAuthentication rules of the destination workload
-   (:mod:`mixerd.runtime.authn`). A valid token adds Istio's ``request.auth.*`` attributes, which
-   the policies, the rules, their instances, quotas and the console then see, and its header
-   operations for the upstream. An invalid token answers UNAUTHENTICATED (HTTP 401 with
+   (:mod:`mixerd.runtime.authn`). A valid token gives Istio's ``request.auth.*`` attributes,
+   which the policies read from the token and the rules, their instances, header operations and
+   quotas see when the config mentions them (:func:`rules_read_auth`), and its header operations
+   for the upstream. A verified token is cached (:class:`~mixerd.runtime.authn.TokenCache`) with
+   what the policies of each workload read from it. An invalid token answers UNAUTHENTICATED (HTTP 401 with
    ``WWW-Authenticate``). With Istio 1.4 sidecars (Mixer v1 Check) the proxy has verified the
    token already and sends ``request.auth.*`` itself; a token mixerd verifies replaces them.
 2. **Authorization**: the enforced policies of the workload (:mod:`mixerd.runtime.authz`); a
