@@ -59,3 +59,18 @@ def test_index_caches_per_workload_and_reads_only_selector_keys() -> None:
     assert index.applicable("foo", {"app": "web", "pod-template-hash": "def"}) is web
     assert [p.name for p in index.applicable("foo", {"app": "db"})] == ["foo/deny-admin"]
     assert index.applicable("bar", None) == ()
+
+
+def test_as_mapping_tells_mappings_from_other_values_by_class() -> None:
+    from types import MappingProxyType
+
+    from mixerd.runtime.authz import as_mapping, request_headers
+
+    for _ in range(2):  # the second time from what the first found per class
+        assert as_mapping({"a": "1"}) == {"a": "1"}
+        assert as_mapping(MappingProxyType({"a": "1"})) == {"a": "1"}
+        assert as_mapping("a=1") is None
+        assert as_mapping(None) is None
+    assert request_headers({"request.headers": {"x": "y"}}) == {"x": "y"}
+    assert request_headers({"request.headers": ["x"]}) is None
+    assert request_headers({}) is None

@@ -405,20 +405,20 @@ class TokenCache:
     """Verified tokens -> what their verification gave, bounded (the oldest verified goes first)
     and expiring with the token (or after ``max_age`` seconds for a token without ``exp``)."""
 
-    __slots__ = ("_entries", "max_age", "size")
+    __slots__ = ("entries", "max_age", "size")
 
     def __init__(self, size: int = 10_000, max_age: float = 300.0) -> None:
         self.size = size
         self.max_age = max_age
-        self._entries: dict[Any, tuple[Any, float]] = {}
+        self.entries: dict[Any, tuple[Any, float]] = {}
 
     def get(self, key: Any, now: float) -> Any:
-        hit = self._entries.get(key)
+        hit = self.entries.get(key)
         if hit is None:
             return None
         value, until = hit
         if now > until:
-            del self._entries[key]
+            del self.entries[key]
             return None
         return value
 
@@ -426,6 +426,6 @@ class TokenCache:
         until = now + self.max_age
         if expires is not None:
             until = min(until, expires + DEFAULT_LEEWAY)
-        if len(self._entries) >= self.size:
-            del self._entries[next(iter(self._entries))]
-        self._entries[key] = (value, until)
+        if len(self.entries) >= self.size:
+            del self.entries[next(iter(self.entries))]
+        self.entries[key] = (value, until)

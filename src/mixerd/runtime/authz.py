@@ -51,12 +51,14 @@ from mixerd.config.security import (
 )
 
 __all__ = [
+    "MAPPING_CLASSES",
     "AuthzDecision",
     "CompiledPolicy",
     "PolicyIndex",
     "Reader",
     "Request",
     "Workload",
+    "as_mapping",
     "compile_policies",
     "compile_policy",
     "compile_rule",
@@ -380,20 +382,28 @@ def _header(name: str) -> Reader:
     return read
 
 
-_MAPPING_CLASSES: Final[dict[type, bool]] = {dict: True}
+MAPPING_CLASSES: Final[set[type]] = {dict}
+"""Classes known to be mappings (found once per class by :func:`as_mapping`)."""
+_OTHER_CLASSES: Final[set[type]] = set()
+
+
+def as_mapping(value: Any) -> Mapping[str, Any] | None:
+    """``value`` when it is a mapping, else None; whether a class is a mapping is found once
+    per class, not by an abstract-class check per request."""
+    if value is None:
+        return None
+    cls = value.__class__
+    if cls in MAPPING_CLASSES:
+        return value  # type: ignore[no-any-return]
+    if cls in _OTHER_CLASSES:
+        return None
+    (MAPPING_CLASSES if issubclass(cls, Mapping) else _OTHER_CLASSES).add(cls)
+    return as_mapping(value)
 
 
 def request_headers(bag: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    """``request.headers`` of ``bag`` when it is a mapping, else None (whether a class is a
-    mapping is found once per class, not by an abstract-class check per request)."""
-    headers = bag.get("request.headers")
-    if headers is None:
-        return None
-    cls = headers.__class__
-    ok = _MAPPING_CLASSES.get(cls)
-    if ok is None:
-        ok = _MAPPING_CLASSES[cls] = issubclass(cls, Mapping)
-    return headers if ok else None
+    """``request.headers`` of ``bag`` when it is a mapping, else None."""
+    return as_mapping(bag.get("request.headers"))
 
 
 _READERS: Final[Mapping[str, Reader]] = {

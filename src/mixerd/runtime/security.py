@@ -50,13 +50,14 @@ from mixerd.runtime.authn import (
     verify_token,
 )
 from mixerd.runtime.authz import (
+    MAPPING_CLASSES,
     AuthzDecision,
     CompiledPolicy,
     PolicyIndex,
     Request,
     Workload,
+    as_mapping,
     compile_policies,
-    request_headers,
 )
 from mixerd.runtime.jwks import JwksFetcher
 from mixerd.runtime.rbac import compile_rbac
@@ -267,14 +268,17 @@ class SecurityTable:
         upstream: tuple[HeaderOp, ...] = ()
         headers: Any = MISSING
         if rules:
-            headers = request_headers(bag)
+            headers = bag.get("request.headers")
+            if headers is not None and headers.__class__ not in MAPPING_CLASSES:
+                headers = as_mapping(headers)
             try:
                 located = find_token(bag, headers, scope.locations)
                 if located is None:
                     found = None
                 else:
                     now = self.wall()
-                    found = self.tokens.get(located, now)
+                    hit = self.tokens.entries.get(located)  # a fresh hit inline, else the cache's get
+                    found = hit[0] if hit is not None and now <= hit[1] else self.tokens.get(located, now)
                     if found is None or found.rule not in rules:
                         found = await self._verify(located, rules, now)
             except AuthnError as exc:
