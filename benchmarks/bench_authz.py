@@ -13,6 +13,11 @@ Every request carries the same headers, a JWT among them (one of ``--tokens`` to
 verification is cached per token after the first use). Rounds alternate A and B; the figure is
 the median CPU time per check of each and their ratio (goal: B/A <= 1.3).
 
+Next to them, (O): the same Check decided by an ``opa`` rule instead of the listchecker (a Rego
+policy over the user, method and path), measured in the same alternating rounds: as deployed
+(its answers come from the decision cache after the first) and with the decision cache off (the
+Rego policy evaluated on every check).
+
 Usage: .venv/bin/python benchmarks/bench_authz.py [--checks 4000] [--rounds 5] [--tokens 20]
 """
 
@@ -35,6 +40,7 @@ from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2  # no
 from mixerd.api.ext_authz import ExtAuthzService  # noqa: E402
 from mixerd.config import MemoryStore, parse_text  # noqa: E402
 from mixerd.runtime import Runtime  # noqa: E402
+from mixerd.runtime.checkcache import DEFAULT_CACHE_ENTRIES  # noqa: E402
 from tests.support.jwt_issuer import Issuer  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -60,6 +66,46 @@ kind: rule
 metadata: {name: allowed-users, namespace: istio-system}
 spec:
   actions: [{handler: allowed-users, instances: [user]}]
+"""
+
+
+OPA_POLICY = """
+apiVersion: config.istio.io/v1alpha2
+kind: handler
+metadata: {name: opa-users, namespace: istio-system}
+spec:
+  compiledAdapter: opa
+  params:
+    checkMethod: data.mixerauthz.allow
+    failClose: true
+    policy:
+    - |
+      package mixerauthz
+      users = ["alice", "bob", "carol", "dave"]
+      default allow = false
+      allow {
+        input.subject.user == users[_]
+        input.action.method == "GET"
+        startswith(input.action.path, "/orders")
+      }
+---
+apiVersion: config.istio.io/v1alpha2
+kind: instance
+metadata: {name: authz, namespace: istio-system}
+spec:
+  compiledTemplate: authorization
+  params:
+    subject: {user: 'request.headers["x-user"] | ""'}
+    action:
+      namespace: destination.namespace | ""
+      method: request.method | ""
+      path: request.path | ""
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: opa, namespace: istio-system}
+spec:
+  actions: [{handler: opa-users, instances: [authz]}]
 """
 
 
@@ -143,10 +189,12 @@ def request(token: str) -> Any:
     return external_auth_pb2.CheckRequest(attributes=ctx)
 
 
-async def start(text: str) -> tuple[Runtime, ExtAuthzService]:
+async def start(text: str, *, cache: bool = True) -> tuple[Runtime, ExtAuthzService]:
     parsed = parse_text(text)
     assert not parsed.errors, parsed.errors
-    runtime = Runtime(MemoryStore(parsed.resources))
+    runtime = Runtime(
+        MemoryStore(parsed.resources), check_cache_entries=DEFAULT_CACHE_ENTRIES if cache else 0
+    )
     await runtime.start()
     errors = runtime.status.errors
     assert not errors, errors
@@ -170,21 +218,37 @@ async def main(args: argparse.Namespace) -> int:
     requests = [request(t) for t in tokens]
     plain_rt, plain = await start(LIST_POLICY)
     authz_rt, authz = await start(LIST_POLICY + "\n---\n" + security_policy(issuer))
+    opa_rt, opa = await start(OPA_POLICY)
+    rego_rt, rego = await start(OPA_POLICY, cache=False)
     try:
         await run(plain, requests, 500)  # warm up (and fill the token cache of B)
         await run(authz, requests, 500)
+        await run(opa, requests, 500)
+        await run(rego, requests, 500)
         a_times: list[float] = []
         b_times: list[float] = []
+        o_times: list[float] = []
+        r_times: list[float] = []
         for _ in range(args.rounds):
             a_times.append(await run(plain, requests, args.checks))
             b_times.append(await run(authz, requests, args.checks))
+            o_times.append(await run(opa, requests, args.checks))
+            r_times.append(await run(rego, requests, args.checks))
         a = statistics.median(a_times)
         b = statistics.median(b_times)
+        o = statistics.median(o_times)
+        r = statistics.median(r_times)
         print(f"checks per round: {args.checks}, rounds: {args.rounds}, distinct tokens: {args.tokens}")
         print(f"(A) listchecker Check:                       {a * 1e6:7.1f} us CPU per check (median)")
         print(f"(B) + JWT + 50 AuthorizationPolicies:        {b * 1e6:7.1f} us CPU per check (median)")
         rounds = ", ".join(f"{y / x:.2f}" for x, y in zip(a_times, b_times, strict=True))
         print(f"B/A: {b / a:.2f} (rounds: {rounds}); goal <= 1.3")
+        print(f"(O) opa Check (Rego, same request):          {o * 1e6:7.1f} us CPU per check (median)")
+        o_rounds = ", ".join(f"{y / x:.2f}" for x, y in zip(a_times, o_times, strict=True))
+        print(f"O/A: {o / a:.2f} (rounds: {o_rounds})")
+        print(f"(O) opa Check, no decision cache:           {r * 1e6:7.1f} us CPU per check (median)")
+        r_rounds = ", ".join(f"{y / x:.2f}" for x, y in zip(a_times, r_times, strict=True))
+        print(f"O (no cache)/A: {r / a:.2f} (rounds: {r_rounds})")
         summary_row(
             "issue 12: Check with JWT + 50 AuthorizationPolicies / listchecker",
             f"{b / a:.2f}",
@@ -201,6 +265,8 @@ async def main(args: argparse.Namespace) -> int:
     finally:
         await plain_rt.close()
         await authz_rt.close()
+        await opa_rt.close()
+        await rego_rt.close()
     return 0
 
 

@@ -41,6 +41,14 @@ def test_policy_table(case: dict[str, Any]) -> None:
     workload = index.workload(bag.get("destination.namespace", ""), bag.get("destination.labels"))
     for _ in range(2):
         assert workload.decide(Request(bag, case.get("claims"))) == decision
+    claims = case.get("claims")
+    if claims is not None:
+        # As with a token mixerd verified: its request.auth.* attributes given apart from the
+        # bag, and what the policies read from it kept in the token's memo.
+        auth = {k: v for k, v in bag.items() if k.startswith("request.auth.")}
+        memo: dict[Any, Any] = {}
+        for _ in range(2):
+            assert workload.decide(Request(bag, claims, auth, memo)) == decision
 
 
 def test_index_caches_per_workload_and_reads_only_selector_keys() -> None:
@@ -51,3 +59,18 @@ def test_index_caches_per_workload_and_reads_only_selector_keys() -> None:
     assert index.applicable("foo", {"app": "web", "pod-template-hash": "def"}) is web
     assert [p.name for p in index.applicable("foo", {"app": "db"})] == ["foo/deny-admin"]
     assert index.applicable("bar", None) == ()
+
+
+def test_as_mapping_tells_mappings_from_other_values_by_class() -> None:
+    from types import MappingProxyType
+
+    from mixerd.runtime.authz import as_mapping, request_headers
+
+    for _ in range(2):  # the second time from what the first found per class
+        assert as_mapping({"a": "1"}) == {"a": "1"}
+        assert as_mapping(MappingProxyType({"a": "1"})) == {"a": "1"}
+        assert as_mapping("a=1") is None
+        assert as_mapping(None) is None
+    assert request_headers({"request.headers": {"x": "y"}}) == {"x": "y"}
+    assert request_headers({"request.headers": ["x"]}) is None
+    assert request_headers({}) is None

@@ -56,13 +56,22 @@ class FakeFetcher:
         return self.keys
 
 
-def gate(rule: dict[str, Any], fetcher: Any, extra: list[dict[str, Any]] = ()) -> SecurityTable:  # type: ignore[assignment]
+def gate(
+    rule: dict[str, Any],
+    fetcher: Any,
+    extra: list[dict[str, Any]] = (),  # type: ignore[assignment]
+    *,
+    more_rules: list[dict[str, Any]] = (),  # type: ignore[assignment]
+    reads_auth: bool = True,
+) -> SecurityTable:
     docs = [
         {
             "apiVersion": "security.istio.io/v1beta1",
             "kind": "RequestAuthentication",
             "metadata": {"name": "jwt", "namespace": "foo"},
-            "spec": {"jwtRules": [{"jwksUri": "http://127.0.0.1:1/jwks.json", **rule}]},
+            "spec": {
+                "jwtRules": [{"jwksUri": "http://127.0.0.1:1/jwks.json", **r} for r in (rule, *more_rules)]
+            },
         },
         *extra,
     ]
@@ -77,6 +86,7 @@ def gate(rule: dict[str, Any], fetcher: Any, extra: list[dict[str, Any]] = ()) -
         decisions=metrics.counter("mixerd_authz_decisions", "x", ["policy", "action", "dry_run"]),
         jwks=fetcher,
         wall=lambda: NOW,
+        reads_auth=reads_auth,
     )
     assert not problems and table is not None
     return table
@@ -235,3 +245,61 @@ def test_the_rules_bag_gets_the_token_attributes_only_when_the_config_reads_them
 
     assert rules_read_auth(snapshot('request.auth.principal == "x"'))
     assert not rules_read_auth(snapshot('request.method == "DELETE"'))
+
+
+def _claims(issuer: Issuer, sub: str, **extra: Any) -> dict[str, Any]:
+    return {"iss": issuer.issuer, "sub": sub, "exp": int(NOW + 60), **extra}
+
+
+async def test_policies_read_the_token_when_the_rules_bag_does_not_get_its_attributes(issuer: Issuer) -> None:
+    only_admins = {
+        "apiVersion": "security.istio.io/v1beta1",
+        "kind": "AuthorizationPolicy",
+        "metadata": {"name": "admins", "namespace": "foo"},
+        "spec": {
+            "rules": [
+                {
+                    "from": [{"source": {"requestPrincipals": [f"{issuer.issuer}/*"]}}],
+                    "when": [{"key": "request.auth.claims[role]", "values": ["admin"]}],
+                }
+            ]
+        },
+    }
+    fake = FakeKeys(parse_jwks(issuer.jwks()), None)
+    for reads_auth in (False, True):
+        table = gate({"issuer": issuer.issuer}, FakeFetcher(fake), [only_admins], reads_auth=reads_auth)
+        admin = issuer.mint(_claims(issuer, "ann", role="admin"))
+        viewer = issuer.mint(_claims(issuer, "vic", role="viewer"))
+        # Each token twice (verified, then cached), alternating: the same request but for its
+        # token is decided by that token's claims every time.
+        for _ in range(2):
+            for token, code in ((admin, Code.OK), (viewer, Code.PERMISSION_DENIED)):
+                verdict = await table.check(bag(token))
+                assert verdict is not None and verdict.code == code, verdict
+                principal = verdict.bag.get("request.auth.principal")
+                if reads_auth:
+                    assert principal == f"{issuer.issuer}/{'ann' if token is admin else 'vic'}"
+                else:
+                    assert principal is None
+        assert (await table.check(bag(None))).code == Code.PERMISSION_DENIED  # type: ignore[union-attr]
+
+
+async def test_token_locations_are_tried_in_the_rules_order(issuer: Issuer) -> None:
+    other = Issuer("https://other.test")
+    keys = parse_jwks(json.dumps({"keys": [issuer.jwk("rsa1"), {**other.jwk("ec"), "kid": "other"}]}))
+    table = gate(
+        {"issuer": other.issuer, "fromParams": ["tok"]},
+        FakeFetcher(FakeKeys(keys, None)),
+        more_rules=[{"issuer": issuer.issuer}],
+    )
+    by_param = other.mint(_claims(other, "p"), "ec", kid="other")
+    by_header = issuer.mint(_claims(issuer, "h"))
+    request = {**bag(by_header), "request.query_params": {"tok": by_param}}
+    verdict = await table.check(request)
+    assert verdict is not None and verdict.code == Code.OK, verdict
+    # The first rule's parameter comes before the second rule's header.
+    assert verdict.bag.get("request.auth.principal") == f"{other.issuer}/p"
+    assert verdict.request_headers == ()  # a parameter token: no header to remove
+    verdict = await table.check(bag(by_header))
+    assert verdict is not None and verdict.bag.get("request.auth.principal") == f"{issuer.issuer}/h"
+    assert [(n, a.name) for n, _, a in verdict.request_headers] == [("authorization", "REMOVE")]

@@ -58,6 +58,7 @@ __all__ = [
     "auth_attributes",
     "find_token",
     "parse_jwks",
+    "token_locations",
     "upstream_headers",
     "verify_token",
 ]
@@ -199,29 +200,46 @@ class Authenticated:
     """``exp`` (seconds since the epoch), when the token has one."""
 
 
-def find_token(bag: Mapping[str, Any], rules: Sequence[CompiledJwtRule]) -> tuple[str, str, str] | None:
-    """The first token in a location of ``rules``: ``(token, header name or "", param or "")``."""
-    headers = bag.get("request.headers", MISSING)
-    params = None
+TokenLocation = tuple[str, str, int, bool]
+"""Where a token may be: ``(header name, lower-case prefix, its length, False)`` or
+``(query parameter, "", 0, True)``."""
+
+
+def token_locations(rules: Sequence[CompiledJwtRule]) -> tuple[TokenLocation, ...]:
+    """The token locations of ``rules`` in their order, without repeats (a repeated location
+    finds what its first use found); computed once per workload."""
+    found: dict[TokenLocation, None] = {}
     for r in rules:
-        if isinstance(headers, Mapping):
-            for name, prefix in r.headers:
-                value = headers.get(name)
-                if isinstance(value, str) and value:
-                    if prefix:
-                        if value[: len(prefix)].lower() != prefix.lower():
-                            continue
-                        value = value[len(prefix) :]
-                    value = value.strip()
-                    if value:
-                        return value, name, ""
-        for p in r.params:
-            if params is None:
-                params = bag.get("request.query_params", MISSING)
-            if isinstance(params, Mapping):
-                value = params.get(p)
-                if isinstance(value, str) and value:
-                    return value, "", p
+        found.update(((name, prefix.lower(), len(prefix), False), None) for name, prefix in r.headers)
+        found.update(((p, "", 0, True), None) for p in r.params)
+    return tuple(found)
+
+
+def find_token(
+    bag: Mapping[str, Any], headers: Mapping[str, Any] | None, locations: Sequence[TokenLocation]
+) -> tuple[str, str] | None:
+    """The first token in one of ``locations`` (:func:`token_locations`): ``(token, header name
+    or "")``. ``headers`` is the bag's ``request.headers`` when it is a mapping, else None."""
+    params: Any = MISSING
+    for name, prefix, n, param in locations:
+        if param:
+            if params is MISSING:
+                params = bag.get("request.query_params")
+            value = params.get(name) if isinstance(params, Mapping) else None
+            if isinstance(value, str) and value:
+                return value, ""
+            continue
+        if headers is None:
+            continue
+        value = headers.get(name)
+        if value and isinstance(value, str):
+            if n:
+                if value[:n].lower() != prefix:
+                    continue
+                value = value[n:]
+            value = value.strip()
+            if value:
+                return value, name
     return None
 
 
@@ -387,20 +405,20 @@ class TokenCache:
     """Verified tokens -> what their verification gave, bounded (the oldest verified goes first)
     and expiring with the token (or after ``max_age`` seconds for a token without ``exp``)."""
 
-    __slots__ = ("_entries", "max_age", "size")
+    __slots__ = ("entries", "max_age", "size")
 
     def __init__(self, size: int = 10_000, max_age: float = 300.0) -> None:
         self.size = size
         self.max_age = max_age
-        self._entries: dict[Any, tuple[Any, float]] = {}
+        self.entries: dict[Any, tuple[Any, float]] = {}
 
     def get(self, key: Any, now: float) -> Any:
-        hit = self._entries.get(key)
+        hit = self.entries.get(key)
         if hit is None:
             return None
         value, until = hit
         if now > until:
-            del self._entries[key]
+            del self.entries[key]
             return None
         return value
 
@@ -408,6 +426,6 @@ class TokenCache:
         until = now + self.max_age
         if expires is not None:
             until = min(until, expires + DEFAULT_LEEWAY)
-        if len(self._entries) >= self.size:
-            del self._entries[next(iter(self._entries))]
-        self._entries[key] = (value, until)
+        if len(self.entries) >= self.size:
+            del self.entries[next(iter(self.entries))]
+        self.entries[key] = (value, until)

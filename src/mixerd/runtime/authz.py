@@ -51,12 +51,14 @@ from mixerd.config.security import (
 )
 
 __all__ = [
+    "MAPPING_CLASSES",
     "AuthzDecision",
     "CompiledPolicy",
     "PolicyIndex",
     "Reader",
     "Request",
     "Workload",
+    "as_mapping",
     "compile_policies",
     "compile_policy",
     "compile_rule",
@@ -65,6 +67,7 @@ __all__ = [
     "field_predicate",
     "labels_reader",
     "pattern_matcher",
+    "request_headers",
 ]
 
 _CACHE_SIZE: Final = 4096
@@ -81,20 +84,29 @@ each once (:meth:`Request.values`) however many policies compare it."""
 class Request:
     """The request as policies read it: the attribute bag, and the verified JWT's claims."""
 
-    __slots__ = ("auth", "bag", "claims", "memo")
+    __slots__ = ("auth", "bag", "claims", "headers", "memo", "token_memo")
 
     def __init__(
         self,
         bag: Mapping[str, Any],
         claims: Mapping[str, Any] | None = None,
         auth: Mapping[str, Any] | None = None,
+        token_memo: dict[Any, tuple[Any, ...]] | None = None,
+        headers: Any = MISSING,
     ) -> None:
         self.bag = bag
+        self.headers = headers
+        """``request.headers`` of ``bag`` when the caller has read it already (a mapping or
+        None), else MISSING (read on first use, :func:`request_headers`)."""
         self.claims = claims
         self.auth = auth
         """The verified token's ``request.auth.*`` attributes (else they are read from the bag,
         as a Mixer v1 proxy sends them)."""
         self.memo: dict[Reader, tuple[Any, ...]] = {}
+        self.token_memo = token_memo if claims is not None and auth is not None else None
+        """A verified token's own memo (kept with the token while it is cached): what the
+        policies of a workload read from the token's claims, found once per token and workload
+        (:meth:`Workload.decide`). Used only with both ``claims`` and ``auth``."""
 
     def values(self, reader: Reader) -> tuple[Any, ...]:
         found = self.memo.get(reader)
@@ -103,8 +115,10 @@ class Request:
         return found
 
     def text(self, name: str) -> str:
-        value = self.bag.get(name, MISSING)
-        if value is MISSING or value is None:
+        value = self.bag.get(name)
+        if value.__class__ is str:
+            return value
+        if value is None or value is MISSING:
             return ""
         return value if isinstance(value, str) else str(value)
 
@@ -141,6 +155,16 @@ def pattern_matcher(patterns: Sequence[str], *, lower: bool = False) -> Callable
         return anything or (bool(pre) and value.startswith(pre)) or (bool(suf) and value.endswith(suf))
 
     return match
+
+
+_TOKEN_READERS: Final[set[Reader]] = set()
+"""Readers that, for a request with a token mixerd verified (``Request.claims`` and
+``Request.auth`` set), read only that token: their values are a function of the token."""
+
+
+def _token_reader(reader: Reader) -> Reader:
+    _TOKEN_READERS.add(reader)
+    return reader
 
 
 _collecting: list[set[Reader]] = []
@@ -247,6 +271,9 @@ def labels_reader(attribute: str, key: str) -> Reader:
 @functools.cache
 def _one(name: str) -> Reader:
     def read(req: Request) -> tuple[str, ...]:
+        value = req.bag.get(name)
+        if value.__class__ is str:
+            return (value,)
         return (req.text(name),)
 
     return read
@@ -260,7 +287,7 @@ def _auth_attribute(name: str) -> Reader:
             return (value if isinstance(value, str) else "",)
         return (req.text(name),)
 
-    return read
+    return _token_reader(read)
 
 
 @functools.cache
@@ -282,20 +309,25 @@ def _source_namespace(req: Request) -> tuple[str, ...]:
 
 
 def _hosts(req: Request) -> tuple[str, ...]:
-    host = req.text("request.host")
-    if not host:
-        return ("",)
+    host = req.bag.get("request.host")
+    if host.__class__ is not str:
+        host = req.text("request.host")
+    if ":" not in host:
+        return (host,)
     bare = host.rsplit(":", 1)[0] if host.count(":") == 1 or (host.startswith("[") and "]:" in host) else host
     return (host,) if bare == host else (host, bare)
 
 
 def _path(req: Request) -> tuple[str, ...]:
-    path = req.text("request.url_path")
+    path = req.bag.get("request.url_path")
+    if path.__class__ is not str:
+        path = req.text("request.url_path")
     if not path:
         path = req.text("request.path").split("?", 1)[0].split("#", 1)[0]
     return (path,)
 
 
+@_token_reader
 def _audiences(req: Request) -> tuple[str, ...]:
     if req.claims is not None:
         return _claim_values(req.claims.get("aud"))
@@ -331,7 +363,7 @@ def _claim(path: tuple[str, ...]) -> Reader:
             node = node.get(part) if isinstance(node, Mapping) else None
         return _claim_values(node)
 
-    return read
+    return _token_reader(read)
 
 
 @functools.cache
@@ -339,13 +371,39 @@ def _header(name: str) -> Reader:
     name = name.lower()
 
     def read(req: Request) -> tuple[str, ...]:
-        headers = req.bag.get("request.headers", MISSING)
-        if isinstance(headers, Mapping):
-            value = headers.get(name)
-            return (value,) if isinstance(value, str) else ("",)
-        return ("",)
+        headers = req.headers
+        if headers is MISSING:
+            headers = req.headers = request_headers(req.bag)
+        if headers is None:
+            return ("",)
+        value = headers.get(name)
+        return (value,) if value.__class__ is str or isinstance(value, str) else ("",)
 
     return read
+
+
+MAPPING_CLASSES: Final[set[type]] = {dict}
+"""Classes known to be mappings (found once per class by :func:`as_mapping`)."""
+_OTHER_CLASSES: Final[set[type]] = set()
+
+
+def as_mapping(value: Any) -> Mapping[str, Any] | None:
+    """``value`` when it is a mapping, else None; whether a class is a mapping is found once
+    per class, not by an abstract-class check per request."""
+    if value is None:
+        return None
+    cls = value.__class__
+    if cls in MAPPING_CLASSES:
+        return value  # type: ignore[no-any-return]
+    if cls in _OTHER_CLASSES:
+        return None
+    (MAPPING_CLASSES if issubclass(cls, Mapping) else _OTHER_CLASSES).add(cls)
+    return as_mapping(value)
+
+
+def request_headers(bag: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """``request.headers`` of ``bag`` when it is a mapping, else None."""
+    return as_mapping(bag.get("request.headers"))
 
 
 _READERS: Final[Mapping[str, Reader]] = {
@@ -546,9 +604,13 @@ _DECISIONS_PER_WORKLOAD: Final = 4096
 class Workload:
     """The policies that apply to one workload, and its decisions by the values they read: a
     decision depends only on those values, so a request like an earlier one (same path, method,
-    principal, claims ...) is decided by one dict lookup."""
+    principal, claims ...) is decided by one dict lookup.
 
-    __slots__ = ("decisions", "policies", "readers")
+    With a token mixerd verified, what the policies read from the token (claims, principal,
+    audiences) is found once per token (:attr:`Request.token_memo`); a request then reads only
+    its own attributes."""
+
+    __slots__ = ("bag_readers", "by_token", "decisions", "policies", "readers", "token_readers")
 
     def __init__(self, policies: tuple[CompiledPolicy, ...]) -> None:
         self.policies = policies
@@ -559,18 +621,32 @@ class Workload:
             else:
                 readers.update(p.readers)
         self.readers = None if readers is None else tuple(sorted(readers, key=id))
+        found = self.readers or ()
+        self.token_readers = tuple(r for r in found if r in _TOKEN_READERS)
+        self.bag_readers = tuple(r for r in found if r not in _TOKEN_READERS)
         self.decisions: dict[tuple[Any, ...], AuthzDecision] = {}
+        self.by_token: dict[tuple[Any, ...], AuthzDecision] = {}
+        """Decisions keyed by (the token's values, the request's values)."""
 
     def decide(self, req: Request) -> AuthzDecision:
         if self.readers is None:
             return evaluate(self.policies, req)
-        key = tuple([r(req) for r in self.readers])
-        found = self.decisions.get(key)
+        memo = req.token_memo
+        if memo is None or not self.token_readers:
+            key = tuple([r(req) for r in self.readers])
+            decisions = self.decisions
+        else:
+            part = memo.get(self)
+            if part is None:
+                part = memo[self] = tuple([r(req) for r in self.token_readers])
+            key = (part, tuple([r(req) for r in self.bag_readers]))
+            decisions = self.by_token
+        found = decisions.get(key)
         if found is None:
             found = evaluate(self.policies, req)
-            if len(self.decisions) >= _DECISIONS_PER_WORKLOAD:
-                self.decisions.clear()
-            self.decisions[key] = found
+            if len(decisions) >= _DECISIONS_PER_WORKLOAD:
+                decisions.clear()
+            decisions[key] = found
         return found
 
 

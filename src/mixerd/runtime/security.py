@@ -6,9 +6,11 @@ known) and before the rules; every front-end that checks (ext_authz gRPC and HTT
 Check) goes through it. A config without security resources has no gate at all.
 
 1. **Authentication**: the RequestAuthentication rules of the destination workload
-   (:mod:`mixerd.runtime.authn`). A valid token adds Istio's ``request.auth.*`` attributes, which
-   the policies, the rules, their instances, quotas and the console then see, and its header
-   operations for the upstream. An invalid token answers UNAUTHENTICATED (HTTP 401 with
+   (:mod:`mixerd.runtime.authn`). A valid token gives Istio's ``request.auth.*`` attributes,
+   which the policies read from the token and the rules, their instances, header operations and
+   quotas see when the config mentions them (:func:`rules_read_auth`), and its header operations
+   for the upstream. A verified token is cached (:class:`~mixerd.runtime.authn.TokenCache`) with
+   what the policies of each workload read from it. An invalid token answers UNAUTHENTICATED (HTTP 401 with
    ``WWW-Authenticate``). With Istio 1.4 sidecars (Mixer v1 Check) the proxy has verified the
    token already and sends ``request.auth.*`` itself; a token mixerd verifies replaces them.
 2. **Authorization**: the enforced policies of the workload (:mod:`mixerd.runtime.authz`); a
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from mixerd.adapter import Clock, Code, RateLimitedWarning
@@ -42,16 +44,19 @@ from mixerd.runtime.authn import (
     auth_attributes,
     find_token,
     parse_jwks,
+    token_locations,
     unverified_issuer,
     upstream_headers,
     verify_token,
 )
 from mixerd.runtime.authz import (
+    MAPPING_CLASSES,
     AuthzDecision,
     CompiledPolicy,
     PolicyIndex,
     Request,
     Workload,
+    as_mapping,
     compile_policies,
 )
 from mixerd.runtime.jwks import JwksFetcher
@@ -71,10 +76,14 @@ POLICY_HEADER: Final = "x-mixerd-authz-policy"
 HeaderOp = tuple[str, str, HeaderAction]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SecurityVerdict:
-    bag: Mapping[str, Any]
-    """The request's attributes, with ``request.auth.*`` of a verified token."""
+    """The gate's answer (read-only; not frozen only because one is made per request and a
+    frozen dataclass costs more to build)."""
+
+    bag: Mapping[str, Any] = field(repr=False)  # it holds the token
+    """The request's attributes, with ``request.auth.*`` of a verified token (when the config's
+    rules read them)."""
     code: int = Code.OK
     message: str = ""
     policy: str = ""
@@ -107,6 +116,8 @@ class _Verified:
     rule: CompiledJwtRule
     attributes: Mapping[str, Any]
     request_headers: tuple[HeaderOp, ...]
+    memo: dict[Any, tuple[Any, ...]] = field(default_factory=dict)
+    """What the policies of each workload read from this token (:class:`Request`)."""
 
 
 class _AuthBag(OverlayBag):
@@ -121,7 +132,10 @@ class _AuthBag(OverlayBag):
 
 
 class _Scope:
-    __slots__ = ("dry", "empty", "enforced", "rules")
+    """What applies to one workload: its JWT rules (and where their tokens may be), and its
+    enforced and dry-run policies."""
+
+    __slots__ = ("dry", "empty", "enforced", "locations", "rules")
 
     def __init__(
         self, rules: tuple[CompiledJwtRule, ...], enforced: Workload | None, dry: Workload | None
@@ -130,15 +144,16 @@ class _Scope:
         self.enforced = enforced
         self.dry = dry
         self.empty = not rules and enforced is None and dry is None
+        self.locations = token_locations(rules)
 
 
 class _Counters:
-    __slots__ = ("_by_decision", "_children", "_family")
+    __slots__ = ("_children", "_family", "by_decision")
 
     def __init__(self, family: Any) -> None:
         self._family = family
         self._children: dict[tuple[str, str, str], Any] = {}
-        self._by_decision: dict[int, tuple[AuthzDecision, tuple[Any, ...]]] = {}
+        self.by_decision: dict[int, tuple[AuthzDecision, tuple[Any, ...]]] = {}
 
     def inc(self, policy: str, action: str, dry_run: bool) -> None:
         key = (policy, action, "true" if dry_run else "false")
@@ -149,15 +164,18 @@ class _Counters:
 
     def decision(self, d: AuthzDecision, dry_run: bool) -> None:
         """Count a (cached, so long-lived) decision: its counters are found once per decision."""
-        children = self._by_decision.get(id(d))
-        if children is None or children[0] is not d:
-            found = [self._child(a, "audit", dry_run) for a in d.audits]
-            if d.action:
-                found.append(self._child(d.policy, "allow" if d.allowed else "deny", dry_run))
-            if len(self._by_decision) >= 8192:
-                self._by_decision.clear()
-            children = self._by_decision[id(d)] = (d, tuple(found))
-        for c in children[1]:
+        children = self.by_decision.get(id(d))
+        if children is not None and children[0] is d:
+            for c in children[1]:
+                c.inc()
+            return
+        found = [self._child(a, "audit", dry_run) for a in d.audits]
+        if d.action:
+            found.append(self._child(d.policy, "allow" if d.allowed else "deny", dry_run))
+        if len(self.by_decision) >= 8192:
+            self.by_decision.clear()
+        self.by_decision[id(d)] = (d, tuple(found))
+        for c in found:
             c.inc()
 
     def _child(self, policy: str, action: str, dry_run: bool) -> Any:
@@ -195,8 +213,9 @@ class SecurityTable:
         see: only when a rule, instance or header operation of the config reads them (every
         attribute read after the gate then goes through one more layer)."""
         self._label_keys: dict[str, tuple[str, ...]] = {}
-        self._scopes: dict[tuple[Any, ...], _Scope] = {}
+        self._scopes: dict[Any, _Scope] = {}
         self._count = _Counters(decisions)
+        self._upstream_ops: dict[tuple[HeaderOp, ...], tuple[HeaderOp, ...]] = {}
         self._would_deny = logger_warning or RateLimitedWarning(clock)
 
     def _scope(self, ns: str, bag: Mapping[str, Any]) -> _Scope:
@@ -210,11 +229,12 @@ class SecurityTable:
                 )
             )
         labels: Any = None
+        key: Any = ns  # a namespace whose selectors read no label: its name (never a tuple)
         if keys:
             labels = bag.get("destination.labels", MISSING)
             if not isinstance(labels, Mapping):
                 labels = None
-        key = (ns, *(labels.get(k) for k in keys)) if labels is not None else (ns, *(None for _ in keys))
+            key = (ns, *(labels.get(k) for k in keys)) if labels is not None else (ns, *(None for _ in keys))
         scope = self._scopes.get(key)
         if scope is None:
             authn = self.authn.applicable(ns, labels) if not self.authn.empty else ()
@@ -232,17 +252,35 @@ class SecurityTable:
 
     async def check(self, bag: Mapping[str, Any]) -> SecurityVerdict | None:
         """The gate's answer; ``None`` when nothing of the config applies to the workload."""
-        ns_value = bag.get("destination.namespace", MISSING)
-        scope = self._scope(ns_value if isinstance(ns_value, str) else "", bag)
+        ns: Any = bag.get("destination.namespace")
+        if ns.__class__ is not str:
+            ns = ns if isinstance(ns, str) else ""
+        # A namespace whose selectors read no label has its scope under its name (see _scope).
+        scope = self._scopes.get(ns)
+        if scope is None:
+            scope = self._scope(ns, bag)
         if scope.empty:
             return None
         rules, enforced, dry = scope.rules, scope.enforced, scope.dry
         claims: Mapping[str, Any] | None = None
         auth: Mapping[str, Any] | None = None
-        request_headers: tuple[HeaderOp, ...] = ()
+        memo: dict[Any, tuple[Any, ...]] | None = None
+        upstream: tuple[HeaderOp, ...] = ()
+        headers: Any = MISSING
         if rules:
+            headers = bag.get("request.headers")
+            if headers is not None and headers.__class__ not in MAPPING_CLASSES:
+                headers = as_mapping(headers)
             try:
-                found = await self._authenticate(bag, rules)
+                located = find_token(bag, headers, scope.locations)
+                if located is None:
+                    found = None
+                else:
+                    now = self.wall()
+                    hit = self.tokens.entries.get(located)  # a fresh hit inline, else the cache's get
+                    found = hit[0] if hit is not None and now <= hit[1] else self.tokens.get(located, now)
+                    if found is None or found.rule not in rules:
+                        found = await self._verify(located, rules, now)
             except AuthnError as exc:
                 host = bag.get("request.host", MISSING)
                 return SecurityVerdict(
@@ -257,12 +295,17 @@ class SecurityTable:
                 if self.overlay:
                     bag = _AuthBag(bag, auth)
                 claims = found.auth.claims
-                request_headers = found.request_headers
-        req = Request(bag, claims, auth)
-        verdict = SecurityVerdict(bag, request_headers=request_headers)
+                upstream = found.request_headers
+                memo = found.memo
+        req = Request(bag, claims, auth, memo, headers)
         if enforced is not None:
             decision = enforced.decide(req)
-            self._count.decision(decision, False)
+            counted = self._count.by_decision.get(id(decision))  # the common case, inline
+            if counted is not None and counted[0] is decision:
+                for c in counted[1]:
+                    c.inc()
+            else:
+                self._count.decision(decision, False)
             if not decision.allowed:
                 return SecurityVerdict(
                     bag,
@@ -285,21 +328,16 @@ class SecurityTable:
                     bag,
                     policy=shadow.policy,
                     handler="authz (dry run: would deny)",
-                    request_headers=request_headers,
+                    request_headers=upstream,
                 )
-        return verdict
+        return SecurityVerdict(bag, request_headers=upstream)
 
-    async def _authenticate(
-        self, bag: Mapping[str, Any], rules: tuple[CompiledJwtRule, ...]
-    ) -> _Verified | None:
-        located = find_token(bag, rules)
-        if located is None:
-            return None
-        token, header_name, _param = located
-        now = self.wall()
-        cached = self.tokens.get((token, header_name), now)
-        if cached is not None and cached.rule in rules:
-            return cached  # type: ignore[no-any-return]
+    async def _verify(
+        self, located: tuple[str, str], rules: tuple[CompiledJwtRule, ...], now: float
+    ) -> _Verified:
+        """Verify a token not in the cache (or cached for a rule of another workload), and
+        cache it."""
+        token, header_name = located
         header, iss = unverified_issuer(token)
         for rule in rules:
             if rule.rule.issuer != iss:
@@ -314,10 +352,12 @@ class SecurityTable:
                 if fresh is None or fresh is keys:
                     raise
                 auth = verify_token(token, header, rule.rule, fresh, now)
-            verified = _Verified(
-                auth, rule, auth_attributes(auth), upstream_headers(rule.rule, auth, header_name)
-            )
-            self.tokens.put((token, header_name), verified, auth.expires, now)
+            ops = upstream_headers(rule.rule, auth, header_name)
+            # Tokens whose operations are alike (the token header removed, no claim copied)
+            # share one tuple, and so the directive and answer made from it downstream.
+            ops = self._upstream_ops.setdefault(ops, ops) if len(self._upstream_ops) < 4096 else ops
+            verified = _Verified(auth, rule, auth_attributes(auth), ops)
+            self.tokens.put(located, verified, auth.expires, now)
             return verified
         raise AuthnError("issuer not allowed")
 
@@ -401,5 +441,5 @@ def build_security(
     if not authn and not policies:
         return None, problems
     return SecurityTable(
-        authn, policies, root_namespace, clock=clock, decisions=decisions, wall=wall
+        authn, policies, root_namespace, clock=clock, decisions=decisions, wall=wall, overlay=reads_auth
     ), problems
