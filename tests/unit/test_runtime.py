@@ -461,3 +461,33 @@ def test_the_report_warning_is_spaced_on_the_clock_it_is_given(caplog: pytest.Lo
         clock.advance(10)
         w.add(1, "dropped")
     assert [r.getMessage() for r in caplog.records] == ["dropped: 2", "dropped: 4 in the last 10s"]
+
+
+async def test_a_big_report_batch_lets_other_requests_run_while_it_is_built() -> None:
+    from mixerd.runtime.dispatcher import REPORT_SLICE
+
+    Spy.calls = []
+    rt = spy_runtime(spy_config(("sink", {"tag": "s"})))
+    await rt.start()
+    ticks = 0
+    stop = False
+
+    async def other_requests() -> None:
+        nonlocal ticks
+        while not stop:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    try:
+        ticker = asyncio.create_task(other_requests())
+        await asyncio.sleep(0)  # the ticker is running
+        before = ticks
+        sets = [{"request.headers": {"x-user": f"u{i}"}} for i in range(5 * REPORT_SLICE)]
+        assert await rt.dispatcher.report(sets) == []
+        during = ticks - before
+        stop = True
+        await ticker
+        assert Spy.calls[-1][0] == "metric" and len(Spy.calls[-1][1]) == len(sets)
+        assert during >= 5, during  # one turn of the loop per slice at least
+    finally:
+        await rt.close()

@@ -161,6 +161,11 @@ class CheckOutcome:
     what it derives from them (an encoded answer) on the entry."""
 
 
+REPORT_SLICE: Final = 64
+"""A Report batch yields to the event loop after every this many attribute sets: building a
+set's instances costs tens of microseconds, so a batch of a thousand would otherwise hold every
+other request (Checks included) for tens of milliseconds."""
+
 _NAMESPACE_ATTRIBUTES: Final = frozenset(
     {"context.reporter.kind", "source.namespace", "destination.namespace"}
 )
@@ -781,7 +786,9 @@ class Dispatcher:
             has_generators = t.has_generators
             generated: dict[Any, Mapping[str, Any]] = {}
             reads = self.report_attributes(t)
-            for bag in bags:
+            for n, bag in enumerate(bags, 1):
+                if not n % REPORT_SLICE:
+                    await asyncio.sleep(0)  # a big batch lets other requests run in between
                 if type(bag) is PartialAttributes and (
                     reads is None or (bag.decoded_for is not reads and not bag.covers(reads))
                 ):
