@@ -140,6 +140,11 @@ class Batcher(Generic[_I, _R]):
         """Calls waiting to be sent."""
         return len(self._queue)
 
+    @property
+    def in_flight(self) -> int:
+        """Round trips under way."""
+        return len(self._running)
+
     async def aclose(self) -> None:
         """Refuse new calls, fail the queued ones and wait for the round trips in flight."""
         self._closed = True

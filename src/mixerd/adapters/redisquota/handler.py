@@ -522,6 +522,20 @@ class RedisQuotaHandler(Handler):
             valid_duration=min(quota.valid_duration, FAIL_OPEN_VALIDITY), amount=granted, limit=max_amount
         )
 
+    @property
+    def round_trips(self) -> tuple[int, int]:
+        """(round trips made, round trips under way) over every node."""
+        batchers = self._batchers.values()
+        return sum(b.batches for b in batchers), sum(b.in_flight for b in batchers)
+
+    def open_connections(self) -> int:
+        """Connections to Redis that are open now (one server and Sentinel; 0 once closed)."""
+        client = self._backend.client
+        if not isinstance(client, Redis):
+            return sum(1 for node in client.get_nodes() for c in node._connections if c.is_connected)
+        pool = client.connection_pool
+        return sum(1 for c in (*pool._available_connections, *pool._in_use_connections) if c.is_connected)
+
     async def close(self) -> None:
         """Refuse new calls, wait for the round trips and the primary check in flight (each
         bounded by the timeout: cancelling them could leave a connection to be released in the
