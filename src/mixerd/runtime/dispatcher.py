@@ -572,10 +572,15 @@ class Dispatcher:
 
     async def quota(self, bag: Mapping[str, Any], name: str, args: QuotaArgs) -> QuotaResult:
         """Allocate one quota outside a Check (used by the rate-limit front-end)."""
-        with self.pinned() as t:
-            bag = await self._preprocess(t, bag, fail=True)
+        t = self._table
+        t.in_flight += 1  # what pinned() does, without a generator per call
+        try:
+            if t.has_generators:
+                bag = await self._preprocess(t, bag, fail=True)
             result, _ = await self._quota(t.lookup(Variety.QUOTA, request_namespace(bag)), bag, name, args)
             return result
+        finally:
+            t.in_flight -= 1
 
     async def _quota(
         self, nt: NamespaceTable, bag: Mapping[str, Any], name: str, args: QuotaArgs
