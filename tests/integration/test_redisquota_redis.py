@@ -164,6 +164,10 @@ async def test_counters_are_per_dimension_set_and_overrides_set_limits(
     assert gold == [1, 1, 1]
     r = await ask(h, 10, best_effort=True, dims={"user": "ann", "tier": "gold"})
     assert (r.amount, r.limit, r.remaining) == (3, 5, 0)
+    # a counter is per dimension text: True ("true") is not 1 ("1"), though True == 1 (the
+    # handler remembers each set's keys, and must not hand 1's to True); "1" and 1.0 read "1"
+    flags = [(await ask(h, 2, dims={"n": v})).amount for v in (1, True, "1", 1.0, True)]
+    assert flags == [2, 2, 0, 0, 0]
 
 
 async def test_hints_and_key_lifetimes(redis_server_module: Any, handlers: Handlers) -> None:

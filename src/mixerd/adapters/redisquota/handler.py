@@ -2,9 +2,11 @@
 
 Every allocation is one ``EVALSHA`` of a quota script. Allocations that arrive together are
 sent together: a :class:`~mixerd.adapters.redisquota.batch.Batcher` per Redis node puts every
-call that arrives while a round trip is in flight into the next one, one pipeline of at most
-``MAX_BATCH`` scripts, with at most ``MAX_ROUND_TRIPS`` (and ``connectionPoolSize``) round
-trips in flight per node. Redis runs each script atomically, in the order sent, so batching
+call that arrives while a round trip is in flight into the next one (at most ``MAX_BATCH``
+calls), with at most ``MAX_ROUND_TRIPS`` (and ``connectionPoolSize``) round trips in flight per
+node. On one server and through Sentinel a round trip is one ``EVALSHA`` of the ``BATCH``
+script, which runs each call's script in turn; on a cluster it is one pipeline of the calls'
+own scripts. Redis runs each script atomically, in the order sent, so batching
 changes no count. Scripts that Redis does not know (``NOSCRIPT``: a restart, a failover, a
 ``SCRIPT FLUSH``) are loaded and those calls sent once more. A caller waits at most
 ``timeout`` (queueing, connecting and the round trip included; redis-py's own retries are off
@@ -234,8 +236,8 @@ class RedisQuotaHandler(Handler):
         self._shas = [script.sha for script in self._scripts]
         self._round_trips = max(1, min(MAX_ROUND_TRIPS, config.pool_size))
         self._batchers: dict[str, Batcher[BatchCall, Any]] = {}
-        self._buckets: dict[Any, _Bucket] = {}
         """Per node (see :meth:`_node_of`)."""
+        self._buckets: dict[Any, _Bucket] = {}
         self._checking = asyncio.Lock()
         """Held while :meth:`check_primary` talks to the Sentinels (close waits for it)."""
         self._outages: dict[str, OutageTracker] = {"": OutageTracker()}
@@ -362,14 +364,16 @@ class RedisQuotaHandler(Handler):
 
     def _bucket(self, quota: RedisQuota, dimensions: Mapping[str, Any]) -> _Bucket:
         """Where ``quota`` counts for these dimensions, and its limit (remembered per dimension
-        set: a pure function of the config and the dimensions)."""
-        try:
-            cache_key: Any = (quota.name, tuple(dimensions.items()))
+        set: a pure function of the config and the dimensions' text). Only dimension sets of
+        strings and integers are remembered: values of other types can be equal and still read
+        differently (``True == 1``, one instant in two time zones)."""
+        cache_key: Any = None
+        bucket = None
+        if all(type(v) is str or type(v) is int for v in dimensions.values()):
+            cache_key = (quota.name, tuple(dimensions.items()))
             bucket = self._buckets.get(cache_key)
-        except TypeError:  # a dimension value that cannot be hashed: computed every time
-            cache_key, bucket = None, None
-        if bucket is not None:
-            return bucket
+            if bucket is not None:
+                return bucket
         dims = dimension_strings(dimensions)
         base = redis_key(quota.name, dims)
         if quota.algorithm is Algorithm.ROLLING_WINDOW:
