@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import gc
 import json
 import subprocess
 import sys
 import time
+import warnings
 from typing import Any
 
 import pytest
+from redis.asyncio.connection import Connection
 
 from mixerd.adapter import Code, ManualClock, QuotaArgs, QuotaResult, SystemClock
 from mixerd.adapters.redisquota import RedisQuotaHandler
@@ -161,6 +164,10 @@ async def test_counters_are_per_dimension_set_and_overrides_set_limits(
     assert gold == [1, 1, 1]
     r = await ask(h, 10, best_effort=True, dims={"user": "ann", "tier": "gold"})
     assert (r.amount, r.limit, r.remaining) == (3, 5, 0)
+    # a counter is per dimension text: True ("true") is not 1 ("1"), though True == 1 (the
+    # handler remembers each set's keys, and must not hand 1's to True); "1" and 1.0 read "1"
+    flags = [(await ask(h, 2, dims={"n": v})).amount for v in (1, True, "1", 1.0, True)]
+    assert flags == [2, 2, 0, 0, 0]
 
 
 async def test_hints_and_key_lifetimes(redis_server_module: Any, handlers: Handlers) -> None:
@@ -303,3 +310,82 @@ async def test_a_stalled_redis_costs_at_most_the_timeout(redis_server: Any, hand
     await asyncio.sleep(1.6)  # the pause ends; the abandoned replies must not be read as new ones
     results = [await ask(h, 5) for _ in range(3)]
     assert [(r.amount, r.remaining) for r in results] == [(5, 40), (5, 35), (5, 30)]
+
+
+# -- closing: no connection outlives the handler -------------------------------------------------
+
+
+def _no_unclosed_connections_after_gc() -> None:
+    """Collect garbage with every warning recorded: an open connection left behind would warn
+    ``unclosed Connection`` (a ResourceWarning) from its finalizer."""
+    unraisable: list[str] = []
+    hook, sys.unraisablehook = sys.unraisablehook, lambda u: unraisable.append(repr(u.exc_value))
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            gc.collect()
+    finally:
+        sys.unraisablehook = hook
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
+    assert unraisable == []
+
+
+async def test_close_waits_for_a_call_still_connecting(
+    redis_server_module: Any, handlers: Handlers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The handler is closed (a config change, shutdown) while a call is still opening its
+    # connection; the connection opens after that. It must be closed with the handler, not
+    # left open in a closed pool (it used to be, and warned "unclosed Connection" whenever the
+    # garbage collector met it, failing whichever test was running then).
+    gate = asyncio.Event()
+    connecting: list[Connection] = []
+    connect = Connection._connect
+
+    async def slow_connect(self: Connection) -> None:
+        connecting.append(self)
+        await gate.wait()
+        await connect(self)  # type: ignore[no-untyped-call]
+
+    monkeypatch.setattr(Connection, "_connect", slow_connect)
+    h = handlers.build(redis_server_module.address, FIXED, SystemClock())
+    call = asyncio.create_task(ask(h))
+    while len(connecting) < 2:  # the script preload's connection and the call's
+        await asyncio.sleep(0.001)
+    closing = asyncio.create_task(h.close())
+    done, _ = await asyncio.wait([closing], timeout=0.05)
+    assert not done, "close() returned while a call was still connecting"
+    gate.set()
+    await closing
+    assert (await call).amount == 1  # it was answered by Redis before the handler closed
+    assert h.open_connections() == 0
+    _no_unclosed_connections_after_gc()
+
+
+async def test_callers_cancelled_in_flight_leave_no_connection(redis_server: Any, handlers: Handlers) -> None:
+    # Callers cancelled (by the dispatcher's deadline) while Redis holds their round trip: the
+    # round trip is the handler's, not theirs, so no connection is dropped half way or left to be
+    # released in the background; closing waits for it (bounded by the timeout) and closes all.
+    h = handlers.build(redis_server.address, FIXED, SystemClock(), timeout="1s")
+    assert (await ask(h)).amount == 1
+    await handlers.settled()
+    redis_server.freeze()
+    try:
+        callers = [asyncio.create_task(ask(h)) for _ in range(5)]
+        while h.round_trips[0] < 2:  # the callers' round trip has left
+            await asyncio.sleep(0.001)
+        for c in callers:
+            c.cancel()
+        for c in callers:
+            with pytest.raises(asyncio.CancelledError):
+                await c
+        assert h.round_trips == (2, 1)  # still waiting on Redis
+        started = time.monotonic()
+        await h.close()
+        assert time.monotonic() - started < 1 + SLACK
+    finally:
+        redis_server.thaw()
+    assert h.round_trips[1] == 0
+    assert h.open_connections() == 0
+    r = await ask(h)  # a closed handler answers by its failure policy, without Redis
+    assert (r.status.code, r.amount, r.valid_duration) == (Code.OK, 1, dt.timedelta(seconds=1))
+    _no_unclosed_connections_after_gc()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -12,18 +13,21 @@ from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 
 from mixerd.adapter import (
     Builder,
+    Code,
     ConfigError,
     Env,
     Info,
     InstanceInfo,
     ManualClock,
     QuotaArgs,
+    QuotaResult,
     load_adapters,
 )
 from mixerd.adapters.memquota import INFO as MEMQUOTA
 from mixerd.api.ratelimit.service import RateLimitService
+from mixerd.attribute import DictBag
 from mixerd.config import MemoryStore, parse_text
-from mixerd.runtime import Runtime
+from mixerd.runtime import DispatchError, Runtime
 
 OK = rls_pb2.RateLimitResponse.OK
 OVER_LIMIT = rls_pb2.RateLimitResponse.OVER_LIMIT
@@ -348,3 +352,83 @@ async def test_over_grpc(runtime: Runtime) -> None:
         assert codes == [OK, OK, OK, OVER_LIMIT]
     finally:
         await server.stop(None)
+
+
+# -- an asynchronous quota handler: its deadline and its own failures ---------------------------
+
+
+class _Async:
+    """Answers after ``delay`` seconds, or raises ``raises``."""
+
+    def __init__(self, delay: float, raises: BaseException | None) -> None:
+        self.delay, self.raises = delay, raises
+
+    async def handle_quota(self, instance: Any, args: QuotaArgs) -> Any:
+        await asyncio.sleep(self.delay)
+        if self.raises is not None:
+            raise self.raises
+        return QuotaResult(amount=args.amount, valid_duration=dt.timedelta(seconds=1))
+
+
+ASYNC_CONFIG = """
+apiVersion: config.istio.io/v1alpha2
+kind: handler
+metadata: {name: remote, namespace: istio-system}
+spec: {compiledAdapter: asyncquota}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: instance
+metadata: {name: api, namespace: istio-system}
+spec:
+  compiledTemplate: quota
+  params: {dimensions: {}}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: api-quota, namespace: istio-system}
+spec:
+  actions:
+  - {handler: remote, instances: [api]}
+"""
+
+
+@pytest.mark.parametrize(
+    ("delay", "raises", "expected"),
+    [
+        (0.0, None, None),
+        (5.0, None, r"handler remote\.handler\.istio-system did not answer within 0\.05s"),
+        (0.0, TimeoutError("backend slow"), r"failed: TimeoutError: backend slow"),
+        (0.0, asyncio.CancelledError(), r"failed: CancelledError"),
+    ],
+    ids=["answers", "deadline", "its-own-timeout", "its-own-cancellation"],
+)
+async def test_an_asynchronous_quota_answer_under_the_deadline(
+    delay: float, raises: BaseException | None, expected: str | None
+) -> None:
+    class _AsyncBuilder(Builder):
+        def validate(self) -> list[ConfigError]:
+            return []
+
+        def build(self, env: Env) -> _Async:
+            return _Async(delay, raises)
+
+    info = Info("asyncquota", "an asynchronous quota handler", ("quota",), _AsyncBuilder)
+    parsed = parse_text(ASYNC_CONFIG, file="test")
+    rt = Runtime(
+        MemoryStore(parsed.resources),
+        adapters={**load_adapters(), "asyncquota": info},
+        clock=ManualClock(),
+        check_deadline=0.05,
+    )
+    await rt.start()
+    try:
+        if expected is None:
+            r = await rt.dispatcher.quota(DictBag({}), "api", QuotaArgs(3))
+            assert r.amount == 3
+            return
+        with pytest.raises(DispatchError, match=expected) as err:
+            await rt.dispatcher.quota(DictBag({}), "api", QuotaArgs(3))
+        if delay:
+            assert err.value.code == Code.DEADLINE_EXCEEDED
+    finally:
+        await rt.close()

@@ -24,7 +24,7 @@ from mixerd.adapters.redisquota.config import (
 )
 from mixerd.adapters.redisquota.dims import bucket_keys, dimension_strings, redis_key
 from mixerd.adapters.redisquota.policy import OutageTracker
-from mixerd.adapters.redisquota.scripts import ScriptReply
+from mixerd.adapters.redisquota.scripts import script_result
 from mixerd.templates import QuotaInstance as Instance
 from tests.support.net import free_port
 
@@ -234,7 +234,7 @@ def test_keys_are_per_dimension_set_and_stable() -> None:
 
 
 def test_script_replies() -> None:
-    granted = ScriptReply.parse([3, 10_000, 7, 9_000, 0]).result(10)
+    granted = script_result([3, 10_000, 7, 9_000, 0], 10)
     assert (
         granted.status.code,
         granted.amount,
@@ -248,9 +248,9 @@ def test_script_replies() -> None:
         7,
         dt.timedelta(seconds=9),
     )
-    retried = ScriptReply.parse([3, 4_000, -1, 4_000, 1])
-    assert retried.deduplicated and retried.result(10).remaining is None
-    denied = ScriptReply.parse([0, 0, 2, 500, 0]).result(10)
+    retried = script_result([3, 4_000, -1, 4_000, 1], 10)  # a deduplicated retry
+    assert (retried.amount, retried.valid_duration, retried.remaining) == (3, dt.timedelta(seconds=4), None)
+    denied = script_result([0, 0, 2, 500, 0], 10)
     assert (
         denied.status.code,
         denied.status.message,
@@ -266,7 +266,7 @@ def test_script_replies() -> None:
     )
     for bad in (None, [1, 2, 3], [1, 2, 3, 4, b"5"]):
         with pytest.raises(ValueError):
-            ScriptReply.parse(bad)
+            script_result(bad, 10)
 
 
 # -- the outage tracker -------------------------------------------------------------------------

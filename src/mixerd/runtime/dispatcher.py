@@ -615,10 +615,15 @@ class Dispatcher:
 
     async def quota(self, bag: Mapping[str, Any], name: str, args: QuotaArgs) -> QuotaResult:
         """Allocate one quota outside a Check (used by the rate-limit front-end)."""
-        with self.pinned() as t:
-            bag = await self._preprocess(t, bag, fail=True)
+        t = self._table
+        t.in_flight += 1  # what pinned() does, without a generator per call
+        try:
+            if t.has_generators:
+                bag = await self._preprocess(t, bag, fail=True)
             result, _ = await self._quota(t.lookup(Variety.QUOTA, request_namespace(bag)), bag, name, args)
             return result
+        finally:
+            t.in_flight -= 1
 
     async def _quota(
         self, nt: NamespaceTable, bag: Mapping[str, Any], name: str, args: QuotaArgs
@@ -645,7 +650,10 @@ class Dispatcher:
         if not calls:
             return QuotaResult(valid_duration=_UNCONFIGURED_QUOTA_VALIDITY, amount=args.amount), ""
         pending = [(d, r) for d, r in calls if d.is_async]
-        if pending:
+        if len(pending) == 1 and len(calls) == 1:
+            d, r = pending[0]
+            calls = [(d, await self._await_one(d, r, self.check_deadline))]
+        elif pending:
             done = iter(await self._await_all(pending, self.check_deadline))
             calls = [next(done) if d.is_async else (d, r) for d, r in calls]
         first: QuotaResult | None = None
@@ -669,6 +677,31 @@ class Dispatcher:
         if code != Code.OK:
             return replace(first, status=Status(code, ", ".join(messages))), reason
         return first, ""
+
+    async def _await_one(self, d: Destination, call: Awaitable[Any], deadline: float) -> Any:
+        """One asynchronous answer under ``deadline``, awaited in the caller's task (no task of
+        its own, as :meth:`_await_all` makes for several); its answer, or the
+        :class:`DispatchError` that :meth:`_await_all` would give."""
+        try:
+            async with asyncio.timeout(deadline) as within:
+                return await call
+        except TimeoutError as exc:
+            if not within.expired():
+                return self._handler_failed(d, exc)  # the handler's own timeout
+            d.dispatch_errors.inc()
+            return DispatchError(
+                f"handler {d.name} did not answer within {deadline:g}s",
+                Code.DEADLINE_EXCEEDED,
+                handler=d.name,
+                public=HANDLER_DEADLINE,
+            )
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the request itself is cancelled
+            return self._handler_failed(d, asyncio.CancelledError())
+        except Exception as exc:
+            return self._handler_failed(d, exc)
 
     def _warn_unconfigured(self, name: str) -> None:
         """Warn once per quota name; names come from requests, so at most ``max_warned_quotas``

@@ -24,15 +24,17 @@ Params (Mixer's ``redisquota`` config):
     Passwords never appear in messages or logs (``mixerd.adapter.redact_url``); percent-encode
     ``/ ? # @`` in them.
 ``connectionPoolSize``
-    Connections to Redis (default 10): on a cluster, at most this many per primary; on a cluster
-    and through Sentinel, at most this many calls in flight (the others wait, within
-    ``timeout``).
+    Connections to Redis (default 10): on a cluster, at most this many per primary. Allocations
+    that arrive together share a round trip (on one server and through Sentinel one Lua call
+    runs the whole batch, on a cluster one pipeline per primary), with at most two round trips
+    per server in flight (one if the pool has one connection), so a few connections serve any
+    load.
 
 and two of mixerd's own:
 
 ``timeout``
-    The longest one quota call may wait for Redis, waiting for a pooled connection and
-    connecting included (default ``100ms``). A quota script runs in well under a millisecond and
+    The longest one quota call may wait for Redis, waiting for its round trip, for a pooled
+    connection and connecting included (default ``100ms``). A quota script runs in well under a millisecond and
     a round trip on a LAN takes about one, so 100 ms is reached only when something is wrong (a
     failover, a partition, Redis blocked by a slow command or a fork) while still answering well
     inside the deadline of a request path (Envoy's ext_authz default is 200 ms): the failure

@@ -14,6 +14,11 @@ call Redis ``TIME``, so tests with a manual clock are deterministic. Millisecond
 number below 2^53, exact in Lua's doubles (Mixer passed nanoseconds, which are not). Numbers
 written back are formatted with ``%.0f`` so they never turn into ``1.7e+12``.
 
+:data:`BATCH` runs many allocations in one call (one server and Sentinel; see
+:func:`batch_command`): each is one of the two scripts above, run as a function of its own keys
+and arguments, so its semantics are theirs; an allocation whose commands fail (a key of the
+wrong type) answers its own error in the reply array and the others go on.
+
 The keys are named by :func:`mixerd.adapters.redisquota.dims.bucket_keys` (``<key>.meta``,
 ``<key>.data``, ``<dedup id>-<key>.meta``; on a Redis Cluster ``{<key>}.meta`` and so on, one hash
 slot per bucket). The deduplication key is passed in ``KEYS`` (not built inside the script) so
@@ -25,12 +30,21 @@ from __future__ import annotations
 
 import datetime as _dt
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Final
+
+import hiredis
 
 from mixerd.adapter import Code, QuotaResult, Status
 
-__all__ = ["EXHAUSTED", "FIXED_WINDOW", "ROLLING_WINDOW", "ScriptReply"]
+__all__ = [
+    "BATCH",
+    "EXHAUSTED",
+    "FIXED_WINDOW",
+    "ROLLING_WINDOW",
+    "BatchCall",
+    "batch_command",
+    "script_result",
+]
 
 EXHAUSTED: Final = Status(Code.RESOURCE_EXHAUSTED, "redisquota: Resource exhausted")
 
@@ -188,33 +202,87 @@ return {granted, window, available - granted, reset, 0}
 )
 
 
-@dataclass(frozen=True, slots=True)
-class ScriptReply:
-    granted: int
-    valid_ms: int
-    remaining: int | None
-    reset_ms: int
-    deduplicated: bool
+def _function(name: str, body: str) -> str:
+    # KEYS and ARGV as parameters shadow the globals, so the body reads its own
+    return f"local function {name}(KEYS, ARGV)\n{body}\nend\n"
 
-    @classmethod
-    def parse(cls, raw: Any) -> ScriptReply:
-        """Read a script's reply; ValueError when it is not what the scripts return."""
-        if not isinstance(raw, Sequence) or len(raw) != 5 or not all(isinstance(v, int) for v in raw):
-            raise ValueError(f"unexpected reply from the quota script: {raw!r}")
+
+BATCH: Final = (
+    _function("fixed_window", FIXED_WINDOW)
+    + _function("rolling_window", ROLLING_WINDOW)
+    + """
+-- ARGV[1]: the number of allocations; then per allocation: algorithm (0 fixed, 1 rolling),
+-- its number of keys and its 7 arguments. KEYS: every allocation's keys, in order.
+local out = {}
+local k, a = 1, 2
+for i = 1, tonumber(ARGV[1]) do
+  local algorithm, nkeys = ARGV[a], tonumber(ARGV[a + 1])
+  local keys = {}
+  for j = 1, nkeys do
+    keys[j] = KEYS[k + j - 1]
+  end
+  k = k + nkeys
+  local args = {ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8]}
+  a = a + 9
+  local ok, reply = pcall(algorithm == "1" and rolling_window or fixed_window, keys, args)
+  if ok then
+    out[i] = reply
+  else
+    out[i] = redis.error_reply(type(reply) == "table" and reply.err or tostring(reply))
+  end
+end
+return out
+"""
+)
+"""Many allocations in one call: see :func:`batch_command`."""
+
+BatchCall = tuple[int, Sequence[str], tuple[int, int, int, int, int], str]
+"""One allocation: algorithm (0 fixed window, 1 rolling window), keys, the script's first five
+arguments (credit, window ms, bucket ms, best effort, amount) and the deduplication id; the
+time (``now``) is the batch's."""
+
+
+def batch_command(sha: str, calls: Sequence[BatchCall], now_ms: int) -> bytes:
+    """The ``EVALSHA`` of :data:`BATCH` (whose SHA1 is ``sha``) for ``calls`` at ``now_ms``, as
+    Redis protocol bytes; its reply holds one script reply (or error) per call, in order."""
+    keys: list[str] = []
+    argv: list[int | str] = [len(calls)]
+    for algorithm, call_keys, head, dedup_id in calls:
+        keys.extend(call_keys)
+        argv.append(algorithm)
+        argv.append(len(call_keys))
+        argv.extend(head)
+        argv.append(now_ms)
+        argv.append(dedup_id)
+    # (hiredis types its argument as a tuple of one element)
+    return bytes(hiredis.pack_command(("EVALSHA", sha, len(keys), *keys, *argv)))  # type: ignore[arg-type]
+
+
+def script_result(raw: Any, limit: int, window: _dt.timedelta | None = None) -> QuotaResult:
+    """A script's reply as the handler's answer (what ``ScriptReply.parse(raw).result(...)``
+    gives, in one step); ValueError when it is not what the scripts return."""
+    try:
         granted, valid_ms, remaining, reset_ms, dedup = raw
-        return cls(granted, valid_ms, None if remaining < 0 else remaining, reset_ms, dedup == 1)
-
-    def result(self, limit: int, window: _dt.timedelta | None = None) -> QuotaResult:
-        reset = _dt.timedelta(milliseconds=max(0, self.reset_ms))
-        if self.granted <= 0:
-            return QuotaResult(
-                status=EXHAUSTED, limit=limit, remaining=self.remaining, reset_after=reset, window=window
-            )
+    except (TypeError, ValueError):
+        raise ValueError(f"unexpected reply from the quota script: {raw!r}") from None
+    if not (type(granted) is int and type(valid_ms) is int and type(remaining) is int) or not (
+        type(reset_ms) is int and type(dedup) is int
+    ):
+        raise ValueError(f"unexpected reply from the quota script: {raw!r}")
+    reset = _dt.timedelta(milliseconds=reset_ms if reset_ms > 0 else 0)
+    if granted <= 0:
         return QuotaResult(
-            valid_duration=_dt.timedelta(milliseconds=max(0, self.valid_ms)),
-            amount=self.granted,
+            status=EXHAUSTED,
             limit=limit,
-            remaining=self.remaining,
+            remaining=None if remaining < 0 else remaining,
             reset_after=reset,
             window=window,
         )
+    return QuotaResult(
+        valid_duration=reset if valid_ms == reset_ms else _dt.timedelta(milliseconds=max(0, valid_ms)),
+        amount=granted,
+        limit=limit,
+        remaining=None if remaining < 0 else remaining,
+        reset_after=reset,
+        window=window,
+    )

@@ -108,9 +108,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from envoy.config.core.v3 import base_pb2
 from envoy.service.ratelimit.v3 import rls_pb2
-from google.protobuf import duration_pb2
 
 from mixerd.adapter import Code, QuotaResult
 from mixerd.api.caller import CALLER_PRINCIPAL
@@ -137,7 +135,6 @@ _OVER_LIMIT: Final = rls_pb2.RateLimitResponse.OVER_LIMIT
 _UINT32_MAX: Final = 2**32 - 1
 _US: Final = _dt.timedelta(microseconds=1)
 _RateLimit = rls_pb2.RateLimitResponse.RateLimit
-_DescriptorStatus = rls_pb2.RateLimitResponse.DescriptorStatus
 _ZERO: Final = _dt.timedelta(0)
 # Largest first: a window is expressed in the largest unit that divides it exactly.
 _UNITS: Final = (
@@ -206,18 +203,20 @@ def decode_request(request: Any, *, caller: str | None = None) -> tuple[Allocati
     domain: str = request.domain
     if not domain:
         raise BadRequest("rate limit domain must not be empty")
-    if not request.descriptors:
+    descriptors = request.descriptors
+    if not descriptors:
         raise BadRequest("rate limit descriptor list must not be empty")
     default_amount = int(request.hits_addend) or 1
     out: list[Allocation] = []
-    for i, d in enumerate(request.descriptors):
+    for i, d in enumerate(descriptors):
         entries: dict[str, str] = {}
         parts: list[str] = []
-        for j, e in enumerate(d.entries):
-            if not e.key:
-                raise BadRequest(f"descriptors[{i}].entries[{j}]: the key must not be empty")
-            entries[e.key] = e.value
-            parts.append(f"{e.key}={e.value}")
+        for e in d.entries:
+            k, v = e.key, e.value
+            if not k:
+                raise BadRequest(f"descriptors[{i}].entries[{len(parts)}]: the key must not be empty")
+            entries[k] = v
+            parts.append(f"{k}={v}")
         key = ",".join(parts)
         amount = int(d.hits_addend.value) if d.HasField("hits_addend") else default_amount
         values: dict[str, Any] = {
@@ -227,23 +226,8 @@ def decode_request(request: Any, *, caller: str | None = None) -> tuple[Allocati
         }
         if caller is not None:
             values[CALLER_PRINCIPAL] = caller
-        namespace = entries.get("namespace")
-        if namespace:
-            values["destination.namespace"] = namespace
-        remote = entries.get("remote_address")
-        if remote:
-            ip = parse_ip(remote)
-            if ip is not None:
-                values["source.ip"] = ip
-        cluster = entries.get("destination_cluster")
-        if cluster:
-            _, host, name, ns = parse_cluster(cluster)
-            if host is not None:
-                values["destination.service.host"] = host
-            if name is not None:
-                values["destination.service.name"] = name
-            if ns is not None:
-                values["destination.service.namespace"] = ns
+        if entries.keys() & _MAPPED:
+            _map_entries(entries, values)
         out.append(
             Allocation(
                 quota=entries.get("quota") or domain,
@@ -255,6 +239,32 @@ def decode_request(request: Any, *, caller: str | None = None) -> tuple[Allocati
             )
         )
     return tuple(out)
+
+
+_MAPPED: Final = frozenset({"namespace", "remote_address", "destination_cluster"})
+"""Descriptor entries that also become Istio attributes (see :func:`_map_entries`)."""
+
+
+def _map_entries(entries: Mapping[str, str], values: dict[str, Any]) -> None:
+    """The Istio attributes of a descriptor's ``namespace``, ``remote_address`` and
+    ``destination_cluster`` entries."""
+    namespace = entries.get("namespace")
+    if namespace:
+        values["destination.namespace"] = namespace
+    remote = entries.get("remote_address")
+    if remote:
+        ip = parse_ip(remote)
+        if ip is not None:
+            values["source.ip"] = ip
+    cluster = entries.get("destination_cluster")
+    if cluster:
+        _, host, name, ns = parse_cluster(cluster)
+        if host is not None:
+            values["destination.service.host"] = host
+        if name is not None:
+            values["destination.service.name"] = name
+        if ns is not None:
+            values["destination.service.namespace"] = ns
 
 
 _DECIDED: Final = frozenset({Code.OK, Code.RESOURCE_EXHAUSTED, Code.PERMISSION_DENIED})
@@ -328,32 +338,42 @@ def limit_unit(limit: int | None, window: _dt.timedelta | None) -> tuple[int, in
 
 def encode_response(decisions: Iterable[Decision]) -> Any:
     """The ``RateLimitResponse`` for the decisions of a request's descriptors, in order."""
-    statuses = []
+    # fields are set in place (statuses.add(), sub-messages reached through their parent):
+    # building messages from keyword arguments copies every sub-message into its parent
+    response = rls_pb2.RateLimitResponse()
+    statuses = response.statuses
     over: list[str] = []
     for d in decisions:
-        fields: dict[str, Any] = {}
+        status = statuses.add()
         if d.enforced:
-            fields["code"] = _OVER_LIMIT
+            status.code = _OVER_LIMIT
             if d.quota not in over:
                 over.append(d.quota)
         else:
-            fields["code"] = _OK
+            status.code = _OK
         rate = limit_unit(d.limit, d.window)
         if rate is not None:
-            fields["current_limit"] = _RateLimit(name=d.quota, requests_per_unit=rate[0], unit=rate[1])
+            current = status.current_limit
+            current.SetInParent()
+            current.name = d.quota
+            current.requests_per_unit, current.unit = rate
         if d.remaining is not None:
-            fields["limit_remaining"] = min(max(0, d.remaining), _UINT32_MAX)
+            status.limit_remaining = min(max(0, d.remaining), _UINT32_MAX)
         reset = d.reset_after
         if reset is not None and reset >= _ZERO:
             micros = reset // _US
-            fields["duration_until_reset"] = duration_pb2.Duration(
-                seconds=micros // 1_000_000, nanos=(micros % 1_000_000) * 1000
-            )
-        statuses.append(_DescriptorStatus(**fields))
+            until = status.duration_until_reset
+            until.SetInParent()
+            seconds, micros = divmod(micros, 1_000_000)
+            until.seconds = seconds
+            until.nanos = micros * 1000
     if not over:
-        return rls_pb2.RateLimitResponse(overall_code=_OK, statuses=statuses)
-    return rls_pb2.RateLimitResponse(
-        overall_code=_OVER_LIMIT,
-        statuses=statuses,
-        response_headers_to_add=[base_pb2.HeaderValue(key=QUOTA_HEADER, value=name) for name in over],
-    )
+        response.overall_code = _OK
+        return response
+    response.overall_code = _OVER_LIMIT
+    headers = response.response_headers_to_add
+    for name in over:
+        header = headers.add()
+        header.key = QUOTA_HEADER
+        header.value = name
+    return response

@@ -75,6 +75,8 @@ _log = logging.getLogger(__name__)
 _MAX_LABELLED: Final = 1000
 _OTHER: Final = "_other_"
 _MAX_WINDOWS: Final = 10_000
+_ONE: Final = QuotaArgs(1, False, "")
+"""The arguments of most allocations (one hit, all or nothing, no deduplication id)."""
 
 
 class FailureMode(enum.Enum):
@@ -151,11 +153,12 @@ class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[m
 
     async def _allocate(self, a: Allocation) -> tuple[Decision, DispatchError | None]:
         """The decision on one descriptor, and what failed if the handler did."""
-        start = self.clock.monotonic()
+        start = self.clock.monotonic() if self.recorder is not None else 0.0
         shadow = self.shadow or a.shadow or a.domain in self.shadow_domains
         failure: DispatchError | None = None
+        args = _ONE if a.amount == 1 else QuotaArgs(a.amount, False, "")
         try:
-            result = await self.dispatcher.quota(a.bag, a.quota, QuotaArgs(a.amount, False, ""))
+            result = await self.dispatcher.quota(a.bag, a.quota, args)
         except DispatchError as exc:
             failure = exc
             decision = Decision(a.quota, shadow=shadow, error=str(exc))
