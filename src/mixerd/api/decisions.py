@@ -74,23 +74,20 @@ def _label(labels: Any, key: str) -> str:
     return value if type(value) is str or isinstance(value, str) else ""
 
 
-_READ: Final = (
+_TEXTS: Final = (
     "source.namespace",
     "source.workload.name",
-    "source.labels",
     "source.principal",
     "destination.namespace",
     "destination.workload.name",
-    "destination.labels",
     "destination.principal",
     "destination.service.host",
-    "request.headers",
     "request.id",
     "request.method",
     "request.host",
     "request.path",
 )
-"""What a decision shows, each attribute read once, in this order (see ``record``)."""
+"""The text attributes a decision shows, in this order (see ``record``); not a string: ``""``."""
 
 _MAX_MEMO: Final = 4096
 """Decision-cache entries whose referenced attribute names are remembered (cleared when full)."""
@@ -194,7 +191,7 @@ class DecisionRecorder:
         attributes (``bag`` plus what attribute generators such as kubernetesenv added, so the
         source and destination workloads are named), else ``bag``. It is read without recording
         references (what the console shows is not what the answer depends on), each attribute
-        once (``_READ``)."""
+        once (``_TEXTS`` and three maps)."""
         refs: tuple[str, ...] = ()
         rule = handler = ""
         if outcome is not None:
@@ -203,14 +200,13 @@ class DecisionRecorder:
             refs = self._referenced(outcome)
             rule, handler = outcome.rule, outcome.handler
         get = untracked_view(bag).get
-        (sns, swl, slabels, sprin, dns, dwl, dlabels, dprin, dsvc, headers, rid, method, host, path) = [
-            get(name) for name in _READ
+        sns, swl, sprin, dns, dwl, dprin, dsvc, rid, method, host, path = [
+            "" if v is None else v if type(v) is str else _text(v) for v in map(get, _TEXTS)
         ]
+        slabels, dlabels, headers = get("source.labels"), get("destination.labels"), get("request.headers")
         if headers is None or not (type(headers) is dict or isinstance(headers, Mapping)):
             headers = {}
-        request_id = _text(rid)
-        if not request_id:
-            request_id = _text(headers.get("x-request-id"))
+        request_id = rid or _text(headers.get("x-request-id"))
         granted = dict(quotas) if quotas else {}
         self._sink.add_decision(
             Decision(
@@ -222,22 +218,22 @@ class DecisionRecorder:
                 self._key(headers, outcome),
                 peer(
                     (
-                        _text(sns),
-                        _text(swl),
+                        sns,
+                        swl,
                         _label(slabels, "app"),
                         _label(slabels, "version"),
                         "",
-                        _text(sprin),
+                        sprin,
                     )
                 ),
                 peer(
                     (
-                        _text(dns),
-                        _text(dwl),
+                        dns,
+                        dwl,
                         _label(dlabels, "app"),
                         _label(dlabels, "version"),
-                        _text(dsvc),
-                        _text(dprin),
+                        dsvc,
+                        dprin,
                     )
                 ),
                 rule,
@@ -245,9 +241,9 @@ class DecisionRecorder:
                 granted,
                 refs,
                 request_id,
-                _text(method),
-                _text(host),
-                _text(path),
+                method,
+                host,
+                path,
                 int(duration_s * 1_000_000),
             )
         )
