@@ -11,7 +11,11 @@
    reporters, some 503s): merged per edge in the database (``step_us`` = the hour, what the graph
    asks) and, for reference, every stored rollup. Goal: under 300 ms.
 
-Also what ``Writer.add_hop`` costs the request path.
+4. Decision ingestion: policy decisions per second through ``store.write`` in 2,000-decision
+   batches (one per call of a 3-call transaction, 2% denials naming a rule, Envoy request ids),
+   with the process CPU per decision (the writer thread's included).
+
+Also what ``Writer.add_hop`` and ``Writer.add_decision`` cost the request path.
 
 PostgreSQL runs as started by tests/support/postgres_server.py with PostgreSQL's default
 durability (fsync on, synchronous commit), over TCP on loopback; SQLite in WAL mode with
@@ -40,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support.po
 from _util import table
 
 from mixerd.console import stats
-from mixerd.console.model import Batch, Hop, Peer, Reporter
+from mixerd.console.model import Batch, Decision, Frontend, Hop, Peer, Reporter, Verdict
 from mixerd.console.store.base import ConsoleStore, EdgeRollup, TransactionQuery
 from mixerd.console.store.postgres import PostgresStore
 from mixerd.console.store.sqlite import SQLiteStore
@@ -108,6 +112,58 @@ def hops(n: int, start_us: int = T0) -> Iterator[list[Hop]]:
                 )
         t += 50  # 20,000 transactions per second of traffic
         yield out
+
+
+def decisions(n: int, start_us: int = T0) -> Iterator[list[Decision]]:
+    """``n`` decisions in lists of 3 (a transaction's calls, each asked of ext_authz)."""
+    t = start_us
+    attributes = ("destination.namespace", "request.headers", "request.path", "source.principal")
+    for _ in range(n // 3):
+        txn = _uuid()
+        chain = rng.sample(range(SERVICES), 4)
+        out = []
+        for depth in range(3):
+            denied = rng.random() < 0.02
+            out.append(
+                Decision(
+                    t + depth * 1_000,
+                    Frontend.EXT_AUTHZ_GRPC,
+                    Verdict.DENY if denied else Verdict.ALLOW,
+                    7 if denied else 0,
+                    "PERMISSION_DENIED:denyall.handler.istio-system:blocked" if denied else "",
+                    txn,
+                    SOURCES[chain[depth]],
+                    PEERS[chain[depth + 1]],
+                    "denyall.rule.istio-system" if denied else "",
+                    "denyall.handler.istio-system" if denied else "",
+                    {},
+                    attributes,
+                    _uuid(),
+                    "GET",
+                    PEERS[chain[depth + 1]].service,
+                    f"/api/v1/items/{rng.randrange(1000)}",
+                    400,
+                )
+            )
+        t += 50
+        yield out
+
+
+async def ingest_decisions(store: ConsoleStore, n: int, batch_size: int) -> tuple[float, float]:
+    """Write ``n`` decisions in batches: (decisions per second, process CPU us per decision),
+    generation excluded."""
+    batches: list[list[Decision]] = [[]]
+    for group in decisions(n, T0 + 3_600 * S):
+        if len(batches[-1]) >= batch_size:
+            batches.append([])
+        batches[-1] += group
+    spent = cpu = 0.0
+    for batch in batches:
+        t, c = time.perf_counter(), time.process_time()
+        await store.write(Batch(decisions=batch), [])
+        spent += time.perf_counter() - t
+        cpu += time.process_time() - c
+    return n / spent, cpu / n * 1e6
 
 
 async def fill(store: ConsoleStore, n: int, batch_size: int, ids: list[str] | None = None) -> float:
@@ -203,6 +259,11 @@ async def run_backend(
     try:
         rate = await fill(store, 60_000, 2_000)
         rows.append([name, "ingestion, 2,000-hop batches", f"{rate:,.0f} hops/s"])
+        rate, cpu_us = await ingest_decisions(store, 30_000, 2_000)
+        rows.append(
+            [name, "decision ingestion, 2,000-decision batches",
+             f"{rate:,.0f} decisions/s, {cpu_us:.1f} us CPU/decision (this process)"]
+        )  # fmt: skip
         ids: list[str] = []
         t = time.perf_counter()
         fill_rate = await fill(store, total_hops - 60_000, 10_000, ids)
@@ -243,9 +304,19 @@ def request_path_cost(n: int = 200_000) -> list[list[str]]:
     for h in sample:
         writer.add_hop(h)
     spent = time.perf_counter() - t
-    return [
+    cost = [
         ["writer", "add_hop on the request path (queue + 10-s rollup)", f"{spent / len(sample) * 1e6:.2f} us"]
     ]
+    records = [d for group in decisions(n) for d in group]
+    writer = Writer(None, max_queue=len(records) + 1, batch_size=len(records) + 1)  # type: ignore[arg-type]
+    t = time.perf_counter()
+    for d in records:
+        writer.add_decision(d)
+    spent = time.perf_counter() - t
+    cost.append(
+        ["writer", "add_decision on the request path (queue)", f"{spent / len(records) * 1e6:.2f} us"]
+    )
+    return cost
 
 
 def main() -> int:

@@ -3,6 +3,7 @@ status, quota grants, the transaction key (including one minted by the answer it
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,15 +14,17 @@ from envoy.service.auth.v3 import external_auth_pb2
 from envoy.service.ratelimit.v3 import rls_pb2
 
 from mixerd._proto.mixer.v1 import check_pb2
-from mixerd.adapter import ManualClock
+from mixerd.adapter import CheckResult, ManualClock, SystemClock
 from mixerd.api.decisions import DECISIONS, DecisionRecorder, recorder_of
 from mixerd.api.ext_authz import ExtAuthzService
 from mixerd.api.mixer_v1.client import encode_attributes
 from mixerd.api.mixer_v1.service import MixerService
 from mixerd.api.ratelimit.service import RateLimitService
+from mixerd.attribute import Condition, FrozenReferences
 from mixerd.config import MemoryStore, parse_text
 from mixerd.console.model import Decision, Frontend, Verdict
-from mixerd.runtime import Runtime
+from mixerd.runtime import CheckOutcome, Runtime
+from mixerd.runtime.checkcache import CachedCheck
 
 CONFIG = """
 apiVersion: config.istio.io/v1alpha2
@@ -273,3 +276,45 @@ async def test_a_decision_names_the_workloads_attribute_generators_found(tmp_pat
         "v2",
     )
     assert d.transaction_id == RID and d.request_id == RID
+
+
+def _cached_outcome(entry: CachedCheck) -> CheckOutcome:
+    return CheckOutcome(result=entry.result, references=entry.references, cached=entry)
+
+
+def test_an_answer_from_the_decision_cache_names_its_references_once_per_entry() -> None:
+    sink = _Sink()
+    recorder = DecisionRecorder(sink, ManualClock())
+    refs: FrozenReferences = (
+        (("request.path", None), Condition.EXACT),
+        (("request.headers", "x-user"), Condition.EXACT),
+        (("request.headers", "x-request-id"), Condition.ABSENCE),
+    )
+    entry = CachedCheck(CheckResult(), "", "", "", refs, frozenset(), {}, 0.0, 1)
+    other = CachedCheck(CheckResult(), "", "", "", refs[:1], frozenset(), {}, 0.0, 1)
+    for outcome in (_cached_outcome(entry), _cached_outcome(entry), _cached_outcome(other)):
+        recorder.record(Frontend.MIXER_CHECK, {}, code=0, message="", outcome=outcome)
+    first, again, third = sink.decisions
+    assert first.attributes == ("request.headers", "request.path")
+    assert again.attributes is first.attributes  # the entry's names, not computed again
+    assert third.attributes == ("request.path",)
+
+
+def test_the_real_clock_stamps_decisions_in_microseconds() -> None:
+    sink = _Sink()
+    recorder = DecisionRecorder(sink, SystemClock())
+    before = time.time_ns() // 1000
+    recorder.record(Frontend.EXT_AUTHZ_HTTP, {"request.path": "/"}, code=0, message="")
+    after = time.time_ns() // 1000
+    (d,) = sink.decisions
+    assert before <= d.time_us <= after
+
+
+def test_a_manual_clock_stamps_decisions_with_its_time() -> None:
+    sink = _Sink()
+    clock = ManualClock()
+    recorder = DecisionRecorder(sink, clock)
+    recorder.record(Frontend.EXT_AUTHZ_HTTP, {}, code=7, message="no")
+    (d,) = sink.decisions
+    assert d.time_us == int(clock.now().timestamp()) * 1_000_000 + clock.now().microsecond
+    assert d.verdict is Verdict.DENY

@@ -15,14 +15,15 @@ the key, so the first hop's decision joins the transaction its hops are recorded
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final, Protocol
 
-from mixerd.adapter import Clock, Code
+from mixerd.adapter import Clock, Code, SystemClock
 from mixerd.attribute import untracked_view
 from mixerd.config import HeaderAction
 from mixerd.console.correlate import DEFAULT_ORDER, transaction_key
-from mixerd.console.model import Decision, Frontend, Peer, Verdict, peer
+from mixerd.console.model import Decision, Frontend, Verdict, peer
 from mixerd.runtime import CheckOutcome, Runtime
 
 __all__ = ["DECISIONS", "DecisionRecorder", "DecisionSink", "granted", "recorder_of", "verdict_of"]
@@ -73,32 +74,55 @@ def _label(labels: Any, key: str) -> str:
     return value if type(value) is str or isinstance(value, str) else ""
 
 
-def _peer(
-    bag: Mapping[str, Any], namespace: str, workload: str, labels: str, principal: str, service: str
-) -> Peer:
-    """The peer the attributes name (interned: a mesh has few distinct ones)."""
-    get = bag.get
-    names = get(labels)
-    return peer(
-        (
-            _text(get(namespace)),
-            _text(get(workload)),
-            _label(names, "app"),
-            _label(names, "version"),
-            _text(get(service)) if service else "",
-            _text(get(principal)),
-        )
-    )
-
-
-_SOURCE: Final = ("source.namespace", "source.workload.name", "source.labels", "source.principal", "")
-_DESTINATION: Final = (
+_TEXTS: Final = (
+    "source.namespace",
+    "source.workload.name",
+    "source.principal",
     "destination.namespace",
     "destination.workload.name",
-    "destination.labels",
     "destination.principal",
     "destination.service.host",
+    "request.id",
+    "request.method",
+    "request.host",
+    "request.path",
 )
+"""The text attributes a decision shows, in this order (see ``record``); not a string: ``""``."""
+
+_MAX_MEMO: Final = 4096
+"""Decision-cache entries whose referenced attribute names are remembered (cleared when full)."""
+
+
+def _system_now_us() -> int:
+    return time.time_ns() // 1000
+
+
+class _Sent(Mapping[str, str]):
+    """Request headers with the values an answer's header operations send upstream in place of
+    (or besides) the caller's: read without copying the caller's headers."""
+
+    __slots__ = ("_headers", "_sent")
+
+    def __init__(self, sent: dict[str, str], headers: Mapping[str, str]) -> None:
+        self._sent = sent
+        self._headers = headers
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = self._sent.get(key)
+        return self._headers.get(key, default) if value is None else value
+
+    def __getitem__(self, key: str) -> str:
+        value = self._sent.get(key)
+        return self._headers[key] if value is None else value
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._sent
+        for name in self._headers:
+            if name not in self._sent:
+                yield name
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 class DecisionRecorder:
@@ -107,12 +131,19 @@ class DecisionRecorder:
     def __init__(self, sink: DecisionSink, clock: Clock, key_order: Sequence[str] = DEFAULT_ORDER) -> None:
         self._sink = sink
         self._clock = clock
+        self._now_us = _system_now_us if type(clock) is SystemClock else self._clock_now_us
         self._order = tuple(key_order)
         self._minted = frozenset(self._order)
+        self._names: dict[object, tuple[str, ...]] = {}
+        """Referenced attribute names by decision-cache entry (hashed by identity)."""
+
+    def _clock_now_us(self) -> int:
+        delta = self._clock.now() - _EPOCH
+        return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
     def _key(self, headers: Mapping[str, str], outcome: CheckOutcome | None) -> str:
         directive = outcome.directive if outcome is not None else None
-        if directive is not None:
+        if directive is not None and directive.request_header_operations:
             sent: dict[str, str] | None = None
             for op in directive.request_header_operations:
                 name = op.name.lower()
@@ -120,8 +151,24 @@ class DecisionRecorder:
                     sent = sent if sent is not None else {}
                     sent.setdefault(name, op.value)
             if sent:
-                headers = {**headers, **sent}
+                headers = _Sent(sent, headers)
         return transaction_key(headers, self._order)
+
+    def _referenced(self, outcome: CheckOutcome) -> tuple[str, ...]:
+        """The names of the attributes the answer referenced, sorted; remembered per decision-cache
+        entry when the answer came from one (its references are the entry's)."""
+        references = outcome.references
+        if not references:
+            return ()
+        entry = outcome.cached
+        if entry is None:
+            return tuple(sorted({name for (name, _key), _cond in references}))
+        names = self._names.get(entry)
+        if names is None:
+            if len(self._names) >= _MAX_MEMO:
+                self._names.clear()
+            names = self._names[entry] = tuple(sorted({name for (name, _key), _cond in references}))
+        return names
 
     def record(
         self,
@@ -143,44 +190,60 @@ class DecisionRecorder:
         The decision shows the request as the rules saw it: when the check ran, its outcome's
         attributes (``bag`` plus what attribute generators such as kubernetesenv added, so the
         source and destination workloads are named), else ``bag``. It is read without recording
-        references: what the console shows is not what the answer depends on."""
-        if outcome is not None and outcome.attributes is not None:
-            bag = outcome.attributes
-        bag = untracked_view(bag)
-        now = self._clock.now()
-        granted = dict(quotas or {})
+        references (what the console shows is not what the answer depends on), each attribute
+        once (``_TEXTS`` and three maps)."""
         refs: tuple[str, ...] = ()
         rule = handler = ""
         if outcome is not None:
-            if outcome.references:
-                refs = tuple(sorted({name for (name, _key), _cond in outcome.references}))
+            if outcome.attributes is not None:
+                bag = outcome.attributes
+            refs = self._referenced(outcome)
             rule, handler = outcome.rule, outcome.handler
-        delta = now - _EPOCH
-        get = bag.get
-        headers = get("request.headers")
+        get = untracked_view(bag).get
+        sns, swl, sprin, dns, dwl, dprin, dsvc, rid, method, host, path = [
+            "" if v is None else v if type(v) is str else _text(v) for v in map(get, _TEXTS)
+        ]
+        slabels, dlabels, headers = get("source.labels"), get("destination.labels"), get("request.headers")
         if headers is None or not (type(headers) is dict or isinstance(headers, Mapping)):
             headers = {}
-        request_id = _text(get("request.id"))
-        if not request_id:
-            request_id = _text(headers.get("x-request-id"))
+        request_id = rid or _text(headers.get("x-request-id"))
+        granted = dict(quotas) if quotas else {}
         self._sink.add_decision(
             Decision(
-                (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds,
+                self._now_us(),
                 frontend,
                 verdict_of(code, granted, asked),
                 int(code),
                 message,
                 self._key(headers, outcome),
-                _peer(bag, *_SOURCE),
-                _peer(bag, *_DESTINATION),
+                peer(
+                    (
+                        sns,
+                        swl,
+                        _label(slabels, "app"),
+                        _label(slabels, "version"),
+                        "",
+                        sprin,
+                    )
+                ),
+                peer(
+                    (
+                        dns,
+                        dwl,
+                        _label(dlabels, "app"),
+                        _label(dlabels, "version"),
+                        dsvc,
+                        dprin,
+                    )
+                ),
                 rule,
                 handler,
                 granted,
                 refs,
                 request_id,
-                _text(get("request.method")),
-                _text(get("request.host")),
-                _text(get("request.path")),
+                method,
+                host,
+                path,
                 int(duration_s * 1_000_000),
             )
         )

@@ -149,10 +149,16 @@ class Writer:
 
     def add_decision(self, decision: Decision) -> None:
         try:
-            if self._admit("decision"):
+            if not self._closed and self._queued < self._max_queue:  # _admit and _added, inlined
                 self._pending.decisions.append(decision)
-                self._added()
-        except Exception:
+                self._queued += 1
+                self._pending_n += 1
+                if self._pending_n >= self._batch_size:
+                    self._seal()
+                    self._wake.set()
+            else:
+                self._admit("decision")
+        except Exception:  # never fail a request because of the console
             self._drop("decision", "error")
 
     def add_span(self, span: Span) -> None:

@@ -47,6 +47,7 @@ __all__ = [
     "SummaryRow",
     "decision_from_row",
     "decision_row",
+    "decision_rows",
     "edge_key",
     "group_hops",
     "hop_from_row",
@@ -397,13 +398,40 @@ def hop_group_body(*row: Any) -> bytes:
 
 
 def decision_row(d: Decision, ids: PackCache | None = None) -> tuple[Any, ...]:
-    ids = PackCache() if ids is None else ids
-    return (
-        d.time_us, str(d.frontend), str(d.verdict), d.status_code, d.message, ids[d.transaction_id],
-        *_peer_values(d.source), *_peer_values(d.destination),
-        d.rule, d.handler, _json(dict(d.quotas)), _json(list(d.attributes)),
-        ids[d.request_id], d.method, d.host, d.path, d.duration_us,
-    )  # fmt: skip
+    """One decision as a ``DECISION_COLUMNS`` row (:func:`decision_rows` for a batch)."""
+    return decision_rows([d], PackCache() if ids is None else ids)[0]
+
+
+def decision_rows(decisions: Iterable[Decision], ids: PackCache) -> list[tuple[Any, ...]]:
+    """``decisions`` as ``DECISION_COLUMNS`` rows. What repeats from one decision to the next is
+    encoded once per batch: a peer's columns (by identity: peers are interned and the decisions
+    keep them alive meanwhile), a list of referenced attributes (by value: the JSON text, the
+    costliest part of a row; answers from one decision-cache entry share the tuple)."""
+    peers: dict[int, tuple[str, str, str, str, str, str]] = {}
+    names: dict[tuple[str, ...], str | None] = {}
+    rows = []
+    for d in decisions:
+        s, t = d.source, d.destination
+        sv = peers.get(id(s))
+        if sv is None:
+            sv = peers[id(s)] = _peer_values(s)
+        dv = peers.get(id(t))
+        if dv is None:
+            dv = peers[id(t)] = _peer_values(t)
+        attributes = d.attributes
+        if attributes:
+            encoded = names.get(attributes)
+            if encoded is None:
+                encoded = names[attributes] = _json(list(attributes))
+        else:
+            encoded = None
+        quotas = d.quotas
+        rows.append((
+            d.time_us, d.frontend.value, d.verdict.value, d.status_code, d.message, ids[d.transaction_id],
+            *sv, *dv, d.rule, d.handler, _json(dict(quotas)) if quotas else None, encoded,
+            ids[d.request_id], d.method, d.host, d.path, d.duration_us,
+        ))  # fmt: skip
+    return rows
 
 
 _E = TypeVar("_E", Frontend, Verdict)

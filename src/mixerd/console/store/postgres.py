@@ -327,7 +327,7 @@ class PostgresStore:
             ids = codec.PackCache()
             raw: tuple[tuple[str, Sequence[str], list[tuple[Any, ...]]], ...] = (
                 ("hops", codec.HOP_COLUMNS, [codec.hop_row(h, ids) for h in batch.hops]),
-                ("decisions", codec.DECISION_COLUMNS, [codec.decision_row(d, ids) for d in batch.decisions]),
+                ("decisions", codec.DECISION_COLUMNS, codec.decision_rows(batch.decisions, ids)),
                 ("spans", codec.SPAN_COLUMNS, [codec.span_row(s, ids) for s in batch.spans]),
                 ("logs", codec.LOG_COLUMNS, [codec.log_row(g, ids) for g in batch.logs]),
             )

@@ -376,7 +376,7 @@ class SQLiteStore:
             if groups:
                 conn.executemany(_INSERT_HOP_GROUP, codec.hop_group_rows(groups, ids, hop_summaries))
             if batch.decisions:
-                conn.executemany(_INSERT_DECISION, [codec.decision_row(d, ids) for d in batch.decisions])
+                conn.executemany(_INSERT_DECISION, codec.decision_rows(batch.decisions, ids))
             if batch.spans:
                 conn.executemany(_INSERT_SPAN, [codec.span_row(s, ids) for s in batch.spans])
             if batch.logs:
