@@ -20,7 +20,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final, Protocol
 
 from mixerd.adapter import Clock, Code, SystemClock
-from mixerd.attribute import untracked_view
+from mixerd.attribute import remember, untracked_view
 from mixerd.config import HeaderAction
 from mixerd.console.correlate import DEFAULT_ORDER, transaction_key
 from mixerd.console.model import Decision, Frontend, Verdict, peer
@@ -165,9 +165,9 @@ class DecisionRecorder:
             return tuple(sorted({name for (name, _key), _cond in references}))
         names = self._names.get(entry)
         if names is None:
-            if len(self._names) >= _MAX_MEMO:
-                self._names.clear()
-            names = self._names[entry] = tuple(sorted({name for (name, _key), _cond in references}))
+            names = remember(
+                self._names, entry, tuple(sorted({name for (name, _key), _cond in references})), _MAX_MEMO
+            )
         return names
 
     def record(

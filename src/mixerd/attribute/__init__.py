@@ -27,6 +27,7 @@ from mixerd.attribute.manifest import (
     manifest_from_resources,
     stock_manifest,
 )
+from mixerd.attribute.memo import remember
 from mixerd.attribute.partial import PartialAttributes
 from mixerd.attribute.types import (
     URI,
@@ -75,6 +76,7 @@ __all__ = [
     "parse_duration",
     "parse_ip",
     "parse_timestamp",
+    "remember",
     "sorted_references",
     "stock_manifest",
     "tracker_of",

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from mixerd.attribute import remember
+
 __all__ = [
     "Batch",
     "Decision",
@@ -71,9 +73,7 @@ def peer(key: _PeerKey) -> Peer:
     the stores recognise a repeated peer by identity."""
     found = _PEERS.get(key)
     if found is None:
-        if len(_PEERS) >= _MAX_PEERS:
-            _PEERS.clear()
-        found = _PEERS[key] = Peer(*key)
+        found = remember(_PEERS, key, Peer(*key), _MAX_PEERS)
     return found
 
 

@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from mixerd.attribute import MISSING
+from mixerd.attribute import MISSING, remember
 from mixerd.config import Key, Resource
 from mixerd.config.security import (
     AUTHORIZATION_POLICY,
@@ -644,9 +644,7 @@ class Workload:
         found = decisions.get(key)
         if found is None:
             found = evaluate(self.policies, req)
-            if len(decisions) >= _DECISIONS_PER_WORKLOAD:
-                decisions.clear()
-            decisions[key] = found
+            remember(decisions, key, found, _DECISIONS_PER_WORKLOAD)
         return found
 
 

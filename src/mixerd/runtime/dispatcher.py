@@ -66,6 +66,7 @@ from mixerd.attribute import (
     ReferenceTracker,
     TrackingBag,
     logsafe,
+    remember,
     untracked_view,
 )
 from mixerd.config import HeaderAction
@@ -976,10 +977,8 @@ def _with_gate_headers(
     so its directive is made once (while it stays in the small cache)."""
     hit = _GATE_DIRECTIVES.get(id(ops))
     if hit is None or hit[0] is not ops:
-        if len(_GATE_DIRECTIVES) >= 4096:
-            _GATE_DIRECTIVES.clear()
         gate_ops = tuple(HeaderOperation(name, value, action) for name, value, action in ops)
-        hit = _GATE_DIRECTIVES[id(ops)] = (ops, RouteDirective(gate_ops))
+        hit = remember(_GATE_DIRECTIVES, id(ops), (ops, RouteDirective(gate_ops)), 4096)
     if directive is None:
         return hit[1]
     gate_ops = hit[1].request_header_operations

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from mixerd.adapter import Clock, Code, RateLimitedWarning
-from mixerd.attribute import MISSING, OverlayBag, logsafe
+from mixerd.attribute import MISSING, OverlayBag, logsafe, remember
 from mixerd.config import HeaderAction, Key, Resource, Snapshot
 from mixerd.config.security import REQUEST_AUTHENTICATION, RequestAuthenticationSpec
 from mixerd.runtime.authn import (
@@ -172,9 +172,7 @@ class _Counters:
         found = [self._child(a, "audit", dry_run) for a in d.audits]
         if d.action:
             found.append(self._child(d.policy, "allow" if d.allowed else "deny", dry_run))
-        if len(self.by_decision) >= 8192:
-            self.by_decision.clear()
-        self.by_decision[id(d)] = (d, tuple(found))
+        remember(self.by_decision, id(d), (d, tuple(found)), 8192)
         for c in found:
             c.inc()
 
@@ -245,9 +243,7 @@ class SecurityTable:
                 enforced if enforced is not None and enforced.policies else None,
                 dry if dry is not None and dry.policies else None,
             )
-            if len(self._scopes) >= 4096:
-                self._scopes.clear()
-            self._scopes[key] = scope
+            remember(self._scopes, key, scope, 4096)
         return scope
 
     async def check(self, bag: Mapping[str, Any]) -> SecurityVerdict | None:

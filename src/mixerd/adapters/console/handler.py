@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final, Protocol, runtime_checkable
 
 from mixerd.adapter import Builder, ConfigError, Env, Handler, InstanceInfo, Params
-from mixerd.attribute import MISSING, parse_duration
+from mixerd.attribute import MISSING, parse_duration, remember
 from mixerd.console.correlate import DEFAULT_ORDER, REQUEST_ID, correlation, parse_order
 from mixerd.console.model import Hop, Peer, Reporter, peer
 
@@ -182,9 +182,7 @@ def _peer_of(raw: _RawPeer) -> Peer:
     except TypeError:  # an unhashable value where a string belongs
         return peer(tuple(map(_text, raw)))  # type: ignore[arg-type]
     if found is None:
-        if len(_RAW_PEERS) >= _MAX_RAW_PEERS:
-            _RAW_PEERS.clear()
-        found = _RAW_PEERS[raw] = peer(tuple(map(_text, raw)))  # type: ignore[arg-type]
+        found = remember(_RAW_PEERS, raw, peer(tuple(map(_text, raw))), _MAX_RAW_PEERS)  # type: ignore[arg-type]
     return found
 
 

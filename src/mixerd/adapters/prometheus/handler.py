@@ -13,7 +13,7 @@ from mixerd.adapters.prometheus.config import MetricConfig, PrometheusConfig, pa
 from mixerd.adapters.prometheus.exporter import PrometheusExporter
 from mixerd.adapters.prometheus.series import MetricVec, Series
 from mixerd.adapters.prometheus.values import prom_value, stringify
-from mixerd.attribute import ValueType
+from mixerd.attribute import ValueType, remember
 
 __all__ = ["HandleMetricError", "PrometheusBuilder", "PrometheusHandler"]
 
@@ -199,9 +199,8 @@ class PrometheusHandler(Handler):
                         entries = index.entries
                         found = entries.get(raw)
                         if found is None:
-                            if len(entries) >= self._max_series:
-                                entries.clear()
-                            found = entries[raw] = [None] * index.width
+                            empty: list[Series | None] = [None] * index.width
+                            found = remember(entries, raw, empty, self._max_series)
                         entry, last_dims, last_index, last_raw = found, dims, index, raw
                 if index is not None:
                     series = entry[route.slot]

@@ -74,6 +74,7 @@ from mixerd.adapters.redisquota.scripts import (
     batch_command,
     script_result,
 )
+from mixerd.attribute import remember
 
 __all__ = [
     "FAIL_OPEN_VALIDITY",
@@ -387,9 +388,7 @@ class RedisQuotaHandler(Handler):
             quota.bucket_ms,
         )
         if cache_key is not None:
-            if len(self._buckets) >= _MAX_BUCKETS:
-                self._buckets.clear()
-            self._buckets[cache_key] = bucket
+            remember(self._buckets, cache_key, bucket, _MAX_BUCKETS)
         return bucket
 
     def _node_of(self, key: str) -> str:

@@ -56,6 +56,7 @@ from mixerd.api.caller import transport_caller
 from mixerd.api.ext_authz.authorize import Authorizer
 from mixerd.api.ext_authz.request import BadRequest, HttpHeaders, HttpRequestBag
 from mixerd.api.ext_authz.verdict import HttpAnswer, Verdict, encode_http
+from mixerd.attribute import remember
 from mixerd.runtime import Runtime
 
 __all__ = ["HttpAuthzOptions", "HttpAuthzServer", "build_http_authz_server"]
@@ -158,9 +159,7 @@ class _Answers:
         memo = self._memo
         found = memo.get(verdict)
         if found is None:
-            if len(memo) >= 1024:
-                memo.clear()
-            found = memo[verdict] = _encode(encode_http(verdict))
+            found = remember(memo, verdict, _encode(encode_http(verdict)), 1024)
         return found
 
     def date(self) -> bytes:

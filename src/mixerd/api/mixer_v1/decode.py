@@ -49,6 +49,7 @@ from mixerd.attribute import (
     ReferenceTracker,
     TrackingBag,
     ValueType,
+    remember,
 )
 
 __all__ = [
@@ -351,9 +352,7 @@ def _index(
                 elif name in wanted:
                     ip = _IPS.get(b)
                     if ip is None:
-                        if len(_IPS) >= _IPS_MAX:
-                            _IPS.clear()
-                        ip = _IPS[b] = IPAddress(b)
+                        ip = remember(_IPS, b, IPAddress(b), _IPS_MAX)
                     values[name] = ip
                 else:
                     rest[name] = (_IP, b)  # type: ignore[index]

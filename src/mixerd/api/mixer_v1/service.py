@@ -56,7 +56,7 @@ from mixerd.api.mixer_v1.wire import (
     RequestLimits,
     check_dictionary,
 )
-from mixerd.attribute import OverlayBag, logsafe, sorted_references
+from mixerd.attribute import OverlayBag, logsafe, remember, sorted_references
 from mixerd.console.model import Frontend
 from mixerd.runtime import CheckOutcome, Dispatcher, DispatchError, failure_answer, log_failure
 from mixerd.runtime.reporting import ReportPipeline
@@ -234,9 +234,7 @@ class MixerService(mixer_pb2_grpc.MixerServicer):  # type: ignore[misc]
                     ),
                     route_directive=outcome.directive,
                 )
-                if len(self._encoded) >= _RESPONSE_CACHE_SIZE:
-                    self._encoded.clear()
-                self._encoded[key] = parts
+                remember(self._encoded, key, parts, _RESPONSE_CACHE_SIZE)
             response = check_response_bytes(parts, r.valid_duration, r.valid_use_count)
         self._check_ok.inc()
         self._check_seconds.observe(self.clock.monotonic() - start)
