@@ -8,8 +8,11 @@ from typing import Any
 import pytest
 import yaml
 
+from mixerd.adapter import Code, ManualClock
 from mixerd.config import StaticAdapterCatalog, build_snapshot, parse_documents
+from mixerd.runtime import RuntimeMetrics
 from mixerd.runtime.authz import PolicyIndex, Request, compile_policies, evaluate
+from mixerd.runtime.security import Pending, build_security
 
 TABLE = yaml.safe_load((Path(__file__).parent.parent / "data" / "authz_policies.yaml").read_text())
 CASES: list[dict[str, Any]] = TABLE["cases"]
@@ -74,3 +77,35 @@ def test_as_mapping_tells_mappings_from_other_values_by_class() -> None:
     assert request_headers({"request.headers": {"x": "y"}}) == {"x": "y"}
     assert request_headers({"request.headers": ["x"]}) is None
     assert request_headers({}) is None
+
+
+def test_the_gate_remembers_a_finding_only_under_what_decides_it() -> None:
+    """Every request of the table through the gate of every case's policies, twice (the second
+    time answered from the gate's findings kept by the values the policies read): each answer
+    is the decision of the policies evaluated afresh. A key that left out a value a policy
+    reads would give one request another's answer here."""
+    requests = [dict(c["request"]) for c in CASES]
+    for case in CASES:
+        parsed = parse_documents((d, None) for d in case["policies"])
+        snapshot = build_snapshot(parsed.resources, adapters=StaticAdapterCatalog({}))
+        index = _index(case["policies"])
+        table, problems = build_security(
+            snapshot.security,
+            "istio-system",
+            clock=ManualClock(),
+            decisions=RuntimeMetrics().counter("d", "x", ["policy", "action", "dry_run"]),
+        )
+        assert not problems
+        if table is None:
+            assert not case["policies"]
+            continue
+        for _ in range(2):
+            for bag in requests:
+                ns = bag.get("destination.namespace", "")
+                expected = evaluate(index.applicable(ns, bag.get("destination.labels")), Request(bag))
+                verdict = table.decide(bag)
+                assert not isinstance(verdict, Pending)
+                allowed = verdict is None or verdict.code == Code.OK
+                assert allowed is expected.allowed, (case["name"], bag)
+                if not allowed:
+                    assert verdict is not None and verdict.policy == expected.policy

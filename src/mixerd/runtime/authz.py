@@ -51,6 +51,7 @@ from mixerd.config.security import (
 )
 
 __all__ = [
+    "INPUTS",
     "MAPPING_CLASSES",
     "AuthzDecision",
     "CompiledPolicy",
@@ -157,6 +158,20 @@ def pattern_matcher(patterns: Sequence[str], *, lower: bool = False) -> Callable
     return match
 
 
+Input = tuple[bool, str]
+"""A raw value of the request a reader reads: ``(True, header name)`` or ``(False, attribute)``."""
+
+INPUTS: Final[dict[Reader, tuple[Input, ...]]] = {}
+"""The raw values each reader's result is a function of (for a token reader, without a token
+mixerd verified). A reader not here (a map attribute's entry) cannot be keyed by raw values:
+see :attr:`Workload.inputs`."""
+
+
+def _reads(reader: Reader, *inputs: Input) -> Reader:
+    INPUTS[reader] = inputs
+    return reader
+
+
 _TOKEN_READERS: Final[set[Reader]] = set()
 """Readers that, for a request with a token mixerd verified (``Request.claims`` and
 ``Request.auth`` set), read only that token: their values are a function of the token."""
@@ -234,7 +249,7 @@ def _ip_reader(attribute: str) -> Reader:
     def read(req: Request) -> tuple[Any, ...]:
         return (req.bag.get(attribute),)  # the bag's value (hashable); parsed when compared
 
-    return read
+    return _reads(read, (False, attribute))
 
 
 def _ip(value: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -276,7 +291,7 @@ def _one(name: str) -> Reader:
             return (value,)
         return (req.text(name),)
 
-    return read
+    return _reads(read, (False, name))
 
 
 @functools.cache
@@ -287,7 +302,7 @@ def _auth_attribute(name: str) -> Reader:
             return (value if isinstance(value, str) else "",)
         return (req.text(name),)
 
-    return _token_reader(read)
+    return _reads(_token_reader(read), (False, name))
 
 
 @functools.cache
@@ -295,7 +310,7 @@ def _principal(name: str) -> Reader:
     def read(req: Request) -> tuple[str, ...]:
         return (req.text(name).removeprefix("spiffe://"),)
 
-    return read
+    return _reads(read, (False, name))
 
 
 def _source_namespace(req: Request) -> tuple[str, ...]:
@@ -306,6 +321,9 @@ def _source_namespace(req: Request) -> tuple[str, ...]:
         if found:
             ns = rest.split("/", 1)[0]
     return (ns,)
+
+
+_reads(_source_namespace, (False, "source.namespace"), (False, "source.principal"))
 
 
 def _hosts(req: Request) -> tuple[str, ...]:
@@ -327,11 +345,18 @@ def _path(req: Request) -> tuple[str, ...]:
     return (path,)
 
 
+_reads(_hosts, (False, "request.host"))
+_reads(_path, (False, "request.url_path"), (False, "request.path"))
+
+
 @_token_reader
 def _audiences(req: Request) -> tuple[str, ...]:
     if req.claims is not None:
         return _claim_values(req.claims.get("aud"))
     return tuple(a.strip() for a in req.text("request.auth.audiences").split(",")) or ("",)
+
+
+_reads(_audiences, (False, "request.auth.audiences"))
 
 
 def _claim_values(value: Any) -> tuple[str, ...]:
@@ -363,7 +388,7 @@ def _claim(path: tuple[str, ...]) -> Reader:
             node = node.get(part) if isinstance(node, Mapping) else None
         return _claim_values(node)
 
-    return _token_reader(read)
+    return _reads(_token_reader(read), (False, "request.auth.claims"))
 
 
 @functools.cache
@@ -379,7 +404,7 @@ def _header(name: str) -> Reader:
         value = headers.get(name)
         return (value,) if value.__class__ is str or isinstance(value, str) else ("",)
 
-    return read
+    return _reads(read, (True, name))
 
 
 MAPPING_CLASSES: Final[set[type]] = {dict}
@@ -601,6 +626,18 @@ def evaluate(policies: Sequence[CompiledPolicy], req: Request) -> AuthzDecision:
 _DECISIONS_PER_WORKLOAD: Final = 4096
 
 
+def _inputs(readers: Sequence[Reader]) -> tuple[Input, ...] | None:
+    """What ``readers`` read of the request, in order without repeats; ``None`` when one of them
+    is not in :data:`INPUTS`."""
+    found: dict[Input, None] = {}
+    for r in readers:
+        got = INPUTS.get(r)
+        if got is None:
+            return None
+        found.update(dict.fromkeys(got))
+    return tuple(found)
+
+
 class Workload:
     """The policies that apply to one workload, and its decisions by the values they read: a
     decision depends only on those values, so a request like an earlier one (same path, method,
@@ -610,7 +647,16 @@ class Workload:
     audiences) is found once per token (:attr:`Request.token_memo`); a request then reads only
     its own attributes."""
 
-    __slots__ = ("bag_readers", "by_token", "decisions", "policies", "readers", "token_readers")
+    __slots__ = (
+        "bag_readers",
+        "by_token",
+        "decisions",
+        "inputs",
+        "policies",
+        "readers",
+        "token_inputs",
+        "token_readers",
+    )
 
     def __init__(self, policies: tuple[CompiledPolicy, ...]) -> None:
         self.policies = policies
@@ -624,6 +670,11 @@ class Workload:
         found = self.readers or ()
         self.token_readers = tuple(r for r in found if r in _TOKEN_READERS)
         self.bag_readers = tuple(r for r in found if r not in _TOKEN_READERS)
+        self.inputs = None if readers is None else _inputs(self.bag_readers)
+        """The raw request values the decisions are a function of, with the token's
+        (:data:`INPUTS`); ``None`` when a reader's are not known."""
+        self.token_inputs = None if readers is None else _inputs(self.token_readers)
+        """What the token readers read without a token mixerd verified."""
         self.decisions: dict[tuple[Any, ...], AuthzDecision] = {}
         self.by_token: dict[tuple[Any, ...], AuthzDecision] = {}
         """Decisions keyed by (the token's values, the request's values)."""

@@ -81,7 +81,7 @@ from mixerd.runtime.failures import (
 from mixerd.runtime.metrics import RuntimeMetrics
 from mixerd.runtime.routing import Destination, InstanceGroup, NamespaceTable, RoutingTable
 from mixerd.runtime.sampling import RuleSampler
-from mixerd.runtime.security import SecurityVerdict
+from mixerd.runtime.security import Pending, SecurityVerdict
 from mixerd.templates import InstanceBuildError, Variety
 
 __all__ = [
@@ -443,11 +443,15 @@ class Dispatcher:
                 self._cache_misses.inc()
             errors_before = self._evaluation_errors
             bag = await self._preprocess(t, bag, fail=True)
-            gate = await t.security.check(bag) if t.security is not None else None
+            gate: SecurityVerdict | None = None
+            if t.security is not None:
+                answer = t.security.decide(bag)
+                gate = await answer.resolve() if isinstance(answer, Pending) else answer
             if gate is not None:
-                bag = gate.bag
+                if gate.bag is not None:  # else the rules see the bag the gate was given
+                    bag = gate.bag
                 if gate.code != Code.OK:
-                    return _gate_denial(gate, tracker)
+                    return _gate_denial(gate, bag, tracker)
             after_preprocess = tracker.snapshot() if tracker is not None and quotas else None
             ns = request_namespace(bag)
             nt = t.lookup(Variety.CHECK, ns)
@@ -952,7 +956,9 @@ class Dispatcher:
         return out
 
 
-def _gate_denial(gate: SecurityVerdict, tracker: ReferenceTracker | None) -> CheckOutcome:
+def _gate_denial(
+    gate: SecurityVerdict, bag: Mapping[str, Any], tracker: ReferenceTracker | None
+) -> CheckOutcome:
     result = CheckResult(Status(gate.code, gate.message), DEFAULT_VALID_DURATION, DEFAULT_VALID_USE_COUNT)
     return CheckOutcome(
         result,
@@ -961,7 +967,7 @@ def _gate_denial(gate: SecurityVerdict, tracker: ReferenceTracker | None) -> Che
         reason=gate.message,
         rule=gate.policy,
         handler=gate.handler,
-        attributes=gate.bag,
+        attributes=bag,
         deny_headers=tuple(HeaderOperation(name, value, action) for name, value, action in gate.deny_headers),
     )
 

@@ -64,6 +64,7 @@ from mixerd.runtime.rbac import compile_rbac
 
 __all__ = [
     "POLICY_HEADER",
+    "Pending",
     "SecurityTable",
     "SecurityVerdict",
     "build_security",
@@ -81,9 +82,10 @@ class SecurityVerdict:
     """The gate's answer (read-only; not frozen only because one is made per request and a
     frozen dataclass costs more to build)."""
 
-    bag: Mapping[str, Any] = field(repr=False)  # it holds the token
+    bag: Mapping[str, Any] | None = field(repr=False)  # it holds the token
     """The request's attributes, with ``request.auth.*`` of a verified token (when the config's
-    rules read them)."""
+    rules read them); ``None`` when they are the attributes the gate was given (the verdict is
+    then shared by requests alike)."""
     code: int = Code.OK
     message: str = ""
     policy: str = ""
@@ -131,11 +133,70 @@ class _AuthBag(OverlayBag):
         self._local = dict(attributes)
 
 
+@dataclass(slots=True)
+class _Known:
+    """The gate's finding for one request key of a workload (:attr:`_Scope.known`)."""
+
+    found: _Verified | None
+    decision: AuthzDecision | None
+    until: float
+    """When it stops holding: the verified token's expiry in the token cache (no end without a
+    token)."""
+    counters: tuple[Any, ...]
+    """The decision's counters (``mixerd_authz_decisions_total`` children)."""
+    verdict: SecurityVerdict | None
+    """The verdict, shared by every request like this one (``None`` when it carries the
+    request's own bag: a verified token's attributes over it)."""
+
+
+class Pending:
+    """A gate's answer that waits for a token's verification (:meth:`SecurityTable.decide`)."""
+
+    __slots__ = ("_bag", "_located", "_now", "_rules", "_table")
+
+    def __init__(
+        self,
+        table: SecurityTable,
+        bag: Mapping[str, Any],
+        located: tuple[str, str],
+        rules: tuple[CompiledJwtRule, ...],
+        now: float,
+    ) -> None:
+        self._table, self._bag, self._located, self._rules, self._now = table, bag, located, rules, now
+
+    async def resolve(self) -> SecurityVerdict | None:
+        table = self._table
+        try:
+            verified = await table._verify(self._located, self._rules, self._now)
+        except AuthnError as exc:
+            return table._unauthenticated(self._bag, exc)
+        answer = table._decide(self._bag, verified)
+        assert not isinstance(answer, Pending)  # verified: nothing left to wait for
+        return answer
+
+
 class _Scope:
     """What applies to one workload: its JWT rules (and where their tokens may be), and its
-    enforced and dry-run policies."""
+    enforced and dry-run policies.
 
-    __slots__ = ("dry", "empty", "enforced", "locations", "rules")
+    When every value the gate's finding depends on is known (the token found and the raw values
+    the enforced policies read, :attr:`Workload.inputs`), findings are kept by those
+    values (:attr:`known`): a request like an earlier one, with the same token, is answered by
+    one lookup, until the token's cache entry expires. Not with dry-run policies (each of their
+    would-be denials is logged)."""
+
+    __slots__ = (
+        "attributes",
+        "dry",
+        "empty",
+        "enforced",
+        "headers",
+        "keyed",
+        "known",
+        "locations",
+        "rules",
+        "token_attributes",
+    )
 
     def __init__(
         self, rules: tuple[CompiledJwtRule, ...], enforced: Workload | None, dry: Workload | None
@@ -145,6 +206,21 @@ class _Scope:
         self.dry = dry
         self.empty = not rules and enforced is None and dry is None
         self.locations = token_locations(rules)
+        inputs = () if enforced is None else enforced.inputs
+        token_inputs = () if enforced is None else enforced.token_inputs
+        self.keyed = not self.empty and dry is None and inputs is not None and token_inputs is not None
+        self.headers = tuple(name for is_header, name in inputs or () if is_header)
+        """The header values in the key (besides the token)."""
+        self.attributes = tuple(name for is_header, name in inputs or () if not is_header)
+        self.token_attributes = tuple(name for is_header, name in token_inputs or () if not is_header)
+        """In the key without a token: the attributes read in its place (as a Mixer v1 proxy
+        sends ``request.auth.*``)."""
+        assert not any(is_header for is_header, _ in token_inputs or ())
+        self.known: dict[tuple[Any, ...], _Known] = {}
+
+
+_FOREVER: Final = float("inf")
+_KNOWN_PER_WORKLOAD: Final = 4096
 
 
 class _Counters:
@@ -164,17 +240,18 @@ class _Counters:
 
     def decision(self, d: AuthzDecision, dry_run: bool) -> None:
         """Count a (cached, so long-lived) decision: its counters are found once per decision."""
+        for c in self.of(d, dry_run):
+            c.inc()
+
+    def of(self, d: AuthzDecision, dry_run: bool = False) -> tuple[Any, ...]:
+        """The counters of decision ``d`` (found once per decision)."""
         children = self.by_decision.get(id(d))
         if children is not None and children[0] is d:
-            for c in children[1]:
-                c.inc()
-            return
+            return children[1]
         found = [self._child(a, "audit", dry_run) for a in d.audits]
         if d.action:
             found.append(self._child(d.policy, "allow" if d.allowed else "deny", dry_run))
-        remember(self.by_decision, id(d), (d, tuple(found)), 8192)
-        for c in found:
-            c.inc()
+        return remember(self.by_decision, id(d), (d, tuple(found)), 8192)[1]
 
     def _child(self, policy: str, action: str, dry_run: bool) -> Any:
         key = (policy, action, "true" if dry_run else "false")
@@ -248,6 +325,15 @@ class SecurityTable:
 
     async def check(self, bag: Mapping[str, Any]) -> SecurityVerdict | None:
         """The gate's answer; ``None`` when nothing of the config applies to the workload."""
+        answer = self.decide(bag)
+        return await answer.resolve() if isinstance(answer, Pending) else answer
+
+    def decide(self, bag: Mapping[str, Any]) -> SecurityVerdict | Pending | None:
+        """The gate's answer without waiting, or a :class:`Pending` one when a token must be
+        verified first (not yet in the token cache; its issuer's keys may have to be fetched)."""
+        return self._decide(bag, None)
+
+    def _decide(self, bag: Mapping[str, Any], verified: _Verified | None) -> SecurityVerdict | Pending | None:
         ns: Any = bag.get("destination.namespace")
         if ns.__class__ is not str:
             ns = ns if isinstance(ns, str) else ""
@@ -257,76 +343,110 @@ class SecurityTable:
             scope = self._scope(ns, bag)
         if scope.empty:
             return None
-        rules, enforced, dry = scope.rules, scope.enforced, scope.dry
-        claims: Mapping[str, Any] | None = None
-        auth: Mapping[str, Any] | None = None
-        memo: dict[Any, tuple[Any, ...]] | None = None
-        upstream: tuple[HeaderOp, ...] = ()
+        rules = scope.rules
         headers: Any = MISSING
-        if rules:
+        if rules or scope.headers:
             headers = bag.get("request.headers")
             if headers is not None and headers.__class__ not in MAPPING_CLASSES:
                 headers = as_mapping(headers)
-            try:
-                located = find_token(bag, headers, scope.locations)
-                if located is None:
-                    found = None
+        located = find_token(bag, headers, scope.locations) if rules else None
+        key: tuple[Any, ...] | None = None
+        if scope.keyed:
+            get = bag.get
+            values = [located, *[get(name) for name in scope.attributes]]
+            if located is None and scope.token_attributes:  # else the token is what they read
+                values.extend([get(name) for name in scope.token_attributes])
+            if scope.headers:
+                if headers is None:
+                    values.extend([None] * len(scope.headers))
                 else:
-                    now = self.wall()
-                    hit = self.tokens.entries.get(located)  # a fresh hit inline, else the cache's get
-                    found = hit[0] if hit is not None and now <= hit[1] else self.tokens.get(located, now)
-                    if found is None or found.rule not in rules:
-                        found = await self._verify(located, rules, now)
-            except AuthnError as exc:
-                host = bag.get("request.host", MISSING)
-                return SecurityVerdict(
-                    bag,
-                    Code.UNAUTHENTICATED,
-                    f"invalid JWT: {exc}",
-                    handler="authn",
-                    deny_headers=(("www-authenticate", _challenge(host, str(exc)), HeaderAction.REPLACE),),
-                )
-            if found is not None:
-                auth = found.attributes
-                if self.overlay:
-                    bag = _AuthBag(bag, auth)
-                claims = found.auth.claims
-                upstream = found.request_headers
-                memo = found.memo
-        req = Request(bag, claims, auth, memo, headers)
-        if enforced is not None:
-            decision = enforced.decide(req)
-            counted = self._count.by_decision.get(id(decision))  # the common case, inline
-            if counted is not None and counted[0] is decision:
-                for c in counted[1]:
+                    hget = headers.get
+                    values.extend([hget(name) for name in scope.headers])
+            key = tuple(values)
+            try:
+                known = scope.known.get(key)
+            except TypeError:  # an unhashable value (a map where a string was expected)
+                key = known = None
+            if known is not None and verified is None and self.wall() <= known.until:
+                for c in known.counters:
                     c.inc()
-            else:
-                self._count.decision(decision, False)
-            if not decision.allowed:
-                return SecurityVerdict(
-                    bag,
-                    Code.PERMISSION_DENIED,
-                    decision.message,
-                    decision.policy,
-                    "authz",
-                    ((POLICY_HEADER, decision.policy, HeaderAction.REPLACE),),
-                )
-        if dry is not None:
-            shadow = dry.decide(req)
-            self._count.decision(shadow, True)
-            if not shadow.allowed:
-                self._would_deny.add(
-                    1,
-                    f"dry-run authorization policy {logsafe(shadow.policy)} would have denied a request "
-                    f"(let through): {shadow.message}",
-                )
-                return SecurityVerdict(
-                    bag,
-                    policy=shadow.policy,
-                    handler="authz (dry run: would deny)",
-                    request_headers=upstream,
-                )
-        return SecurityVerdict(bag, request_headers=upstream)
+                return known.verdict if known.verdict is not None else self._verdict(bag, known)
+        found: _Verified | None = None
+        until = _FOREVER
+        if located is not None:
+            now = self.wall()
+            hit = self.tokens.entries.get(located)  # a fresh hit inline, else the cache's get
+            found = hit[0] if hit is not None and now <= hit[1] else self.tokens.get(located, now)
+            if found is None or found.rule not in rules:
+                if verified is None:
+                    return Pending(self, bag, located, rules, now)
+                found = verified
+            hit = self.tokens.entries.get(located)
+            until = hit[1] if hit is not None else now
+        rules_bag = _AuthBag(bag, found.attributes) if found is not None and self.overlay else bag
+        enforced, dry = scope.enforced, scope.dry
+        decision: AuthzDecision | None = None
+        if enforced is not None or dry is not None:
+            req = (
+                Request(rules_bag, None, None, None, headers)
+                if found is None
+                else Request(rules_bag, found.auth.claims, found.attributes, found.memo, headers)
+            )
+            if enforced is not None:
+                decision = enforced.decide(req)
+            if dry is not None and (decision is None or decision.allowed):
+                shadow = dry.decide(req)
+                self._count.decision(shadow, True)
+                if not shadow.allowed:
+                    if decision is not None:
+                        self._count.decision(decision, False)
+                    self._would_deny.add(
+                        1,
+                        f"dry-run authorization policy {logsafe(shadow.policy)} would have denied a "
+                        f"request (let through): {shadow.message}",
+                    )
+                    return SecurityVerdict(
+                        rules_bag,
+                        policy=shadow.policy,
+                        handler="authz (dry run: would deny)",
+                        request_headers=found.request_headers if found is not None else (),
+                    )
+        counters = self._count.of(decision) if decision is not None else ()
+        for c in counters:
+            c.inc()
+        known = _Known(found, decision, until, counters, None)
+        if found is None or not self.overlay:
+            known.verdict = self._verdict(None, known)  # the same for every request like this one
+        if key is not None:
+            remember(scope.known, key, known, _KNOWN_PER_WORKLOAD)
+        return known.verdict if known.verdict is not None else self._verdict(bag, known)
+
+    def _verdict(self, bag: Mapping[str, Any] | None, known: _Known) -> SecurityVerdict:
+        """The verdict of a finding for a request whose bag is ``bag`` (``None``: the bag is not
+        changed, the verdict can be shared)."""
+        found, decision = known.found, known.decision
+        if bag is not None and found is not None and self.overlay:
+            bag = _AuthBag(bag, found.attributes)
+        if decision is not None and not decision.allowed:
+            return SecurityVerdict(
+                bag,
+                Code.PERMISSION_DENIED,
+                decision.message,
+                decision.policy,
+                "authz",
+                ((POLICY_HEADER, decision.policy, HeaderAction.REPLACE),),
+            )
+        return SecurityVerdict(bag, request_headers=found.request_headers if found is not None else ())
+
+    def _unauthenticated(self, bag: Mapping[str, Any], exc: AuthnError) -> SecurityVerdict:
+        host = bag.get("request.host", MISSING)
+        return SecurityVerdict(
+            bag,
+            Code.UNAUTHENTICATED,
+            f"invalid JWT: {exc}",
+            handler="authn",
+            deny_headers=(("www-authenticate", _challenge(host, str(exc)), HeaderAction.REPLACE),),
+        )
 
     async def _verify(
         self, located: tuple[str, str], rules: tuple[CompiledJwtRule, ...], now: float

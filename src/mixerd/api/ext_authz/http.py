@@ -146,20 +146,28 @@ class _Answers:
     """Encoded answers by verdict (a bounded memo: most checks give one of a few verdicts) and the
     ``Date`` field of the current second."""
 
-    __slots__ = ("_date", "_memo", "_second")
+    __slots__ = ("_by_id", "_date", "_memo", "_second")
 
     def __init__(self) -> None:
         self._memo: dict[Verdict, tuple[bytes, bytes]] = {}
+        self._by_id: dict[int, tuple[Verdict, tuple[bytes, bytes]]] = {}
+        """The same answers by the verdict's identity: a verdict met again as the same object
+        (an allow with a directive's headers, see ``verdict.decide``) is found without hashing
+        its header operations."""
         self._second = -1
         self._date = b""
 
     def of(self, verdict: Verdict) -> tuple[bytes, bytes]:
         if not verdict.request_headers and not verdict.response_headers and verdict.code == 0:
             return _ALLOW
+        hit = self._by_id.get(id(verdict))
+        if hit is not None and hit[0] is verdict:
+            return hit[1]
         memo = self._memo
         found = memo.get(verdict)
         if found is None:
             found = remember(memo, verdict, _encode(encode_http(verdict)), 1024)
+        remember(self._by_id, id(verdict), (verdict, found), 1024)
         return found
 
     def date(self) -> bytes:

@@ -57,10 +57,11 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.auth.v3 import external_auth_pb2
 
 from mixerd.adapter import Code, QuotaArgs, code_name
+from mixerd.attribute import remember
 from mixerd.config import (
     HeaderAction,
 )
-from mixerd.runtime import CheckOutcome, HeaderOperation
+from mixerd.runtime import CheckOutcome, HeaderOperation, RouteDirective
 
 __all__ = [
     "HTTP_STATUS",
@@ -240,9 +241,20 @@ def decide(outcome: CheckOutcome, quotas: Mapping[str, QuotaArgs] | None = None)
     d = outcome.directive
     if d is None:
         return _ALLOW
-    return Verdict(
+    # A directive is often one shared object (a verified token's upstream headers, a cached
+    # Check's): its verdict, and so the encoded answer, is made once.
+    hit = _ALLOWED.get(id(d))
+    if hit is not None and hit[0] is d:
+        return hit[1]
+    v = Verdict(
         Code.OK, 200, "", _valid_ops(d.request_header_operations), _valid_ops(d.response_header_operations)
     )
+    remember(_ALLOWED, id(d), (d, v), 4096)
+    return v
+
+
+_ALLOWED: Final[dict[int, tuple[RouteDirective, Verdict]]] = {}
+"""The allowing verdict of a directive, by the directive's identity (held, so never reused)."""
 
 
 def error_verdict(code: int, message: str) -> Verdict:
@@ -270,13 +282,26 @@ def _option(op: HeaderOperation) -> Any:
     )
 
 
-@functools.lru_cache(maxsize=1024)
 def encode_grpc(v: Verdict) -> Any:
     """A :class:`Verdict` as an ``envoy.service.auth.v3.CheckResponse``.
 
     Answers are cached by verdict (most checks give one of a few verdicts), so the returned
-    message is shared: treat it as read-only.
+    message is shared: treat it as read-only. A verdict met again as the same object (see
+    :func:`decide`) is found by identity, without hashing its header operations.
     """
+    hit = _ENCODED.get(id(v))
+    if hit is not None and hit[0] is v:
+        return hit[1]
+    resp = _encode_grpc(v)
+    remember(_ENCODED, id(v), (v, resp), 1024)
+    return resp
+
+
+_ENCODED: Final[dict[int, tuple[Verdict, Any]]] = {}
+
+
+@functools.lru_cache(maxsize=1024)
+def _encode_grpc(v: Verdict) -> Any:
     resp = external_auth_pb2.CheckResponse()
     if v.allowed:
         ok = resp.ok_response
