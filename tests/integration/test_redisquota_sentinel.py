@@ -295,6 +295,9 @@ def test_failover_of_a_live_primary_through_mixerd(
         wait_for(lambda: redis_since(0), timeout=10, what="quota answered by Redis")
         old = redis_sentinel.primary()
         failed_over = time.monotonic()
+        # What was granted before this instant must survive the failover (checked below): let
+        # the replica catch up with it first (the calls in between may be lost, as in life).
+        redis_sentinel.wait_replicated(old)
         redis_sentinel.failover()
         new = redis_sentinel.wait_for_failover(old, 15)
         switched = time.monotonic()

@@ -494,6 +494,19 @@ class SentinelServers:
 
         return wait_for(switched, timeout=timeout, interval=0.05, what=f"a failover away from {old.address}")
 
+    def wait_replicated(self, primary: RedisProcess, timeout: float = 15.0) -> None:
+        """Until the replica has every write ``primary`` had taken when this was called.
+        Replication is asynchronous and ``SENTINEL FAILOVER`` does not wait for it: a write
+        the replica has not received when it is promoted is lost."""
+        target = int(primary.info("replication")["master_repl_offset"])
+        replica = next(s for s in self.servers if s is not primary)
+        wait_for(
+            lambda: int(replica.info("replication").get("slave_repl_offset", -1)) >= target,
+            timeout=timeout,
+            interval=0.01,
+            what=f"the replica to reach {primary.address}'s replication offset {target}",
+        )
+
     def failover(self) -> None:
         """``SENTINEL FAILOVER``: a failover without waiting for the primary to fail."""
         assert self.sentinels[0].query("SENTINEL", "FAILOVER", MASTER_NAME) == "OK"
