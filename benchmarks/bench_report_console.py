@@ -23,7 +23,7 @@ Figures: attribute sets per server CPU-second for each, their ratio per round (g
 off), and the console's end-to-end ingestion (hops in the database per wall second, from the
 first request until the last hop is written).
 
-    python benchmarks/bench_report_console.py [--requests N] [--rounds N] [--profile] [--split]
+    python benchmarks/bench_report_console.py [--requests N] [--rounds N] [--profile] [--split] [--decode]
 
 ``--profile`` then runs the console-on path in this process under cProfile: decode, dispatch and
 the console adapter on the event loop, then the writer's batches into SQLite. ``--split`` times
@@ -31,6 +31,10 @@ the event loop's share in this process, without a profiler, in four runtimes sid
 alternate between them): the stock config; the console addition with the handler doing nothing
 (the rule's match and the instance); the handler making hops but not queueing them; all of it.
 The differences are what each step costs per attribute set; then the writer's batches per hop.
+``--decode`` times decoding the same requests in this process (``decode_report`` with the wire types
+and the ``wanted`` names each runtime's Report front-end passes), rounds alternating: the stock
+config, the console addition as it would read if its handler needed ``request.headers`` whole, and
+the console addition as configured.
 """
 
 from __future__ import annotations
@@ -399,6 +403,54 @@ async def split(tmp: Path, requests: int, rounds: int = 7) -> None:
         await store.close()
 
 
+async def decode_split(tmp: Path, requests: int, rounds: int = 9) -> None:
+    """Report decoding per attribute set under the stock config and the console addition (see
+    ``--decode``)."""
+    os.environ["MIXERD_KUBERNETESENV_PODS_FILE"] = str(PODS)
+    from mixerd._proto.mixer.v1 import report_pb2
+    from mixerd.api.mixer_v1.decode import WireTypes, decode_report
+    from mixerd.config import FileStore
+    from mixerd.runtime import Runtime
+
+    wanted: dict[str, frozenset[str] | None] = {}
+    types: dict[str, WireTypes] = {}
+    for k, name in enumerate(("stock config", "console addition")):
+        config = tmp / f"decode-{k}"
+        config.mkdir()
+        for f in STOCK:
+            shutil.copyfile(CONFORMANCE / "stock-telemetry-config" / "rendered" / f, config / f)
+        if k:
+            (config / "console.yaml").write_text(console_addition())
+        runtime = Runtime(FileStore([config], resync_interval=None, watch_events=False))
+        await runtime.start()
+        wanted[name] = runtime.dispatcher.report_attributes()
+        types[name] = WireTypes(runtime.dispatcher.table.manifest)
+        await runtime.close()
+    console = wanted["console addition"]
+    assert console is not None
+    variants = {
+        "stock config": (types["stock config"], wanted["stock config"]),
+        "console, request.headers whole": (types["console addition"], console | {"request.headers"}),
+        "console, its header entries": (types["console addition"], console),
+    }
+    requests_ = [report_pb2.ReportRequest.FromString(b) for b in bodies("decode", requests)]
+    us: dict[str, list[float]] = {v: [] for v in variants}
+    for _ in range(rounds):
+        for v, (wire, names) in variants.items():
+            t0 = time.process_time()
+            for r in requests_:
+                decode_report(r, types=wire, wanted=names)
+            us[v].append((time.process_time() - t0) / (requests * SETS) * 1e6)
+    print(f"\nReport decoding in process ({rounds} alternating rounds of {requests * SETS:,} sets):")
+    base = statistics.median(us["stock config"])
+    rows = []
+    for v, times in us.items():
+        median = statistics.median(times)
+        rows.append([v, f"{median:.2f}", f"{median - base:+.2f}" if v != "stock config" else "",
+                     " ".join(f"{t:.2f}" for t in times)])  # fmt: skip
+    print(table(rows, ("wanted names", "us per set (median)", "vs stock", "every round")))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
@@ -414,6 +466,11 @@ def main() -> int:
         action="store_true",
         help="also time the event loop's console cost step by step, in-process",
     )
+    ap.add_argument(
+        "--decode",
+        action="store_true",
+        help="also time Report decoding for the stock config and the console addition, in-process",
+    )
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="mixerd-bench-console-report-"))
     try:
@@ -422,6 +479,8 @@ def main() -> int:
             asyncio.run(in_process(tmp, 200))
         if args.split:
             asyncio.run(split(tmp, 100))
+        if args.decode:
+            asyncio.run(decode_split(tmp, 100))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return rc
