@@ -402,7 +402,7 @@ metadata: {name: record-hops, namespace: istio-system}
 spec: {actions: [{handler: console, instances: [consolehop]}]}
 """
 
-_READS_A_HEADER = """
+_READS_HEADERS = """
 ---
 apiVersion: config.istio.io/v1alpha2
 kind: instance
@@ -411,7 +411,7 @@ spec:
   compiledTemplate: logentry
   params:
     severity: '"info"'
-    variables: {user: 'request.headers["x-user"] | ""'}
+    variables: {user: 'request.headers["x-user"] | ""', headers: HEADERS}
 ---
 apiVersion: config.istio.io/v1alpha2
 kind: rule
@@ -420,11 +420,18 @@ spec: {actions: [{handler: console, instances: [user]}]}
 """
 
 
+def _reads_headers(whole: bool) -> str:
+    """A rule whose instance reads x-user of request.headers, and the whole map if ``whole``."""
+    return _READS_HEADERS.replace("HEADERS", "request.headers" if whole else """'"none"'""")
+
+
 @pytest.mark.parametrize("reads_whole", [False, True])
+@pytest.mark.parametrize("another_rule", [False, True])
 async def test_a_report_decodes_the_console_handlers_header_entries_unless_a_rule_reads_more(
-    reads_whole: bool,
+    reads_whole: bool, another_rule: bool
 ) -> None:
-    text = _CONSOLE_ONLY + (_READS_A_HEADER if reads_whole else "")
+    text = _CONSOLE_ONLY + (_reads_headers(reads_whole) if another_rule else "")
+    reads_whole = reads_whole and another_rule
     parsed = parse_text(text, file="console.yaml")
     assert parsed.ok, parsed.errors
     rt = Runtime(MemoryStore(parsed.resources))
@@ -433,13 +440,13 @@ async def test_a_report_decodes_the_console_handlers_header_entries_unless_a_rul
         assert not rt.status.errors, rt.status.errors
         wanted = rt.dispatcher.report_attributes()
         assert wanted is not None
-        if reads_whole:  # an expression's map index reads the map (the compiler names maps only)
+        if reads_whole:  # an expression reads the map whole
             assert HEADERS in wanted and not entries_read(wanted)
         else:
             assert HEADERS not in wanted
             assert entries_read(wanted)[HEADERS] == {
                 "x-correlation-id", "x-request-id", "traceparent", "x-b3-traceid", "x-b3-spanid",
-                "x-b3-parentspanid", "b3",
+                "x-b3-parentspanid", "b3", *(["x-user"] if another_rule else []),
             }  # fmt: skip
             assert map_entry(HEADERS, "x-transaction-id") not in wanted
     finally:
@@ -470,7 +477,7 @@ async def test_sets_decoded_for_the_console_give_the_hops_of_eager_decoding_unde
         assert sink.hops == eager
         sink.hops = []
 
-        store.replace(parse_text(_CONSOLE_ONLY + _READS_A_HEADER, file="more.yaml").resources)
+        store.replace(parse_text(_CONSOLE_ONLY + _reads_headers(True), file="more.yaml").resources)
         await rt.reload()
         assert HEADERS in (rt.dispatcher.report_attributes() or ())
         assert await rt.dispatcher.report(early) == []

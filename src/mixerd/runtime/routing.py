@@ -215,7 +215,7 @@ class RoutingTable:
                 for d in t.destinations:
                     for g in d.groups:
                         if g.condition is not None:
-                            names.update(g.condition.attributes)
+                            names.update(g.condition.reads)
                         if g.sampler is not None:
                             names.update(g.sampler.attributes)
                         for b in g.builders:
