@@ -83,6 +83,16 @@ def console_addition() -> str:
     return CONSOLE_ISTIO.read_text()
 
 
+def config_dir(path: Path, console: bool) -> Path:
+    """A new directory holding the stock config, and the console addition if ``console``."""
+    path.mkdir()
+    for name in STOCK:
+        shutil.copyfile(CONFORMANCE / "stock-telemetry-config" / "rendered" / name, path / name)
+    if console:
+        (path / "console.yaml").write_text(console_addition())
+    return path
+
+
 def _id(*parts: object) -> str:
     """32 random-looking hex digits, the same for the same parts."""
     return hashlib.blake2b("/".join(map(str, parts)).encode(), digest_size=16).hexdigest()
@@ -196,12 +206,7 @@ def stored_hops(db: Path) -> int:
 
 
 def served(tmp: Path, requests: int, rounds: int) -> int:
-    stock, with_console = tmp / "stock", tmp / "console"
-    for d in (stock, with_console):
-        d.mkdir()
-        for name in STOCK:
-            shutil.copyfile(CONFORMANCE / "stock-telemetry-config" / "rendered" / name, d / name)
-    (with_console / "console.yaml").write_text(console_addition())
+    stock, with_console = config_dir(tmp / "stock", False), config_dir(tmp / "console", True)
     db = tmp / "store" / "console.db"
 
     t = time.perf_counter()
@@ -264,11 +269,7 @@ async def in_process(tmp: Path, requests: int) -> None:
     from mixerd.runtime import Runtime
     from mixerd.server.console import CONSOLE
 
-    config = tmp / "profile"
-    config.mkdir()
-    for name in STOCK:
-        shutil.copyfile(CONFORMANCE / "stock-telemetry-config" / "rendered" / name, config / name)
-    (config / "console.yaml").write_text(console_addition())
+    config = config_dir(tmp / "profile", True)
     store = SQLiteStore(tmp / "profile.db")
     await store.open()
     writer = Writer(store, max_queue=10**7, batch_size=2000)  # flushed by hand below
@@ -352,12 +353,7 @@ async def split(tmp: Path, requests: int, rounds: int = 7) -> None:
     steps = ("stock config", "+ match and instance", "+ hops made", "+ hops queued and rolled up")
     runtimes = []
     for k, step in enumerate(steps):
-        config = tmp / f"split-{k}"
-        config.mkdir()
-        for name in STOCK:
-            shutil.copyfile(CONFORMANCE / "stock-telemetry-config" / "rendered" / name, config / name)
-        if k:
-            (config / "console.yaml").write_text(console_addition())
+        config = config_dir(tmp / f"split-{k}", k > 0)
         store = SQLiteStore(tmp / f"split-{k}.db")
         await store.open()
         writer = Writer(store, max_queue=10**8, batch_size=10**8)  # flushed by hand below
@@ -419,12 +415,7 @@ async def decode_split(tmp: Path, requests: int, rounds: int = 9) -> None:
     wanted: dict[str, frozenset[str] | None] = {}
     types: dict[str, WireTypes] = {}
     for k, name in enumerate(("stock config", "console addition")):
-        config = tmp / f"decode-{k}"
-        config.mkdir()
-        for f in STOCK:
-            shutil.copyfile(CONFORMANCE / "stock-telemetry-config" / "rendered" / f, config / f)
-        if k:
-            (config / "console.yaml").write_text(console_addition())
+        config = config_dir(tmp / f"decode-{k}", k > 0)
         runtime = Runtime(FileStore([config], resync_interval=None, watch_events=False))
         await runtime.start()
         wanted[name] = runtime.dispatcher.report_attributes()
