@@ -23,14 +23,19 @@ Figures: attribute sets per server CPU-second for each, their ratio per round (g
 off), and the console's end-to-end ingestion (hops in the database per wall second, from the
 first request until the last hop is written).
 
-    python benchmarks/bench_report_console.py [--requests N] [--rounds N] [--profile] [--split]
+    python benchmarks/bench_report_console.py [--requests N] [--rounds N] [--profile] [--split] [--decode]
 
-``--profile`` then runs the console-on path in this process under cProfile: decode, dispatch and
-the console adapter on the event loop, then the writer's batches into SQLite. ``--split`` times
-the event loop's share in this process, without a profiler, in four runtimes side by side (rounds
-alternate between them): the stock config; the console addition with the handler doing nothing
+``--profile`` then runs the console-on path in this process under cProfile: decode (of what the
+config reads, as the server decodes), dispatch and the console adapter on the event loop, then the
+writer's batches into SQLite. ``--split`` times the event loop's share in this process, without a
+profiler, in four runtimes side by side (rounds alternate between them; sets decoded beforehand, as
+the server decodes them for each): the stock config; the console addition with the handler doing nothing
 (the rule's match and the instance); the handler making hops but not queueing them; all of it.
 The differences are what each step costs per attribute set; then the writer's batches per hop.
+``--decode`` times decoding the same requests in this process (``decode_report`` with the wire types
+and the ``wanted`` names each runtime's Report front-end passes), rounds alternating: the stock
+config, the console addition as it would read if its handler needed ``request.headers`` whole, and
+the console addition as configured.
 """
 
 from __future__ import annotations
@@ -76,6 +81,16 @@ GOAL = 0.85
 def console_addition() -> str:
     """The documented console addition to the stock config."""
     return CONSOLE_ISTIO.read_text()
+
+
+def config_dir(path: Path, console: bool) -> Path:
+    """A new directory holding the stock config, and the console addition if ``console``."""
+    path.mkdir()
+    for name in STOCK:
+        shutil.copyfile(CONFORMANCE / "stock-telemetry-config" / "rendered" / name, path / name)
+    if console:
+        (path / "console.yaml").write_text(console_addition())
+    return path
 
 
 def _id(*parts: object) -> str:
@@ -191,12 +206,7 @@ def stored_hops(db: Path) -> int:
 
 
 def served(tmp: Path, requests: int, rounds: int) -> int:
-    stock, with_console = tmp / "stock", tmp / "console"
-    for d in (stock, with_console):
-        d.mkdir()
-        for name in STOCK:
-            shutil.copyfile(CONFORMANCE / "stock-telemetry-config" / "rendered" / name, d / name)
-    (with_console / "console.yaml").write_text(console_addition())
+    stock, with_console = config_dir(tmp / "stock", False), config_dir(tmp / "console", True)
     db = tmp / "store" / "console.db"
 
     t = time.perf_counter()
@@ -259,11 +269,7 @@ async def in_process(tmp: Path, requests: int) -> None:
     from mixerd.runtime import Runtime
     from mixerd.server.console import CONSOLE
 
-    config = tmp / "profile"
-    config.mkdir()
-    for name in STOCK:
-        shutil.copyfile(CONFORMANCE / "stock-telemetry-config" / "rendered" / name, config / name)
-    (config / "console.yaml").write_text(console_addition())
+    config = config_dir(tmp / "profile", True)
     store = SQLiteStore(tmp / "profile.db")
     await store.open()
     writer = Writer(store, max_queue=10**7, batch_size=2000)  # flushed by hand below
@@ -272,8 +278,9 @@ async def in_process(tmp: Path, requests: int) -> None:
     )
     await runtime.start()
     requests_ = [report_pb2.ReportRequest.FromString(b) for b in bodies("profile", requests)]
+    wanted = runtime.dispatcher.report_attributes()  # decoded as the Report front-end decodes
     for r in requests_[:10]:
-        await runtime.dispatcher.report(decode_report(r))
+        await runtime.dispatcher.report(decode_report(r, wanted=wanted))
     writer._seal()
     await writer._flush(True)
 
@@ -281,7 +288,7 @@ async def in_process(tmp: Path, requests: int) -> None:
     t0 = time.process_time()
     profiler.enable()
     for r in requests_:
-        await runtime.dispatcher.report(decode_report(r))
+        await runtime.dispatcher.report(decode_report(r, wanted=wanted))
     profiler.disable()
     dispatch = time.process_time() - t0
     out = io.StringIO()
@@ -346,12 +353,7 @@ async def split(tmp: Path, requests: int, rounds: int = 7) -> None:
     steps = ("stock config", "+ match and instance", "+ hops made", "+ hops queued and rolled up")
     runtimes = []
     for k, step in enumerate(steps):
-        config = tmp / f"split-{k}"
-        config.mkdir()
-        for name in STOCK:
-            shutil.copyfile(CONFORMANCE / "stock-telemetry-config" / "rendered" / name, config / name)
-        if k:
-            (config / "console.yaml").write_text(console_addition())
+        config = config_dir(tmp / f"split-{k}", k > 0)
         store = SQLiteStore(tmp / f"split-{k}.db")
         await store.open()
         writer = Writer(store, max_queue=10**8, batch_size=10**8)  # flushed by hand below
@@ -372,7 +374,9 @@ async def split(tmp: Path, requests: int, rounds: int = 7) -> None:
     writer_us: list[float] = []
     for _ in range(rounds):
         for step, runtime, writer, _store in runtimes:
-            decoded = [decode_report(r) for r in requests_]
+            # decoded as the Report front-end decodes: what the runtime's config reads
+            wanted = runtime.dispatcher.report_attributes()
+            decoded = [decode_report(r, wanted=wanted) for r in requests_]
             t0 = time.process_time()
             for bags in decoded:
                 await runtime.dispatcher.report(bags)
@@ -399,6 +403,49 @@ async def split(tmp: Path, requests: int, rounds: int = 7) -> None:
         await store.close()
 
 
+async def decode_split(tmp: Path, requests: int, rounds: int = 9) -> None:
+    """Report decoding per attribute set under the stock config and the console addition (see
+    ``--decode``)."""
+    os.environ["MIXERD_KUBERNETESENV_PODS_FILE"] = str(PODS)
+    from mixerd._proto.mixer.v1 import report_pb2
+    from mixerd.api.mixer_v1.decode import WireTypes, decode_report
+    from mixerd.config import FileStore
+    from mixerd.runtime import Runtime
+
+    wanted: dict[str, frozenset[str] | None] = {}
+    types: dict[str, WireTypes] = {}
+    for k, name in enumerate(("stock config", "console addition")):
+        config = config_dir(tmp / f"decode-{k}", k > 0)
+        runtime = Runtime(FileStore([config], resync_interval=None, watch_events=False))
+        await runtime.start()
+        wanted[name] = runtime.dispatcher.report_attributes()
+        types[name] = WireTypes(runtime.dispatcher.table.manifest)
+        await runtime.close()
+    console = wanted["console addition"]
+    assert console is not None
+    variants = {
+        "stock config": (types["stock config"], wanted["stock config"]),
+        "console, request.headers whole": (types["console addition"], console | {"request.headers"}),
+        "console, its header entries": (types["console addition"], console),
+    }
+    requests_ = [report_pb2.ReportRequest.FromString(b) for b in bodies("decode", requests)]
+    us: dict[str, list[float]] = {v: [] for v in variants}
+    for _ in range(rounds):
+        for v, (wire, names) in variants.items():
+            t0 = time.process_time()
+            for r in requests_:
+                decode_report(r, types=wire, wanted=names)
+            us[v].append((time.process_time() - t0) / (requests * SETS) * 1e6)
+    print(f"\nReport decoding in process ({rounds} alternating rounds of {requests * SETS:,} sets):")
+    base = statistics.median(us["stock config"])
+    rows = []
+    for v, times in us.items():
+        median = statistics.median(times)
+        rows.append([v, f"{median:.2f}", f"{median - base:+.2f}" if v != "stock config" else "",
+                     " ".join(f"{t:.2f}" for t in times)])  # fmt: skip
+    print(table(rows, ("wanted names", "us per set (median)", "vs stock", "every round")))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
@@ -414,6 +461,11 @@ def main() -> int:
         action="store_true",
         help="also time the event loop's console cost step by step, in-process",
     )
+    ap.add_argument(
+        "--decode",
+        action="store_true",
+        help="also time Report decoding for the stock config and the console addition, in-process",
+    )
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="mixerd-bench-console-report-"))
     try:
@@ -422,6 +474,8 @@ def main() -> int:
             asyncio.run(in_process(tmp, 200))
         if args.split:
             asyncio.run(split(tmp, 100))
+        if args.decode:
+            asyncio.run(decode_split(tmp, 100))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return rc

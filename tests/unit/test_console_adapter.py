@@ -8,12 +8,21 @@ import pytest
 import yaml
 from envoy.data.accesslog.v3 import accesslog_pb2
 
+from mixerd._proto.mixer.v1 import report_pb2
 from mixerd.adapter.testing import AdapterHarness, HarnessConfigError
 from mixerd.adapters.console import INFO
-from mixerd.adapters.console.handler import HOP_ATTRIBUTES, hop_from_attributes
+from mixerd.adapters.console.handler import (
+    HEADERS,
+    HOP_ATTRIBUTES,
+    hop_attributes_read,
+    hop_from_attributes,
+)
 from mixerd.api.accesslog import StreamContext, convert_http
+from mixerd.api.mixer_v1.client import build_report_request
+from mixerd.api.mixer_v1.decode import decode_report
+from mixerd.attribute import entries_read, map_entry
 from mixerd.config import MemoryStore, parse_text
-from mixerd.console.correlate import request_id_key
+from mixerd.console.correlate import DEFAULT_ORDER, parse_order, request_id_key
 from mixerd.console.model import Hop, Peer, Reporter
 from mixerd.runtime import Runtime
 from mixerd.server.app import default_config_text
@@ -324,9 +333,43 @@ class _Recording(dict[str, Any]):
 def test_the_handler_declares_every_attribute_it_reads(attributes: dict[str, Any]) -> None:
     # A Report decodes only what the config reads; for an attributes instance that is what the
     # handler declares, so an undeclared read would see the attribute as absent.
+    # Of request.headers it reads the entries it declares: see the next test.
     bag = _Recording(attributes)
     hop_from_attributes(bag, _dt.datetime(2026, 1, 1, tzinfo=_dt.UTC))
-    assert bag.read <= HOP_ATTRIBUTES, bag.read - HOP_ATTRIBUTES
+    assert bag.read <= HOP_ATTRIBUTES | {HEADERS}, bag.read - HOP_ATTRIBUTES
+    assert HEADERS not in hop_attributes_read()
+
+
+_MORE_HEADERS: list[dict[str, str]] = [
+    {},
+    {"x-transaction-id": "tx-1", "x-user": "jason", "x-b3-traceid": "80f198ee56343ba8", "b3": "0"},
+    {
+        "x-correlation-id": "corr-7",
+        "x-b3-spanid": "e457b5a2e4d86bd1",
+        "x-b3-parentspanid": "05e3ac9a4f6e3b90",
+    },
+    {
+        "x-request-id": "other",
+        "traceparent": "not one",
+        "b3": "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1",
+    },
+]
+_ORDERS = [DEFAULT_ORDER, parse_order("x-correlation-id,x-request-id"), parse_order("x-b3-traceid")]
+
+
+@pytest.mark.parametrize("order", _ORDERS, ids=range(len(_ORDERS)))
+@pytest.mark.parametrize("more", _MORE_HEADERS, ids=range(len(_MORE_HEADERS)))
+@pytest.mark.parametrize("attributes", _SETS, ids=range(len(_SETS)))
+def test_the_request_headers_the_handler_declares_give_the_same_hop(
+    attributes: dict[str, Any], more: dict[str, str], order: tuple[str, ...]
+) -> None:
+    # What a Report decodes of request.headers for it: just the declared entries.
+    now = _dt.datetime(2026, 1, 1, tzinfo=_dt.UTC)
+    full = {**attributes, HEADERS: {**attributes.get(HEADERS, {}), **more}}
+    keys = entries_read(hop_attributes_read(order))[HEADERS]
+    assert keys >= set(order)
+    declared = {**full, HEADERS: {k: v for k, v in full[HEADERS].items() if k in keys}}
+    assert hop_from_attributes(declared, now, order) == hop_from_attributes(full, now, order)
 
 
 async def test_the_default_config_decodes_what_the_console_reads() -> None:
@@ -335,5 +378,111 @@ async def test_the_default_config_decodes_what_the_console_reads() -> None:
     try:
         wanted = rt.dispatcher.report_attributes()
         assert wanted is not None and wanted >= HOP_ATTRIBUTES
+        assert wanted >= hop_attributes_read() or HEADERS in wanted
+    finally:
+        await rt.close()
+
+
+_CONSOLE_ONLY = """
+apiVersion: config.istio.io/v1alpha2
+kind: handler
+metadata: {name: console, namespace: istio-system}
+spec:
+  compiledAdapter: console
+  params: {transactionHeaders: [x-correlation-id, x-request-id]}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: instance
+metadata: {name: consolehop, namespace: istio-system}
+spec: {compiledTemplate: attributes}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: record-hops, namespace: istio-system}
+spec: {actions: [{handler: console, instances: [consolehop]}]}
+"""
+
+_READS_HEADERS = """
+---
+apiVersion: config.istio.io/v1alpha2
+kind: instance
+metadata: {name: user, namespace: istio-system}
+spec:
+  compiledTemplate: logentry
+  params:
+    severity: '"info"'
+    variables: {user: 'request.headers["x-user"] | ""', headers: HEADERS}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: log-user, namespace: istio-system}
+spec: {actions: [{handler: console, instances: [user]}]}
+"""
+
+
+def _reads_headers(whole: bool) -> str:
+    """A rule whose instance reads x-user of request.headers, and the whole map if ``whole``."""
+    return _READS_HEADERS.replace("HEADERS", "request.headers" if whole else """'"none"'""")
+
+
+@pytest.mark.parametrize("reads_whole", [False, True])
+@pytest.mark.parametrize("another_rule", [False, True])
+async def test_a_report_decodes_the_console_handlers_header_entries_unless_a_rule_reads_more(
+    reads_whole: bool, another_rule: bool
+) -> None:
+    text = _CONSOLE_ONLY + (_reads_headers(reads_whole) if another_rule else "")
+    reads_whole = reads_whole and another_rule
+    parsed = parse_text(text, file="console.yaml")
+    assert parsed.ok, parsed.errors
+    rt = Runtime(MemoryStore(parsed.resources))
+    await rt.start()
+    try:
+        assert not rt.status.errors, rt.status.errors
+        wanted = rt.dispatcher.report_attributes()
+        assert wanted is not None
+        if reads_whole:  # an expression reads the map whole
+            assert HEADERS in wanted and not entries_read(wanted)
+        else:
+            assert HEADERS not in wanted
+            assert entries_read(wanted)[HEADERS] == {
+                "x-correlation-id", "x-request-id", "traceparent", "x-b3-traceid", "x-b3-spanid",
+                "x-b3-parentspanid", "b3", *(["x-user"] if another_rule else []),
+            }  # fmt: skip
+            assert map_entry(HEADERS, "x-transaction-id") not in wanted
+    finally:
+        await rt.close()
+
+
+async def test_sets_decoded_for_the_console_give_the_hops_of_eager_decoding_under_either_config() -> None:
+    # Decoded with the console's header entries only, then dispatched under the config in force
+    # then, and under one that reads the whole map (completed first): the same hops each time.
+    sets = [
+        {**attributes, HEADERS: {**attributes.get(HEADERS, {}), **more}}
+        for attributes in _SETS[:2] + _SETS[3:6]
+        for more in _MORE_HEADERS
+    ]
+    req = report_pb2.ReportRequest.FromString(build_report_request(sets).SerializeToString())
+    sink = _Sink()
+    store = MemoryStore(parse_text(_CONSOLE_ONLY, file="console.yaml").resources)
+    rt = Runtime(store, services={"console": sink})
+    await rt.start()
+    try:
+        wanted = rt.dispatcher.report_attributes()
+        assert wanted is not None and HEADERS not in wanted
+        early = decode_report(req, wanted=wanted)
+        assert await rt.dispatcher.report(decode_report(req)) == []
+        eager, sink.hops = sink.hops, []
+        assert len(eager) == len(sets)
+        assert await rt.dispatcher.report(decode_report(req, wanted=wanted)) == []
+        assert sink.hops == eager
+        sink.hops = []
+
+        store.replace(parse_text(_CONSOLE_ONLY + _reads_headers(True), file="more.yaml").resources)
+        await rt.reload()
+        assert HEADERS in (rt.dispatcher.report_attributes() or ())
+        assert await rt.dispatcher.report(early) == []
+        n = len(eager)  # and the hops of the logentry instances, in a call of their own
+        assert len(sink.hops) == 2 * n and eager in (sink.hops[:n], sink.hops[n:])
+        assert [bag[HEADERS] for bag in early] == [bag[HEADERS] for bag in decode_report(req)]
     finally:
         await rt.close()

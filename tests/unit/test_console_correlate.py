@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from mixerd.console.correlate import (
     DEFAULT_ORDER,
     TraceIds,
     correlation,
+    headers_read,
     parse_order,
     request_id_key,
     trace_ids,
@@ -45,6 +47,45 @@ def test_correlation_is_key_and_trace_ids(case: dict[str, Any]) -> None:
     order = parse_order(case["order"]) if "order" in case else DEFAULT_ORDER
     headers = case["headers"]
     assert correlation(headers, order) == (transaction_key(headers, order), trace_ids(headers))
+
+
+class _Headers(Mapping[str, str]):
+    """Headers that remember every name looked up (and refuse to be read whole)."""
+
+    def __init__(self, values: dict[str, str]) -> None:
+        self.values = values
+        self.read: set[str] = set()
+
+    def __getitem__(self, name: str) -> str:
+        self.read.add(name)
+        return self.values[name]
+
+    def __contains__(self, name: object) -> bool:
+        self.read.add(str(name))
+        return name in self.values
+
+    def __iter__(self) -> Iterator[str]:
+        raise AssertionError("the headers are iterated")
+
+    def __len__(self) -> int:
+        raise AssertionError("the headers are counted")
+
+
+@pytest.mark.parametrize(
+    "case",
+    CASES["transaction_key"] + CASES["trace_ids"],
+    ids=_ids(CASES["transaction_key"] + CASES["trace_ids"]),
+)
+def test_correlation_reads_only_the_headers_it_declares(case: dict[str, Any]) -> None:
+    # A Report decodes only these entries of request.headers for the console: the answer from
+    # just those headers is the answer from all of them.
+    order = parse_order(case["order"]) if "order" in case else DEFAULT_ORDER
+    declared = headers_read(order)
+    for functions in ((correlation,), (transaction_key,), (lambda h, o: trace_ids(h),)):
+        headers = _Headers(case["headers"])
+        found = functions[0](headers, order)
+        assert headers.read <= declared, headers.read - declared
+        assert functions[0]({k: v for k, v in case["headers"].items() if k in declared}, order) == found
 
 
 @pytest.mark.parametrize(("request_id", "key"), CASES["request_id_key"])

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from mixerd.attribute import DictBag, IPAddress, ReferenceTracker, TrackingBag, ValueType
+from mixerd.attribute import DictBag, IPAddress, ReferenceTracker, TrackingBag, ValueType, entries_read
 from mixerd.lang import FUNCTIONS, CompileError, EvaluationError, Expression, Function, compile
 from mixerd.lang import functions as fns
 
@@ -332,3 +332,59 @@ def test_or_after_an_operator_keeps_the_operator_value() -> None:
     # Mixer's IL returned the right operand here (a code-generation bug); mixerd returns the left.
     assert ev('(a == "x") | false', {"a": "x"}) is True
     assert ev("size(a) | 9", {"a": "xy"}) == 2
+
+
+# --- entries read ---------------------------------------------------------------------------
+
+# (dialect, text, reads): a map only looked up with constant keys is read by entry.
+ENTRY_READS: list[tuple[str, str, set[str]]] = [
+    ("cexl", 'm["x"] == "1"', {"m[x]"}),
+    ("cexl", 'm["x"] | m["y"] | n["z"] | "none"', {"m[x]", "m[y]", "n[z]"}),
+    ("cexl", 'm["x"] | ""', {"m[x]"}),
+    ("cexl", 'match(m["x"], "a*") && n["]["] == a', {"m[x]", "n[][]", "a"}),
+    ("cexl", 'm[k] | ""', {"m", "k"}),  # a key known at run time: the whole map
+    ("cexl", 'm[m["x"]] | ""', {"m"}),  # the map is read whole once
+    ("cexl", 'conditional(m["x"] == "", m, n)', {"m", "n"}),
+    ("cexl", "m", {"m"}),
+    ("cexl", 'm["x"] == a && m["y"] == b', {"m[x]", "m[y]", "a", "b"}),
+    ("compat", 'm["x"] | ""', {"m[x]"}),
+    ("cel", 'm["x"] == "1"', {"m"}),  # CEL reads a map through its zero value: whole
+    ("cexl", '"x"', set()),
+]
+
+
+@pytest.mark.parametrize(("dialect", "text", "reads"), ENTRY_READS, ids=[t for _, t, _ in ENTRY_READS])
+def test_an_expression_names_the_map_entries_it_reads(dialect: str, text: str, reads: set[str]) -> None:
+    expr = compile(text, MANIFEST, dialect=dialect)
+    assert expr.reads == reads
+    assert expr.attributes == {name.split("[", 1)[0] for name in reads}
+
+
+_ENTRY_BAGS: list[dict[str, Any]] = [
+    {},
+    {"m": {}, "n": {}},
+    {"m": {"x": "1", "y": "2", "z": "x"}, "n": {"z": "3", "][": "a1"}, "a": "a1", "b": "2", "k": "y"},
+    {"m": {"y": "x", "x": "y", "other": "o"}, "a": "", "b": "x"},
+]
+
+
+@pytest.mark.parametrize("bag", _ENTRY_BAGS, ids=range(len(_ENTRY_BAGS)))
+@pytest.mark.parametrize(("dialect", "text", "reads"), ENTRY_READS, ids=[t for _, t, _ in ENTRY_READS])
+def test_the_entries_an_expression_names_give_its_value(
+    dialect: str, text: str, reads: set[str], bag: dict[str, Any]
+) -> None:
+    # A Report decodes only the named entries of such a map: the value must not change.
+    expr = compile(text, MANIFEST, dialect=dialect)
+    keys = entries_read(expr.reads)
+    partial = {
+        name: {k: v for k, v in value.items() if k in keys[name]} if name in keys else value
+        for name, value in bag.items()
+    }
+
+    def value_of(attributes: dict[str, Any]) -> Any:
+        try:
+            return expr.evaluate(attributes)
+        except EvaluationError as exc:
+            return str(exc)
+
+    assert value_of(partial) == value_of(bag)

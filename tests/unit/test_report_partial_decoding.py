@@ -15,13 +15,21 @@ from mixerd.api.caller import CALLER_PRINCIPAL
 from mixerd.api.mixer_v1.client import build_report_request
 from mixerd.api.mixer_v1.decode import decode_report
 from mixerd.api.mixer_v1.wire import DELTA_ENCODING, INDEPENDENT_ENCODING, BadRequest
-from mixerd.attribute import GLOBAL_INDEX, IPAddress, PartialAttributes
+from mixerd.attribute import (
+    GLOBAL_INDEX,
+    IPAddress,
+    PartialAttributes,
+    entries_read,
+    map_entry,
+    merge_reads,
+)
 from mixerd.config import MemoryStore, parse_text
 from mixerd.runtime import Runtime
 from tests.unit.test_mixer_v1_wire import EVERY_TYPE, MALFORMED
 from tests.unit.test_runtime import SPY, Spy, spy_config, store_of
 
 CA = attributes_pb2.CompressedAttributes
+SM = attributes_pb2.StringMap
 
 # What costs something to decode: string maps, timestamps, durations, IP addresses.
 COSTLY = {
@@ -68,10 +76,88 @@ def test_without_wanted_or_with_delta_encoding_every_value_is_decoded() -> None:
     assert type(bag) is dict and bag == EVERY_TYPE
 
 
+# Entries read of string maps: keys that are global words (x-request-id), message words
+# (x-user), keys the sets lack, a map read whole next to one read by entry.
+HEADERS = "request.headers"
+ENTRY_WANTED = [
+    frozenset({map_entry(HEADERS, "x-user")}),
+    frozenset({map_entry(HEADERS, "x-request-id"), map_entry(HEADERS, ":path"), "source.ip"}),
+    frozenset({map_entry(HEADERS, "absent"), map_entry("destination.labels", "app")}),
+    frozenset({map_entry(HEADERS, "x-user"), "destination.labels", map_entry("source.labels", "k]")}),
+    frozenset({map_entry(HEADERS, "x-user"), HEADERS}),  # read whole: no entry need is left
+]
+ENTRY_SETS: list[dict[str, Any]] = [
+    EVERY_TYPE,
+    {**EVERY_TYPE, HEADERS: {"x-request-id": "r-1", "x-user": "", "x-b3-traceid": "ab" * 8}},
+    {HEADERS: {}, "destination.labels": {"app": "cart", "version": "v1"}, "source.labels": {"k]": "v"}},
+    {"request.path": "/no/maps"},
+]
+
+
+@pytest.mark.parametrize("wanted", ENTRY_WANTED, ids=range(len(ENTRY_WANTED)))
+@pytest.mark.parametrize("own_words", [False, True], ids=["default words", "own words"])
+def test_maps_read_by_entry_decode_those_entries_and_complete_as_eager_decoding(
+    wanted: frozenset[str], own_words: bool
+) -> None:
+    req = request_of(*ENTRY_SETS)
+    if own_words:  # each set with words of its own (the default words moved into every set)
+        for msg in req.attributes:
+            msg.words.extend(req.default_words)
+        del req.default_words[:]
+    eager = decode_report(req)
+    bags = decode_report(req, wanted=wanted)
+    needs = entries_read(wanted)
+    assert (HEADERS in needs) == (HEADERS not in wanted)
+    for bag, full in zip(bags, eager, strict=True):
+        assert type(bag) is PartialAttributes
+        for name, value in full.items():
+            if name in needs:
+                assert bag[name] == {k: v for k, v in value.items() if k in needs[name]}
+                assert name in bag.rest
+            elif name in wanted or not isinstance(value, dict | dt.datetime | dt.timedelta | IPAddress):
+                assert bag[name] == value
+            else:
+                assert name not in bag and name in bag.rest
+        assert bag.covers(wanted)
+        others = frozenset({map_entry(name, "other") for name in needs})
+        assert bag.covers(others) == (not bag.rest.keys() & needs.keys())
+        assert bag.covers(frozenset(needs)) == (not bag.rest.keys() & needs.keys())
+        bag.complete()
+        assert dict(bag) == full and not bag.rest
+
+
+def test_an_entry_key_sent_under_several_word_indices_is_decoded_as_eager_decoding_does() -> None:
+    # x-request-id twice: as its global word and as a message word (any index may name a key).
+    entries = {GLOBAL_INDEX["x-request-id"]: GLOBAL_INDEX["GET"], -1: -2, GLOBAL_INDEX[":path"]: -2}
+    msg = CA(words=["x-request-id", "second"], string_maps={GLOBAL_INDEX[HEADERS]: SM(entries=entries)})
+    req = report_pb2.ReportRequest(attributes=[msg], repeated_attributes_semantics=INDEPENDENT_ENCODING)
+    (full,) = decode_report(req)
+    (bag,) = decode_report(req, wanted=frozenset({map_entry(HEADERS, "x-request-id")}))
+    assert bag[HEADERS] == {"x-request-id": full[HEADERS]["x-request-id"]}
+
+
+def test_merged_reads_keep_entries_only_of_maps_nobody_reads_whole() -> None:
+    a, b = map_entry(HEADERS, "a"), map_entry("source.labels", "app")
+    assert merge_reads([a, b, "request.path"]) == {a, b, "request.path"}
+    assert merge_reads([a, b, HEADERS]) == {b, HEADERS}
+    assert entries_read(frozenset({a, b, "source.labels"})) == {HEADERS: {"a"}}
+    assert entries_read(frozenset({map_entry(HEADERS, "[x]"), map_entry(HEADERS, "")})) == {
+        HEADERS: {"[x]", ""}
+    }
+
+
 @pytest.mark.parametrize(
     ("msg", "message"), [(m, e) for _, m, e in MALFORMED], ids=[c for c, _, _ in MALFORMED]
 )
-@pytest.mark.parametrize("wanted", [frozenset(), frozenset(GLOBAL_INDEX)], ids=["none read", "all read"])
+@pytest.mark.parametrize(
+    "wanted",
+    [
+        frozenset(),
+        frozenset(GLOBAL_INDEX),
+        frozenset(map_entry(name, key) for name in GLOBAL_INDEX for key in ("GET", ":path", "x-user")),
+    ],
+    ids=["none read", "all read", "entries read"],
+)
 def test_attributes_nobody_reads_are_still_checked(msg: Any, message: str, wanted: frozenset[str]) -> None:
     req = report_pb2.ReportRequest(attributes=[msg], repeated_attributes_semantics=INDEPENDENT_ENCODING)
     with pytest.raises(BadRequest) as err:
@@ -116,7 +202,8 @@ async def test_a_set_decoded_for_a_config_is_completed_for_a_config_that_reads_m
 
         store.replace(parse_text(spy_config(("sink", {"tag": "s"})), file="more.yaml").resources)
         await rt.reload()
-        assert "request.headers" in rt.dispatcher.report_attributes()
+        # the expression looks one key up: that entry is what the config reads of the map
+        assert map_entry("request.headers", "x-user") in rt.dispatcher.report_attributes()
         assert await rt.dispatcher.report(early) == []
         assert Spy.calls[-1] == ("metric", [{"user": "jason"}])
     finally:
@@ -135,7 +222,8 @@ async def test_a_sampled_rule_reads_the_request_id() -> None:
         assert not rt.status.errors, rt.status.errors
         assert "sampled: random 50/100 by x-request-id" in rt.dispatcher.table.dump()
         wanted = rt.dispatcher.report_attributes()
-        assert {"request.id", "request.headers"} <= wanted
+        assert {"request.id", map_entry("request.headers", "x-request-id")} <= wanted
+        assert "request.headers" not in wanted  # only its x-request-id
         assert {"context.reporter.kind", "source.namespace", "destination.namespace"} <= wanted
     finally:
         await rt.close()

@@ -18,6 +18,7 @@ from mixerd.attribute.bag import (
 )
 from mixerd.attribute.coerce import coerce
 from mixerd.attribute.dictionary import GLOBAL_DICTIONARY, GLOBAL_INDEX
+from mixerd.attribute.entries import entries_read, map_entry, merge_reads
 from mixerd.attribute.logsafe import LOGSAFE_LIMIT, logsafe
 from mixerd.attribute.manifest import (
     Manifest,
@@ -69,10 +70,13 @@ __all__ = [
     "ValueType",
     "builtin_manifest",
     "coerce",
+    "entries_read",
     "format_duration",
     "load_manifests",
     "logsafe",
     "manifest_from_resources",
+    "map_entry",
+    "merge_reads",
     "parse_duration",
     "parse_ip",
     "parse_timestamp",

@@ -41,9 +41,11 @@ __all__ = [
     "MAX_KEY_LENGTH",
     "REQUEST_ID",
     "TRACEPARENT",
+    "TRACE_HEADERS",
     "TRANSACTION_ID",
     "TraceIds",
     "correlation",
+    "headers_read",
     "parse_order",
     "request_id_key",
     "trace_ids",
@@ -57,6 +59,12 @@ REQUEST_ID = "x-request-id"
 
 KEY_HEADERS: frozenset[str] = frozenset({TRANSACTION_ID, TRACEPARENT, B3, REQUEST_ID})
 """The header names with a format of their own; any other header name is read as a plain id."""
+
+_B3_SPAN = "x-b3-spanid"
+_B3_PARENT = "x-b3-parentspanid"
+_B3_SINGLE = "b3"
+TRACE_HEADERS: frozenset[str] = frozenset({TRACEPARENT, B3, _B3_SPAN, _B3_PARENT, _B3_SINGLE})
+"""The headers the trace context is read from (whatever the key order)."""
 
 _TOKEN = frozenset("abcdefghijklmnopqrstuvwxyz0123456789!#$%&'*+-.^_`|~")
 """The characters of an HTTP header name (RFC 9110's ``tchar``), lower case."""
@@ -131,6 +139,12 @@ def parse_order(setting: str) -> tuple[str, ...]:
     return tuple(names)
 
 
+def headers_read(order: Sequence[str] = DEFAULT_ORDER) -> frozenset[str]:
+    """Every header :func:`correlation` (and :func:`transaction_key`, :func:`trace_ids`) may look
+    up with this key order: the order's and the trace context's; no other is read."""
+    return frozenset(order) | TRACE_HEADERS
+
+
 def transaction_key(headers: Mapping[str, str], order: Sequence[str] = DEFAULT_ORDER) -> str:
     """The correlation key of a request with these headers, or ``""`` when none of the headers in
     ``order`` holds a valid one."""
@@ -149,7 +163,7 @@ def correlation(headers: Mapping[str, str], order: Sequence[str] = DEFAULT_ORDER
     get = headers.get
     value = get(TRACEPARENT)
     w3c = None if value is None else _traceparent(value)
-    b3 = _b3(headers) if (B3 in headers or "b3" in headers) else None
+    b3 = _b3(headers) if (B3 in headers or _B3_SINGLE in headers) else None
     key = ""
     for name in order:
         if name == TRACEPARENT:
@@ -241,11 +255,11 @@ def _b3(headers: Mapping[str, str]) -> TraceIds | None:
         return _ids(
             (
                 trace_id.lower(),
-                _span(headers.get("x-b3-spanid")),
-                _span(headers.get("x-b3-parentspanid")),
+                _span(headers.get(_B3_SPAN)),
+                _span(headers.get(_B3_PARENT)),
             )
         )
-    single = headers.get("b3")
+    single = headers.get(_B3_SINGLE)
     if single is None:
         return None
     # <trace>-<span>[-<sampling state>[-<parent>]]; a lone sampling state ("0", "1", "d") has no ids.

@@ -68,6 +68,7 @@ from mixerd.attribute import (
     ReferenceTracker,
     TrackingBag,
     ValueType,
+    map_entry,
     tracker_of,
 )
 from mixerd.lang import cel as _cel
@@ -545,6 +546,9 @@ class Expression:
       is Mixer's ``["ai", "-as", "ar[foo]"]`` form). Pass a tracker to accumulate the references
       of several evaluations (a Check evaluates many expressions over one bag).
     * ``attributes``: every attribute name the expression may read (static).
+    * ``reads``: the same, except that a string map the expression only looks keys up in, each
+      a constant (``request.headers["x-user"]``, CEL's ``"x-user" in request.headers``), is named
+      by those entries (:func:`~mixerd.attribute.map_entry`): ``request.headers[x-user]``.
     * ``is_constant`` / ``constant_value``: the expression reads nothing and was evaluated at
       compile time (``"true"``, ``ip("1.2.3.4")``).
     """
@@ -555,6 +559,7 @@ class Expression:
         "evaluate",
         "is_constant",
         "python_source",
+        "reads",
         "result_type",
         "text",
         "tree",
@@ -564,6 +569,7 @@ class Expression:
     tree: Node
     result_type: ValueType
     attributes: frozenset[str]
+    reads: frozenset[str]
     is_constant: bool
     constant_value: Any
     evaluate: Evaluator
@@ -580,6 +586,7 @@ class Expression:
         is_constant: bool,
         constant_value: Any,
         python_source: str,
+        reads: frozenset[str] | None = None,
     ) -> None:
         setter = object.__setattr__
         setter(self, "text", text)
@@ -587,6 +594,7 @@ class Expression:
         setter(self, "result_type", result_type)
         setter(self, "evaluate", evaluate)
         setter(self, "attributes", attributes)
+        setter(self, "reads", attributes if reads is None else reads)
         setter(self, "is_constant", is_constant)
         setter(self, "constant_value", constant_value)
         setter(self, "python_source", python_source)
@@ -723,4 +731,31 @@ def _generate(
         is_constant=top.const,
         constant_value=top.value if top.const else None,
         python_source=source,
+        reads=_entry_reads(tree, types),
+    )
+
+
+_LOOKUPS: Final = {"INDEX": (0, 1), "KEY": (0, 1), "HASKEY": (1, 0)}
+"""The nodes that look a key up in a map: (the map's argument, the key's)."""
+
+
+def _entry_reads(tree: Node, types: Mapping[int, ValueType]) -> frozenset[str]:
+    """The attributes ``tree`` reads, a string map that is only looked up with constant keys
+    named by those entries (see :attr:`Expression.reads`)."""
+    looked_up: set[int] = set()  # the variables that are such a lookup's map
+    entries: dict[str, set[str]] = {}
+    for node in walk(tree):
+        if isinstance(node, Call) and node.target is None and node.name in _LOOKUPS:
+            m, k = (node.args[i] for i in _LOOKUPS[node.name])
+            if (
+                isinstance(m, Variable)
+                and types.get(id(m)) is _V.STRING_MAP
+                and isinstance(k, Constant)
+                and type(k.value) is str
+            ):
+                looked_up.add(id(m))
+                entries.setdefault(m.name, set()).add(k.value)
+    whole = {n.name for n in walk(tree) if isinstance(n, Variable) and id(n) not in looked_up}
+    return frozenset(whole).union(
+        map_entry(name, key) for name, keys in entries.items() if name not in whole for key in keys
     )

@@ -66,6 +66,7 @@ from mixerd.attribute import (
     ReferenceTracker,
     TrackingBag,
     logsafe,
+    merge_reads,
     remember,
     untracked_view,
 )
@@ -318,7 +319,8 @@ class Dispatcher:
     def report_attributes(self, table: RoutingTable | None = None) -> frozenset[str] | None:
         """Every attribute name a Report dispatched with ``table`` (default: the table in force)
         may read: its report and attribute-generator rules' conditions, instances and samplers,
-        and what picks the request's namespace. A front-end decodes only these
+        and what picks the request's namespace (of a string map only some entries of, those
+        entries' names, :mod:`mixerd.attribute.entries`). A front-end decodes only these
         (:class:`~mixerd.attribute.PartialAttributes`); :meth:`report` completes a set decoded
         for another table when that one reads more. None: any name may be read (a handler is
         given whole attribute sets and does not say what it reads), so decode everything."""
@@ -327,7 +329,7 @@ class Dispatcher:
         if cached[0] is t:
             return cached[1]
         read = t.attributes_read(Variety.ATTRIBUTE_GENERATOR, Variety.REPORT)
-        reads = None if read is None else read | _NAMESPACE_ATTRIBUTES
+        reads = None if read is None else merge_reads(read | _NAMESPACE_ATTRIBUTES)
         self._report_reads = (t, reads)
         return reads
 

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mixerd.adapter import Clock
-from mixerd.attribute import ValueType
+from mixerd.attribute import ValueType, merge_reads
 from mixerd.config import CompiledHeaderOperation, Snapshot
 from mixerd.lang import Expression
 from mixerd.runtime.checkcache import CheckCache
@@ -199,7 +199,9 @@ class RoutingTable:
 
         An instance of a ``whole_set`` template (the attribute set itself, e.g. ``attributes``)
         reads what its handler reads: the handler's ``attributes_read`` names, or every name
-        (None) when the handler does not declare them."""
+        (None) when the handler does not declare them. A handler may name single entries of a
+        string map (:func:`~mixerd.attribute.map_entry`); such an entry stays in the result only
+        while nobody reads its map whole (:func:`~mixerd.attribute.merge_reads`)."""
         if varieties in self._reads:
             return self._reads[varieties]
         names: set[str] = set()
@@ -213,7 +215,7 @@ class RoutingTable:
                 for d in t.destinations:
                     for g in d.groups:
                         if g.condition is not None:
-                            names.update(g.condition.attributes)
+                            names.update(g.condition.reads)
                         if g.sampler is not None:
                             names.update(g.sampler.attributes)
                         for b in g.builders:
@@ -225,7 +227,7 @@ class RoutingTable:
                                     names.update(declared)
                             else:
                                 names.update(b.attributes)
-        found = self._reads[varieties] = None if every else frozenset(names)
+        found = self._reads[varieties] = None if every else merge_reads(names)
         return found
 
     def dump(self) -> str:

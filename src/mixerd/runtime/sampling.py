@@ -33,6 +33,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from mixerd.adapter import Clock, SystemClock
+from mixerd.attribute import map_entry, merge_reads
 from mixerd.config.sampling import RandomSampling, RateLimitSampling, SamplingConfig
 from mixerd.lang import EvaluationError
 
@@ -53,13 +54,19 @@ def request_id_value(request_id: str, size: int) -> int | None:
         return None
 
 
+_HEADERS: Final = "request.headers"
+_REQUEST_ID_HEADER: Final = "x-request-id"
+_REQUEST_ID_READS: Final = ("request.id", map_entry(_HEADERS, _REQUEST_ID_HEADER))
+"""What :func:`_request_id` reads."""
+
+
 def _request_id(bag: Mapping[str, Any]) -> str | None:
     rid = bag.get("request.id")
     if isinstance(rid, str) and rid:
         return rid
-    headers = bag.get("request.headers")
+    headers = bag.get(_HEADERS)
     if isinstance(headers, Mapping):
-        value = headers.get("x-request-id")
+        value = headers.get(_REQUEST_ID_HEADER)
         if isinstance(value, str) and value:
             return value
     return None
@@ -106,14 +113,15 @@ class RuleSampler:
     @property
     def attributes(self) -> frozenset[str]:
         """Every attribute name a decision may read (the override expression's, and the request
-        id's when the random draw follows it)."""
+        id's when the random draw follows it), map entries as entry names
+        (:func:`~mixerd.attribute.map_entry`)."""
         r = self._random
         if r is None:
             return frozenset()
-        names = set(r.expression.attributes) if r.expression is not None else set()
+        names = set(r.expression.reads) if r.expression is not None else set()
         if not r.independent:
-            names.update(("request.id", "request.headers"))
-        return frozenset(names)
+            names.update(_REQUEST_ID_READS)
+        return merge_reads(names)
 
     def decide(self, bag: Mapping[str, Any], decisions: dict[RuleSampler, bool]) -> bool:
         """:meth:`sample`, once per request: ``decisions`` (one per attribute set) remembers the

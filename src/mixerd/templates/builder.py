@@ -106,7 +106,8 @@ class InstanceBuilder:
         self.types = types
         """Inferred type of every expression, by field path (``value``, ``dimensions.source``)."""
         self.attributes = attributes
-        """Every attribute name the instance's expressions may read."""
+        """Every attribute name the instance's expressions may read; a string map they only look
+        constant keys up in is named by those entries (:attr:`mixerd.lang.Expression.reads`)."""
         self.build: BuildFunction = _generate_build(
             name, template.instance_class, self._fields, self.build_slowly
         )
@@ -366,7 +367,7 @@ def _compile_field(
             if expr is not None:
                 texts.append((str(k), expr.text))
                 types[f"{short}.{k}"] = expr.result_type
-                attributes.update(expr.attributes)
+                attributes.update(expr.reads)
                 entries.append((str(k), expr.evaluate))
         items = tuple(entries)
         return _MapGetter(items, json.dumps(sorted((k, t) for k, t in texts), separators=(",", ":")))
@@ -374,7 +375,7 @@ def _compile_field(
     if expr is None:
         return None
     types[short] = expr.result_type
-    attributes.update(expr.attributes)
+    attributes.update(expr.reads)
     return expr.evaluate
 
 

@@ -15,7 +15,10 @@ handler takes instances of two templates:
     ``request.host``, ``response.code``, ``context.proxy_error_code``, ``request.size``,
     ``response.size``, ``response.duration``, ``request.id | request.headers["x-request-id"]``
     and ``request.headers`` (the key and the trace context); the start is ``request.time``
-    (the time of the report when absent). Absent attributes give empty values.
+    (the time of the report when absent). Absent attributes give empty values. Of
+    ``request.headers`` the handler reads only the headers of its ``transactionHeaders``, the
+    trace context's (``traceparent``, ``x-b3-traceid``, ``x-b3-spanid``, ``x-b3-parentspanid``,
+    ``b3``) and ``x-request-id``, and says so: a Report decodes just those entries for it.
 ``logentry``
     Any logentry instance, read by variable name. The names are those of Istio's stock
     ``accesslog`` instance, so a rule sending that instance to a console handler is enough; the

@@ -7,8 +7,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final, Protocol, runtime_checkable
 
 from mixerd.adapter import Builder, ConfigError, Env, Handler, InstanceInfo, Params
-from mixerd.attribute import MISSING, parse_duration, remember
-from mixerd.console.correlate import DEFAULT_ORDER, REQUEST_ID, correlation, parse_order
+from mixerd.attribute import MISSING, map_entry, parse_duration, remember
+from mixerd.console.correlate import DEFAULT_ORDER, REQUEST_ID, correlation, headers_read, parse_order
 from mixerd.console.model import Hop, Peer, Reporter, peer
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "ConsoleBuilder",
     "ConsoleHandler",
     "HopSink",
+    "hop_attributes_read",
     "hop_from_attributes",
     "hop_from_variables",
 ]
@@ -198,7 +199,6 @@ HOP_ATTRIBUTES: Final = frozenset(
         "destination.service.host",
         "destination.workload.name",
         "destination.workload.namespace",
-        "request.headers",
         "request.host",
         "request.id",
         "request.method",
@@ -215,7 +215,19 @@ HOP_ATTRIBUTES: Final = frozenset(
         "source.workload.namespace",
     }
 )
-"""Every attribute :func:`hop_from_attributes` reads (a Report decodes at least these for it)."""
+"""Every attribute :func:`hop_from_attributes` reads whole; of ``request.headers`` it reads only
+the entries :func:`hop_attributes_read` names."""
+
+HEADERS: Final = "request.headers"
+
+
+def hop_attributes_read(key_order: Sequence[str] = DEFAULT_ORDER) -> frozenset[str]:
+    """What :func:`hop_from_attributes` reads with this key order (a Report decodes at least
+    these for it): :data:`HOP_ATTRIBUTES`, and the entries of ``request.headers`` that hold the
+    correlation key, the trace context and the request id (:func:`~mixerd.attribute.map_entry`
+    names), not the whole map."""
+    headers = headers_read(key_order) | {REQUEST_ID}
+    return HOP_ATTRIBUTES | {map_entry(HEADERS, h) for h in headers}
 
 
 def hop_from_attributes(
@@ -267,7 +279,7 @@ def hop_from_attributes(
     protocol = get("api.protocol", m)
     if protocol is m:
         protocol = get("context.protocol", "http")
-    headers = get("request.headers")
+    headers = get(HEADERS)
     if headers is None or (type(headers) is not dict and not isinstance(headers, Mapping)):
         headers = {}
     request_id = get("request.id", m)
@@ -328,12 +340,11 @@ _DESTINATION: Final = Reporter.DESTINATION
 
 
 class ConsoleHandler(Handler):
-    attributes_read: Final = HOP_ATTRIBUTES
-    """What this handler reads from an ``attributes`` instance (the attribute set itself)."""
-
     def __init__(self, env: Env, key_order: Sequence[str]) -> None:
         self._env = env
         self._key_order = tuple(key_order)
+        self.attributes_read: Final = hop_attributes_read(self._key_order)
+        """What this handler reads from an ``attributes`` instance (the attribute set itself)."""
         sink = env.shared("console")
         self._sink: HopSink | None = sink if isinstance(sink, HopSink) else None
 

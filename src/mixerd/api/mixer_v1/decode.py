@@ -49,6 +49,7 @@ from mixerd.attribute import (
     ReferenceTracker,
     TrackingBag,
     ValueType,
+    entries_read,
     remember,
 )
 
@@ -224,6 +225,7 @@ def _index(
     values: dict[str, Any] | None = None,
     wanted: frozenset[str] = frozenset(),
     rest: dict[str, Any] | None = None,
+    entries: Mapping[str, frozenset[int]] | None = None,
 ) -> dict[str, Any]:
     """Validate ``msg`` and map each attribute name to its value or to a (kind, raw) tuple.
 
@@ -235,8 +237,11 @@ def _index(
     ``mixerd.caller.principal`` is left out: only mixerd sets it (:mod:`mixerd.api.caller`).
 
     With ``rest`` (Report), those four kinds are converted at once for the names in ``wanted``
-    and put in ``rest`` as (kind, raw) tuples for the others. The attributes go into ``values``
-    (a new dict if None), which is returned.
+    and put in ``rest`` as (kind, raw) tuples for the others. ``entries`` (string maps not in
+    ``wanted`` -> the word indices of the keys read, :func:`_key_indices`) makes such a map a dict
+    of just those keys' entries in ``values``, the whole map going into ``rest`` as well (every
+    entry is checked all the same). The attributes go into ``values`` (a new dict if None), which
+    is returned.
     """
     # Reading a value out of a upb map costs several times more than iterating its keys, and
     # getitem in a plain loop is the cheapest way to read (cheaper than items() or dict()).
@@ -244,6 +249,7 @@ def _index(
         values = {}
     eager = rest is not None
     count = 0
+    subsets: dict[str, dict[str, str]] | None = None
     misplaced = types.misplaced
     try:
         m = msg.strings
@@ -265,22 +271,38 @@ def _index(
             hi = len(g)
             wrong = misplaced["string_maps"]
             for k in m:
-                entries = m[k].entries
-                for a in entries:
-                    b = entries[a]
-                    if not (lo <= a < hi and lo <= b < hi):
-                        raise IndexError
+                pairs = m[k].entries
                 name = g[k] if k >= 0 else w[~k]
                 if name in wrong:
                     raise IndexError
+                keys = None if entries is None or name in wanted else entries.get(name)
+                if keys is not None:
+                    # only some entries are read: convert those (the same last one winning as
+                    # in eager decoding when two indices name one key), keep the map for later
+                    subset: dict[str, str] = {}
+                    for a in pairs:
+                        b = pairs[a]
+                        if not (lo <= a < hi and lo <= b < hi):
+                            raise IndexError
+                        if a in keys:
+                            subset[g[a] if a >= 0 else w[~a]] = g[b] if b >= 0 else w[~b]
+                    if subsets is None:
+                        subsets = {}
+                    subsets[name] = subset
+                    rest[name] = (_STRING_MAP, pairs)  # type: ignore[index]
+                    continue
+                for a in pairs:
+                    b = pairs[a]
+                    if not (lo <= a < hi and lo <= b < hi):
+                        raise IndexError
                 if not eager:
-                    values[name] = (_STRING_MAP, entries)
+                    values[name] = (_STRING_MAP, pairs)
                 elif name in wanted:
                     values[name] = {
-                        g[a] if a >= 0 else w[~a]: g[b] if b >= 0 else w[~b] for a, b in entries.items()
+                        g[a] if a >= 0 else w[~a]: g[b] if b >= 0 else w[~b] for a, b in pairs.items()
                     }
                 else:
-                    rest[name] = (_STRING_MAP, entries)  # type: ignore[index]
+                    rest[name] = (_STRING_MAP, pairs)  # type: ignore[index]
         for field in ("int64s", "doubles", "bools"):
             m = getattr(msg, field)
             n = len(m)
@@ -362,6 +384,8 @@ def _index(
         if len(values) + len(rest) != count or not values.keys().isdisjoint(rest):
             raise _diagnose(msg, g, w, where, types)
         rest.pop(CALLER_PRINCIPAL, None)
+        if subsets is not None:
+            values.update(subsets)  # (after the check: these names are in rest too)
     elif len(values) != count:
         raise _diagnose(msg, g, w, where, types)
     values.pop(CALLER_PRINCIPAL, None)  # mixerd's to set, from the connection; never the caller's
@@ -579,7 +603,9 @@ def decode_report(
     ``wanted`` (the names the config in force reads) makes each set of an
     ``INDEPENDENT_ENCODING`` report (what Envoy sends) a
     :class:`~mixerd.attribute.PartialAttributes`: string maps, timestamps, durations and IP
-    addresses of other names are checked but left undecoded until its ``complete()``.
+    addresses of other names are checked but left undecoded until its ``complete()``; of a string
+    map ``wanted`` names only entries of (:func:`~mixerd.attribute.map_entry`), only those entries
+    are decoded.
 
     Raises :class:`DictionaryMismatch` for a too-large ``global_word_count``,
     :class:`LimitExceeded` for a request over ``limits`` and :class:`BadRequest` (naming
@@ -618,16 +644,19 @@ def decode_report_steps(
     decoded: list[Mapping[str, Any]] = []
     if wanted is not None and req.repeated_attributes_semantics == INDEPENDENT_ENCODING:
         convert_default = _converter(g, default)
+        needs = entries_read(wanted)
+        default_keys = _key_indices(needs, g, default) if needs else None
         for i, msg in enumerate(sets):
             own = msg.words
             rest: dict[str, Any] = {}
             partial = PartialAttributes()
             if own:
                 w = tuple(own)
-                _index(msg, g, w, f"attributes[{i}]", typed, partial, wanted, rest)
+                keys = _key_indices(needs, g, w) if needs else None
+                _index(msg, g, w, f"attributes[{i}]", typed, partial, wanted, rest, keys)
                 partial.convert = _converter(g, w)
             else:
-                _index(msg, g, default, f"attributes[{i}]", typed, partial, wanted, rest)
+                _index(msg, g, default, f"attributes[{i}]", typed, partial, wanted, rest, default_keys)
                 partial.convert = convert_default
             partial.rest = rest
             partial.decoded_for = wanted
@@ -775,6 +804,29 @@ def _convert_raw(lazy: tuple[int, Any], g: Sequence[str], w: Sequence[str]) -> A
     if kind == _DURATION:
         return to_timedelta(raw)
     return IPAddress(raw)
+
+
+_GLOBAL_KEYS: Final[dict[tuple[int, frozenset[str]], frozenset[int]]] = {}
+"""The global word indices of a set of map keys, by the number of global words and the keys."""
+_GLOBAL_KEYS_MAX: Final = 64
+
+
+def _key_indices(
+    needs: Mapping[str, frozenset[str]], g: Sequence[str], w: Sequence[str]
+) -> dict[str, frozenset[int]]:
+    """For each string map of which only some keys are read (``needs``: map -> keys), every word
+    index (global, or of ``w``) that names one of its keys: a map entry is decoded when its key's
+    index is one of these. Computed once per request for its default words (a word may appear
+    more than once, and in both lists)."""
+    out: dict[str, frozenset[int]] = {}
+    for name, keys in needs.items():
+        found = _GLOBAL_KEYS.get((len(g), keys))
+        if found is None:
+            found = frozenset(i for i, word in enumerate(g) if word in keys)
+            remember(_GLOBAL_KEYS, (len(g), keys), found, _GLOBAL_KEYS_MAX)
+        local = [~i for i, word in enumerate(w) if word in keys]
+        out[name] = found.union(local) if local else found
+    return out
 
 
 def _converter(g: Sequence[str], w: Sequence[str]) -> Callable[[tuple[int, Any]], Any]:
