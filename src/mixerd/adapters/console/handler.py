@@ -231,17 +231,23 @@ def hop_from_attributes(
     types are used as they are, and peers are looked up by the values read."""
     get = bag.get
     m = MISSING
+    raw_peers = _RAW_PEERS
     src_ns = get("source.workload.namespace", m)
     if src_ns is m:
         src_ns = get("source.namespace", "")
     labels = get("source.labels")
-    if type(labels) is dict:
-        app, version = labels.get("app", ""), labels.get("version", "")
+    if labels is None:
+        app = version = ""
     else:
-        app, version = _label(labels, "app"), _label(labels, "version")
-    source = _peer_of(
-        (src_ns, get("source.workload.name", ""), app, version, "", get("source.principal", ""))
-    )
+        try:  # a dict or a read-only view of one (kubernetesenv's)
+            app, version = labels.get("app", ""), labels.get("version", "")
+        except AttributeError:  # not a map: the expression would not have compiled
+            app = version = ""
+    raw = (src_ns, get("source.workload.name", ""), app, version, "", get("source.principal", ""))
+    try:
+        source = raw_peers[raw]
+    except (KeyError, TypeError):
+        source = _peer_of(raw)
     dst_ns = get("destination.workload.namespace", m)
     if dst_ns is m:
         dst_ns = get("destination.namespace", "")
@@ -250,20 +256,25 @@ def hop_from_attributes(
     if service is m:
         service = host
     labels = get("destination.labels")
-    if type(labels) is dict:
-        app, version = labels.get("app", ""), labels.get("version", "")
+    if labels is None:
+        app = version = ""
     else:
-        app, version = _label(labels, "app"), _label(labels, "version")
-    destination = _peer_of(
-        (
-            dst_ns,
-            get("destination.workload.name", ""),
-            app,
-            version,
-            service,
-            get("destination.principal", ""),
-        )
+        try:
+            app, version = labels.get("app", ""), labels.get("version", "")
+        except AttributeError:
+            app = version = ""
+    raw = (
+        dst_ns,
+        get("destination.workload.name", ""),
+        app,
+        version,
+        service,
+        get("destination.principal", ""),
     )
+    try:
+        destination = raw_peers[raw]
+    except (KeyError, TypeError):
+        destination = _peer_of(raw)
     protocol = get("api.protocol", m)
     if protocol is m:
         protocol = get("context.protocol", "http")
@@ -275,7 +286,7 @@ def hop_from_attributes(
         request_id = headers.get(REQUEST_ID, "")
     elif request_id and REQUEST_ID not in headers:
         headers = {**headers, REQUEST_ID: request_id}
-    key, ids = correlation(headers, key_order)
+    key, (trace_id, span_id, parent_span_id) = correlation(headers, key_order)
     t = get("request.time")
     if type(t) is _dt.datetime and t.tzinfo is _dt.UTC:
         d = t - _EPOCH
@@ -284,7 +295,9 @@ def hop_from_attributes(
         start_us = _time_us(t, now)
     latency = get("response.duration")
     if type(latency) is _dt.timedelta:
-        duration_us = max(0, (latency.days * 86_400 + latency.seconds) * 1_000_000 + latency.microseconds)
+        duration_us = (latency.days * 86_400 + latency.seconds) * 1_000_000 + latency.microseconds
+        if duration_us < 0:
+            duration_us = 0
     else:
         duration_us = _duration_us(latency)
     code = get("response.code", 0)
@@ -297,7 +310,9 @@ def hop_from_attributes(
     if type(response_bytes) is not int:
         response_bytes = _int(response_bytes)
     flags = get("context.proxy_error_code", "")
-    if type(flags) is not str:
+    if flags == "-":
+        flags = ""
+    elif type(flags) is not str:
         flags = _str(flags)
     method = get("request.method", "")
     path = get("request.path", "")
@@ -313,13 +328,13 @@ def hop_from_attributes(
         host if type(host) is str else _str(host),
         path if type(path) is str else _str(path),
         code,
-        "" if flags == "-" else flags,
+        flags,
         request_bytes,
         response_bytes,
         request_id if type(request_id) is str else _str(request_id),
-        ids.trace_id,
-        ids.span_id,
-        ids.parent_span_id,
+        trace_id,
+        span_id,
+        parent_span_id,
     )
 
 
@@ -333,7 +348,9 @@ class ConsoleHandler(Handler):
 
     def __init__(self, env: Env, key_order: Sequence[str]) -> None:
         self._env = env
-        self._key_order = tuple(key_order)
+        order = tuple(key_order)
+        # the default order itself (not an equal tuple) takes correlation's fast path
+        self._key_order = DEFAULT_ORDER if order == DEFAULT_ORDER else order
         sink = env.shared("console")
         self._sink: HopSink | None = sink if isinstance(sink, HopSink) else None
 
