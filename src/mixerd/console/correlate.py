@@ -48,6 +48,7 @@ __all__ = [
     "request_id_key",
     "trace_ids",
     "transaction_key",
+    "usual_correlation",
 ]
 
 TRANSACTION_ID = "x-transaction-id"
@@ -150,16 +151,17 @@ def correlation(headers: Mapping[str, str], order: Sequence[str] = DEFAULT_ORDER
     generically; anything else takes the general path, which parses the trace headers only when
     present and looks each key header up once."""
     if order is DEFAULT_ORDER:
-        usual = _usual_correlation(headers)
+        usual = usual_correlation(headers)
         if usual is not None:
             return usual
     return _correlation(headers, order)
 
 
-def _usual_correlation(headers: Mapping[str, str]) -> tuple[str, TraceIds] | None:
-    """:func:`correlation` with the default order for headers of a usual shape, else ``None``
-    (then the general path decides: whitespace around ids, an invalid or odd-typed value, the
-    single ``b3`` header, ``traceparent`` or ``x-transaction-id`` present)."""
+def usual_correlation(headers: Mapping[str, str]) -> tuple[str, TraceIds] | None:
+    """:func:`correlation` with the default order for headers of a usual shape, else ``None``:
+    then the general path decides (whitespace around ids, an invalid or odd-typed value, the
+    single ``b3`` header, ``traceparent`` or ``x-transaction-id`` present). For a caller that
+    makes one Python call less per hop by calling it directly."""
     get = headers.get
     if get(TRACEPARENT) is not None or get(TRANSACTION_ID) is not None:
         return None

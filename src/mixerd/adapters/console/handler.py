@@ -8,7 +8,7 @@ from typing import Any, Final, Protocol, runtime_checkable
 
 from mixerd.adapter import Builder, ConfigError, Env, Handler, InstanceInfo, Params
 from mixerd.attribute import MISSING, parse_duration, remember
-from mixerd.console.correlate import DEFAULT_ORDER, REQUEST_ID, correlation, parse_order
+from mixerd.console.correlate import DEFAULT_ORDER, REQUEST_ID, correlation, parse_order, usual_correlation
 from mixerd.console.model import Hop, Peer, Reporter, peer
 
 __all__ = [
@@ -286,15 +286,16 @@ def hop_from_attributes(
         request_id = headers.get(REQUEST_ID, "")
     elif request_id and REQUEST_ID not in headers:
         headers = {**headers, REQUEST_ID: request_id}
-    key, (trace_id, span_id, parent_span_id) = correlation(headers, key_order)
+    usual = usual_correlation(headers) if key_order is DEFAULT_ORDER else None
+    key, (trace_id, span_id, parent_span_id) = correlation(headers, key_order) if usual is None else usual
     t = get("request.time")
-    if type(t) is _dt.datetime and t.tzinfo is _dt.UTC:
+    if type(t) is _DATETIME and t.tzinfo is _UTC:
         d = t - _EPOCH
         start_us = (d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds
     else:
         start_us = _time_us(t, now)
     latency = get("response.duration")
-    if type(latency) is _dt.timedelta:
+    if type(latency) is _TIMEDELTA:
         duration_us = (latency.days * 86_400 + latency.seconds) * 1_000_000 + latency.microseconds
         if duration_us < 0:
             duration_us = 0
@@ -339,6 +340,9 @@ def hop_from_attributes(
 
 
 _SOURCE: Final = Reporter.SOURCE
+_DATETIME: Final = _dt.datetime
+_TIMEDELTA: Final = _dt.timedelta
+_UTC: Final = _dt.UTC
 _DESTINATION: Final = Reporter.DESTINATION
 
 
