@@ -153,12 +153,13 @@ def correlation(headers: Mapping[str, str], order: Sequence[str] = DEFAULT_ORDER
     if order is DEFAULT_ORDER:
         usual = usual_correlation(headers)
         if usual is not None:
-            return usual
+            return usual[0], _NO_IDS if not usual[1] else _ids(usual[1:])
     return _correlation(headers, order)
 
 
-def usual_correlation(headers: Mapping[str, str]) -> tuple[str, TraceIds] | None:
-    """:func:`correlation` with the default order for headers of a usual shape, else ``None``:
+def usual_correlation(headers: Mapping[str, str]) -> tuple[str, str, str, str] | None:
+    """:func:`correlation` with the default order for headers of a usual shape, flat (the key,
+    then the trace ids: no :class:`TraceIds` made), else ``None``:
     then the general path decides (whitespace around ids, an invalid or odd-typed value, the
     single ``b3`` header, ``traceparent`` or ``x-transaction-id`` present). For a caller that
     makes one Python call less per hop by calling it directly."""
@@ -171,10 +172,10 @@ def usual_correlation(headers: Mapping[str, str]) -> tuple[str, TraceIds] | None
             return None
         request_id = get(REQUEST_ID)
         if request_id is None:
-            return "", _NO_IDS
+            return _NOTHING
         if type(request_id) is not str:
             return None
-        return _plain_key(request_id), _NO_IDS
+        return _plain_key(request_id), "", "", ""
     # x-b3-traceid wins over a later x-request-id: 16 or 32 hex digits, not all zeros. bytes.fromhex
     # checks the digits in C (a string of n characters gives n / 2 bytes only when every one is a
     # hex digit: whitespace, which it skips, gives fewer; anything else raises).
@@ -199,9 +200,10 @@ def usual_correlation(headers: Mapping[str, str]) -> tuple[str, TraceIds] | None
     except (TypeError, ValueError):  # not a string, or not hex digits
         return None
     trace_id = trace_id.lower()
-    return trace_id, _ids((trace_id, span_id, parent_id))
+    return trace_id, trace_id, span_id, parent_id
 
 
+_NOTHING = ("", "", "", "")
 _fromhex = bytes.fromhex
 _ZEROS = {16: "0" * 16, 32: "0" * 32}
 

@@ -287,7 +287,10 @@ def hop_from_attributes(
     elif request_id and REQUEST_ID not in headers:
         headers = {**headers, REQUEST_ID: request_id}
     usual = usual_correlation(headers) if key_order is DEFAULT_ORDER else None
-    key, (trace_id, span_id, parent_span_id) = correlation(headers, key_order) if usual is None else usual
+    if usual is None:
+        key, (trace_id, span_id, parent_span_id) = correlation(headers, key_order)
+    else:
+        key, trace_id, span_id, parent_span_id = usual
     t = get("request.time")
     if type(t) is _DATETIME and t.tzinfo is _UTC:
         d = t - _EPOCH
