@@ -26,7 +26,8 @@ expression (mostly CPython's own ``compile()``) and happens once per configurati
   by instant. ``+`` on INT64 wraps around like Go's int64.
 * Constant sub-expressions (``ip("10.0.0.1")``, ``"a" + "b"``) are evaluated at compile time;
   constant ``match`` patterns become ``startswith``/``endswith``/``==``, constant ``matches``
-  patterns are compiled once with RE2.
+  patterns are compiled once with RE2; ``x == "a" || x == "b"`` (one attribute-reading operand,
+  string or integer constants) is one membership test, ``x in ("a", "b")``, reading ``x`` once.
 
 **CEL and COMPAT** (:mod:`mixerd.lang.cel`) are lowered into the same tree and generated here too:
 an attribute read is ``OR($attr, zero value)`` (``a.get(name, zero)``), ``pick`` is ``OR``; the
