@@ -158,17 +158,6 @@ def _text(value: Any) -> str:
     return value if type(value) is str else _str(value)
 
 
-def _label(labels: Any, name: str) -> str:
-    """``labels[name]`` of a string-map attribute, ``""`` when the map or the label is absent."""
-    if labels is None:
-        return ""
-    try:
-        value = labels.get(name, "")
-    except AttributeError:  # not a map: the expression would not have compiled
-        return ""
-    return value if type(value) is str else _str(value)
-
-
 _RawPeer = tuple[Any, Any, Any, Any, Any, Any]
 _RAW_PEERS: dict[_RawPeer, Peer] = {}
 """Peers by the attribute values they were read from (strings, as a typed bag gives them): one
