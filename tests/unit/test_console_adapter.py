@@ -405,3 +405,15 @@ def test_labels_of_any_shape_make_the_same_peer_as_the_logentry_instance(labels:
         "destinationServiceHost": "cart.shop.svc.cluster.local",
     }
     assert hop.destination == hop_from_variables(variables, _T0, now).destination
+
+
+def test_an_unhashable_value_where_a_string_belongs_still_makes_the_peer() -> None:
+    bag = {**_BAG, "source.labels": {"app": ["frontend"], "version": "v2"}}
+    now = _dt.datetime(2026, 1, 1, tzinfo=_dt.UTC)
+    for _ in range(2):  # not remembered: the same answer the second time
+        hop = hop_from_attributes(bag, now)
+        assert (hop.source.app, hop.source.version, hop.destination.workload) == (
+            "['frontend']",
+            "v2",
+            "cart",
+        )

@@ -163,6 +163,9 @@ _RAW_PEERS: dict[_RawPeer, Peer] = {}
 """Peers by the attribute values they were read from (strings, as a typed bag gives them): one
 lookup per peer, no conversion. A cache, cleared when it holds ``_MAX_RAW_PEERS``."""
 _MAX_RAW_PEERS: Final = 10_000
+_RAW_EDGES: dict[tuple[Any, ...], tuple[Peer, Peer]] = {}
+"""Source and destination peers by the twelve values they were read from (the source's six, then
+the destination's): one lookup per hop. A cache, cleared when it holds ``_MAX_RAW_PEERS``."""
 
 
 def _peer_of(raw: _RawPeer) -> Peer:
@@ -173,6 +176,15 @@ def _peer_of(raw: _RawPeer) -> Peer:
     if found is None:
         found = remember(_RAW_PEERS, raw, peer(tuple(map(_text, raw))), _MAX_RAW_PEERS)  # type: ignore[arg-type]
     return found
+
+
+def _edge_of(raw: tuple[Any, ...]) -> tuple[Peer, Peer]:
+    """The peers of ``raw`` (see ``_RAW_EDGES``), remembered when the values can be."""
+    edge = (_peer_of(raw[:6]), _peer_of(raw[6:]))
+    try:
+        return remember(_RAW_EDGES, raw, edge, _MAX_RAW_PEERS)
+    except TypeError:  # an unhashable value where a string belongs
+        return edge
 
 
 HOP_ATTRIBUTES: Final = frozenset(
@@ -220,23 +232,17 @@ def hop_from_attributes(
     types are used as they are, and peers are looked up by the values read."""
     get = bag.get
     m = MISSING
-    raw_peers = _RAW_PEERS
     src_ns = get("source.workload.namespace", m)
     if src_ns is m:
         src_ns = get("source.namespace", "")
     labels = get("source.labels")
     if labels is None:
-        app = version = ""
+        src_app = src_version = ""
     else:
         try:  # a dict or a read-only view of one (kubernetesenv's)
-            app, version = labels.get("app", ""), labels.get("version", "")
+            src_app, src_version = labels.get("app", ""), labels.get("version", "")
         except AttributeError:  # not a map: the expression would not have compiled
-            app = version = ""
-    raw = (src_ns, get("source.workload.name", ""), app, version, "", get("source.principal", ""))
-    try:
-        source = raw_peers[raw]
-    except (KeyError, TypeError):
-        source = _peer_of(raw)
+            src_app = src_version = ""
     dst_ns = get("destination.workload.namespace", m)
     if dst_ns is m:
         dst_ns = get("destination.namespace", "")
@@ -253,17 +259,13 @@ def hop_from_attributes(
         except AttributeError:
             app = version = ""
     raw = (
-        dst_ns,
-        get("destination.workload.name", ""),
-        app,
-        version,
-        service,
-        get("destination.principal", ""),
-    )
+        src_ns, get("source.workload.name", ""), src_app, src_version, "", get("source.principal", ""),
+        dst_ns, get("destination.workload.name", ""), app, version, service, get("destination.principal", ""),
+    )  # fmt: skip
     try:
-        destination = raw_peers[raw]
+        source, destination = _RAW_EDGES[raw]
     except (KeyError, TypeError):
-        destination = _peer_of(raw)
+        source, destination = _edge_of(raw)
     protocol = get("api.protocol", m)
     if protocol is m:
         protocol = get("context.protocol", "http")
