@@ -24,6 +24,7 @@ off), and the console's end-to-end ingestion (hops in the database per wall seco
 first request until the last hop is written).
 
     python benchmarks/bench_report_console.py [--requests N] [--rounds N] [--profile] [--split] [--decode]
+        [--hops]
 
 ``--profile`` then runs the console-on path in this process under cProfile: decode (of what the
 config reads, as the server decodes), dispatch and the console adapter on the event loop, then the
@@ -36,6 +37,8 @@ The differences are what each step costs per attribute set; then the writer's ba
 and the ``wanted`` names each runtime's Report front-end passes), rounds alternating: the stock
 config, the console addition as it would read if its handler needed ``request.headers`` whole, and
 the console addition as configured.
+``--hops`` times the console handler alone over the attribute sets it gets: making the hops
+(``hop_from_attributes``), then queueing and rolling them up (``Writer.add_hop``), CPU per hop.
 """
 
 from __future__ import annotations
@@ -446,6 +449,64 @@ async def decode_split(tmp: Path, requests: int, rounds: int = 9) -> None:
     print(table(rows, ("wanted names", "us per set (median)", "vs stock", "every round")))
 
 
+async def hops(tmp: Path, requests: int, rounds: int = 7) -> None:
+    """The console handler alone, CPU per hop (see ``--hops``): the attribute sets the handler gets
+    from a runtime with the console addition, then ``hop_from_attributes`` over them and
+    ``Writer.add_hop`` over its hops (a store that is never written to), rounds alternating."""
+    os.environ["MIXERD_KUBERNETESENV_PODS_FILE"] = str(PODS)
+    import gc
+
+    from mixerd.cli.serve import GC_THRESHOLDS
+
+    gc.set_threshold(*GC_THRESHOLDS)
+    from mixerd._proto.mixer.v1 import report_pb2
+    from mixerd.adapters.console.handler import ConsoleHandler, hop_from_attributes
+    from mixerd.api.mixer_v1.decode import decode_report
+    from mixerd.config import FileStore
+    from mixerd.console.store.sqlite import SQLiteStore
+    from mixerd.console.writer import Writer
+    from mixerd.runtime import Runtime
+    from mixerd.server.console import CONSOLE
+
+    config = config_dir(tmp / "hops", True)
+    store = SQLiteStore(tmp / "hops.db")
+    await store.open()
+    bags: list[Any] = []
+    handle_set = ConsoleHandler.handle_attributes
+    ConsoleHandler.handle_attributes = lambda self, sets: bags.extend(sets)  # type: ignore[method-assign]
+    try:
+        runtime = Runtime(
+            FileStore([config], resync_interval=None, watch_events=False),
+            services={CONSOLE: Writer(store)},
+        )
+        await runtime.start()
+    finally:
+        ConsoleHandler.handle_attributes = handle_set  # type: ignore[method-assign]
+    for r in [report_pb2.ReportRequest.FromString(b) for b in bodies("hops", requests)]:
+        await runtime.dispatcher.report(decode_report(r))
+    await runtime.close()
+    await store.close()
+    now = dt.datetime.now(dt.UTC)
+    made: list[float] = []
+    added: list[float] = []
+    for _ in range(rounds):
+        t0 = time.process_time()
+        made_hops = [hop_from_attributes(bag, now) for bag in bags]
+        made.append((time.process_time() - t0) / len(bags) * 1e6)
+        writer = Writer(store, max_queue=10**8, batch_size=10**8)  # never started: nothing written
+        add = writer.add_hop
+        t0 = time.process_time()
+        for hop in made_hops:
+            add(hop)
+        added.append((time.process_time() - t0) / len(bags) * 1e6)
+    print(f"\nthe console handler alone ({rounds} rounds of {len(bags):,} attribute sets):")
+    for step, values in (("hop_from_attributes", made), ("Writer.add_hop", added)):
+        print(
+            f"{step}: {statistics.median(values):.2f} us per hop (median; rounds "
+            f"{' '.join(f'{v:.2f}' for v in values)})"
+        )
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
@@ -466,6 +527,12 @@ def main() -> int:
         action="store_true",
         help="also time Report decoding for the stock config and the console addition, in-process",
     )
+    ap.add_argument(
+        "--hops",
+        action="store_true",
+        help="also time the console handler alone, in-process: making the hops of the sets it gets, "
+        "then queueing and rolling them up (CPU per hop)",
+    )
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="mixerd-bench-console-report-"))
     try:
@@ -476,6 +543,8 @@ def main() -> int:
             asyncio.run(split(tmp, 100))
         if args.decode:
             asyncio.run(decode_split(tmp, 100))
+        if args.hops:
+            asyncio.run(hops(tmp, 100))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return rc

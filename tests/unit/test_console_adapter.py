@@ -2,6 +2,8 @@
 names plus the console's) -> hops."""
 
 import datetime as _dt
+from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -278,6 +280,16 @@ _SETS: list[dict[str, Any]] = [
         "request.headers": {"b3": "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90"},
     },
     _als_bag(),
+    {  # kubernetesenv gives labels as read-only views
+        **_BAG,
+        "source.labels": MappingProxyType({"app": "frontend", "version": "v1", "pod-template-hash": "6b7"}),
+        "destination.labels": MappingProxyType({"app": "cart"}),
+        "request.headers": {
+            "x-b3-traceid": "80F198EE56343BA864FE8B2A57D3EFF7",
+            "x-b3-spanid": "e457b5a2e4d86bd1",
+            "x-request-id": "7c2a59e4-0f1e-9b4a-9a0e-6c1d2b3e4f50",
+        },
+    },
 ]
 
 
@@ -486,3 +498,71 @@ async def test_sets_decoded_for_the_console_give_the_hops_of_eager_decoding_unde
         assert [bag[HEADERS] for bag in early] == [bag[HEADERS] for bag in decode_report(req)]
     finally:
         await rt.close()
+
+
+_SHAPES = yaml.safe_load((Path(__file__).parent.parent / "data" / "console_keys.yaml").read_text())[
+    "header_shapes"
+]
+
+
+@pytest.mark.parametrize("request_id", [None, "rid-9"], ids=["header-only", "request.id"])
+@pytest.mark.parametrize("case", _SHAPES, ids=[c["name"] for c in _SHAPES])
+def test_the_fast_and_the_general_path_give_equal_hops(case: dict[str, Any], request_id: str | None) -> None:
+    """The default order takes correlation's fast path; an equal order that is not the default
+    tuple itself takes the general one. Both give the same hop for every header shape (or fail
+    the same way on an odd-typed header value)."""
+    bag = {
+        **_BAG,
+        "request.headers": case["headers"],
+        "source.labels": MappingProxyType({"app": "frontend", "version": "v2"}),
+        "destination.labels": {"app": "cart", "version": 3},
+    }
+    if request_id is not None:
+        bag["request.id"] = request_id
+    now = _dt.datetime(2026, 1, 1, tzinfo=_dt.UTC)
+    general = tuple(list(DEFAULT_ORDER))
+    assert general == DEFAULT_ORDER and general is not DEFAULT_ORDER
+    try:
+        expected: Any = hop_from_attributes(bag, now, general)
+    except Exception as exc:
+        with pytest.raises(type(exc)):
+            hop_from_attributes(bag, now, DEFAULT_ORDER)
+        return
+    hop = hop_from_attributes(bag, now, DEFAULT_ORDER)
+    assert hop == expected
+    assert (hop.source.app, hop.source.version, hop.destination.version) == ("frontend", "v2", "3")
+
+
+@pytest.mark.parametrize(
+    "labels", [None, "app=cart", 7, {}, MappingProxyType({"app": "cart", "version": "v1"})], ids=repr
+)
+def test_labels_of_any_shape_make_the_same_peer_as_the_logentry_instance(labels: Any) -> None:
+    from mixerd.adapters.console.handler import hop_from_variables
+
+    bag = {**_BAG, "destination.labels": labels}
+    now = _dt.datetime(2026, 1, 1, tzinfo=_dt.UTC)
+    hop = hop_from_attributes(bag, now)
+    app = version = ""
+    if isinstance(labels, MappingProxyType):
+        app, version = labels["app"], labels["version"]
+    assert (hop.destination.app, hop.destination.version) == (app, version)
+    variables = {
+        "destinationNamespace": "shop",
+        "destinationWorkload": "cart",
+        "destinationApp": app,
+        "destinationVersion": version,
+        "destinationServiceHost": "cart.shop.svc.cluster.local",
+    }
+    assert hop.destination == hop_from_variables(variables, _T0, now).destination
+
+
+def test_an_unhashable_value_where_a_string_belongs_still_makes_the_peer() -> None:
+    bag = {**_BAG, "source.labels": {"app": ["frontend"], "version": "v2"}}
+    now = _dt.datetime(2026, 1, 1, tzinfo=_dt.UTC)
+    for _ in range(2):  # not remembered: the same answer the second time
+        hop = hop_from_attributes(bag, now)
+        assert (hop.source.app, hop.source.version, hop.destination.workload) == (
+            "['frontend']",
+            "v2",
+            "cart",
+        )

@@ -88,6 +88,61 @@ def test_correlation_reads_only_the_headers_it_declares(case: dict[str, Any]) ->
         assert functions[0]({k: v for k, v in case["headers"].items() if k in declared}, order) == found
 
 
+def _general_or_error(headers: dict[str, Any]) -> Any:
+    from mixerd.console import correlate
+
+    try:
+        return correlate._correlation(headers, tuple(DEFAULT_ORDER))
+    except Exception as exc:  # an odd-typed value: the fast path must fail the same way
+        return type(exc)
+
+
+@pytest.mark.parametrize("case", CASES["header_shapes"], ids=_ids(CASES["header_shapes"]))
+def test_the_fast_path_answers_as_the_general_path(case: dict[str, Any]) -> None:
+    from mixerd.console import correlate
+
+    headers = case["headers"]
+    assert (correlate.usual_correlation(headers) is not None) == case["usual"]
+    expected = _general_or_error(headers)
+    if isinstance(expected, type):
+        with pytest.raises(expected):
+            correlation(headers, DEFAULT_ORDER)
+    else:
+        assert correlation(headers, DEFAULT_ORDER) == expected
+
+
+def test_the_fast_path_answers_as_the_general_path_near_the_usual_shapes() -> None:
+    """Random B3 and request-id headers near the valid shapes: the fast path, when it decides,
+    gives the general path's answer."""
+    import random
+
+    from mixerd.console import correlate
+
+    rng = random.Random(11)
+    alphabet = "00000000aAfF9gG x\t\u00e9\u0660-"
+    decided = 0
+
+    def text(lengths: tuple[int, ...]) -> str:
+        return "".join(rng.choice(alphabet) for _ in range(rng.choice(lengths)))
+
+    for _ in range(20_000):
+        headers: dict[str, Any] = {}
+        for name, lengths in (
+            (correlate.B3, (15, 16, 16, 32, 32, 33)),
+            ("x-b3-spanid", (15, 16, 16, 17)),
+            ("x-b3-parentspanid", (16, 16, 17)),
+            (correlate.REQUEST_ID, (0, 1, 36, 36, 129)),
+        ):
+            if rng.random() < 0.6:
+                headers[name] = text(lengths)
+        usual = correlate.usual_correlation(headers)
+        if usual is not None:
+            decided += 1
+            key, ids = correlate._correlation(headers, DEFAULT_ORDER)
+            assert usual == (key, *ids), headers
+    assert decided > 1_000  # the shapes reach the fast path
+
+
 @pytest.mark.parametrize(("request_id", "key"), CASES["request_id_key"])
 def test_request_id_key(request_id: str, key: str) -> None:
     assert request_id_key(request_id) == key

@@ -194,3 +194,28 @@ async def test_the_rate_limit_service_answers_over_limit(runtime_for: Any) -> No
     req.descriptors.add().entries.add(key="user", value="alice")
     resp = await svc.ShouldRateLimit(req, context=None)
     assert resp.overall_code == rls_pb2.RateLimitResponse.OVER_LIMIT
+
+
+async def test_instance_errors_of_rules_merged_into_one_group_count_against_each_rule() -> None:
+    # A second rule with the same match sending the same instance to the same handler: the two
+    # actions share one instance group whose builders are the same builder twice.
+    again = {
+        "apiVersion": "config.istio.io/v1alpha2",
+        "kind": "rule",
+        "metadata": {"name": "count-again", "namespace": "istio-system"},
+        "spec": {
+            "match": 'request.headers["x-user"] != ""',
+            "actions": [{"handler": "nothing", "instances": ["requestcount"]}],
+        },
+    }
+    parsed = parse_text(config_text() + "---\n" + yaml.safe_dump(again, sort_keys=False))
+    assert not parsed.errors
+    rt = Runtime(MemoryStore(parsed.resources), adapters=load_adapters(), clock=ManualClock())
+    await rt.start()
+    try:
+        assert not rt.status.errors, rt.status.errors
+        problems = await rt.dispatcher.report([DictBag({"request.headers": {"x-user": "alice"}})])
+        assert len(problems) == 2, problems
+        assert evaluation_errors(rt) == {"count": {"instance": 1}, "count-again": {"instance": 1}}
+    finally:
+        await rt.close()

@@ -388,3 +388,53 @@ def test_the_entries_an_expression_names_give_its_value(
             return str(exc)
 
     assert value_of(partial) == value_of(bag)
+
+
+# A disjunction of equalities of one operand compiles to one membership test; it must answer, fail
+# and reference exactly as the comparisons one by one (the generic code, with the rewrite off).
+_MEMBERSHIP = [
+    ('a == "x" || a == "y"', True),
+    ('a == "x" || a == "y" || a == "z"', True),
+    ('(a | "x") == "x" || (a | "x") == "y"', True),
+    ('m["k"] == "x" || m["k"] == "y"', True),
+    ('(m["k"] | b | "-") == "x" || (m["k"] | b | "-") == "y"', True),
+    ("i == 1 || i == 2 || i == 3", True),
+    ('a == "x" || b == "y"', False),  # two operands
+    ('a == "x" || a != "y"', False),
+    ('a == "x" || (a | "q") == "y"', False),  # not the same operand
+    ('dns == dnsName("a.b") || dns == dnsName("c.d")', False),  # a normalising comparison
+    ('(a == "x" || a == "y") && b == "z"', True),
+    ('a == "x" || a == "y" || b == "z"', True),  # the inner pair
+]
+_MEMBERSHIP_BAGS: list[dict[str, Any]] = [
+    {},
+    {"a": "x"},
+    {"a": "y", "b": "z"},
+    {"a": "z", "b": "y"},
+    {"a": "q", "m": {"k": "x"}, "i": 2, "dns": "A.B."},
+    {"b": "x", "m": {}, "i": 3, "dns": "c.d"},
+    {"a": 7, "i": "1", "m": {"k": 1}},  # values of the wrong type
+    {"a": ["x"], "b": None},
+]
+
+
+@pytest.mark.parametrize(("text", "rewritten"), _MEMBERSHIP, ids=[t for t, _ in _MEMBERSHIP])
+def test_a_disjunction_of_equalities_is_one_membership_test(
+    text: str, rewritten: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mixerd.lang import compiler
+
+    fast = compile(text, MANIFEST)
+    assert (" in (" in fast.python_source) == rewritten, fast.python_source
+    monkeypatch.setattr(compiler._Generator, "membership", lambda self, node: None)
+    generic = compile(text, MANIFEST)
+    assert " in (" not in generic.python_source
+
+    def outcome(e: Expression, bag: dict[str, Any]) -> Any:
+        value, tracker = e.referenced(bag)
+        if isinstance(value, EvaluationError):
+            value = (value.message, value.position)
+        return value, tracker.log()
+
+    for bag in _MEMBERSHIP_BAGS:
+        assert outcome(fast, bag) == outcome(generic, bag), bag

@@ -50,6 +50,7 @@ __all__ = [
     "request_id_key",
     "trace_ids",
     "transaction_key",
+    "usual_correlation",
 ]
 
 TRANSACTION_ID = "x-transaction-id"
@@ -158,8 +159,71 @@ def transaction_key(headers: Mapping[str, str], order: Sequence[str] = DEFAULT_O
 def correlation(headers: Mapping[str, str], order: Sequence[str] = DEFAULT_ORDER) -> tuple[str, TraceIds]:
     """``(transaction_key(headers, order), trace_ids(headers))``, reading each header once.
 
-    Every reported hop comes through here: the trace headers are parsed only when present, and
-    the key headers are looked up once each."""
+    Every reported hop comes through here. With the default order (pass :data:`DEFAULT_ORDER`
+    itself), the usual shapes (B3 ids in their own headers, or no trace headers at all, and no
+    ``x-transaction-id`` or ``traceparent``) are read in one function without parsing each header
+    generically; anything else takes the general path, which parses the trace headers only when
+    present and looks each key header up once."""
+    if order is DEFAULT_ORDER:
+        usual = usual_correlation(headers)
+        if usual is not None:
+            return usual[0], _NO_IDS if not usual[1] else _ids(usual[1:])
+    return _correlation(headers, order)
+
+
+def usual_correlation(headers: Mapping[str, str]) -> tuple[str, str, str, str] | None:
+    """:func:`correlation` with the default order for headers of a usual shape, flat (the key,
+    then the trace ids: no :class:`TraceIds` made), else ``None``:
+    then the general path decides (whitespace around ids, an invalid or odd-typed value, the
+    single ``b3`` header, ``traceparent`` or ``x-transaction-id`` present). For a caller that
+    makes one Python call less per hop by calling it directly."""
+    get = headers.get
+    if get(TRACEPARENT) is not None or get(TRANSACTION_ID) is not None:
+        return None
+    trace_id = get(B3)
+    if trace_id is None:
+        if get("b3") is not None:
+            return None
+        request_id = get(REQUEST_ID)
+        if request_id is None:
+            return _NOTHING
+        if type(request_id) is not str:
+            return None
+        return _plain_key(request_id), "", "", ""
+    # x-b3-traceid wins over a later x-request-id: 16 or 32 hex digits, not all zeros. bytes.fromhex
+    # checks the digits in C (a string of n characters gives n / 2 bytes only when every one is a
+    # hex digit: whitespace, which it skips, gives fewer; anything else raises).
+    try:
+        n = len(trace_id)
+        if (n != 32 and n != 16) or len(_fromhex(trace_id)) * 2 != n or trace_id == _ZEROS[n]:
+            return None
+        span_id = get("x-b3-spanid")
+        if span_id is None:
+            span_id = ""
+        elif len(span_id) == 16 and len(_fromhex(span_id)) == 8 and span_id != _ZEROS[16]:
+            span_id = span_id.lower()
+        else:
+            return None
+        parent_id = get("x-b3-parentspanid")
+        if parent_id is None:
+            parent_id = ""
+        elif len(parent_id) == 16 and len(_fromhex(parent_id)) == 8 and parent_id != _ZEROS[16]:
+            parent_id = parent_id.lower()
+        else:
+            return None
+    except (TypeError, ValueError):  # not a string, or not hex digits
+        return None
+    trace_id = trace_id.lower()
+    return trace_id, trace_id, span_id, parent_id
+
+
+_NOTHING = ("", "", "", "")
+_fromhex = bytes.fromhex
+_ZEROS = {16: "0" * 16, 32: "0" * 32}
+
+
+def _correlation(headers: Mapping[str, str], order: Sequence[str]) -> tuple[str, TraceIds]:
+    """:func:`correlation` for any order and any headers."""
     get = headers.get
     value = get(TRACEPARENT)
     w3c = None if value is None else _traceparent(value)

@@ -134,7 +134,32 @@ class Writer:
 
     def add_hop(self, hop: Hop) -> None:
         try:
-            self._roll(hop)
+            # the rollup of the hop's edge and bucket (_roll, inlined: every hop comes through here)
+            duration = hop.duration_us
+            end = hop.start_us + duration
+            s, d = hop.source, hop.destination
+            code = hop.response_code
+            key: _RollupKey = (
+                end - end % ROLLUP_INTERVAL_US, str(hop.reporter),
+                s.namespace, s.workload, s.app, s.version,
+                d.namespace, d.workload, d.app, d.version, d.service,
+                hop.protocol, code,
+            )  # fmt: skip
+            acc = self._rollups.get(key)
+            if acc is None:
+                acc = self._new_rollup(key)
+            if acc is not None:
+                acc[0] += 1
+                flags = hop.response_flags
+                if flags:
+                    if code >= 500 or code == 0:  # Hop.error
+                        acc[1] += 1
+                    if hop.denied:
+                        acc[2] += 1
+                elif code >= 500:
+                    acc[1] += 1
+                acc[3] += duration
+                acc[4 + bisect_left(_BOUNDS_US, duration)] += 1
             if not self._closed and self._queued < self._max_queue:  # _admit and _added, inlined
                 self._pending.hops.append(hop)
                 self._queued += 1
@@ -193,29 +218,13 @@ class Writer:
             self._seal()
             self._wake.set()
 
-    def _roll(self, hop: Hop) -> None:
-        end = hop.start_us + hop.duration_us
-        s, d = hop.source, hop.destination
-        key: _RollupKey = (
-            end - end % ROLLUP_INTERVAL_US, str(hop.reporter),
-            s.namespace, s.workload, s.app, s.version,
-            d.namespace, d.workload, d.app, d.version, d.service,
-            hop.protocol, hop.response_code,
-        )  # fmt: skip
-        acc = self._rollups.get(key)
-        if acc is None:
-            if len(self._rollups) >= self._max_rollups:
-                self._drop("rollup", "queue_full")
-                return
-            acc = self._rollups[key] = [0] * (4 + _HISTOGRAM)
-        acc[0] += 1
-        code, flags = hop.response_code, hop.response_flags
-        if code >= 500 or (code == 0 and flags):  # Hop.error, inlined (every hop)
-            acc[1] += 1
-        if flags and hop.denied:
-            acc[2] += 1
-        acc[3] += hop.duration_us
-        acc[4 + bisect_left(_BOUNDS_US, hop.duration_us)] += 1
+    def _new_rollup(self, key: _RollupKey) -> list[int] | None:
+        """A new, empty rollup for ``key``; None (counted as dropped) when ``max_rollups`` are held."""
+        if len(self._rollups) >= self._max_rollups:
+            self._drop("rollup", "queue_full")
+            return None
+        acc = self._rollups[key] = [0] * (4 + _HISTOGRAM)
+        return acc
 
     def _drop(self, kind: str, reason: str, count: int = 1) -> None:
         if count <= 0:

@@ -26,7 +26,8 @@ expression (mostly CPython's own ``compile()``) and happens once per configurati
   by instant. ``+`` on INT64 wraps around like Go's int64.
 * Constant sub-expressions (``ip("10.0.0.1")``, ``"a" + "b"``) are evaluated at compile time;
   constant ``match`` patterns become ``startswith``/``endswith``/``==``, constant ``matches``
-  patterns are compiled once with RE2.
+  patterns are compiled once with RE2; ``x == "a" || x == "b"`` (one attribute-reading operand,
+  string or integer constants) is one membership test, ``x in ("a", "b")``, reading ``x`` once.
 
 **CEL and COMPAT** (:mod:`mixerd.lang.cel`) are lowered into the same tree and generated here too:
 an attribute read is ``OR($attr, zero value)`` (``a.get(name, zero)``), ``pick`` is ``OR``; the
@@ -256,6 +257,19 @@ def _can_fail(node: Node, types: Mapping[int, ValueType]) -> bool:
     return False
 
 
+def _side_effect_free(node: Node) -> bool:
+    """Whether ``node`` reads attributes only (no function calls): evaluating it once or twice
+    gives the same value and the same references, and it reads an attribute (not a constant)."""
+    if isinstance(node, Variable):
+        return True
+    return (
+        isinstance(node, Call)
+        and node.target is None
+        and node.name in ("OR", "INDEX")
+        and all(isinstance(a, Constant) or _side_effect_free(a) for a in node.args)
+    )
+
+
 class _Generator:
     def __init__(self, text: str, types: dict[int, ValueType], functions: Mapping[str, Function]) -> None:
         self.text = text
@@ -332,6 +346,10 @@ class _Generator:
             if cond.const:
                 return self.strict(args[1] if cond.value else args[2])
             return self.op("({1} if {0} else {2})", cond, self.strict(args[1]), self.strict(args[2]))
+        if name == "LOR":
+            member = self.membership(node)
+            if member is not None:
+                return member
         if name in ("LAND", "LOR"):
             left = self.strict(args[0])
             if left.const:
@@ -365,6 +383,43 @@ class _Generator:
         if name in _CEL_NODES:
             return self.cel_node(node)
         raise CompileError(self.text, f"internal compiler error -- no code for intrinsic {name}", node.pos)
+
+    def membership(self, node: Call) -> _Frag | None:
+        """``x == c1 || x == c2 || ...`` as ``(x in (c1, c2, ...))``: the operand is read and
+        evaluated once instead of once per comparison (``context.protocol == "http" ||
+        context.protocol == "grpc"``). Only for one side-effect-free operand (attribute reads,
+        ``|``, ``m[k]``) of type STRING or INT64 compared with string or integer constants, where
+        ``in`` and ``==`` agree; None for any other shape. An absent attribute fails at the first
+        comparison's position, as the chain of comparisons does."""
+        disjuncts: list[Node] = []
+        todo: list[Node] = [node]
+        while todo:
+            n = todo.pop()
+            if isinstance(n, Call) and n.name == "LOR" and n.target is None:
+                todo.extend(reversed(n.args))
+            else:
+                disjuncts.append(n)
+        operand: Node | None = None
+        values: list[Any] = []
+        for d in disjuncts:
+            if not (isinstance(d, Call) and d.name == "EQ" and d.target is None and len(d.args) == 2):
+                return None
+            left, right = d.args
+            if not isinstance(right, Constant) or type(right.value) not in (str, int):
+                return None
+            if self.types.get(id(left)) not in (_V.STRING, _V.INT64) or not _side_effect_free(left):
+                return None
+            if operand is None:
+                operand = left
+            elif str(left) != str(operand):
+                return None
+            values.append(right.value)
+        if operand is None or len(values) < 2:
+            return None
+        frag = self.strict(operand)
+        if frag.const:
+            return None
+        return self.op(f"({{0}} in {tuple(values)!r})", frag)
 
     # --- nodes of the CEL dialect (see mixerd.lang.cel) ----------------------------------------
 

@@ -856,11 +856,16 @@ class Dispatcher:
                         sampler = g.sampler
                         if sampler is not None and not sampler.decide(bag, sampled):
                             continue
-                        for i, b in enumerate(g.builders):
+                        # no enumerate (an object per group and set): a failed builder's place
+                        # is found when it fails, after the latest failure's (builders are pure
+                        # functions of the set, run in order; one may appear twice in a group)
+                        failed = -1
+                        for b in g.builders:
                             try:
                                 inst = b.build(bag, memo)
                             except InstanceBuildError as exc:
-                                self._rule_failed(g.rule_of(i), "instance", exc, g.fail_closed)
+                                failed = g.builders.index(b, failed + 1)
+                                self._rule_failed(g.rule_of(failed), "instance", exc, g.fail_closed)
                                 errors.append(str(exc))
                                 continue
                             if buf is None:

@@ -8,7 +8,14 @@ from typing import Any, Final, Protocol, runtime_checkable
 
 from mixerd.adapter import Builder, ConfigError, Env, Handler, InstanceInfo, Params
 from mixerd.attribute import MISSING, map_entry, parse_duration, remember
-from mixerd.console.correlate import DEFAULT_ORDER, REQUEST_ID, correlation, headers_read, parse_order
+from mixerd.console.correlate import (
+    DEFAULT_ORDER,
+    REQUEST_ID,
+    correlation,
+    headers_read,
+    parse_order,
+    usual_correlation,
+)
 from mixerd.console.model import Hop, Peer, Reporter, peer
 
 __all__ = [
@@ -159,22 +166,14 @@ def _text(value: Any) -> str:
     return value if type(value) is str else _str(value)
 
 
-def _label(labels: Any, name: str) -> str:
-    """``labels[name]`` of a string-map attribute, ``""`` when the map or the label is absent."""
-    if labels is None:
-        return ""
-    try:
-        value = labels.get(name, "")
-    except AttributeError:  # not a map: the expression would not have compiled
-        return ""
-    return value if type(value) is str else _str(value)
-
-
 _RawPeer = tuple[Any, Any, Any, Any, Any, Any]
 _RAW_PEERS: dict[_RawPeer, Peer] = {}
 """Peers by the attribute values they were read from (strings, as a typed bag gives them): one
 lookup per peer, no conversion. A cache, cleared when it holds ``_MAX_RAW_PEERS``."""
 _MAX_RAW_PEERS: Final = 10_000
+_RAW_EDGES: dict[tuple[Any, ...], tuple[Peer, Peer]] = {}
+"""Source and destination peers by the twelve values they were read from (the source's six, then
+the destination's): one lookup per hop. A cache, cleared when it holds ``_MAX_RAW_PEERS``."""
 
 
 def _peer_of(raw: _RawPeer) -> Peer:
@@ -185,6 +184,15 @@ def _peer_of(raw: _RawPeer) -> Peer:
     if found is None:
         found = remember(_RAW_PEERS, raw, peer(tuple(map(_text, raw))), _MAX_RAW_PEERS)  # type: ignore[arg-type]
     return found
+
+
+def _edge_of(raw: tuple[Any, ...]) -> tuple[Peer, Peer]:
+    """The peers of ``raw`` (see ``_RAW_EDGES``), remembered when the values can be."""
+    edge = (_peer_of(raw[:6]), _peer_of(raw[6:]))
+    try:
+        return remember(_RAW_EDGES, raw, edge, _MAX_RAW_PEERS)
+    except TypeError:  # an unhashable value where a string belongs
+        return edge
 
 
 HOP_ATTRIBUTES: Final = frozenset(
@@ -247,13 +255,13 @@ def hop_from_attributes(
     if src_ns is m:
         src_ns = get("source.namespace", "")
     labels = get("source.labels")
-    if type(labels) is dict:
-        app, version = labels.get("app", ""), labels.get("version", "")
+    if labels is None:
+        src_app = src_version = ""
     else:
-        app, version = _label(labels, "app"), _label(labels, "version")
-    source = _peer_of(
-        (src_ns, get("source.workload.name", ""), app, version, "", get("source.principal", ""))
-    )
+        try:  # a dict or a read-only view of one (kubernetesenv's)
+            src_app, src_version = labels.get("app", ""), labels.get("version", "")
+        except AttributeError:  # not a map: the expression would not have compiled
+            src_app = src_version = ""
     dst_ns = get("destination.workload.namespace", m)
     if dst_ns is m:
         dst_ns = get("destination.namespace", "")
@@ -262,20 +270,21 @@ def hop_from_attributes(
     if service is m:
         service = host
     labels = get("destination.labels")
-    if type(labels) is dict:
-        app, version = labels.get("app", ""), labels.get("version", "")
+    if labels is None:
+        app = version = ""
     else:
-        app, version = _label(labels, "app"), _label(labels, "version")
-    destination = _peer_of(
-        (
-            dst_ns,
-            get("destination.workload.name", ""),
-            app,
-            version,
-            service,
-            get("destination.principal", ""),
-        )
-    )
+        try:
+            app, version = labels.get("app", ""), labels.get("version", "")
+        except AttributeError:
+            app = version = ""
+    raw = (
+        src_ns, get("source.workload.name", ""), src_app, src_version, "", get("source.principal", ""),
+        dst_ns, get("destination.workload.name", ""), app, version, service, get("destination.principal", ""),
+    )  # fmt: skip
+    try:
+        source, destination = _RAW_EDGES[raw]
+    except (KeyError, TypeError):
+        source, destination = _edge_of(raw)
     protocol = get("api.protocol", m)
     if protocol is m:
         protocol = get("context.protocol", "http")
@@ -287,16 +296,22 @@ def hop_from_attributes(
         request_id = headers.get(REQUEST_ID, "")
     elif request_id and REQUEST_ID not in headers:
         headers = {**headers, REQUEST_ID: request_id}
-    key, ids = correlation(headers, key_order)
+    usual = usual_correlation(headers) if key_order is DEFAULT_ORDER else None
+    if usual is None:
+        key, (trace_id, span_id, parent_span_id) = correlation(headers, key_order)
+    else:
+        key, trace_id, span_id, parent_span_id = usual
     t = get("request.time")
-    if type(t) is _dt.datetime and t.tzinfo is _dt.UTC:
+    if type(t) is _DATETIME and t.tzinfo is _UTC:
         d = t - _EPOCH
         start_us = (d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds
     else:
         start_us = _time_us(t, now)
     latency = get("response.duration")
-    if type(latency) is _dt.timedelta:
-        duration_us = max(0, (latency.days * 86_400 + latency.seconds) * 1_000_000 + latency.microseconds)
+    if type(latency) is _TIMEDELTA:
+        duration_us = (latency.days * 86_400 + latency.seconds) * 1_000_000 + latency.microseconds
+        if duration_us < 0:
+            duration_us = 0
     else:
         duration_us = _duration_us(latency)
     code = get("response.code", 0)
@@ -309,7 +324,9 @@ def hop_from_attributes(
     if type(response_bytes) is not int:
         response_bytes = _int(response_bytes)
     flags = get("context.proxy_error_code", "")
-    if type(flags) is not str:
+    if flags == "-":
+        flags = ""
+    elif type(flags) is not str:
         flags = _str(flags)
     method = get("request.method", "")
     path = get("request.path", "")
@@ -325,24 +342,29 @@ def hop_from_attributes(
         host if type(host) is str else _str(host),
         path if type(path) is str else _str(path),
         code,
-        "" if flags == "-" else flags,
+        flags,
         request_bytes,
         response_bytes,
         request_id if type(request_id) is str else _str(request_id),
-        ids.trace_id,
-        ids.span_id,
-        ids.parent_span_id,
+        trace_id,
+        span_id,
+        parent_span_id,
     )
 
 
 _SOURCE: Final = Reporter.SOURCE
+_DATETIME: Final = _dt.datetime
+_TIMEDELTA: Final = _dt.timedelta
+_UTC: Final = _dt.UTC
 _DESTINATION: Final = Reporter.DESTINATION
 
 
 class ConsoleHandler(Handler):
     def __init__(self, env: Env, key_order: Sequence[str]) -> None:
         self._env = env
-        self._key_order = tuple(key_order)
+        order = tuple(key_order)
+        # the default order itself (not an equal tuple) takes correlation's fast path
+        self._key_order = DEFAULT_ORDER if order == DEFAULT_ORDER else order
         self.attributes_read: Final = hop_attributes_read(self._key_order)
         """What this handler reads from an ``attributes`` instance (the attribute set itself)."""
         sink = env.shared("console")
