@@ -675,6 +675,29 @@ async def test_sqlite_schema_1_hops_move_to_hop_groups(tmp_path: Path) -> None:
         await store.close()
 
 
+async def test_sqlite_a_damaged_hop_group_makes_its_transaction_unavailable(tmp_path: Path) -> None:
+    """A hop group whose body was damaged on disk: the transaction is refused with a message naming
+    it (the API answers 503), the other transactions and the lists still answer."""
+    path = tmp_path / "console.db"
+    store = open_store(f"sqlite://{path}")
+    await store.open()
+    try:
+        await store.write(Batch(hops=[*call("damaged", T0, 1 * MS, PRODUCTPAGE, REVIEWS),
+                                      *call("fine", T0, 1 * MS, PRODUCTPAGE, REVIEWS)]), [])  # fmt: skip
+        with sqlite3.connect(path) as conn:
+            conn.execute(
+                "UPDATE hop_groups SET body = substr(body, 1, 30) WHERE txn = ?", (codec.pack_id("damaged"),)
+            )
+        with pytest.raises(StoreUnavailable, match="transaction 'damaged': a stored hop group is damaged"):
+            await store.transaction("damaged")
+        fine = await store.transaction("fine")
+        assert fine is not None and len(fine.hops) == 2
+        listed = await store.transactions(TransactionQuery(since_us=0))
+        assert {s.id for s in listed} == {"damaged", "fine"}
+    finally:
+        await store.close()
+
+
 async def test_postgres_replicas_starting_together_migrate_once(postgres_server: PostgresProcess) -> None:
     schema = postgres_server.create_schema()
     stores = [open_store(postgres_server.url("postgres", schema)) for _ in range(4)]

@@ -10,6 +10,7 @@ from mixerd.console.store._codec import (
     HOP_GROUP_COLUMNS,
     HOP_GROUP_FIELDS,
     HOP_GROUP_FORMAT,
+    CorruptGroup,
     PackCache,
     SummaryRow,
     group_hops,
@@ -98,9 +99,67 @@ class _Boom:
 def test_a_body_naming_anything_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     """Only lists, strings and numbers come out of a body: no class or function is looked up."""
     for body in (pickle.dumps([HOP_GROUP_FORMAT, [], [_Boom()]], 5), pickle.dumps(Peer(), 5)):
-        with pytest.raises(pickle.UnpicklingError, match="may not name"):
+        with pytest.raises(CorruptGroup, match="may not name"):
             hops_from_group("t", body)
     assert capsys.readouterr().out == ""
+
+
+_GOOD = hop_groups([_hop("t", 1), _hop("t", 2, B, A, reporter=Reporter.DESTINATION)])[0][4]
+_PEERS = [[A.namespace, A.workload, A.app, A.version, A.service, A.principal],
+          [B.namespace, B.workload, B.app, B.version, B.service, B.principal]]  # fmt: skip
+_RECORD = [1, 5, 1, 0, 1, "", "", "", "", 0, "", 0, 0, "", "", "", ""]
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"", "unreadable body"),
+        (_GOOD[: len(_GOOD) // 2], "unreadable body"),  # truncated
+        (b"\x00" * 40, "unreadable body"),
+        (pickle.dumps("text", 5), "not a hop group"),
+        (pickle.dumps([], 5), "not a hop group"),
+        (pickle.dumps([0, [], []], 5), "format 0"),
+        (pickle.dumps([HOP_GROUP_FORMAT, [], []], 5)[:-1], "unreadable body"),
+        (pickle.dumps([HOP_GROUP_FORMAT, {}, []], 5), "not a list"),
+        (pickle.dumps([HOP_GROUP_FORMAT, [["a"]], []], 5), "six strings"),
+        (pickle.dumps([HOP_GROUP_FORMAT, [[1, "", "", "", "", ""]], []], 5), "six strings"),
+        (pickle.dumps([HOP_GROUP_FORMAT, _PEERS, [_RECORD[:-1]]], 5), "fields of its format"),
+        (pickle.dumps([HOP_GROUP_FORMAT, _PEERS, [[*_RECORD[:5], 7, *_RECORD[6:]]]], 5), "fields"),
+        (pickle.dumps([HOP_GROUP_FORMAT, _PEERS, [[1.5, *_RECORD[1:]]]], 5), "fields"),
+        (pickle.dumps([HOP_GROUP_FORMAT, _PEERS, [tuple(_RECORD)]], 5), "fields"),
+        (pickle.dumps([HOP_GROUP_FORMAT, _PEERS, [[*_RECORD[:3], 2, *_RECORD[4:]]]], 5), "peer"),
+        (pickle.dumps([HOP_GROUP_FORMAT, _PEERS, [[*_RECORD[:4], -1, *_RECORD[5:]]]], 5), "peer"),
+    ],
+)
+def test_a_damaged_body_is_refused_whole(body: bytes, reason: str) -> None:
+    """A body that is not one a mixerd wrote gives no hops and no exception but CorruptGroup."""
+    with pytest.raises(CorruptGroup, match=reason):
+        hops_from_group("t", body)
+
+
+def test_any_byte_damaged_gives_hops_or_corrupt_group() -> None:
+    """Every byte of a real body changed (three ways) and every truncation: either hops of the
+    right types come back (a changed character in a string) or CorruptGroup, nothing else."""
+    bodies = [_GOOD[:i] for i in range(len(_GOOD))]
+    bodies += [_GOOD[:i] + bytes([v]) + _GOOD[i + 1 :] for i in range(len(_GOOD)) for v in (0, 0x7F, 0xFF)]
+    refused = 0
+    for body in bodies:
+        try:
+            hops = hops_from_group("t", body)
+        except CorruptGroup:
+            refused += 1
+            continue
+        for h in hops:
+            assert type(h.start_us) is int and type(h.path) is str and type(h.source) is Peer
+    assert refused > len(_GOOD)
+
+
+def test_the_hand_made_good_body_reads() -> None:
+    """The table above damages a body that would otherwise read (so each case tests one fault)."""
+    assert hops_from_group("t", pickle.dumps([HOP_GROUP_FORMAT, _PEERS, [_RECORD]], 5)) == [
+        Hop(1, 5, Reporter.SOURCE, A, B, "t")
+    ]
+    assert len(hops_from_group("t", _GOOD)) == 2
 
 
 def test_a_schema_1_row_becomes_a_group_of_one() -> None:

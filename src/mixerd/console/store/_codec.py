@@ -42,6 +42,7 @@ __all__ = [
     "SEP",
     "SPAN_COLUMNS",
     "SUMMARY_COLUMNS",
+    "CorruptGroup",
     "EdgeKey",
     "PackCache",
     "SummaryRow",
@@ -246,9 +247,12 @@ def hop_from_row(r: Sequence[Any]) -> Hop:
 # (its six fields), each hop as ``HOP_GROUP_FIELDS`` with its source and destination as indexes
 # into ``peers``; only lists, strings and integers. Pickle because it is ten times quicker to
 # write than JSON (about 0.5 us a hop instead of 4), smaller, and keeps every string and integer
-# exactly (lone surrogates, NUL, beyond 64 bits); its protocols are stable. It is read back by an
-# unpickler that refuses every global (no class, no function), so a row, whoever wrote it, can only
-# give lists, strings and numbers: nothing is called or constructed.
+# exactly (lone surrogates, NUL, beyond 64 bits); its protocols are stable. (``marshal`` writes a
+# little faster, but is documented as unsafe on damaged input, and a stored row may be damaged.)
+# It is read back by an unpickler that refuses every global (no class, no function), so a row,
+# whoever wrote it, can only give lists, strings and numbers: nothing is called or constructed;
+# then every value's type and every index is checked before it becomes a hop, and a body that does
+# not fit is refused whole (:class:`CorruptGroup`).
 
 HOP_GROUP_FORMAT: Final = 1
 HOP_GROUP_FIELDS: Final = (
@@ -258,6 +262,15 @@ HOP_GROUP_FIELDS: Final = (
 )  # fmt: skip
 HOP_GROUP_COLUMNS: Final = ("txn", "start_us", "last_us", "hops", "body")
 """``start_us`` / ``last_us``: the earliest / latest start among the row's hops; ``hops``: how many."""
+
+_HOP_GROUP_TYPES: Final = (
+    int, int, int, int, int, str, str, str, str, int, str, int, int, str, str, str, str,
+)  # fmt: skip
+"""The type of each of ``HOP_GROUP_FIELDS`` as stored."""
+
+
+class CorruptGroup(ValueError):
+    """A stored hop group's body is not one this version wrote (damaged, or not a hop group)."""
 
 
 class _DataOnly(pickle.Unpickler):
@@ -374,21 +387,46 @@ def hop_group_rows(
                     namespaces.update(call[2])
                 found = paths[path] = (tuple(services), tuple(named), tuple(namespaces))
             _add_names(summary, found)
+            summary.path = found
     return rows
 
 
 def hops_from_group(transaction_id: str, body: bytes) -> list[Hop]:
-    """The hops of a ``hop_groups`` row (none from a format this version does not know)."""
-    value = _DataOnly(io.BytesIO(body)).load()
-    if not isinstance(value, list) or len(value) != 3 or value[0] != HOP_GROUP_FORMAT:
-        return []
-    peers = [Peer(*p) for p in value[1]]
+    """The hops of a ``hop_groups`` row (none from a format this version does not know);
+    :class:`CorruptGroup` when the body is not one a mixerd wrote (damaged)."""
+    try:
+        value = _DataOnly(io.BytesIO(body)).load()
+    except Exception as exc:  # any damage: truncated, not a pickle, naming a global ...
+        raise CorruptGroup(f"unreadable body ({type(exc).__name__}: {exc})") from exc
+    if type(value) is not list or not value or type(value[0]) is not int:
+        raise CorruptGroup("not a hop group")
+    if value[0] > HOP_GROUP_FORMAT:
+        return []  # written by a newer mixerd
+    if value[0] != HOP_GROUP_FORMAT or len(value) != 3:
+        raise CorruptGroup(f"not a hop group of format {value[0]}")
+    peer_list, records = value[1], value[2]
+    if type(peer_list) is not list or type(records) is not list:
+        raise CorruptGroup("its peers or hops are not a list")
+    peers = []
+    for p in peer_list:
+        if type(p) is not list or tuple(map(type, p)) != _PEER_TYPES:
+            raise CorruptGroup("a peer is not six strings")
+        peers.append(Peer(*p))
+    n = len(peers)
     of_code = _REPORTER_OF_CODE.get
     unknown = Reporter.UNKNOWN
-    return [
-        Hop(r[0], r[1], of_code(r[2], unknown), peers[r[3]], peers[r[4]], transaction_id, *r[5:])
-        for r in value[2]
-    ]
+    hops = []
+    for r in records:
+        if type(r) is not list or tuple(map(type, r)) != _HOP_GROUP_TYPES:
+            raise CorruptGroup("a hop does not have the fields of its format")
+        si, di = r[3], r[4]
+        if not (0 <= si < n and 0 <= di < n):
+            raise CorruptGroup("a hop names a peer the group does not hold")
+        hops.append(Hop(r[0], r[1], of_code(r[2], unknown), peers[si], peers[di], transaction_id, *r[5:]))
+    return hops
+
+
+_PEER_TYPES: Final = (str,) * len(_PEER)
 
 
 def hop_group_body(*row: Any) -> bytes:
@@ -530,15 +568,24 @@ class SummaryRow:
     namespaces: set[str] = field(default_factory=set)
     error: bool = False
     denied: bool = False
+    path: _Names | None = field(default=None, compare=False, repr=False)
+    """The names of the path of calls the three sets hold exactly, when nothing else was added
+    to them (rows of one batch with the same ``path`` object have equal sets): a writer may encode
+    them once per path."""
 
-    def values(self, encode_set: Any) -> tuple[Any, ...]:
-        """The row in ``SUMMARY_COLUMNS`` order, sets encoded with ``encode_set``."""
+    def values(self, encode_set: Any, sets: Sequence[Any] | None = None) -> tuple[Any, ...]:
+        """The row in ``SUMMARY_COLUMNS`` order, sets encoded with ``encode_set`` (or given
+        encoded, as ``services, names, namespaces``)."""
         r = self.root
+        services, names, namespaces = (
+            (encode_set(self.services), encode_set(self.names), encode_set(self.namespaces))
+            if sets is None
+            else sets
+        )
         return (
             self.id, self.start_us, self.end_us,
             r.namespace, r.workload, r.app, r.version, r.service, r.principal,
-            self.src_hops, self.dst_hops, self.unk_hops,
-            encode_set(self.services), encode_set(self.names), encode_set(self.namespaces),
+            self.src_hops, self.dst_hops, self.unk_hops, services, names, namespaces,
             self.error, self.denied,
         )  # fmt: skip
 
@@ -610,6 +657,7 @@ class _NameCache(dict[_NamesKey, _Names]):
 
 
 def _add_names(row: SummaryRow, names: _Names) -> None:
+    row.path = None
     row.services.update(names[0])
     row.names.update(names[1])
     row.namespaces.update(names[2])

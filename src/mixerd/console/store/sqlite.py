@@ -201,12 +201,27 @@ class _SetEncoder(dict[frozenset[str], str]):
     """``_encode_set`` with a memory, for one batch: transactions along the same path of calls
     have the same sets."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._paths: dict[int, tuple[str, str, str]] = {}
+        """A summary's three sets encoded, by the identity of its ``path`` (the rows keep it alive)."""
+
     def __call__(self, values: set[str]) -> str:
         key = frozenset(values)
         found = self.get(key)
         if found is None:
             found = self[key] = _encode_set(key)
         return found
+
+    def row(self, s: codec.SummaryRow) -> tuple[Any, ...]:
+        """``s.values`` with its sets encoded once per path of calls."""
+        path = s.path
+        if path is None:
+            return s.values(self)
+        sets = self._paths.get(id(path))
+        if sets is None:
+            sets = self._paths[id(path)] = (self(s.services), self(s.names), self(s.namespaces))
+        return s.values(self, sets)
 
 
 def _like_prefix(service: str) -> str:
@@ -384,7 +399,7 @@ class SQLiteStore:
             summaries = codec.summarize(batch, ids, hop_summaries=hop_summaries)
             if summaries:
                 encode = _SetEncoder()
-                conn.executemany(_UPSERT_SUMMARY, [s.values(encode) for s in summaries])
+                conn.executemany(_UPSERT_SUMMARY, [encode.row(s) for s in summaries])
             if rollups:
                 keys: dict[int, tuple[Any, ...]] = {}
                 rows = []
@@ -706,7 +721,13 @@ def _earliest_hops(conn: sqlite3.Connection, key: bytes, transaction_id: str) ->
     ):
         if threshold is not None and start_us > threshold:
             break
-        hops += codec.hops_from_group(transaction_id, body)
+        try:
+            hops += codec.hops_from_group(transaction_id, body)
+        except codec.CorruptGroup as exc:
+            # a damaged row: the transaction cannot be shown whole; say which and why
+            raise sqlite3.DatabaseError(
+                f"transaction {transaction_id!r}: a stored hop group is damaged: {exc}"
+            ) from exc
         if len(hops) >= _LIMIT:
             hops.sort(key=_start)
             del hops[_LIMIT:]
