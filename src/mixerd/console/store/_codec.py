@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from enum import Enum
+from operator import itemgetter
 from typing import Any, Final, TypeVar
 
 from mixerd.console import stats
@@ -311,9 +312,11 @@ def hop_group_rows(
     """A peer's fields by identity: the adapter interns peers, and the groups keep them alive."""
     dumps = pickle.dumps
     names = _NameCache()
-    paths: dict[frozenset[tuple[int, int]], _Names] = {}
-    """What a transaction's set of calls (their peers' identities) adds to its summary: the
-    transactions along one path of calls share it."""
+    sources_of, destinations_of = itemgetter(3), itemgetter(4)
+    paths: dict[tuple[tuple[int, ...], frozenset[tuple[int, int]]], _Names] = {}
+    """What a transaction's set of calls adds to its summary, by the identities of the group's
+    peers in order and its calls as pairs of their indexes: the transactions along one path of
+    calls share it (and its sets, encoded once: ``SummaryRow.path``)."""
     rows = []
     for txn, members in groups.items():
         index: dict[int, int] = {}
@@ -363,31 +366,23 @@ def hop_group_rows(
         key = ids[txn]
         rows.append((key, first, last, len(members), body))
         if summaries is not None and key is not None:
-            summary = summaries[key] = SummaryRow(
-                key,
-                first,
-                end,
-                _root_of(root.source, root.destination),
-                counts[1],
-                counts[2],
-                counts[0],
-                error=error,
-                denied=denied,
-            )
-            path = frozenset([(id(objects[r[3]]), id(objects[r[4]])) for r in records])
+            calls = zip(map(sources_of, records), map(destinations_of, records), strict=True)
+            path = (tuple(index), frozenset(calls))
             found = paths.get(path)
             if found is None:
                 services: set[str] = set()
                 named: set[str] = set()
                 namespaces: set[str] = set()
-                for si, di in {(r[3], r[4]) for r in records}:
+                for si, di in path[1]:
                     call = names[_names_key(objects[si], objects[di])]
                     services.update(call[0])
                     named.update(call[1])
                     namespaces.update(call[2])
                 found = paths[path] = (tuple(services), tuple(named), tuple(namespaces))
-            _add_names(summary, found)
-            summary.path = found
+            summaries[key] = SummaryRow(
+                key, first, end, _root_of(root.source, root.destination), counts[1], counts[2], counts[0],
+                set(found[0]), set(found[1]), set(found[2]), error, denied, found,
+            )  # fmt: skip
     return rows
 
 
