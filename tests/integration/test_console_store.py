@@ -260,6 +260,24 @@ async def test_a_long_transaction_gives_its_earliest_hops(store: ConsoleStore) -
     assert got is not None and got.hops == hops[:limit]
 
 
+async def test_many_transactions_in_one_batch_and_again_in_the_next(store: ConsoleStore) -> None:
+    """A batch of more transactions than one statement takes (the SQLite writer binds a few dozen
+    summaries or a couple of hundred hop groups per statement), then their second calls in the next
+    batch: every transaction is listed once, with both calls and its summary added up."""
+    n = 450
+    first = [hop(f"t{i}", T0 + i * MS, 2 * MS, PRODUCTPAGE, REVIEWS) for i in range(n)]
+    second = [hop(f"t{i}", T0 + i * MS + 1, 1 * MS, FRONTEND, CART, code=503) for i in range(n)]
+    await store.write(Batch(hops=first), [])
+    await store.write(Batch(hops=second), [])
+    listed = await store.transactions(TransactionQuery(limit=1_000))
+    assert sorted(s.id for s in listed) == sorted(f"t{i}" for i in range(n))
+    assert all(s.hops == 2 and s.error and s.start_us == T0 + int(s.id[1:]) * MS for s in listed)
+    assert {s.services for s in listed} == {(CART.service, REVIEWS.service)}
+    for i in (0, 57, 58, 199, 200, n - 1):
+        got = await store.transaction(f"t{i}")
+        assert got is not None and got.hops == [first[i], second[i]]
+
+
 async def test_an_unknown_transaction_is_none(store: ConsoleStore) -> None:
     await store.write(Batch(hops=[hop("known", T0, 1 * MS, PRODUCTPAGE, REVIEWS)]), [])
     assert await store.transaction("unknown") is None
