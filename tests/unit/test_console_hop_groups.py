@@ -63,6 +63,19 @@ def test_each_peer_once_per_row() -> None:
     assert all(len(r) == len(HOP_GROUP_FIELDS) for r in records)
 
 
+def test_an_id_repeated_in_a_group_is_written_once() -> None:
+    """The trace id of every hop, the request and span ids of a call's two reports: one string in
+    the body, the others references to it (equal strings, not the same objects, going in)."""
+    trace, request, span = "ab" * 16, "7c4d6a6e-7b0f-4e0c-9d6a-2a9c3e1f0b11", "00f067aa0ba902b7"
+    ids = {"trace_id": trace, "request_id": request, "span_id": span}
+    copies = [{k: "".join(list(v)) for k, v in ids.items()} for _ in range(2)]
+    assert copies[0]["trace_id"] is not copies[1]["trace_id"]
+    hops = [_hop("t", 1, **copies[0]), _hop("t", 2, reporter=Reporter.DESTINATION, **copies[1])]
+    body = hop_groups(hops)[0][4]
+    assert body.count(trace.encode()) == body.count(request.encode()) == body.count(span.encode()) == 1
+    assert hops_from_group("t", body) == hops
+
+
 def test_every_value_comes_back_exactly() -> None:
     odd = Hop(
         start_us=-(2**70),

@@ -312,7 +312,8 @@ def hop_group_rows(
     """A peer's fields by identity: the adapter interns peers, and the groups keep them alive."""
     dumps = pickle.dumps
     names = _NameCache()
-    sources_of, destinations_of = itemgetter(3), itemgetter(4)
+    call_of = itemgetter(3, 4)
+    """A hop record's source and destination (indexes into its group's peers)."""
     paths: dict[tuple[tuple[int, ...], frozenset[tuple[int, int]]], _Names] = {}
     """What a transaction's set of calls adds to its summary, by the identities of the group's
     peers in order and its calls as pairs of their indexes: the transactions along one path of
@@ -329,6 +330,11 @@ def hop_group_rows(
         counts = [0, 0, 0]
         """Hops by reporter code (unknown, source, destination)."""
         error = denied = False
+        shared: dict[str, str] = {}
+        share = shared.setdefault
+        """One object per distinct id string in the group: pickle writes a repeated object as a
+        two-byte reference (the trace id recurs in every hop, a call's request and span ids in
+        both its reports): a quarter less body to write and store."""
         for h in members:
             s, d = h.source, h.destination
             si = index.get(id(s))
@@ -360,14 +366,14 @@ def hop_group_rows(
             records.append([
                 start, duration, rc, si, di, h.protocol, h.method, h.host,
                 h.path, code, flags, h.request_bytes, h.response_bytes,
-                h.request_id, h.trace_id, h.span_id, h.parent_span_id,
+                share(h.request_id, h.request_id), share(h.trace_id, h.trace_id),
+                share(h.span_id, h.span_id), h.parent_span_id,
             ])  # fmt: skip
         body = dumps([HOP_GROUP_FORMAT, peers, records], 5)
         key = ids[txn]
         rows.append((key, first, last, len(members), body))
         if summaries is not None and key is not None:
-            calls = zip(map(sources_of, records), map(destinations_of, records), strict=True)
-            path = (tuple(index), frozenset(calls))
+            path = (tuple(index), frozenset(map(call_of, records)))
             found = paths.get(path)
             if found is None:
                 services: set[str] = set()
