@@ -39,6 +39,12 @@ def _hop(
     return Hop(start, 5, reporter, source, destination, txn, **more)  # type: ignore[arg-type]
 
 
+_GOOD = hop_groups([_hop("t", 1), _hop("t", 2, B, A, reporter=Reporter.DESTINATION)])[0][4]
+_PEERS = [[A.namespace, A.workload, A.app, A.version, A.service, A.principal],
+          [B.namespace, B.workload, B.app, B.version, B.service, B.principal]]  # fmt: skip
+_RECORD = [1, 5, 1, 0, 1, "", "", "", "", 0, "", 0, 0, "", "", "", ""]
+
+
 def test_one_row_per_transaction_in_order_of_first_hop() -> None:
     hops = [_hop("t1", 30), _hop("t2", 10), _hop("", 5), _hop("t1", 20), _hop("", 7), _hop("t2", 40)]
     rows = hop_groups(hops)
@@ -54,13 +60,33 @@ def test_one_row_per_transaction_in_order_of_first_hop() -> None:
 def test_each_peer_once_per_row() -> None:
     hops = [_hop("t", 1, A, B), _hop("t", 2, A, B, reporter=Reporter.DESTINATION), _hop("t", 3, B, A)]
     version, peers, records = pickle.loads(hop_groups(hops)[0][4])
-    assert version == HOP_GROUP_FORMAT
-    assert peers == [
+    assert version == HOP_GROUP_FORMAT == 2
+    assert pickle.loads(peers) == [
         ["shop", "frontend-v1", "frontend", "v1", "", "cluster.local/ns/shop/sa/frontend"],
         ["shop", "cart-v1", "cart", "v1", "cart.shop.svc.cluster.local", ""],
     ]
     assert [r[3:5] for r in records] == [[0, 1], [0, 1], [1, 0]]
     assert all(len(r) == len(HOP_GROUP_FIELDS) for r in records)
+
+
+def test_groups_with_the_same_peers_share_their_encoding() -> None:
+    """The peers of a path of calls are pickled once per batch: every group along it holds the
+    same bytes for them."""
+    hops = [_hop("t1", 1, A, B), _hop("t2", 2, A, B), _hop("t3", 3, B, A)]
+    peers = [pickle.loads(row[4])[1] for row in hop_groups(hops)]
+    assert peers[0] == peers[1] != peers[2]
+    assert [
+        hops_from_group(t, row[4]) for t, row in zip(("t1", "t2", "t3"), hop_groups(hops), strict=True)
+    ] == [[h] for h in hops]
+
+
+def test_a_format_1_body_still_reads() -> None:
+    """What versions before format 2 wrote: the peers' lists in the body itself."""
+    body = pickle.dumps([1, _PEERS, [_RECORD, [2, 6, 2, 1, 0, *_RECORD[5:]]]], 5)
+    assert hops_from_group("t", body) == [
+        Hop(1, 5, Reporter.SOURCE, A, B, "t"),
+        Hop(2, 6, Reporter.DESTINATION, B, A, "t"),
+    ]
 
 
 def test_an_id_repeated_in_a_group_is_written_once() -> None:
@@ -117,12 +143,6 @@ def test_a_body_naming_anything_is_refused(capsys: pytest.CaptureFixture[str]) -
     assert capsys.readouterr().out == ""
 
 
-_GOOD = hop_groups([_hop("t", 1), _hop("t", 2, B, A, reporter=Reporter.DESTINATION)])[0][4]
-_PEERS = [[A.namespace, A.workload, A.app, A.version, A.service, A.principal],
-          [B.namespace, B.workload, B.app, B.version, B.service, B.principal]]  # fmt: skip
-_RECORD = [1, 5, 1, 0, 1, "", "", "", "", 0, "", 0, 0, "", "", "", ""]
-
-
 @pytest.mark.parametrize(
     ("body", "reason"),
     [
@@ -132,16 +152,27 @@ _RECORD = [1, 5, 1, 0, 1, "", "", "", "", 0, "", 0, 0, "", "", "", ""]
         (pickle.dumps("text", 5), "not a hop group"),
         (pickle.dumps([], 5), "not a hop group"),
         (pickle.dumps([0, [], []], 5), "format 0"),
-        (pickle.dumps([HOP_GROUP_FORMAT, [], []], 5)[:-1], "unreadable body"),
-        (pickle.dumps([HOP_GROUP_FORMAT, {}, []], 5), "not a list"),
-        (pickle.dumps([HOP_GROUP_FORMAT, [["a"]], []], 5), "six strings"),
-        (pickle.dumps([HOP_GROUP_FORMAT, [[1, "", "", "", "", ""]], []], 5), "six strings"),
-        (pickle.dumps([HOP_GROUP_FORMAT, _PEERS, [_RECORD[:-1]]], 5), "fields of its format"),
-        (pickle.dumps([HOP_GROUP_FORMAT, _PEERS, [[*_RECORD[:5], 7, *_RECORD[6:]]]], 5), "fields"),
-        (pickle.dumps([HOP_GROUP_FORMAT, _PEERS, [[1.5, *_RECORD[1:]]]], 5), "fields"),
-        (pickle.dumps([HOP_GROUP_FORMAT, _PEERS, [tuple(_RECORD)]], 5), "fields"),
-        (pickle.dumps([HOP_GROUP_FORMAT, _PEERS, [[*_RECORD[:3], 2, *_RECORD[4:]]]], 5), "peer"),
-        (pickle.dumps([HOP_GROUP_FORMAT, _PEERS, [[*_RECORD[:4], -1, *_RECORD[5:]]]], 5), "peer"),
+        (pickle.dumps([HOP_GROUP_FORMAT, b"", []], 5)[:-1], "unreadable body"),
+        (pickle.dumps([HOP_GROUP_FORMAT, _PEERS, [_RECORD]], 5), "peers are not bytes"),
+        (pickle.dumps([HOP_GROUP_FORMAT, b"\x80\x05junk", [_RECORD]], 5), "unreadable peers"),
+        (pickle.dumps([HOP_GROUP_FORMAT, pickle.dumps(_Boom(), 5), [_RECORD]], 5), "may not name"),
+        (pickle.dumps([HOP_GROUP_FORMAT, pickle.dumps({}, 5), []], 5), "not a list"),
+        (pickle.dumps([HOP_GROUP_FORMAT, pickle.dumps(_PEERS, 5), ()], 5), "not a list"),
+        (pickle.dumps([HOP_GROUP_FORMAT, pickle.dumps([["a"]], 5), []], 5), "six strings"),
+        # format 1 (peers in the body) and format 2 check the rest alike
+        (pickle.dumps([1, {}, []], 5), "not a list"),
+        (pickle.dumps([1, [["a"]], []], 5), "six strings"),
+        (pickle.dumps([1, [[1, "", "", "", "", ""]], []], 5), "six strings"),
+        (pickle.dumps([1, _PEERS, [_RECORD[:-1]]], 5), "fields of its format"),
+        (pickle.dumps([1, _PEERS, [[*_RECORD[:5], 7, *_RECORD[6:]]]], 5), "fields"),
+        (pickle.dumps([1, _PEERS, [[1.5, *_RECORD[1:]]]], 5), "fields"),
+        (pickle.dumps([1, _PEERS, [tuple(_RECORD)]], 5), "fields"),
+        (pickle.dumps([1, _PEERS, [[*_RECORD[:3], 2, *_RECORD[4:]]]], 5), "peer"),
+        (pickle.dumps([1, _PEERS, [[*_RECORD[:4], -1, *_RECORD[5:]]]], 5), "peer"),
+        (
+            pickle.dumps([HOP_GROUP_FORMAT, pickle.dumps(_PEERS, 5), [[*_RECORD[:3], 2, *_RECORD[4:]]]], 5),
+            "peer",
+        ),
     ],
 )
 def test_a_damaged_body_is_refused_whole(body: bytes, reason: str) -> None:
@@ -169,7 +200,8 @@ def test_any_byte_damaged_gives_hops_or_corrupt_group() -> None:
 
 def test_the_hand_made_good_body_reads() -> None:
     """The table above damages a body that would otherwise read (so each case tests one fault)."""
-    assert hops_from_group("t", pickle.dumps([HOP_GROUP_FORMAT, _PEERS, [_RECORD]], 5)) == [
+    peers = pickle.dumps(_PEERS, 5)
+    assert hops_from_group("t", pickle.dumps([HOP_GROUP_FORMAT, peers, [_RECORD]], 5)) == [
         Hop(1, 5, Reporter.SOURCE, A, B, "t")
     ]
     assert len(hops_from_group("t", _GOOD)) == 2
