@@ -278,6 +278,28 @@ async def test_many_transactions_in_one_batch_and_again_in_the_next(store: Conso
         assert got is not None and got.hops == [first[i], second[i]]
 
 
+async def test_a_transactions_sets_merge_across_batches(store: ConsoleStore) -> None:
+    """A transaction whose calls come in many batches, each between other services: its summary
+    lists every service once, sorted, and each name and namespace filter finds it, however many
+    batches added to it (the SQLite store appends new members and rewrites a long text)."""
+    peers = [
+        Peer(f"ns{i % 3}", f"w{i}-v1", f"w{i}", "v1", f"w{i}.ns{i % 3}.svc.cluster.local", "")
+        for i in range(60)
+    ]
+    for k in range(len(peers) - 1):
+        calls = [hop("merged", T0 + k * MS, 1 * MS, as_source(peers[k]), peers[k + 1])]
+        calls.append(hop("merged", T0 + k * MS, 1 * MS, as_source(peers[0]), peers[1]))  # again and again
+        await store.write(Batch(hops=calls), [])
+    (got,) = await store.transactions(TransactionQuery())
+    assert got.services == tuple(sorted(p.service for p in peers[1:]))
+    assert got.hops == 2 * (len(peers) - 1)
+    for name in ("w1", "w30", "w59", "w0", "w59.ns2.svc.cluster.local"):
+        assert [s.id for s in await store.transactions(TransactionQuery(service=name))] == ["merged"]
+    assert await store.transactions(TransactionQuery(service="w60")) == []
+    for ns in ("ns0", "ns1", "ns2"):
+        assert [s.id for s in await store.transactions(TransactionQuery(namespace=ns))] == ["merged"]
+
+
 async def test_an_unknown_transaction_is_none(store: ConsoleStore) -> None:
     await store.write(Batch(hops=[hop("known", T0, 1 * MS, PRODUCTPAGE, REVIEWS)]), [])
     assert await store.transaction("unknown") is None

@@ -181,6 +181,8 @@ def _execute_rows(
 
 _HOP_GROUP_HEAD: Final = f"INSERT INTO hop_groups ({', '.join(codec.HOP_GROUP_COLUMNS)})"
 _ROOT = ("root_namespace", "root_workload", "root_app", "root_version", "root_service", "root_principal")
+_SET_TEXT_MAX: Final = 2048
+"""Characters a stored set may reach by appending before it is rewritten without duplicates."""
 _SUMMARY_HEAD: Final = f"INSERT INTO transactions ({', '.join(codec.SUMMARY_COLUMNS)})"
 _UPSERT_SUMMARY_TAIL: Final = (
     " ON CONFLICT (id) DO UPDATE SET "
@@ -189,8 +191,13 @@ _UPSERT_SUMMARY_TAIL: Final = (
     + ", src_hops = src_hops + excluded.src_hops, dst_hops = dst_hops + excluded.dst_hops"
     + ", unk_hops = unk_hops + excluded.unk_hops"
     + "".join(
-        # the same set again (a transaction's later hops between the same services) needs no call
-        f", {c} = CASE WHEN {c} = excluded.{c} THEN {c} ELSE mixerd_union({c}, excluded.{c}) END"
+        # Sets merge in SQL: members already held (the same set again, or any whose encoded text
+        # the stored one contains) change nothing; others are appended (the text may then hold a
+        # member twice and out of order, which neither instr() nor reading minds); only a text
+        # grown past _SET_TEXT_MAX is rewritten sorted and deduplicated by mixerd_union.
+        f", {c} = CASE WHEN instr({c}, excluded.{c}) > 0 THEN {c} WHEN {c} = '' THEN excluded.{c}"
+        f" WHEN length({c}) + length(excluded.{c}) <= {_SET_TEXT_MAX} THEN {c} || substr(excluded.{c}, 2)"
+        f" ELSE mixerd_union({c}, excluded.{c}) END"
         for c in ("services", "names", "namespaces")
     )
     + ", error = max(error, excluded.error), denied = max(denied, excluded.denied)"
