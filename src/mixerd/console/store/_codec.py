@@ -337,7 +337,7 @@ def hop_group_rows(
         share = shared.setdefault
         """One object per distinct id string in the group: pickle writes a repeated object as a
         two-byte reference (the trace id recurs in every hop, a call's request and span ids in
-        both its reports): a quarter less body to write and store."""
+        both its reports): a fifth less body to write and store."""
         for h in members:
             s, d = h.source, h.destination
             si = index.get(id(s))
