@@ -399,7 +399,8 @@ async def split(tmp: Path, requests: int, rounds: int = 7) -> None:
         previous = median
     print(table(rows, ("runtime", "us per set (median)", "step")))
     print(
-        f"writer (batches into SQLite, every thread): {statistics.median(writer_us):.1f} us per hop (median)"
+        f"writer (batches into SQLite, every thread): {statistics.median(writer_us):.1f} us per hop (median;"
+        f" rounds: {' '.join(f'{u:.1f}' for u in writer_us)})"
     )
     for _step, runtime, _writer, store in runtimes:
         await runtime.close()

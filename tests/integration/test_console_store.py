@@ -260,6 +260,46 @@ async def test_a_long_transaction_gives_its_earliest_hops(store: ConsoleStore) -
     assert got is not None and got.hops == hops[:limit]
 
 
+async def test_many_transactions_in_one_batch_and_again_in_the_next(store: ConsoleStore) -> None:
+    """A batch of more transactions than one statement takes (the SQLite writer binds a few dozen
+    summaries or a couple of hundred hop groups per statement), then their second calls in the next
+    batch: every transaction is listed once, with both calls and its summary added up."""
+    n = 450
+    first = [hop(f"t{i}", T0 + i * MS, 2 * MS, PRODUCTPAGE, REVIEWS) for i in range(n)]
+    second = [hop(f"t{i}", T0 + i * MS + 1, 1 * MS, FRONTEND, CART, code=503) for i in range(n)]
+    await store.write(Batch(hops=first), [])
+    await store.write(Batch(hops=second), [])
+    listed = await store.transactions(TransactionQuery(limit=1_000))
+    assert sorted(s.id for s in listed) == sorted(f"t{i}" for i in range(n))
+    assert all(s.hops == 2 and s.error and s.start_us == T0 + int(s.id[1:]) * MS for s in listed)
+    assert {s.services for s in listed} == {(CART.service, REVIEWS.service)}
+    for i in (0, 57, 58, 199, 200, n - 1):
+        got = await store.transaction(f"t{i}")
+        assert got is not None and got.hops == [first[i], second[i]]
+
+
+async def test_a_transactions_sets_merge_across_batches(store: ConsoleStore) -> None:
+    """A transaction whose calls come in many batches, each between other services: its summary
+    lists every service once, sorted, and each name and namespace filter finds it, however many
+    batches added to it (the SQLite store appends new members and rewrites a long text)."""
+    peers = [
+        Peer(f"ns{i % 3}", f"w{i}-v1", f"w{i}", "v1", f"w{i}.ns{i % 3}.svc.cluster.local", "")
+        for i in range(60)
+    ]
+    for k in range(len(peers) - 1):
+        calls = [hop("merged", T0 + k * MS, 1 * MS, as_source(peers[k]), peers[k + 1])]
+        calls.append(hop("merged", T0 + k * MS, 1 * MS, as_source(peers[0]), peers[1]))  # again and again
+        await store.write(Batch(hops=calls), [])
+    (got,) = await store.transactions(TransactionQuery())
+    assert got.services == tuple(sorted(p.service for p in peers[1:]))
+    assert got.hops == 2 * (len(peers) - 1)
+    for name in ("w1", "w30", "w59", "w0", "w59.ns2.svc.cluster.local"):
+        assert [s.id for s in await store.transactions(TransactionQuery(service=name))] == ["merged"]
+    assert await store.transactions(TransactionQuery(service="w60")) == []
+    for ns in ("ns0", "ns1", "ns2"):
+        assert [s.id for s in await store.transactions(TransactionQuery(namespace=ns))] == ["merged"]
+
+
 async def test_an_unknown_transaction_is_none(store: ConsoleStore) -> None:
     await store.write(Batch(hops=[hop("known", T0, 1 * MS, PRODUCTPAGE, REVIEWS)]), [])
     assert await store.transaction("unknown") is None
@@ -671,6 +711,29 @@ async def test_sqlite_schema_1_hops_move_to_hop_groups(tmp_path: Path) -> None:
         got = await store.transaction(TRACE)
         assert got is not None and got.hops == hops[:3]
         assert await store.prune(older_than_us=T0 + 1 * S, max_rows=0) == 4
+    finally:
+        await store.close()
+
+
+async def test_sqlite_a_damaged_hop_group_makes_its_transaction_unavailable(tmp_path: Path) -> None:
+    """A hop group whose body was damaged on disk: the transaction is refused with a message naming
+    it (the API answers 503), the other transactions and the lists still answer."""
+    path = tmp_path / "console.db"
+    store = open_store(f"sqlite://{path}")
+    await store.open()
+    try:
+        await store.write(Batch(hops=[*call("damaged", T0, 1 * MS, PRODUCTPAGE, REVIEWS),
+                                      *call("fine", T0, 1 * MS, PRODUCTPAGE, REVIEWS)]), [])  # fmt: skip
+        with sqlite3.connect(path) as conn:
+            conn.execute(
+                "UPDATE hop_groups SET body = substr(body, 1, 30) WHERE txn = ?", (codec.pack_id("damaged"),)
+            )
+        with pytest.raises(StoreUnavailable, match="transaction 'damaged': a stored hop group is damaged"):
+            await store.transaction("damaged")
+        fine = await store.transaction("fine")
+        assert fine is not None and len(fine.hops) == 2
+        listed = await store.transactions(TransactionQuery(since_us=0))
+        assert {s.id for s in listed} == {"damaged", "fine"}
     finally:
         await store.close()
 

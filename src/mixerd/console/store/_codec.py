@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from enum import Enum
+from operator import itemgetter
 from typing import Any, Final, TypeVar
 
 from mixerd.console import stats
@@ -42,6 +43,7 @@ __all__ = [
     "SEP",
     "SPAN_COLUMNS",
     "SUMMARY_COLUMNS",
+    "CorruptGroup",
     "EdgeKey",
     "PackCache",
     "SummaryRow",
@@ -242,15 +244,21 @@ def hop_from_row(r: Sequence[Any]) -> Hop:
 # two reports and a transaction's calls arrive close together, so a row holds several hops: one
 # index entry and one bound row for them all, which is most of what storing a hop cost.
 #
-# The body is ``[HOP_GROUP_FORMAT, peers, hops]`` pickled (protocol 5): each distinct peer once
-# (its six fields), each hop as ``HOP_GROUP_FIELDS`` with its source and destination as indexes
-# into ``peers``; only lists, strings and integers. Pickle because it is ten times quicker to
-# write than JSON (about 0.5 us a hop instead of 4), smaller, and keeps every string and integer
-# exactly (lone surrogates, NUL, beyond 64 bits); its protocols are stable. It is read back by an
-# unpickler that refuses every global (no class, no function), so a row, whoever wrote it, can only
-# give lists, strings and numbers: nothing is called or constructed.
+# The body is ``[HOP_GROUP_FORMAT, peers, hops]`` pickled (protocol 5): ``peers`` is each distinct
+# peer once (its six fields, in a list of lists) pickled on its own, so the groups of a batch
+# with the same peers share those bytes instead of pickling the same strings again; each hop is a
+# list of ``HOP_GROUP_FIELDS`` with its source and destination as indexes into ``peers``, an id
+# repeated in a group stored once (pickle references it). Only lists, strings, bytes and integers.
+# Pickle because it is ten times quicker to write than JSON (about 0.5 us a hop instead of 4),
+# smaller, and keeps every string and integer exactly (lone surrogates, NUL, beyond 64 bits); its
+# protocols are stable. (``marshal`` writes a little faster, but is documented as unsafe on
+# damaged input, and a stored row may be damaged.) It is read back by an unpickler that refuses
+# every global (no class, no function), so a row, whoever wrote it, can only give lists, strings,
+# bytes and numbers: nothing is called or constructed; then every value's type and every index is
+# checked before it becomes a hop, and a body that does not fit is refused whole
+# (:class:`CorruptGroup`). Format 1 (the peers' lists in the body itself) is still read.
 
-HOP_GROUP_FORMAT: Final = 1
+HOP_GROUP_FORMAT: Final = 2
 HOP_GROUP_FIELDS: Final = (
     "start_us", "duration_us", "reporter", "source", "destination", "protocol", "method", "host",
     "path", "code", "flags", "request_bytes", "response_bytes", "request_id", "trace_id", "span_id",
@@ -258,6 +266,15 @@ HOP_GROUP_FIELDS: Final = (
 )  # fmt: skip
 HOP_GROUP_COLUMNS: Final = ("txn", "start_us", "last_us", "hops", "body")
 """``start_us`` / ``last_us``: the earliest / latest start among the row's hops; ``hops``: how many."""
+
+_HOP_GROUP_TYPES: Final = (
+    int, int, int, int, int, str, str, str, str, int, str, int, int, str, str, str, str,
+)  # fmt: skip
+"""The type of each of ``HOP_GROUP_FIELDS`` as stored."""
+
+
+class CorruptGroup(ValueError):
+    """A stored hop group's body is not one this version wrote (damaged, or not a hop group)."""
 
 
 class _DataOnly(pickle.Unpickler):
@@ -294,17 +311,20 @@ def hop_group_rows(
     packed id), as :func:`summarize` makes it from the hops: give that map to ``summarize``
     (``hop_summaries``) for the rest of the batch."""
     reporter_code = _REPORTER_CODE.get
-    columns: dict[int, list[str]] = {}
-    """A peer's fields by identity: the adapter interns peers, and the groups keep them alive."""
+    encoded_peers: dict[tuple[int, ...], bytes] = {}
+    """A group's peers pickled, by their identities in order (the adapter interns peers, and the
+    groups keep them alive): the transactions along one path of calls share it."""
     dumps = pickle.dumps
     names = _NameCache()
-    paths: dict[frozenset[tuple[int, int]], _Names] = {}
-    """What a transaction's set of calls (their peers' identities) adds to its summary: the
-    transactions along one path of calls share it."""
+    call_of = itemgetter(3, 4)
+    """A hop record's source and destination (indexes into its group's peers)."""
+    paths: dict[tuple[tuple[int, ...], frozenset[tuple[int, int]]], _Names] = {}
+    """What a transaction's set of calls adds to its summary, by the identities of the group's
+    peers in order and its calls as pairs of their indexes: the transactions along one path of
+    calls share it (and its sets, encoded once: ``SummaryRow.path``)."""
     rows = []
     for txn, members in groups.items():
         index: dict[int, int] = {}
-        peers: list[list[str]] = []
         objects: list[Peer] = []
         records: list[list[Any]] = []
         root = members[0]
@@ -313,19 +333,20 @@ def hop_group_rows(
         counts = [0, 0, 0]
         """Hops by reporter code (unknown, source, destination)."""
         error = denied = False
+        shared: dict[str, str] = {}
+        share = shared.setdefault
+        """One object per distinct id string in the group: pickle writes a repeated object as a
+        two-byte reference (the trace id recurs in every hop, a call's request and span ids in
+        both its reports): a fifth less body to write and store."""
         for h in members:
             s, d = h.source, h.destination
             si = index.get(id(s))
             if si is None:
-                si = index[id(s)] = len(peers)
-                c = columns.get(id(s))
-                peers.append(c if c is not None else columns.setdefault(id(s), list(_peer_values(s))))
+                si = index[id(s)] = len(objects)
                 objects.append(s)
             di = index.get(id(d))
             if di is None:
-                di = index[id(d)] = len(peers)
-                c = columns.get(id(d))
-                peers.append(c if c is not None else columns.setdefault(id(d), list(_peer_values(d))))
+                di = index[id(d)] = len(objects)
                 objects.append(d)
             start, duration = h.start_us, h.duration_us
             if start < first:
@@ -344,51 +365,79 @@ def hop_group_rows(
             records.append([
                 start, duration, rc, si, di, h.protocol, h.method, h.host,
                 h.path, code, flags, h.request_bytes, h.response_bytes,
-                h.request_id, h.trace_id, h.span_id, h.parent_span_id,
+                share(h.request_id, h.request_id), share(h.trace_id, h.trace_id),
+                share(h.span_id, h.span_id), h.parent_span_id,
             ])  # fmt: skip
+        peer_ids = tuple(index)
+        peers = encoded_peers.get(peer_ids)
+        if peers is None:
+            peers = encoded_peers[peer_ids] = dumps([list(_peer_values(p)) for p in objects], 5)
         body = dumps([HOP_GROUP_FORMAT, peers, records], 5)
         key = ids[txn]
         rows.append((key, first, last, len(members), body))
         if summaries is not None and key is not None:
-            summary = summaries[key] = SummaryRow(
-                key,
-                first,
-                end,
-                _root_of(root.source, root.destination),
-                counts[1],
-                counts[2],
-                counts[0],
-                error=error,
-                denied=denied,
-            )
-            path = frozenset([(id(objects[r[3]]), id(objects[r[4]])) for r in records])
+            path = (peer_ids, frozenset(map(call_of, records)))
             found = paths.get(path)
             if found is None:
                 services: set[str] = set()
                 named: set[str] = set()
                 namespaces: set[str] = set()
-                for si, di in {(r[3], r[4]) for r in records}:
+                for si, di in path[1]:
                     call = names[_names_key(objects[si], objects[di])]
                     services.update(call[0])
                     named.update(call[1])
                     namespaces.update(call[2])
                 found = paths[path] = (tuple(services), tuple(named), tuple(namespaces))
-            _add_names(summary, found)
+            summaries[key] = SummaryRow(
+                key, first, end, _root_of(root.source, root.destination), counts[1], counts[2], counts[0],
+                set(found[0]), set(found[1]), set(found[2]), error, denied, found,
+            )  # fmt: skip
     return rows
 
 
 def hops_from_group(transaction_id: str, body: bytes) -> list[Hop]:
-    """The hops of a ``hop_groups`` row (none from a format this version does not know)."""
-    value = _DataOnly(io.BytesIO(body)).load()
-    if not isinstance(value, list) or len(value) != 3 or value[0] != HOP_GROUP_FORMAT:
-        return []
-    peers = [Peer(*p) for p in value[1]]
+    """The hops of a ``hop_groups`` row (none from a format this version does not know);
+    :class:`CorruptGroup` when the body is not one a mixerd wrote (damaged)."""
+    try:
+        value = _DataOnly(io.BytesIO(body)).load()
+    except Exception as exc:  # any damage: truncated, not a pickle, naming a global ...
+        raise CorruptGroup(f"unreadable body ({type(exc).__name__}: {exc})") from exc
+    if type(value) is not list or not value or type(value[0]) is not int:
+        raise CorruptGroup("not a hop group")
+    if value[0] > HOP_GROUP_FORMAT:
+        return []  # written by a newer mixerd
+    if value[0] not in (1, HOP_GROUP_FORMAT) or len(value) != 3:
+        raise CorruptGroup(f"not a hop group of format {value[0]}")
+    peer_list, records = value[1], value[2]
+    if value[0] == HOP_GROUP_FORMAT:
+        if type(peer_list) is not bytes:
+            raise CorruptGroup("its peers are not bytes")
+        try:
+            peer_list = _DataOnly(io.BytesIO(peer_list)).load()
+        except Exception as exc:
+            raise CorruptGroup(f"unreadable peers ({type(exc).__name__}: {exc})") from exc
+    if type(peer_list) is not list or type(records) is not list:
+        raise CorruptGroup("its peers or hops are not a list")
+    peers = []
+    for p in peer_list:
+        if type(p) is not list or tuple(map(type, p)) != _PEER_TYPES:
+            raise CorruptGroup("a peer is not six strings")
+        peers.append(Peer(*p))
+    n = len(peers)
     of_code = _REPORTER_OF_CODE.get
     unknown = Reporter.UNKNOWN
-    return [
-        Hop(r[0], r[1], of_code(r[2], unknown), peers[r[3]], peers[r[4]], transaction_id, *r[5:])
-        for r in value[2]
-    ]
+    hops = []
+    for r in records:
+        if type(r) is not list or tuple(map(type, r)) != _HOP_GROUP_TYPES:
+            raise CorruptGroup("a hop does not have the fields of its format")
+        si, di = r[3], r[4]
+        if not (0 <= si < n and 0 <= di < n):
+            raise CorruptGroup("a hop names a peer the group does not hold")
+        hops.append(Hop(r[0], r[1], of_code(r[2], unknown), peers[si], peers[di], transaction_id, *r[5:]))
+    return hops
+
+
+_PEER_TYPES: Final = (str,) * len(_PEER)
 
 
 def hop_group_body(*row: Any) -> bytes:
@@ -530,15 +579,24 @@ class SummaryRow:
     namespaces: set[str] = field(default_factory=set)
     error: bool = False
     denied: bool = False
+    path: _Names | None = field(default=None, compare=False, repr=False)
+    """The names of the path of calls the three sets hold exactly, when nothing else was added
+    to them (rows of one batch with the same ``path`` object have equal sets): a writer may encode
+    them once per path."""
 
-    def values(self, encode_set: Any) -> tuple[Any, ...]:
-        """The row in ``SUMMARY_COLUMNS`` order, sets encoded with ``encode_set``."""
+    def values(self, encode_set: Any, sets: Sequence[Any] | None = None) -> tuple[Any, ...]:
+        """The row in ``SUMMARY_COLUMNS`` order, sets encoded with ``encode_set`` (or given
+        encoded, as ``services, names, namespaces``)."""
         r = self.root
+        services, names, namespaces = (
+            (encode_set(self.services), encode_set(self.names), encode_set(self.namespaces))
+            if sets is None
+            else sets
+        )
         return (
             self.id, self.start_us, self.end_us,
             r.namespace, r.workload, r.app, r.version, r.service, r.principal,
-            self.src_hops, self.dst_hops, self.unk_hops,
-            encode_set(self.services), encode_set(self.names), encode_set(self.namespaces),
+            self.src_hops, self.dst_hops, self.unk_hops, services, names, namespaces,
             self.error, self.denied,
         )  # fmt: skip
 
@@ -610,6 +668,7 @@ class _NameCache(dict[_NamesKey, _Names]):
 
 
 def _add_names(row: SummaryRow, names: _Names) -> None:
+    row.path = None
     row.services.update(names[0])
     row.names.update(names[1])
     row.namespaces.update(names[2])
