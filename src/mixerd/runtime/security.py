@@ -353,16 +353,14 @@ class SecurityTable:
         key: tuple[Any, ...] | None = None
         if scope.keyed:
             get = bag.get
-            values = [located, *[get(name) for name in scope.attributes]]
-            if located is None and scope.token_attributes:  # else the token is what they read
-                values.extend([get(name) for name in scope.token_attributes])
-            if scope.headers:
-                if headers is None:
-                    values.extend([None] * len(scope.headers))
-                else:
-                    hget = headers.get
-                    values.extend([hget(name) for name in scope.headers])
-            key = tuple(values)
+            named = scope.headers
+            key = (
+                located,
+                *map(get, scope.attributes),
+                # without a token, what the token readers read in its place
+                *(map(get, scope.token_attributes) if located is None else ()),
+                *(() if not named else (None,) * len(named) if headers is None else map(headers.get, named)),
+            )
             try:
                 known = scope.known.get(key)
             except TypeError:  # an unhashable value (a map where a string was expected)
