@@ -688,6 +688,7 @@ async def test_sqlite_unusable_path_is_unavailable(tmp_path: Path) -> None:
 
 
 async def test_sqlite_schema_1_hops_move_to_hop_groups(tmp_path: Path) -> None:
+    """Schema 1 -> 2 -> 3: the hops move into hop groups, and each summary lists its groups."""
     path = tmp_path / "console.db"
     hops = [
         *call(TRACE, T0, 40 * MS, INGRESS, PRODUCTPAGE, trace_id=TRACE, span_id="a2fb4a1d1a96d312",
@@ -704,6 +705,11 @@ async def test_sqlite_schema_1_hops_move_to_hop_groups(tmp_path: Path) -> None:
             f"INSERT INTO hops ({columns}) VALUES ({', '.join('?' * len(codec.HOP_COLUMNS))})",
             [codec.hop_row(h) for h in hops],
         )
+        conn.executemany(  # and their summaries, as the schema 1 writer wrote them with the hops
+            f"INSERT INTO transactions ({', '.join(codec.SUMMARY_COLUMNS)})"
+            f" VALUES ({', '.join('?' * len(codec.SUMMARY_COLUMNS))})",
+            [s.values(sqlite._encode_set) for s in codec.summarize(Batch(hops=hops))],
+        )
     store = open_store(f"sqlite://{path}")
     await store.open()
     try:
@@ -711,6 +717,31 @@ async def test_sqlite_schema_1_hops_move_to_hop_groups(tmp_path: Path) -> None:
         got = await store.transaction(TRACE)
         assert got is not None and got.hops == hops[:3]
         assert await store.prune(older_than_us=T0 + 1 * S, max_rows=0) == 4
+    finally:
+        await store.close()
+
+
+async def test_sqlite_a_transaction_finds_only_its_own_hop_groups(tmp_path: Path) -> None:
+    """A summary lists its hop groups by rowid; a group pruned since is gone, and a rowid that
+    SQLite gave again to another key's group (once every group was deleted) is not taken for it."""
+    path = tmp_path / "console.db"
+    store = open_store(f"sqlite://{path}")
+    await store.open()
+    try:
+        await store.write(Batch(hops=call("first", T0, 1 * MS, PRODUCTPAGE, REVIEWS)), [])
+        await store.write(Batch(hops=[hop("first", T0 + 5 * MS, 1 * MS, REVIEWS, CART)]), [])
+        got = await store.transaction("first")
+        assert got is not None and len(got.hops) == 3
+        with sqlite3.connect(path) as conn:
+            listed = conn.execute("SELECT group_rowids FROM transactions").fetchall()
+            assert listed == [("1,2",)]
+            conn.execute("DELETE FROM hop_groups")  # as a prune of every hop would
+        await store.write(Batch(hops=call("second", T0, 1 * MS, WEB, API)), [])
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("SELECT rowid FROM hop_groups").fetchall() == [(1,)]  # reused
+        assert await store.transaction("first") is None
+        second = await store.transaction("second")
+        assert second is not None and len(second.hops) == 2
     finally:
         await store.close()
 

@@ -5,9 +5,10 @@ time) and one read-only connection on a second thread, so the event loop never w
 readers never wait on the writer. Ids are stored as compact BLOBs (``_codec.pack_id``); raw records
 go in ``hop_groups`` (the hops of one transaction id that one batch brings, in one row: see
 ``_codec.hop_groups``), ``decisions``, ``spans``, ``logs``; ``transactions`` holds one summary row per
-correlation key, upserted with each batch; ``edge_rollups`` holds 10-s RED rollups keyed by a hash of
-the edge (``edge_keys``), added up on conflict, and ``edge_rollups_5m`` the same per 5 minutes (what
-a graph over a long window reads). Errors of SQLite (locked, disk full, not a database ...) become
+correlation key, upserted with each batch, which also lists the rowids of the key's hop groups
+(``group_rowids``: the hop groups need no index by key); ``edge_rollups`` holds 10-s RED rollups
+keyed by a hash of the edge (``edge_keys``), added up on conflict, and ``edge_rollups_5m`` the same
+per 5 minutes (what a graph over a long window reads). Errors of SQLite (locked, disk full, not a database ...) become
 :class:`StoreUnavailable`.
 """
 
@@ -138,6 +139,18 @@ INSERT INTO hop_groups (txn, start_us, last_us, hops, body)
     FROM hops ORDER BY rowid;
 DROP TABLE hops;
 """,
+    # A transaction's hop groups are found through its summary row, which lists their rowids, instead
+    # of an index on hop_groups (txn): random keys inserted into a second large b-tree on every batch
+    # made each commit dirty pages all over it, and the writer's cost grew with the database (from
+    # ~7 to ~12 us a hop at 1M hops).
+    3: """
+ALTER TABLE transactions ADD COLUMN group_rowids TEXT NOT NULL DEFAULT '';
+UPDATE transactions SET group_rowids = coalesce(
+    (SELECT group_concat(g, ',')
+     FROM (SELECT rowid AS g FROM hop_groups WHERE txn = transactions.id ORDER BY rowid)),
+    '');
+DROP INDEX hop_groups_txn;
+""",
 }
 SCHEMA_VERSION: Final = max(_MIGRATIONS)
 
@@ -179,11 +192,17 @@ def _execute_rows(
         conn.execute(_rows_sql(head, width, len(part), tail), list(flat(part)))
 
 
-_HOP_GROUP_HEAD: Final = f"INSERT INTO hop_groups ({', '.join(codec.HOP_GROUP_COLUMNS)})"
+_HOP_GROUP_HEAD: Final = f"INSERT INTO hop_groups (rowid, {', '.join(codec.HOP_GROUP_COLUMNS)})"
+_GROUP_ROWIDS_MAX: Final = 65_536
+"""Characters of a summary row's list of hop group rowids (``group_rowids``: decimal, comma-separated, in
+the order written) past which later groups are no longer added: 5,000 groups or more, when a
+transaction's detail shows its earliest ``MAX_RECORDS_PER_TRANSACTION`` hops anyway. Only a key
+that recurs for hours (a constant header) reaches it; its later hops stay in the graph and the
+rollups."""
 _ROOT = ("root_namespace", "root_workload", "root_app", "root_version", "root_service", "root_principal")
 _SET_TEXT_MAX: Final = 2048
 """Characters a stored set may reach by appending before it is rewritten without duplicates."""
-_SUMMARY_HEAD: Final = f"INSERT INTO transactions ({', '.join(codec.SUMMARY_COLUMNS)})"
+_SUMMARY_HEAD: Final = f"INSERT INTO transactions ({', '.join(codec.SUMMARY_COLUMNS)}, group_rowids)"
 _UPSERT_SUMMARY_TAIL: Final = (
     " ON CONFLICT (id) DO UPDATE SET "
     + ", ".join(f"{c} = CASE WHEN excluded.start_us < start_us THEN excluded.{c} ELSE {c} END" for c in _ROOT)
@@ -201,6 +220,10 @@ _UPSERT_SUMMARY_TAIL: Final = (
         for c in ("services", "names", "namespaces")
     )
     + ", error = max(error, excluded.error), denied = max(denied, excluded.denied)"
+    + ", group_rowids = CASE WHEN excluded.group_rowids = '' THEN group_rowids"
+    + " WHEN group_rowids = '' THEN excluded.group_rowids"
+    + f" WHEN length(group_rowids) < {_GROUP_ROWIDS_MAX} THEN group_rowids || ',' || excluded.group_rowids"
+    + " ELSE group_rowids END"
 )
 _UPSERT_EDGE_KEY: Final = (
     _insert("edge_keys", codec.EDGE_KEY_COLUMNS)
@@ -418,9 +441,17 @@ class SQLiteStore:
             ids = codec.PackCache()
             groups = codec.group_hops(batch.hops)
             hop_summaries: dict[bytes, codec.SummaryRow] = {}
+            rowids: dict[bytes | None, str] = {}
+            """Each transaction's hop group of this batch, by packed id: its rowid, as its summary
+            row lists it."""
             if groups:
                 group_rows = codec.hop_group_rows(groups, ids, hop_summaries)
-                _execute_rows(conn, _HOP_GROUP_HEAD, len(codec.HOP_GROUP_COLUMNS), group_rows)
+                # rowids given, not left to SQLite, so the summaries can name them: after the
+                # largest one (the writer lock is held), in order, so rows are still appended
+                last = conn.execute("SELECT coalesce(max(rowid), 0) FROM hop_groups").fetchone()[0]
+                numbered = [(last + i, *row) for i, row in enumerate(group_rows, 1)]
+                rowids = {row[1]: str(row[0]) for row in numbered}
+                _execute_rows(conn, _HOP_GROUP_HEAD, len(codec.HOP_GROUP_COLUMNS) + 1, numbered)
             if batch.decisions:
                 conn.executemany(_INSERT_DECISION, codec.decision_rows(batch.decisions, ids))
             if batch.spans:
@@ -430,11 +461,12 @@ class SQLiteStore:
             summaries = codec.summarize(batch, ids, hop_summaries=hop_summaries)
             if summaries:
                 encode = _SetEncoder()
+                get = rowids.get
                 _execute_rows(
                     conn,
                     _SUMMARY_HEAD,
-                    len(codec.SUMMARY_COLUMNS),
-                    [encode.row(s) for s in summaries],
+                    len(codec.SUMMARY_COLUMNS) + 1,
+                    [(*encode.row(s), get(s.id, "")) for s in summaries],
                     _UPSERT_SUMMARY_TAIL,
                 )
             if rollups:
@@ -753,8 +785,15 @@ def _earliest_hops(conn: sqlite3.Connection, key: bytes, transaction_id: str) ->
     an earlier hop only if it starts before the latest one kept."""
     hops: list[Hop] = []
     threshold: int | None = None
+    listed = conn.execute("SELECT group_rowids FROM transactions WHERE id = ?", (key,)).fetchone()
+    if listed is None or not listed[0]:
+        return hops
+    # a listed rowid whose group was pruned is gone; one reused since by another key's group
+    # (after everything was pruned) is told apart by its key
     for start_us, body in conn.execute(
-        "SELECT start_us, body FROM hop_groups WHERE txn = ? ORDER BY start_us", (key,)
+        "SELECT start_us, body FROM hop_groups WHERE rowid IN (SELECT value FROM json_each(?)) AND txn = ?"
+        " ORDER BY start_us",
+        (f"[{listed[0]}]", key),
     ):
         if threshold is not None and start_us > threshold:
             break
