@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-system-deps: ## install the Debian packages the integration tests run (redis with sentinel and redis-cli, prometheus, nginx, h2load, wrk, postgresql, chromium)
+system-deps: ## install the Debian packages the integration tests run (redis with sentinel and redis-cli, prometheus, nginx, h2load, wrk, postgresql, chromium, systemd)
 	@scripts/system-deps.sh
 
 run: install ## start mixerd on its embedded default config

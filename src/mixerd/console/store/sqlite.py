@@ -8,8 +8,8 @@ go in ``hop_groups`` (the hops of one transaction id that one batch brings, in o
 correlation key, upserted with each batch, which also lists the rowids of the key's hop groups
 (``group_rowids``: the hop groups need no index by key); ``edge_rollups`` holds 10-s RED rollups
 keyed by a hash of the edge (``edge_keys``), added up on conflict, and ``edge_rollups_5m`` the same
-per 5 minutes (what a graph over a long window reads). Errors of SQLite (locked, disk full, not a database ...) become
-:class:`StoreUnavailable`.
+per 5 minutes (what a graph over a long window reads). Errors of SQLite (locked, disk full, not a
+database ...) become :class:`StoreUnavailable`.
 """
 
 from __future__ import annotations
@@ -194,9 +194,9 @@ def _execute_rows(
 
 _HOP_GROUP_HEAD: Final = f"INSERT INTO hop_groups (rowid, {', '.join(codec.HOP_GROUP_COLUMNS)})"
 _GROUP_ROWIDS_MAX: Final = 65_536
-"""Characters of a summary row's list of hop group rowids (``group_rowids``: decimal, comma-separated, in
-the order written) past which later groups are no longer added: 5,000 groups or more, when a
-transaction's detail shows its earliest ``MAX_RECORDS_PER_TRANSACTION`` hops anyway. Only a key
+"""Characters of a summary row's list of hop group rowids (``group_rowids``: decimal,
+comma-separated, in the order written) past which later groups are no longer added: 5,000 groups or
+more, when a transaction's detail shows its earliest ``MAX_RECORDS_PER_TRANSACTION`` hops anyway. Only a key
 that recurs for hours (a constant header) reaches it; its later hops stay in the graph and the
 rollups."""
 _ROOT = ("root_namespace", "root_workload", "root_app", "root_version", "root_service", "root_principal")
